@@ -1,0 +1,186 @@
+//! Decoding a chunk body back into records, with a bound on the
+//! decompressed size (a zstd bomb costs no memory beyond what the header
+//! declares, and the header's figure is itself bounded).
+
+use super::frame::{BodyLayout, ChunkView, MAX_UNCOMPRESSED_LEN};
+use super::Codec;
+use crate::{Error, Result};
+
+/// A reusable decompression context and output buffer.
+#[derive(Default)]
+pub struct Decoder {
+    context: Option<zstd::bulk::Decompressor<'static>>,
+    buffer: Vec<u8>,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("buffer_capacity", &self.buffer.capacity())
+            .finish()
+    }
+}
+
+/// A decoded chunk body; borrows the chunk (codec `none`) or the decoder.
+#[derive(Debug, Clone, Copy)]
+pub struct Body<'a> {
+    bytes: &'a [u8],
+    layout: BodyLayout,
+    record_count: u32,
+}
+
+/// Decompresses (if needed) the body of `chunk`, checking that it has the
+/// declared size. The result borrows `decoder`'s buffer or the chunk.
+pub fn decode_body<'a>(chunk: &ChunkView<'a>, decoder: &'a mut Decoder) -> Result<Body<'a>> {
+    let declared = chunk.uncompressed_len();
+    let bytes: &'a [u8] = match chunk.codec() {
+        Codec::None => {
+            if chunk.body().len() != declared {
+                return Err(Error::Corruption(format!(
+                    "chunk at offset {} declares {declared} bytes but stores {}",
+                    chunk.first_offset(),
+                    chunk.body().len()
+                )));
+            }
+            chunk.body()
+        }
+        Codec::Zstd => {
+            if chunk.dict_id() != 0 {
+                return Err(Error::Codec(format!(
+                    "chunk at offset {} needs zstd dictionary {}, which this reader does not hold",
+                    chunk.first_offset(),
+                    chunk.dict_id()
+                )));
+            }
+            if declared > MAX_UNCOMPRESSED_LEN {
+                return Err(Error::Corruption(format!(
+                    "declared body size {declared} too large"
+                )));
+            }
+            let context = match decoder.context.as_mut() {
+                Some(context) => context,
+                None => decoder.context.insert(
+                    zstd::bulk::Decompressor::new()
+                        .map_err(|e| Error::Codec(format!("zstd context: {e}")))?,
+                ),
+            };
+            decoder.buffer.clear();
+            decoder.buffer.reserve(declared);
+            // decompress_to_buffer never writes past the Vec's capacity, so a
+            // body that inflates beyond its declared size fails here instead
+            // of allocating.
+            let written = context
+                .decompress_to_buffer(chunk.body(), &mut decoder.buffer)
+                .map_err(|e| {
+                    Error::Corruption(format!(
+                        "chunk at offset {}: zstd body does not decode to its declared {declared} bytes: {e}",
+                        chunk.first_offset()
+                    ))
+                })?;
+            if written != declared {
+                return Err(Error::Corruption(format!(
+                    "chunk at offset {} decodes to {written} bytes, header says {declared}",
+                    chunk.first_offset()
+                )));
+            }
+            &decoder.buffer[..]
+        }
+    };
+    Ok(Body {
+        bytes,
+        layout: chunk.layout(),
+        record_count: chunk.record_count(),
+    })
+}
+
+impl<'a> Body<'a> {
+    /// The uncompressed body bytes (NDJSON when the layout is `Lines`).
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+    /// The layout of the records.
+    pub fn layout(&self) -> BodyLayout {
+        self.layout
+    }
+    /// Iterates the record payloads (without their newline or length prefix).
+    pub fn records(&self) -> Records<'a> {
+        Records {
+            rest: self.bytes,
+            layout: self.layout,
+            remaining: self.record_count,
+        }
+    }
+}
+
+/// Why a body does not hold the records its header declares.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The body ended before the declared number of records.
+    #[error("body ends with {missing} declared records missing")]
+    Short { missing: u32 },
+    /// Bytes remain after the declared number of records.
+    #[error("{0} bytes after the last declared record")]
+    Trailing(usize),
+}
+
+/// Iterator over the records of a [`Body`].
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    rest: &'a [u8],
+    layout: BodyLayout,
+    remaining: u32,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<&'a [u8], RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let trailing = self.rest.len();
+            self.rest = &[];
+            return Some(Err(RecordError::Trailing(trailing)));
+        }
+        let record = match self.layout {
+            BodyLayout::Lines => match memchr::memchr(b'\n', self.rest) {
+                Some(end) => {
+                    let record = &self.rest[..end];
+                    self.rest = &self.rest[end + 1..];
+                    Some(record)
+                }
+                None => None,
+            },
+            BodyLayout::LengthPrefixed => {
+                if self.rest.len() < 4 {
+                    None
+                } else {
+                    let len =
+                        u32::from_le_bytes(self.rest[..4].try_into().expect("4 bytes")) as usize;
+                    if self.rest.len() - 4 < len {
+                        None
+                    } else {
+                        let record = &self.rest[4..4 + len];
+                        self.rest = &self.rest[4 + len..];
+                        Some(record)
+                    }
+                }
+            }
+        };
+        match record {
+            Some(record) => {
+                self.remaining -= 1;
+                Some(Ok(record))
+            }
+            None => {
+                let error = RecordError::Short {
+                    missing: self.remaining,
+                };
+                self.remaining = 0;
+                self.rest = &[];
+                Some(Err(error))
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The chunk builder: collects records without a per-record allocation and
+//! closes a chunk at a size or a linger time, compressing it once, in the
+//! calling (producing) thread, with a context it keeps.
+
+use std::time::{Duration, Instant};
+
+use super::frame::{BodyLayout, HeaderFields, MAX_FRAME_LEN};
+use super::{Codec, Compression};
+use crate::{Error, Result};
+
+/// Limits and codec of a [`ChunkBuilder`].
+#[derive(Debug, Clone)]
+pub struct ChunkOptions {
+    /// A chunk closes once its uncompressed body reaches this size.
+    pub max_bytes: usize,
+    /// A chunk closes this long after its first record (see [`ChunkBuilder::poll`]).
+    pub linger: Duration,
+    /// Codec and level.
+    pub compression: Compression,
+    /// Larger records are refused with [`Error::RecordTooLarge`].
+    pub max_record_bytes: usize,
+}
+
+impl Default for ChunkOptions {
+    fn default() -> Self {
+        ChunkOptions {
+            max_bytes: 256 * 1024,
+            linger: Duration::from_millis(5),
+            compression: Compression::default(),
+            max_record_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A closed, compressed chunk on its way to the log: a complete frame whose
+/// first offset and CRC the log writer stamps when it appends it.
+#[derive(Debug)]
+pub struct ClosedChunk {
+    frame: Vec<u8>,
+    record_count: u32,
+    uncompressed_len: usize,
+}
+
+impl ClosedChunk {
+    /// Records in the chunk.
+    pub fn record_count(&self) -> u32 {
+        self.record_count
+    }
+    /// Bytes of the uncompressed body (record bytes plus framing).
+    pub fn uncompressed_len(&self) -> usize {
+        self.uncompressed_len
+    }
+    /// Bytes of the frame as it will be stored.
+    pub fn frame_len(&self) -> usize {
+        self.frame.len()
+    }
+    /// The frame (offset and CRC not yet stamped).
+    pub fn frame(&self) -> &[u8] {
+        &self.frame
+    }
+    /// Takes the frame.
+    pub fn into_frame(self) -> Vec<u8> {
+        self.frame
+    }
+    pub(crate) fn frame_mut(&mut self) -> &mut [u8] {
+        &mut self.frame
+    }
+}
+
+/// Collects the records of one stream into chunks.
+///
+/// Records that are single lines (no `\n`) are stored newline-terminated so
+/// that a stored body is NDJSON as it is; the first multi-line record turns
+/// the chunk being built into a length-prefixed one (converted once, in place).
+pub struct ChunkBuilder {
+    options: ChunkOptions,
+    stream: String,
+    component: String,
+    body: Vec<u8>,
+    layout: BodyLayout,
+    record_count: u32,
+    min_ts: u64,
+    max_ts: u64,
+    source_position: Vec<u8>,
+    opened_at: Option<Instant>,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    level: i32,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for ChunkBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkBuilder")
+            .field("stream", &self.stream)
+            .field("component", &self.component)
+            .field("records", &self.record_count)
+            .field("bytes", &self.body.len())
+            .finish()
+    }
+}
+
+fn check_name(name: &str, what: &'static str) -> Result<()> {
+    if name.len() > u8::MAX as usize {
+        return Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason: what,
+        });
+    }
+    Ok(())
+}
+
+impl ChunkBuilder {
+    /// A builder for `stream`, produced by `component` (a source or transform name).
+    pub fn new(stream: &str, component: &str, options: ChunkOptions) -> Result<Self> {
+        check_name(stream, "stream names are at most 255 bytes")?;
+        check_name(component, "component names are at most 255 bytes")?;
+        if options.max_bytes == 0 || options.max_bytes > 64 * 1024 * 1024 {
+            return Err(Error::Config(format!(
+                "chunk max_bytes must be between 1 byte and 64 MiB, got {}",
+                options.max_bytes
+            )));
+        }
+        let max_record = MAX_FRAME_LEN / 2;
+        if options.max_record_bytes > max_record {
+            return Err(Error::Config(format!(
+                "max_record_bytes must be at most {max_record}, got {}",
+                options.max_record_bytes
+            )));
+        }
+        let (compressor, level) = match options.compression {
+            Compression::None => (None, 0),
+            Compression::Zstd { level } => {
+                let compressor = zstd::bulk::Compressor::new(level)
+                    .map_err(|e| Error::Codec(format!("zstd level {level}: {e}")))?;
+                (Some(compressor), level)
+            }
+        };
+        Ok(ChunkBuilder {
+            body: Vec::with_capacity(options.max_bytes + options.max_bytes / 8),
+            options,
+            stream: stream.to_owned(),
+            component: component.to_owned(),
+            layout: BodyLayout::Lines,
+            record_count: 0,
+            min_ts: u64::MAX,
+            max_ts: 0,
+            source_position: Vec::new(),
+            opened_at: None,
+            compressor,
+            level,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The stream this builder collects.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+    /// Records in the open chunk.
+    pub fn record_count(&self) -> u32 {
+        self.record_count
+    }
+    /// Uncompressed bytes in the open chunk.
+    pub fn buffered_bytes(&self) -> usize {
+        self.body.len()
+    }
+    /// True when no chunk is open.
+    pub fn is_empty(&self) -> bool {
+        self.record_count == 0
+    }
+    /// When the open chunk's linger time ends, if a chunk is open.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.opened_at.map(|t| t + self.options.linger)
+    }
+
+    /// Adds a record: `payload` bytes, a timestamp in unix nanoseconds and
+    /// the source position after it, if the source has one. Returns the
+    /// chunk it closed, if it reached the size limit.
+    ///
+    /// A record over `max_record_bytes` is refused and nothing else changes.
+    pub fn push(
+        &mut self,
+        payload: &[u8],
+        timestamp: u64,
+        source_position: Option<&[u8]>,
+    ) -> Result<Option<ClosedChunk>> {
+        if payload.len() > self.options.max_record_bytes {
+            return Err(Error::RecordTooLarge {
+                len: payload.len(),
+                max: self.options.max_record_bytes,
+            });
+        }
+        if let Some(position) = source_position {
+            if position.len() > u16::MAX as usize {
+                return Err(Error::Config(format!(
+                    "source position of {} bytes exceeds 65535",
+                    position.len()
+                )));
+            }
+        }
+        if self.record_count == 0 {
+            self.opened_at = Some(Instant::now());
+        }
+        match self.layout {
+            BodyLayout::Lines if memchr::memchr(b'\n', payload).is_none() => {
+                self.body.extend_from_slice(payload);
+                self.body.push(b'\n');
+            }
+            BodyLayout::Lines => {
+                self.convert_to_length_prefixed();
+                self.push_length_prefixed(payload);
+            }
+            BodyLayout::LengthPrefixed => self.push_length_prefixed(payload),
+        }
+        self.record_count += 1;
+        self.min_ts = self.min_ts.min(timestamp);
+        self.max_ts = self.max_ts.max(timestamp);
+        if let Some(position) = source_position {
+            self.source_position.clear();
+            self.source_position.extend_from_slice(position);
+        }
+        if self.body.len() >= self.options.max_bytes {
+            return self.finish();
+        }
+        Ok(None)
+    }
+
+    fn push_length_prefixed(&mut self, payload: &[u8]) {
+        self.body
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.body.extend_from_slice(payload);
+    }
+
+    /// Rewrites the newline-terminated records built so far as length-prefixed ones.
+    fn convert_to_length_prefixed(&mut self) {
+        let lines = std::mem::take(&mut self.body);
+        let mut converted = Vec::with_capacity(
+            self.body
+                .capacity()
+                .max(lines.len() + 4 * self.record_count as usize + 64),
+        );
+        for line in lines.split_inclusive(|&b| b == b'\n') {
+            let record = &line[..line.len() - 1];
+            converted.extend_from_slice(&(record.len() as u32).to_le_bytes());
+            converted.extend_from_slice(record);
+        }
+        self.body = converted;
+        self.layout = BodyLayout::LengthPrefixed;
+    }
+
+    /// Closes the open chunk if its linger time has passed at `now`.
+    pub fn poll(&mut self, now: Instant) -> Result<Option<ClosedChunk>> {
+        match self.deadline() {
+            Some(deadline) if now >= deadline => self.finish(),
+            _ => Ok(None),
+        }
+    }
+
+    /// Closes the open chunk, if any, and compresses it.
+    pub fn finish(&mut self) -> Result<Option<ClosedChunk>> {
+        if self.record_count == 0 {
+            return Ok(None);
+        }
+        let (codec, stored_len) = match self.compressor.as_mut() {
+            None => (Codec::None, self.body.len()),
+            Some(compressor) => {
+                let bound = zstd::zstd_safe::compress_bound(self.body.len());
+                if self.scratch.len() < bound {
+                    self.scratch.resize(bound, 0);
+                }
+                let written = compressor
+                    .compress_to_buffer(&self.body, &mut self.scratch[..])
+                    .map_err(|e| Error::Codec(format!("zstd level {}: {e}", self.level)))?;
+                (Codec::Zstd, written)
+            }
+        };
+        let header = HeaderFields {
+            codec,
+            layout: self.layout,
+            record_count: self.record_count,
+            dict_id: 0,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+            uncompressed_len: self.body.len() as u32,
+            stream: &self.stream,
+            component: &self.component,
+            source_position: &self.source_position,
+        };
+        let mut frame = Vec::with_capacity(header.header_len() + stored_len);
+        header.write(stored_len, &mut frame);
+        match codec {
+            Codec::None => frame.extend_from_slice(&self.body),
+            Codec::Zstd => frame.extend_from_slice(&self.scratch[..stored_len]),
+        }
+        let chunk = ClosedChunk {
+            frame,
+            record_count: self.record_count,
+            uncompressed_len: self.body.len(),
+        };
+        self.body.clear();
+        self.layout = BodyLayout::Lines;
+        self.record_count = 0;
+        self.min_ts = u64::MAX;
+        self.max_ts = 0;
+        self.source_position.clear();
+        self.opened_at = None;
+        Ok(Some(chunk))
+    }
+}

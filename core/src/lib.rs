@@ -1,0 +1,14 @@
+//! shipper's engine: records grouped into compressed chunks where they are
+//! produced ([`chunk`]), and the memory-mapped segmented log that keeps them
+//! on local disk until every consumer has acknowledged them ([`log`]).
+//!
+//! Unsafe code lives in one module only, `log::mmap`; see its docs for
+//! what the mapping relies on.
+
+#![deny(unsafe_code)]
+
+pub mod chunk;
+mod error;
+pub mod log;
+
+pub use error::{Error, Result};

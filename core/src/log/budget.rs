@@ -1,0 +1,143 @@
+//! The disk budget and segment deletion.
+//!
+//! Segment files (the active one, sealed ones and a prepared next one)
+//! count against `max_bytes`. A sealed segment is deleted once every cursor
+//! has passed its last record; a log without cursors keeps everything. When
+//! a new segment would exceed the budget, `block` waits for deletions and
+//! `drop_oldest` deletes the oldest segment unacknowledged, counting the
+//! records in `records_dropped` and logging it.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Shared, WhenFull};
+use crate::{Error, Result};
+
+/// Adds `bytes` to the disk usage if it stays within the budget.
+pub(crate) fn try_reserve(shared: &Shared, bytes: u64) -> bool {
+    let max = shared.options.max_bytes;
+    shared
+        .disk_bytes
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+            used.checked_add(bytes).filter(|&total| total <= max)
+        })
+        .is_ok()
+}
+
+/// Reserves `bytes` for a new segment, applying the `when_full` policy.
+/// `flush` is called before waiting so that waiters on durability progress.
+pub(crate) fn reserve(shared: &Shared, bytes: u64, mut flush: impl FnMut()) -> Result<()> {
+    loop {
+        collect(shared);
+        if try_reserve(shared, bytes) {
+            if shared.full.swap(false, Ordering::AcqRel) {
+                tracing::info!(dir = %shared.dir.display(), "log below its disk budget again; appends resume");
+            }
+            return Ok(());
+        }
+        match shared.options.when_full {
+            WhenFull::DropOldest => {
+                if !drop_oldest(shared) {
+                    return Err(Error::Full {
+                        max_bytes: shared.options.max_bytes,
+                    });
+                }
+            }
+            WhenFull::Block => {
+                if shared.closing.load(Ordering::Acquire) {
+                    return Err(Error::Closed);
+                }
+                if !shared.full.swap(true, Ordering::AcqRel) {
+                    shared.counters.full_waits.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        dir = %shared.dir.display(),
+                        max_bytes = shared.options.max_bytes,
+                        "log full: appends wait until consumers acknowledge"
+                    );
+                }
+                flush();
+                let guard = shared.space.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = shared
+                    .space_freed
+                    .wait_timeout(guard, Duration::from_millis(100))
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+}
+
+/// Deletes the sealed segments every cursor has passed.
+pub(crate) fn collect(shared: &Shared) {
+    let min = {
+        let cursors = shared.cursors.lock().unwrap_or_else(|e| e.into_inner());
+        match cursors.values().min() {
+            Some(&min) => min,
+            None => return,
+        }
+    };
+    let mut deleted = 0;
+    {
+        let mut segments = shared.segments.write().unwrap_or_else(|e| e.into_inner());
+        while segments.len() > 1 && segments[1].base_offset <= min {
+            let segment = segments.remove(0);
+            match std::fs::remove_file(&segment.path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::error!(path = %segment.path.display(), %error, "cannot delete segment");
+                    segments.insert(0, segment);
+                    break;
+                }
+            }
+            shared
+                .disk_bytes
+                .fetch_sub(segment.file_bytes, Ordering::AcqRel);
+            shared
+                .counters
+                .segments_deleted
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(path = %segment.path.display(), base = segment.base_offset, "segment deleted");
+            deleted += 1;
+        }
+    }
+    if deleted > 0 {
+        let _guard = shared.space.lock().unwrap_or_else(|e| e.into_inner());
+        shared.space_freed.notify_all();
+    }
+}
+
+/// Deletes the oldest sealed segment whether or not it was acknowledged.
+fn drop_oldest(shared: &Shared) -> bool {
+    let mut segments = shared.segments.write().unwrap_or_else(|e| e.into_inner());
+    if segments.len() <= 1 {
+        return false;
+    }
+    let segment = segments.remove(0);
+    let records = segments[0].base_offset - segment.base_offset;
+    if let Err(error) = std::fs::remove_file(&segment.path) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            tracing::error!(path = %segment.path.display(), %error, "cannot delete segment");
+            segments.insert(0, segment);
+            return false;
+        }
+    }
+    shared
+        .disk_bytes
+        .fetch_sub(segment.file_bytes, Ordering::AcqRel);
+    shared
+        .counters
+        .records_dropped
+        .fetch_add(records, Ordering::Relaxed);
+    shared
+        .counters
+        .segments_dropped
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(
+        path = %segment.path.display(),
+        from = segment.base_offset,
+        to = segment.base_offset + records,
+        records,
+        "records dropped: log full and when_full = drop_oldest"
+    );
+    true
+}

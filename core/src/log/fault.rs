@@ -1,0 +1,60 @@
+//! Fault injection: a seam for tests to make the log's I/O fail on purpose.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::{Error, Result};
+
+/// Faults to inject into a log's I/O. Cloning shares the plan, so a test
+/// keeps a clone and arms it while the log runs.
+#[derive(Debug, Clone, Default)]
+pub struct Faults(Arc<Plan>);
+
+#[derive(Debug, Default)]
+struct Plan {
+    fail_flushes: AtomicBool,
+    flushes_before_failure: AtomicU64,
+    disk_full: AtomicBool,
+}
+
+impl Faults {
+    /// Makes every flush after the next `after` ones fail with EIO.
+    pub fn fail_flush_after(&self, after: u64) {
+        self.0.flushes_before_failure.store(after, Ordering::SeqCst);
+        self.0.fail_flushes.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes segment creation fail as on a full disk (or stop failing).
+    pub fn set_disk_full(&self, full: bool) {
+        self.0.disk_full.store(full, Ordering::SeqCst);
+    }
+
+    pub(crate) fn before_flush(&self) -> Result<()> {
+        if !self.0.fail_flushes.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let left = self.0.flushes_before_failure.load(Ordering::SeqCst);
+        if left > 0 {
+            self.0
+                .flushes_before_failure
+                .store(left - 1, Ordering::SeqCst);
+            return Ok(());
+        }
+        Err(Error::io(
+            "flushing segment (injected fault)",
+            "<fault>",
+            std::io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error()),
+        ))
+    }
+
+    pub(crate) fn before_allocate(&self, path: &std::path::Path, bytes: u64) -> Result<()> {
+        if self.0.disk_full.load(Ordering::SeqCst) {
+            return Err(Error::DiskFull {
+                path: path.to_owned(),
+                bytes,
+                source: std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
+            });
+        }
+        Ok(())
+    }
+}

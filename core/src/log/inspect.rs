@@ -1,0 +1,294 @@
+//! `shipper inspect`: a read-only look at a data directory. It takes no
+//! lock and changes nothing, so it can run next to a live shipper; it reads
+//! segment files with `read(2)`, never through a map.
+
+use std::path::{Path, PathBuf};
+
+use super::cursor::{self, CURSOR_SUFFIX};
+use super::dir::{self, CURSORS_DIR, PRODUCER_ID_FILE, QUARANTINE_DIR, SEGMENTS_DIR};
+use super::recovery;
+use super::segment::{parse_segment_file_name, SegmentHeader, PREPARED_SUFFIX, SEGMENT_HEADER_LEN};
+use crate::{Error, Result};
+
+/// Whether a segment still takes appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentState {
+    /// A later segment exists; this one never changes again.
+    Sealed,
+    /// The newest segment, where appends go.
+    Active,
+}
+
+/// One segment as found on disk.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SegmentInfo {
+    /// File name.
+    pub file: String,
+    /// Offset of its first record.
+    pub base_offset: u64,
+    /// One past the offset of its last readable record.
+    pub end_offset: u64,
+    /// Readable chunks.
+    pub chunks: u64,
+    /// Readable records.
+    pub records: u64,
+    /// File size.
+    pub bytes: u64,
+    /// Bytes up to the end of the last readable chunk.
+    pub used_bytes: u64,
+    /// Sealed or active.
+    pub state: SegmentState,
+    /// Earliest record timestamp (unix ns).
+    pub min_ts: Option<u64>,
+    /// Latest record timestamp (unix ns).
+    pub max_ts: Option<u64>,
+}
+
+/// A cursor and how far behind the log it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CursorInfo {
+    /// Cursor name.
+    pub name: String,
+    /// Committed offset, if readable.
+    pub offset: Option<u64>,
+    /// Records between the cursor and the end of the log.
+    pub lag_records: Option<u64>,
+}
+
+/// Something wrong found on disk.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// The file concerned.
+    pub path: PathBuf,
+    /// What kind of problem.
+    pub kind: &'static str,
+    /// Byte position, where it applies.
+    pub position: Option<u64>,
+    /// Length of the damaged bytes, where it applies.
+    pub length: Option<u64>,
+    /// Details.
+    pub detail: String,
+    /// True for damage (what `--verify` fails on); false for notes.
+    pub corruption: bool,
+}
+
+/// What `inspect` found in a data directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InspectReport {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// Its producer id.
+    pub producer_id: Option<String>,
+    /// Pid of the process holding the directory lock, if any.
+    pub locked_by: Option<String>,
+    /// Segments in offset order.
+    pub segments: Vec<SegmentInfo>,
+    /// Cursors by name.
+    pub cursors: Vec<CursorInfo>,
+    /// Oldest stored offset.
+    pub start_offset: u64,
+    /// Offset the next record will get.
+    pub next_offset: u64,
+    /// Readable records stored.
+    pub records: u64,
+    /// Bytes of segment files.
+    pub disk_bytes: u64,
+    /// Files in the quarantine folder.
+    pub quarantined_files: u64,
+    /// Every problem found.
+    pub findings: Vec<Finding>,
+}
+
+impl InspectReport {
+    /// True when any finding is damage.
+    pub fn has_corruption(&self) -> bool {
+        self.findings.iter().any(|f| f.corruption)
+    }
+}
+
+fn finding(path: &Path, kind: &'static str, detail: String, corruption: bool) -> Finding {
+    Finding {
+        path: path.to_owned(),
+        kind,
+        position: None,
+        length: None,
+        detail,
+        corruption,
+    }
+}
+
+/// Inspects the data directory `dir` without changing it.
+pub fn inspect(dir: &Path) -> Result<InspectReport> {
+    if !dir.is_dir() {
+        return Err(Error::io(
+            "inspecting",
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+        ));
+    }
+    let locked_by = dir::lock_holder(dir);
+    let live = locked_by.is_some();
+    let mut findings = Vec::new();
+    let producer_path = dir.join(PRODUCER_ID_FILE);
+    let producer_id = dir::read_producer_id(dir).map(|id| id.to_string());
+    if producer_id.is_none() && producer_path.exists() {
+        findings.push(finding(
+            &producer_path,
+            "bad_producer_id",
+            "unreadable producer id".into(),
+            true,
+        ));
+    }
+
+    let segments_dir = dir.join(SEGMENTS_DIR);
+    let mut named = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&segments_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match parse_segment_file_name(&name) {
+                Some(base) => named.push((base, entry.path(), name)),
+                None if name.ends_with(PREPARED_SUFFIX) => {}
+                None => findings.push(finding(
+                    &entry.path(),
+                    "unknown_file",
+                    "not a segment file name".into(),
+                    true,
+                )),
+            }
+        }
+    }
+    named.sort();
+    let mut segments = Vec::new();
+    let mut expected: Option<u64> = None;
+    let count = named.len();
+    for (index, (name_base, path, name)) in named.into_iter().enumerate() {
+        let is_newest = index + 1 == count;
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                findings.push(finding(&path, "unreadable", e.to_string(), true));
+                continue;
+            }
+        };
+        let base = match SegmentHeader::decode(&bytes) {
+            Ok(header) => header.base_offset,
+            Err(reason) => {
+                findings.push(Finding {
+                    position: Some(0),
+                    length: Some(SEGMENT_HEADER_LEN as u64),
+                    ..finding(&path, "damaged_header", reason, true)
+                });
+                name_base
+            }
+        };
+        if bytes.len() < SEGMENT_HEADER_LEN {
+            continue;
+        }
+        if let Some(previous) = expected {
+            if base > previous {
+                findings.push(finding(
+                    &path,
+                    "lost_offsets",
+                    format!("offsets {previous}..{base} are in no segment"),
+                    true,
+                ));
+            }
+        }
+        let scan = recovery::scan(&bytes, expected.map_or(base, |e| e.max(base)));
+        for damage in &scan.skipped {
+            findings.push(Finding {
+                position: Some(damage.position),
+                length: Some(damage.length),
+                ..finding(&path, "corrupt_chunk", damage.reason.clone(), true)
+            });
+        }
+        for (from, to) in &scan.gaps {
+            findings.push(finding(
+                &path,
+                "lost_offsets",
+                format!("offsets {from}..{to} lost with damaged chunks"),
+                true,
+            ));
+        }
+        if let Some(tail) = &scan.tail {
+            let (kind, detail, corruption) = if !is_newest {
+                ("corrupt_chunk", tail.reason.clone(), true)
+            } else if live {
+                (
+                    "tail_in_progress",
+                    format!("{} (a live writer may be appending)", tail.reason),
+                    false,
+                )
+            } else {
+                ("torn_tail", tail.reason.clone(), true)
+            };
+            findings.push(Finding {
+                position: Some(tail.position),
+                length: Some(tail.length),
+                ..finding(&path, kind, detail, corruption)
+            });
+        }
+        expected = Some(scan.end_offset.max(expected.unwrap_or(0)));
+        segments.push(SegmentInfo {
+            file: name,
+            base_offset: base,
+            end_offset: scan.end_offset.max(base),
+            chunks: scan.chunks,
+            records: scan.records,
+            bytes: bytes.len() as u64,
+            used_bytes: scan.valid_end as u64,
+            state: if is_newest {
+                SegmentState::Active
+            } else {
+                SegmentState::Sealed
+            },
+            min_ts: scan.min_ts,
+            max_ts: scan.max_ts,
+        });
+    }
+    let start_offset = segments.first().map_or(0, |s| s.base_offset);
+    let next_offset = segments.last().map_or(0, |s| s.end_offset);
+
+    let mut cursors = Vec::new();
+    let cursors_dir = dir.join(CURSORS_DIR);
+    if let Ok(entries) = std::fs::read_dir(&cursors_dir) {
+        for entry in entries.flatten() {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let Some(name) = file_name.strip_suffix(CURSOR_SUFFIX) else {
+                continue;
+            };
+            let decoded = std::fs::read(entry.path())
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| cursor::decode(&bytes));
+            let offset = match decoded {
+                Ok(offset) => Some(offset),
+                Err(reason) => {
+                    findings.push(finding(&entry.path(), "corrupt_cursor", reason, true));
+                    None
+                }
+            };
+            cursors.push(CursorInfo {
+                name: name.to_owned(),
+                offset,
+                lag_records: offset.map(|o| next_offset.saturating_sub(o)),
+            });
+        }
+    }
+    cursors.sort_by(|a, b| a.name.cmp(&b.name));
+    let quarantined_files =
+        std::fs::read_dir(dir.join(QUARANTINE_DIR)).map_or(0, |e| e.count() as u64);
+    Ok(InspectReport {
+        dir: dir.to_owned(),
+        producer_id,
+        locked_by,
+        records: segments.iter().map(|s| s.records).sum(),
+        disk_bytes: segments.iter().map(|s| s.bytes).sum(),
+        segments,
+        cursors,
+        start_offset,
+        next_offset,
+        quarantined_files,
+        findings,
+    })
+}

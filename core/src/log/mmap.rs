@@ -1,0 +1,253 @@
+//! The only unsafe code of the log: a shared, writable memory map of a
+//! segment file.
+//!
+//! What the mapping relies on, and how each point is enforced:
+//!
+//! * **Only this process writes these files.** The data directory lock
+//!   (`lock`, an exclusive `flock`) keeps a second shipper out; nothing else
+//!   is supposed to touch `segments/`.
+//! * **A write into the map never extends the file.** Segments are
+//!   preallocated with `fallocate` before they are mapped, to at least the
+//!   mapped length, and never shrunk while mapped; so a full disk is an error
+//!   at creation instead of a SIGBUS while writing.
+//! * **No data race between the writer and readers.** The map keeps a
+//!   `published` watermark. Bytes below it are immutable; readers may only
+//!   borrow bytes below it ([`SegmentMap::read`] checks). Bytes at or above it
+//!   belong to the one [`MapWriter`], which is not `Clone` and is created at
+//!   most once per map; it writes only at or above the watermark and moves
+//!   the watermark up with release ordering after the bytes are in place.
+
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use memmap2::{Advice, MmapRaw};
+
+/// A mapped segment file, shared by the writer and any number of readers.
+pub(crate) struct SegmentMap {
+    map: MmapRaw,
+    published: AtomicUsize,
+}
+
+impl std::fmt::Debug for SegmentMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentMap")
+            .field("len", &self.map.len())
+            .field("published", &self.published.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// The unique right to write above the published watermark of one map.
+#[derive(Debug)]
+pub(crate) struct MapWriter {
+    map: Arc<SegmentMap>,
+}
+
+impl SegmentMap {
+    /// Maps the first `len` bytes of `file` shared and writable, with the
+    /// watermark at `published`, and returns the map with its only writer.
+    /// The file must be at least `len` bytes long and stay so (see the module
+    /// docs).
+    pub(crate) fn map(
+        file: &File,
+        len: usize,
+        published: usize,
+    ) -> std::io::Result<(Arc<SegmentMap>, MapWriter)> {
+        let file_len = file.metadata()?.len();
+        if (file_len as u128) < len as u128 || published > len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("cannot map {len} bytes of a {file_len}-byte file"),
+            ));
+        }
+        let map = memmap2::MmapOptions::new().len(len).map_raw(file)?;
+        let map = Arc::new(SegmentMap {
+            map,
+            published: AtomicUsize::new(published),
+        });
+        let writer = MapWriter { map: map.clone() };
+        Ok((map, writer))
+    }
+
+    /// Length of the mapping.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The watermark: bytes below it are complete and never change.
+    pub(crate) fn published(&self) -> usize {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Borrows the published bytes `[0, published)`.
+    pub(crate) fn published_bytes(&self) -> &[u8] {
+        let end = self.published();
+        // SAFETY: the mapping is valid for `self.map.len()` bytes for the
+        // lifetime of `self` and the file is never shrunk below it (module
+        // docs); `end <= len` because the writer only publishes inside the
+        // map; bytes below the watermark are never written again, and the
+        // Acquire load pairs with the writer's Release store, so the bytes
+        // are initialised and no write races with this shared borrow.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), end) }
+    }
+
+    /// msync(MS_SYNC) of a byte range: on Linux this is fdatasync of the range.
+    pub(crate) fn flush(&self, from: usize, to: usize) -> std::io::Result<()> {
+        if to > from {
+            self.map.flush_range(from, to - from)?;
+        }
+        Ok(())
+    }
+
+    /// Faults in the whole mapping writable ahead of the writer, so appends
+    /// do not take page faults. Failure (old kernels) only costs speed.
+    pub(crate) fn prefault(&self) {
+        let _ = self.map.advise(Advice::PopulateWrite);
+    }
+}
+
+impl MapWriter {
+    /// The map this writer writes.
+    pub(crate) fn map(&self) -> &Arc<SegmentMap> {
+        &self.map
+    }
+
+    /// Copies `bytes` to `at`, which must be at or above the watermark.
+    ///
+    /// # Panics
+    /// If the range is below the watermark or outside the map: both are
+    /// broken invariants of the log writer, never caused by data.
+    pub(crate) fn write(&mut self, at: usize, bytes: &[u8]) {
+        let published = self.map.published.load(Ordering::Relaxed);
+        assert!(at >= published, "write at {at} below watermark {published}");
+        let end = at.checked_add(bytes.len()).expect("write range overflows");
+        assert!(
+            end <= self.map.len(),
+            "write to {end} beyond map of {}",
+            self.map.len()
+        );
+        // SAFETY: `[at, end)` lies inside the mapping (checked above), which
+        // stays valid while `self.map` lives. It is at or above the watermark,
+        // so no reader borrows it (readers borrow only below the watermark),
+        // and this `MapWriter` is the only one for the map and is borrowed
+        // mutably, so no other write overlaps. `bytes` is a separate
+        // allocation, never inside the map region being written.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.map.map.as_mut_ptr().add(at),
+                bytes.len(),
+            );
+        }
+    }
+
+    /// Sets `[at, to)` to zero, at or above the watermark.
+    ///
+    /// # Panics
+    /// As [`MapWriter::write`].
+    pub(crate) fn zero(&mut self, at: usize, to: usize) {
+        let published = self.map.published.load(Ordering::Relaxed);
+        assert!(
+            at >= published && to <= self.map.len() && at <= to,
+            "zero {at}..{to} out of range"
+        );
+        // SAFETY: same reasoning as in `write`: inside the map, above the
+        // watermark, exclusive through `&mut self`.
+        unsafe {
+            std::ptr::write_bytes(self.map.map.as_mut_ptr().add(at), 0, to - at);
+        }
+    }
+
+    /// Reads back unpublished bytes the writer itself wrote (`[at, to)`).
+    pub(crate) fn read_own(&self, at: usize, to: usize) -> &[u8] {
+        assert!(
+            at <= to && to <= self.map.len(),
+            "read {at}..{to} out of range"
+        );
+        // SAFETY: inside the map; only this writer writes there, and `&self`
+        // excludes a concurrent `&mut self` write; readers never write.
+        unsafe { std::slice::from_raw_parts(self.map.map.as_ptr().add(at), to - at) }
+    }
+
+    /// Moves the watermark up to `to`: `[old, to)` becomes visible and immutable.
+    ///
+    /// # Panics
+    /// If `to` is below the current watermark or beyond the map.
+    pub(crate) fn publish(&mut self, to: usize) {
+        let published = self.map.published.load(Ordering::Relaxed);
+        assert!(
+            to >= published && to <= self.map.len(),
+            "publish {to} out of range"
+        );
+        self.map.published.store(to, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_of(len: u64) -> (tempfile::TempDir, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("m"))
+            .unwrap();
+        file.set_len(len).unwrap();
+        (dir, file)
+    }
+
+    #[test]
+    fn readers_see_only_published_bytes() {
+        let (_dir, file) = file_of(4096);
+        let (map, mut writer) = SegmentMap::map(&file, 4096, 0).unwrap();
+        writer.write(0, b"hello");
+        assert!(map.published_bytes().is_empty());
+        writer.publish(5);
+        assert_eq!(map.published_bytes(), b"hello");
+        writer.write(5, b" world");
+        assert_eq!(writer.read_own(0, 11), b"hello world");
+        writer.zero(5, 11);
+        assert_eq!(writer.read_own(5, 11), &[0; 6]);
+        map.flush(0, 11).unwrap();
+    }
+
+    #[test]
+    #[should_panic(expected = "below watermark")]
+    fn writing_below_the_watermark_is_refused() {
+        let (_dir, file) = file_of(4096);
+        let (_map, mut writer) = SegmentMap::map(&file, 4096, 10).unwrap();
+        writer.write(4, b"x");
+    }
+
+    #[test]
+    fn mapping_beyond_the_file_is_an_error() {
+        let (_dir, file) = file_of(100);
+        assert!(SegmentMap::map(&file, 4096, 0).is_err());
+    }
+
+    #[test]
+    fn concurrent_reader_sees_consistent_prefix() {
+        let (_dir, file) = file_of(1 << 16);
+        let (map, mut writer) = SegmentMap::map(&file, 1 << 16, 0).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut last = 0;
+            while last < 1 << 16 {
+                let bytes = map.published_bytes();
+                assert!(bytes.iter().enumerate().all(|(i, &b)| b == (i / 256) as u8));
+                last = bytes.len();
+            }
+        });
+        for block in 0..256usize {
+            writer.write(block * 256, &[block as u8; 256]);
+            writer.publish((block + 1) * 256);
+        }
+        reader.join().unwrap();
+    }
+}

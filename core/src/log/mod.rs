@@ -1,0 +1,613 @@
+//! The segmented log: compressed chunks in memory-mapped, preallocated
+//! segment files, one writer thread with group commit, zero-copy readers,
+//! named cursors, a disk budget and self-healing recovery.
+//!
+//! ```
+//! use shipper_core::chunk::{ChunkBuilder, ChunkOptions};
+//! use shipper_core::log::{Log, LogOptions};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+//! let mut builder = ChunkBuilder::new("app", "demo", ChunkOptions::default()).unwrap();
+//! builder.push(b"hello", 1, None).unwrap();
+//! let range = log.append(builder.finish().unwrap().unwrap()).unwrap().wait_durable().unwrap();
+//! assert_eq!(range, 0..1);
+//!
+//! let mut reader = log.reader(0);
+//! let chunk = reader.next().unwrap().unwrap();
+//! assert_eq!(chunk.first_offset(), 0);
+//! log.commit_cursor("sink", chunk.end_offset()).unwrap();
+//! log.close().unwrap();
+//! ```
+
+mod budget;
+mod cursor;
+pub mod dir;
+mod fault;
+mod inspect;
+mod mmap;
+mod open;
+mod reader;
+pub mod recovery;
+pub mod segment;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+
+pub use cursor::validate_cursor_name;
+pub use dir::ProducerId;
+pub use fault::Faults;
+pub use inspect::{inspect, CursorInfo, Finding, InspectReport, SegmentInfo, SegmentState};
+pub use reader::{Reader, StoredChunk};
+pub use recovery::RecoveryReport;
+
+use crate::chunk::ClosedChunk;
+use crate::{Error, Result};
+use segment::Segment;
+
+/// When appended chunks are flushed to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every append is durable before it is acknowledged; appends that
+    /// arrive together share one flush (group commit).
+    Always,
+    /// Flush at most this often; an append is acknowledged as durable after
+    /// the next flush.
+    Interval(Duration),
+    /// Never flush: the kernel writes back when it likes. Appends survive a
+    /// crash of the process, not of the machine.
+    Never,
+}
+
+/// What an append does when the log has reached its disk budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Wait until consumers acknowledge and segments are deleted.
+    Block,
+    /// Delete the oldest segment, acknowledged or not; counted and logged.
+    DropOldest,
+}
+
+/// Options of a [`Log`].
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Size of a segment file (a chunk larger than this gets a segment of its own size).
+    pub segment_bytes: u64,
+    /// Disk budget for all segment files; at least 3 × `segment_bytes`.
+    pub max_bytes: u64,
+    /// Policy when the budget is reached.
+    pub when_full: WhenFull,
+    /// Flush policy.
+    pub durability: Durability,
+    /// Closed chunks that may wait for the writer before `append` blocks.
+    pub channel_capacity: usize,
+    /// Create and fault in the next segment ahead of time on a helper
+    /// thread, so that appends never take a page fault.
+    pub prepare_ahead: bool,
+    /// Injected I/O faults, for tests; none by default.
+    pub faults: Faults,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_bytes: 64 << 20,
+            max_bytes: 10 << 30,
+            when_full: WhenFull::Block,
+            durability: Durability::Interval(Duration::from_millis(100)),
+            channel_capacity: 64,
+            prepare_ahead: true,
+            faults: Faults::default(),
+        }
+    }
+}
+
+impl LogOptions {
+    fn validate(&self) -> Result<()> {
+        let min_segment = (segment::SEGMENT_HEADER_LEN + 4096) as u64;
+        if self.segment_bytes < min_segment || self.segment_bytes > 1 << 40 {
+            return Err(Error::Config(format!(
+                "segment_bytes must be between {min_segment} bytes and 1 TiB, got {}",
+                self.segment_bytes
+            )));
+        }
+        if self.max_bytes < 3 * self.segment_bytes {
+            return Err(Error::Config(format!(
+                "max_bytes ({}) must be at least 3 × segment_bytes ({}): one active segment, one prepared and one to drain",
+                self.max_bytes,
+                3 * self.segment_bytes
+            )));
+        }
+        if self.channel_capacity == 0 {
+            return Err(Error::Config("channel_capacity must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of the log, for metrics and tests.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub chunks_appended: AtomicU64,
+    pub records_appended: AtomicU64,
+    pub bytes_appended: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_nanos: AtomicU64,
+    pub segments_created: AtomicU64,
+    pub segments_deleted: AtomicU64,
+    pub records_dropped: AtomicU64,
+    pub segments_dropped: AtomicU64,
+    pub chunks_skipped: AtomicU64,
+    pub full_waits: AtomicU64,
+}
+
+/// A snapshot of the log's counters and gauges.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LogMetrics {
+    /// Chunks appended since open.
+    pub chunks_appended: u64,
+    /// Records appended since open.
+    pub records_appended: u64,
+    /// Frame bytes (compressed) appended since open.
+    pub bytes_appended: u64,
+    /// Flushes to stable storage since open.
+    pub flushes: u64,
+    /// Total time spent in flushes, nanoseconds.
+    pub flush_nanos: u64,
+    /// Segments created since open.
+    pub segments_created: u64,
+    /// Segments deleted after every cursor passed them.
+    pub segments_deleted: u64,
+    /// Records deleted unacknowledged by `drop_oldest`.
+    pub records_dropped: u64,
+    /// Segments deleted unacknowledged by `drop_oldest`.
+    pub segments_dropped: u64,
+    /// Damaged chunks skipped (recovery and reads).
+    pub chunks_skipped: u64,
+    /// Times the writer waited for space under `block`.
+    pub full_waits: u64,
+    /// Segment files on disk now.
+    pub segments: u64,
+    /// Bytes of segment files on disk now (including a prepared one).
+    pub disk_bytes: u64,
+    /// Offset the next record will get.
+    pub next_offset: u64,
+    /// Every record below this offset is durable.
+    pub durable_offset: u64,
+    /// Oldest offset still stored.
+    pub start_offset: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    pub poisoned: Option<String>,
+    pub closed: bool,
+}
+
+/// State shared by the log handle, the writer thread and readers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub segments_dir: PathBuf,
+    pub cursors_dir: PathBuf,
+    pub options: LogOptions,
+    pub producer_id: ProducerId,
+    pub segments: RwLock<Vec<Arc<Segment>>>,
+    pub next_offset: AtomicU64,
+    pub durable_offset: AtomicU64,
+    pub progress: Mutex<Progress>,
+    pub progress_changed: Condvar,
+    pub space: Mutex<()>,
+    pub space_freed: Condvar,
+    pub cursors: Mutex<BTreeMap<String, u64>>,
+    pub disk_bytes: AtomicU64,
+    pub full: AtomicBool,
+    pub closing: AtomicBool,
+    pub counters: Counters,
+}
+
+impl Shared {
+    /// Wakes everybody waiting for progress (durability, new data, errors).
+    pub(crate) fn notify_progress(&self) {
+        let _guard = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        self.progress_changed.notify_all();
+    }
+
+    pub(crate) fn poison(&self, reason: String) {
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        if progress.poisoned.is_none() {
+            tracing::error!(dir = %self.dir.display(), %reason, "log writer stopped: flush failed");
+            progress.poisoned = Some(reason);
+        }
+        self.progress_changed.notify_all();
+    }
+
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .poisoned
+            .clone()
+    }
+
+    /// Waits until `offset` is durable, the log is poisoned or closed, or the deadline passes.
+    pub(crate) fn wait_durable(&self, offset: u64, deadline: Option<Instant>) -> Result<bool> {
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.durable_offset.load(Ordering::Acquire) >= offset {
+                return Ok(true);
+            }
+            if let Some(reason) = &progress.poisoned {
+                return Err(Error::Poisoned(reason.clone()));
+            }
+            if progress.closed {
+                return Err(Error::Closed);
+            }
+            progress = match deadline {
+                None => self
+                    .progress_changed
+                    .wait(progress)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(false);
+                    }
+                    self.progress_changed
+                        .wait_timeout(progress, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    pub(crate) fn start_offset(&self) -> u64 {
+        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        segments.first().map_or(0, |s| s.base_offset)
+    }
+}
+
+pub(crate) enum Command {
+    Append(AppendRequest),
+    Flush(Sender<Result<()>>),
+    Shutdown,
+}
+
+pub(crate) struct AppendRequest {
+    pub chunk: ClosedChunk,
+    pub reply: Sender<Result<Range<u64>>>,
+}
+
+/// A pending append: resolves to the chunk's offset range once the writer
+/// has stored it, and can wait until that range is durable.
+#[derive(Debug)]
+pub struct AppendTicket {
+    reply: crossbeam_channel::Receiver<Result<Range<u64>>>,
+    shared: Arc<Shared>,
+}
+
+impl AppendTicket {
+    /// Waits until the chunk is in the log (readable, not yet durable) and
+    /// returns its offset range.
+    pub fn wait(self) -> Result<Range<u64>> {
+        self.reply.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Waits until the chunk is durable under the log's policy.
+    pub fn wait_durable(self) -> Result<Range<u64>> {
+        let shared = self.shared.clone();
+        let range = self.wait()?;
+        shared.wait_durable(range.end, None)?;
+        Ok(range)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    commands: Sender<Command>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    report: RecoveryReport,
+    lock: Mutex<Option<dir::DirLock>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = shutdown(&self.shared, &self.commands, &self.threads);
+    }
+}
+
+fn shutdown(
+    shared: &Shared,
+    commands: &Sender<Command>,
+    threads: &Mutex<Vec<JoinHandle<()>>>,
+) -> Result<()> {
+    shared.closing.store(true, Ordering::Release);
+    {
+        let _guard = shared.space.lock().unwrap_or_else(|e| e.into_inner());
+        shared.space_freed.notify_all();
+    }
+    let _ = commands.send(Command::Shutdown);
+    let handles: Vec<_> = std::mem::take(&mut *threads.lock().unwrap_or_else(|e| e.into_inner()));
+    for handle in handles {
+        let _ = handle.join();
+    }
+    {
+        let mut progress = shared.progress.lock().unwrap_or_else(|e| e.into_inner());
+        progress.closed = true;
+        shared.progress_changed.notify_all();
+    }
+    match shared.poisoned() {
+        Some(reason) => Err(Error::Poisoned(reason)),
+        None => Ok(()),
+    }
+}
+
+/// A handle to an open log. Clones share the same log; it closes when the
+/// last clone is dropped or [`Log::close`] is called.
+#[derive(Debug, Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, repairing whatever it
+    /// finds there; see [`Log::recovery_report`]. Fails only for reasons of
+    /// the system (permissions, the directory locked by another process,
+    /// invalid options), never because of the bytes in it.
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
+        options.validate()?;
+        let opened = open::open(dir.as_ref(), options)?;
+        Ok(Log {
+            inner: Arc::new(Inner {
+                shared: opened.shared,
+                commands: opened.commands,
+                threads: Mutex::new(opened.threads),
+                report: opened.report,
+                lock: Mutex::new(Some(opened.lock)),
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared().dir
+    }
+
+    /// The producer id of the data directory.
+    pub fn producer_id(&self) -> ProducerId {
+        self.shared().producer_id
+    }
+
+    /// What recovery repaired when the log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// Hands a closed chunk to the writer, waiting while the writer's queue
+    /// is full. The ticket resolves to the chunk's offset range.
+    pub fn append(&self, chunk: ClosedChunk) -> Result<AppendTicket> {
+        let (reply, ticket) = crossbeam_channel::bounded(1);
+        self.inner
+            .commands
+            .send(Command::Append(AppendRequest { chunk, reply }))
+            .map_err(|_| self.closed_error())?;
+        Ok(AppendTicket {
+            reply: ticket,
+            shared: self.shared().clone(),
+        })
+    }
+
+    /// Like [`Log::append`] but returns [`Error::Full`] instead of waiting
+    /// when the log is at its disk budget or the writer's queue is full.
+    pub fn try_append(&self, chunk: ClosedChunk) -> Result<AppendTicket> {
+        if self.shared().full.load(Ordering::Acquire) {
+            return Err(Error::Full {
+                max_bytes: self.shared().options.max_bytes,
+            });
+        }
+        let (reply, ticket) = crossbeam_channel::bounded(1);
+        match self
+            .inner
+            .commands
+            .try_send(Command::Append(AppendRequest { chunk, reply }))
+        {
+            Ok(()) => Ok(AppendTicket {
+                reply: ticket,
+                shared: self.shared().clone(),
+            }),
+            Err(TrySendError::Full(_)) => Err(Error::Full {
+                max_bytes: self.shared().options.max_bytes,
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(self.closed_error()),
+        }
+    }
+
+    fn closed_error(&self) -> Error {
+        match self.shared().poisoned() {
+            Some(reason) => Error::Poisoned(reason),
+            None => Error::Closed,
+        }
+    }
+
+    /// Flushes everything appended so far to stable storage, whatever the
+    /// policy, and returns when it is durable.
+    pub fn flush(&self) -> Result<()> {
+        let (reply, done) = crossbeam_channel::bounded(1);
+        self.inner
+            .commands
+            .send(Command::Flush(reply))
+            .map_err(|_| self.closed_error())?;
+        done.recv().unwrap_or_else(|_| Err(self.closed_error()))
+    }
+
+    /// Waits until every record below `offset` is durable.
+    pub fn wait_durable(&self, offset: u64) -> Result<()> {
+        self.shared().wait_durable(offset, None).map(|_| ())
+    }
+
+    /// Waits until every record below `offset` is durable or `timeout`
+    /// passes; returns whether it became durable.
+    pub fn wait_durable_timeout(&self, offset: u64, timeout: Duration) -> Result<bool> {
+        self.shared()
+            .wait_durable(offset, Some(Instant::now() + timeout))
+    }
+
+    /// The offset the next record will get.
+    pub fn next_offset(&self) -> u64 {
+        self.shared().next_offset.load(Ordering::Acquire)
+    }
+
+    /// Every record below this offset is durable.
+    pub fn durable_offset(&self) -> u64 {
+        self.shared().durable_offset.load(Ordering::Acquire)
+    }
+
+    /// The oldest offset still stored.
+    pub fn start_offset(&self) -> u64 {
+        self.shared().start_offset()
+    }
+
+    /// A reader of durable chunks from `offset` (the chunk holding `offset`
+    /// comes first; offsets already deleted start at the oldest stored).
+    pub fn reader(&self, offset: u64) -> Reader {
+        Reader::new(self.shared().clone(), offset)
+    }
+
+    /// The committed offset of cursor `name`, if it exists.
+    pub fn cursor(&self, name: &str) -> Option<u64> {
+        self.shared()
+            .cursors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    /// All cursors and their committed offsets.
+    pub fn cursors(&self) -> BTreeMap<String, u64> {
+        self.shared()
+            .cursors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Creates cursor `name` at the oldest stored offset if it does not
+    /// exist, and returns its offset. Segments are deleted only once every
+    /// cursor has passed them; a log without cursors keeps everything.
+    pub fn open_cursor(&self, name: &str) -> Result<u64> {
+        validate_cursor_name(name)?;
+        let shared = self.shared();
+        let mut cursors = shared.cursors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&offset) = cursors.get(name) {
+            return Ok(offset);
+        }
+        let offset = shared.start_offset();
+        cursor::store(&shared.cursors_dir, name, offset)?;
+        cursors.insert(name.to_owned(), offset);
+        Ok(offset)
+    }
+
+    /// Persists that every record below `offset` is acknowledged by
+    /// consumer `name` (creating the cursor if needed), then deletes the
+    /// segments every cursor has passed.
+    pub fn commit_cursor(&self, name: &str, offset: u64) -> Result<()> {
+        validate_cursor_name(name)?;
+        let shared = self.shared();
+        let next = shared.next_offset.load(Ordering::Acquire);
+        if offset > next {
+            return Err(Error::Config(format!(
+                "cursor {name}: offset {offset} is beyond the end of the log ({next})"
+            )));
+        }
+        {
+            let mut cursors = shared.cursors.lock().unwrap_or_else(|e| e.into_inner());
+            cursor::store(&shared.cursors_dir, name, offset)?;
+            cursors.insert(name.to_owned(), offset);
+        }
+        budget::collect(shared);
+        Ok(())
+    }
+
+    /// Removes cursor `name` (its consumer is gone); segments it held back
+    /// may be deleted.
+    pub fn remove_cursor(&self, name: &str) -> Result<bool> {
+        validate_cursor_name(name)?;
+        let shared = self.shared();
+        let removed = {
+            let mut cursors = shared.cursors.lock().unwrap_or_else(|e| e.into_inner());
+            let removed = cursors.remove(name).is_some();
+            let path = shared
+                .cursors_dir
+                .join(format!("{name}{}", cursor::CURSOR_SUFFIX));
+            match std::fs::remove_file(&path) {
+                Ok(()) => segment::sync_dir(&shared.cursors_dir)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("removing cursor", path, e)),
+            }
+            removed
+        };
+        budget::collect(shared);
+        Ok(removed)
+    }
+
+    /// Counters and gauges.
+    pub fn metrics(&self) -> LogMetrics {
+        let shared = self.shared();
+        let c = &shared.counters;
+        let segments = shared.segments.read().unwrap_or_else(|e| e.into_inner());
+        LogMetrics {
+            chunks_appended: c.chunks_appended.load(Ordering::Relaxed),
+            records_appended: c.records_appended.load(Ordering::Relaxed),
+            bytes_appended: c.bytes_appended.load(Ordering::Relaxed),
+            flushes: c.flushes.load(Ordering::Relaxed),
+            flush_nanos: c.flush_nanos.load(Ordering::Relaxed),
+            segments_created: c.segments_created.load(Ordering::Relaxed),
+            segments_deleted: c.segments_deleted.load(Ordering::Relaxed),
+            records_dropped: c.records_dropped.load(Ordering::Relaxed),
+            segments_dropped: c.segments_dropped.load(Ordering::Relaxed),
+            chunks_skipped: c.chunks_skipped.load(Ordering::Relaxed),
+            full_waits: c.full_waits.load(Ordering::Relaxed),
+            segments: segments.len() as u64,
+            disk_bytes: shared.disk_bytes.load(Ordering::Relaxed),
+            next_offset: shared.next_offset.load(Ordering::Acquire),
+            durable_offset: shared.durable_offset.load(Ordering::Acquire),
+            start_offset: segments.first().map_or(0, |s| s.base_offset),
+        }
+    }
+
+    /// True while the log is at its disk budget and appends wait (`block`).
+    pub fn is_full(&self) -> bool {
+        self.shared().full.load(Ordering::Acquire)
+    }
+
+    /// Flushes, stops the writer and releases the directory. Other clones
+    /// of this handle see [`Error::Closed`] afterwards.
+    pub fn close(&self) -> Result<()> {
+        let result = shutdown(
+            &self.inner.shared,
+            &self.inner.commands,
+            &self.inner.threads,
+        );
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        result
+    }
+}

@@ -1,0 +1,398 @@
+//! Opening a data directory: lock, producer id, recovery of every segment
+//! and cursor, then the writer and preparer threads.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+
+use super::cursor::{self, CURSOR_SUFFIX};
+use super::dir::{self, DirLock, ProducerIdOutcome, CURSORS_DIR, SEGMENTS_DIR};
+use super::mmap::{MapWriter, SegmentMap};
+use super::recovery::{self, CursorRepair, Damage, Quarantined, RecoveryReport, SegmentDamage};
+use super::segment::{
+    parse_segment_file_name, sync_dir, PreparedSegment, Segment, SegmentHeader, PREPARED_SUFFIX,
+    SEGMENT_HEADER_LEN,
+};
+use super::writer::{self, Writer};
+use super::{Command, Counters, LogOptions, Progress, Shared};
+use crate::{Error, Result};
+
+pub(crate) struct Opened {
+    pub shared: Arc<Shared>,
+    pub commands: Sender<Command>,
+    pub threads: Vec<JoinHandle<()>>,
+    pub report: RecoveryReport,
+    pub lock: DirLock,
+}
+
+/// A segment file recovery kept, with the writer of its map.
+struct Recovered {
+    segment: Arc<Segment>,
+    writer: MapWriter,
+}
+
+pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating data directory", dir, e))?;
+    let lock = DirLock::acquire(dir)?;
+    dir::create_layout(dir)?;
+    let mut report = RecoveryReport::default();
+    let (producer_id, outcome) = dir::load_or_create_producer_id(dir)?;
+    if let ProducerIdOutcome::Replaced { moved_to } = outcome {
+        report.producer_id_replaced = Some(moved_to);
+    }
+    let segments_dir = dir.join(SEGMENTS_DIR);
+    let cursors_dir = dir.join(CURSORS_DIR);
+
+    let mut recovered = recover_segments(dir, &segments_dir, &options, &mut report)?;
+    let floor = recovered.last().map_or(0, |r| r.segment.end_offset());
+    let cursors = recover_cursors(
+        &cursors_dir,
+        recovered.first().map_or(floor, |r| r.segment.base_offset),
+        floor,
+        &mut report,
+    )?;
+    // Offsets never go back, even when the newest data was lost: a cursor
+    // may already point past it, and a receiver de-duplicates by offset.
+    let next_offset = cursors.values().copied().fold(floor, u64::max);
+
+    let faults = options.faults.clone();
+    let counters = Counters::default();
+    counters
+        .chunks_skipped
+        .store(report.skipped.len() as u64, Ordering::Relaxed);
+    let disk_bytes: u64 = recovered.iter().map(|r| r.segment.file_bytes).sum();
+    let shared = Arc::new(Shared {
+        dir: dir.to_owned(),
+        segments_dir: segments_dir.clone(),
+        cursors_dir,
+        producer_id,
+        segments: RwLock::new(Vec::new()),
+        next_offset: AtomicU64::new(next_offset),
+        durable_offset: AtomicU64::new(next_offset),
+        progress: Mutex::new(Progress::default()),
+        progress_changed: Condvar::new(),
+        space: Mutex::new(()),
+        space_freed: Condvar::new(),
+        cursors: Mutex::new(cursors),
+        disk_bytes: AtomicU64::new(disk_bytes),
+        full: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
+        counters,
+        options,
+    });
+
+    // The newest segment stays active when its records end at the next
+    // offset and it has room; otherwise a fresh one starts at that offset.
+    let reuse = recovered.last().is_some_and(|r| {
+        r.segment.end_offset() == next_offset
+            && r.writer.map().published() + 4096 <= r.segment.map.len()
+    });
+    let (active, active_writer) = if reuse {
+        let last = recovered.pop().expect("checked above");
+        (last.segment, last.writer)
+    } else {
+        let capacity = shared.options.segment_bytes;
+        shared.disk_bytes.fetch_add(capacity, Ordering::AcqRel);
+        let path = segments_dir.join(format!("open{PREPARED_SUFFIX}"));
+        let prepared = PreparedSegment::create(path, capacity, &faults).inspect_err(|_| {
+            shared.disk_bytes.fetch_sub(capacity, Ordering::AcqRel);
+        })?;
+        let activated = prepared.activate(&segments_dir, next_offset, producer_id.0)?;
+        activated
+            .0
+            .map
+            .flush(0, SEGMENT_HEADER_LEN)
+            .map_err(|e| Error::io("flushing segment", &activated.0.path, e))?;
+        sync_dir(&segments_dir)?;
+        activated
+    };
+    {
+        let mut segments = shared.segments.write().unwrap_or_else(|e| e.into_inner());
+        segments.extend(recovered.into_iter().map(|r| r.segment));
+        segments.push(active.clone());
+    }
+    super::budget::collect(&shared);
+    report.log(dir);
+
+    let (commands, receiver) = crossbeam_channel::bounded(shared.options.channel_capacity);
+    let mut threads = Vec::new();
+    let prepare = if shared.options.prepare_ahead {
+        let (requests, request_rx) = crossbeam_channel::bounded(1);
+        let (result_tx, results) = crossbeam_channel::bounded(1);
+        let faults = faults.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("shipper-log-prepare".into())
+                .spawn(move || writer::run_preparer(request_rx, result_tx, faults))
+                .map_err(|e| Error::io("spawning thread", dir, e))?,
+        );
+        Some((requests, results))
+    } else {
+        None
+    };
+    let flushed_to = active_writer.map().published();
+    let writer = Writer {
+        shared: shared.clone(),
+        commands: receiver,
+        active,
+        active_writer,
+        unflushed: Vec::new(),
+        flushed_to,
+        dir_dirty: false,
+        dirty: false,
+        last_flush: Instant::now(),
+        prepare,
+        preparing: None,
+        prepared: None,
+        prepare_seq: 0,
+        faults,
+    };
+    threads.insert(
+        0,
+        std::thread::Builder::new()
+            .name("shipper-log-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::io("spawning thread", dir, e))?,
+    );
+    Ok(Opened {
+        shared,
+        commands,
+        threads,
+        report,
+        lock,
+    })
+}
+
+fn recover_segments(
+    dir: &Path,
+    segments_dir: &Path,
+    options: &LogOptions,
+    report: &mut RecoveryReport,
+) -> Result<Vec<Recovered>> {
+    let mut named: Vec<(u64, PathBuf)> = Vec::new();
+    let entries =
+        std::fs::read_dir(segments_dir).map_err(|e| Error::io("listing", segments_dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("listing", segments_dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(PREPARED_SUFFIX) {
+            // Never holds records: a segment gets its header and name before
+            // its first chunk, and the rename is durable before any record.
+            std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+            report.removed_files.push(path);
+            continue;
+        }
+        match parse_segment_file_name(&name) {
+            Some(base) => named.push((base, path)),
+            None => {
+                let moved_to = dir::quarantine(dir, &path)?;
+                report.quarantined.push(Quarantined {
+                    path,
+                    moved_to,
+                    reason: "not a segment file name".into(),
+                });
+            }
+        }
+    }
+    named.sort();
+    let newest = named.last().map(|(base, _)| *base);
+    let mut recovered: Vec<Recovered> = Vec::new();
+    let mut expected: Option<u64> = None;
+    for (base, path) in named {
+        let is_newest = Some(base) == newest;
+        match recover_segment(&path, base, expected, is_newest, options, report) {
+            Ok(Some(segment)) => {
+                if let Some(previous_end) = expected {
+                    if segment.segment.base_offset > previous_end {
+                        report
+                            .lost_offsets
+                            .push((previous_end, segment.segment.base_offset));
+                    }
+                }
+                expected = Some(segment.segment.end_offset().max(expected.unwrap_or(0)));
+                recovered.push(segment);
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                let moved_to = dir::quarantine(dir, &path)?;
+                report.quarantined.push(Quarantined {
+                    path,
+                    moved_to,
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(recovered)
+}
+
+/// Checks and repairs one segment. `Err` means: move it to quarantine.
+fn recover_segment(
+    path: &Path,
+    name_base: u64,
+    expected: Option<u64>,
+    is_newest: bool,
+    options: &LogOptions,
+    report: &mut RecoveryReport,
+) -> Result<Option<Recovered>, String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("cannot open: {e}"))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("cannot stat: {e}"))?
+        .len();
+    if len == 0 {
+        // Created but never preallocated or named properly: holds nothing.
+        drop(file);
+        std::fs::remove_file(path).map_err(|e| format!("cannot remove empty segment: {e}"))?;
+        report.removed_files.push(path.to_owned());
+        return Ok(None);
+    }
+    if len < SEGMENT_HEADER_LEN as u64 {
+        return Err(format!("{len} bytes: too short for a segment"));
+    }
+    if len > options.max_bytes.max(1 << 40) {
+        return Err(format!(
+            "{len} bytes: larger than any segment this log writes"
+        ));
+    }
+    let (map, mut writer) =
+        SegmentMap::map(&file, len as usize, 0).map_err(|e| format!("cannot map: {e}"))?;
+    let image = writer.read_own(0, len as usize);
+    let header = SegmentHeader::decode(image);
+    let base = match &header {
+        Ok(header) => header.base_offset,
+        Err(reason) if reason.contains("newer than this shipper") => return Err(reason.clone()),
+        Err(_) => name_base,
+    };
+    let start = expected.map_or(base, |e| e.max(base));
+    let scan = recovery::scan(image, start);
+    if let Err(reason) = &header {
+        if scan.chunks == 0 {
+            return Err(format!("{reason}, and no readable chunk"));
+        }
+        report.damaged_headers.push(SegmentDamage {
+            segment: path.to_owned(),
+            damage: Damage {
+                position: 0,
+                length: SEGMENT_HEADER_LEN as u64,
+                reason: reason.clone(),
+            },
+        });
+        let producer = image
+            .get(24..40)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 16]);
+        let healed = SegmentHeader {
+            version: super::segment::FormatVersion::CURRENT,
+            base_offset: base,
+            producer_id: producer,
+            created_ms: crate::chunk::now_nanos() / 1_000_000,
+        };
+        writer.write(0, &healed.encode());
+        map.flush(0, SEGMENT_HEADER_LEN)
+            .map_err(|e| format!("cannot rewrite header: {e}"))?;
+    }
+    let mut holes = Vec::new();
+    for damage in &scan.skipped {
+        holes.push((
+            damage.position as usize,
+            (damage.position + damage.length) as usize,
+        ));
+        report.skipped.push(SegmentDamage {
+            segment: path.to_owned(),
+            damage: damage.clone(),
+        });
+    }
+    report.lost_offsets.extend(scan.gaps.iter().copied());
+    if let Some(tail) = &scan.tail {
+        if is_newest {
+            let from = tail.position as usize;
+            let to = from + tail.length as usize;
+            writer.zero(from, to);
+            map.flush(from, to)
+                .map_err(|e| format!("cannot truncate torn tail: {e}"))?;
+            report.truncated.push(SegmentDamage {
+                segment: path.to_owned(),
+                damage: tail.clone(),
+            });
+        } else {
+            report.skipped.push(SegmentDamage {
+                segment: path.to_owned(),
+                damage: tail.clone(),
+            });
+        }
+    }
+    writer.publish(scan.valid_end);
+    let segment = Arc::new(Segment::new(
+        path.to_owned(),
+        base,
+        map,
+        scan.end_offset.max(base),
+        holes,
+        len,
+        file,
+    ));
+    Ok(Some(Recovered { segment, writer }))
+}
+
+fn recover_cursors(
+    cursors_dir: &Path,
+    start: u64,
+    end: u64,
+    report: &mut RecoveryReport,
+) -> Result<BTreeMap<String, u64>> {
+    let mut cursors = BTreeMap::new();
+    let entries =
+        std::fs::read_dir(cursors_dir).map_err(|e| Error::io("listing", cursors_dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("listing", cursors_dir, e))?;
+        let path = entry.path();
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(name) = file_name.strip_suffix(CURSOR_SUFFIX) else {
+            if file_name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
+                report.removed_files.push(path);
+            }
+            continue;
+        };
+        if super::cursor::validate_cursor_name(name).is_err() {
+            continue;
+        }
+        let decoded = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| cursor::decode(&bytes));
+        let offset = match decoded {
+            Ok(offset) if offset <= end => offset,
+            Ok(offset) => {
+                // Records the consumer acknowledged were lost (a machine
+                // crash under `never`): keep the cursor, offsets continue
+                // above it.
+                offset
+            }
+            Err(reason) => {
+                // Replaying from the oldest stored record loses nothing; a
+                // receiver that de-duplicates by offset drops the repeats.
+                cursor::store(cursors_dir, name, start)?;
+                report.cursor_repairs.push(CursorRepair {
+                    name: name.to_owned(),
+                    reason,
+                    reset_to: start,
+                });
+                start
+            }
+        };
+        cursors.insert(name.to_owned(), offset);
+    }
+    Ok(cursors)
+}

@@ -1,0 +1,365 @@
+//! The log writer: one thread per data directory. It receives closed
+//! chunks through a bounded channel, stamps their offsets, copies them into
+//! the active segment and group-commits: one flush covers every chunk that
+//! arrived since the last one.
+//!
+//! A failed flush stops the writer for good (see [`Error::Poisoned`]): after
+//! a failed fsync Linux may have dropped the dirty pages and marked them
+//! clean, so retrying could report success for bytes that never reached the
+//! disk. Reopening the log runs recovery, which trusts only what it reads.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::budget;
+use super::fault::Faults;
+use super::mmap::MapWriter;
+use super::segment::{sync_dir, PreparedSegment, Segment, PREPARED_SUFFIX, SEGMENT_HEADER_LEN};
+use super::{AppendRequest, Command, Durability, Shared};
+use crate::chunk::frame::{padded_len, seal_frame};
+use crate::{Error, Result};
+
+/// Most chunks taken from the channel before a group commit.
+const MAX_GROUP: usize = 1024;
+
+/// A request to the preparer thread: create this file with this length.
+pub(crate) struct PrepareRequest {
+    pub path: PathBuf,
+    pub len: u64,
+}
+
+/// Runs on its own thread: creates, preallocates and faults in the next
+/// segment while the writer fills the current one.
+pub(crate) fn run_preparer(
+    requests: Receiver<PrepareRequest>,
+    results: Sender<Result<PreparedSegment>>,
+    faults: Faults,
+) {
+    for request in requests {
+        let prepared = PreparedSegment::create(request.path, request.len, &faults);
+        if let Ok(prepared) = &prepared {
+            prepared.prefault();
+        }
+        if results.send(prepared).is_err() {
+            break;
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub commands: Receiver<Command>,
+    pub active: Arc<Segment>,
+    pub active_writer: MapWriter,
+    /// Segments sealed since the last flush, with their unflushed range.
+    pub unflushed: Vec<(Arc<Segment>, usize, usize)>,
+    /// Start of the active segment's unflushed bytes.
+    pub flushed_to: usize,
+    pub dir_dirty: bool,
+    pub dirty: bool,
+    pub last_flush: Instant,
+    pub prepare: Option<(Sender<PrepareRequest>, Receiver<Result<PreparedSegment>>)>,
+    pub preparing: Option<u64>,
+    pub prepared: Option<PreparedSegment>,
+    pub prepare_seq: u64,
+    pub faults: Faults,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self) {
+        self.request_prepare();
+        loop {
+            let command = match self.next_flush_deadline() {
+                Some(deadline) => match self.commands.recv_deadline(deadline) {
+                    Ok(command) => Some(command),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => Some(Command::Shutdown),
+                },
+                None => Some(self.commands.recv().unwrap_or(Command::Shutdown)),
+            };
+            let mut flush_replies = Vec::new();
+            let mut shutdown = false;
+            if let Some(command) = command {
+                let mut next = Some(command);
+                let mut taken = 0;
+                while let Some(command) = next.take() {
+                    match command {
+                        Command::Append(request) => self.append(request),
+                        Command::Flush(reply) => flush_replies.push(reply),
+                        Command::Shutdown => {
+                            shutdown = true;
+                            break;
+                        }
+                    }
+                    taken += 1;
+                    if taken < MAX_GROUP {
+                        next = self.commands.try_recv().ok();
+                    }
+                }
+            }
+            let flush_now = shutdown
+                || !flush_replies.is_empty()
+                || match self.shared.options.durability {
+                    Durability::Always => true,
+                    Durability::Interval(every) => self.last_flush.elapsed() >= every,
+                    Durability::Never => false,
+                };
+            if flush_now {
+                let result = self.flush();
+                for reply in flush_replies {
+                    let _ = reply.send(
+                        result
+                            .as_ref()
+                            .map(|_| ())
+                            .map_err(|e| Error::Poisoned(e.to_string())),
+                    );
+                }
+            } else if self.shared.options.durability == Durability::Never {
+                self.publish_durable();
+            }
+            if shutdown {
+                self.discard_prepared();
+                return;
+            }
+        }
+    }
+
+    fn next_flush_deadline(&self) -> Option<Instant> {
+        match self.shared.options.durability {
+            Durability::Interval(every) if self.dirty => Some(self.last_flush + every),
+            _ => None,
+        }
+    }
+
+    fn append(&mut self, request: AppendRequest) {
+        let AppendRequest { mut chunk, reply } = request;
+        let records = chunk.record_count();
+        let result = self.write_chunk(chunk.frame_mut(), records);
+        let _ = reply.send(result);
+    }
+
+    fn write_chunk(&mut self, frame: &mut [u8], record_count: u32) -> Result<Range<u64>> {
+        if let Some(reason) = self.shared.poisoned() {
+            return Err(Error::Poisoned(reason));
+        }
+        let padded = padded_len(frame.len());
+        if self.active_writer.map().published() + padded > self.active.map.len() {
+            self.roll(padded)?;
+        }
+        let first = self.shared.next_offset.load(Ordering::Relaxed);
+        let end = first + u64::from(record_count);
+        seal_frame(frame, first);
+        let at = self.active_writer.map().published();
+        self.active_writer.write(at, frame);
+        if padded > frame.len() {
+            self.active_writer.zero(at + frame.len(), at + padded);
+        }
+        self.active_writer.publish(at + padded);
+        self.active.set_end_offset(end);
+        self.shared.next_offset.store(end, Ordering::Release);
+        let counters = &self.shared.counters;
+        counters.chunks_appended.fetch_add(1, Ordering::Relaxed);
+        counters
+            .records_appended
+            .fetch_add(u64::from(record_count), Ordering::Relaxed);
+        counters
+            .bytes_appended
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        self.dirty = true;
+        self.shared.notify_progress();
+        Ok(first..end)
+    }
+
+    /// Seals the active segment and starts a new one that fits `needed` bytes.
+    fn roll(&mut self, needed: usize) -> Result<()> {
+        let options = &self.shared.options;
+        let capacity = options
+            .segment_bytes
+            .max((SEGMENT_HEADER_LEN + needed) as u64);
+        let prepared = match self.take_prepared() {
+            Some(prepared) if prepared.len() >= capacity => prepared,
+            other => {
+                if let Some(small) = other {
+                    self.discard(small);
+                }
+                let shared = self.shared.clone();
+                budget::reserve(&shared, capacity, || self.flush_quietly())?;
+                let path = self.next_prepared_path();
+                match PreparedSegment::create(path, capacity, &self.faults) {
+                    Ok(prepared) => prepared,
+                    Err(error) => {
+                        self.shared.disk_bytes.fetch_sub(capacity, Ordering::AcqRel);
+                        if let Error::DiskFull { path, bytes, .. } = &error {
+                            tracing::error!(path = %path.display(), bytes, "disk full: cannot create segment");
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        let base = self.shared.next_offset.load(Ordering::Relaxed);
+        let (segment, writer) =
+            prepared.activate(&self.shared.segments_dir, base, self.shared.producer_id.0)?;
+        let old = std::mem::replace(&mut self.active, segment.clone());
+        let old_end = self.active_writer.map().published();
+        self.active_writer = writer;
+        self.unflushed.push((old, self.flushed_to, old_end));
+        self.flushed_to = 0;
+        self.dir_dirty = true;
+        self.dirty = true;
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(segment);
+        self.shared
+            .counters
+            .segments_created
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(base, capacity, "segment created");
+        self.request_prepare();
+        Ok(())
+    }
+
+    fn next_prepared_path(&mut self) -> PathBuf {
+        self.prepare_seq += 1;
+        self.shared
+            .segments_dir
+            .join(format!("next-{}{PREPARED_SUFFIX}", self.prepare_seq))
+    }
+
+    /// Asks the preparer for the next segment when the budget has room for it.
+    fn request_prepare(&mut self) {
+        if self.preparing.is_some() || self.prepared.is_some() {
+            return;
+        }
+        let len = self.shared.options.segment_bytes;
+        if !budget::try_reserve(&self.shared, len) {
+            return;
+        }
+        let path = self.next_prepared_path();
+        match &self.prepare {
+            Some((requests, _)) if requests.send(PrepareRequest { path, len }).is_ok() => {
+                self.preparing = Some(len);
+            }
+            _ => {
+                self.shared.disk_bytes.fetch_sub(len, Ordering::AcqRel);
+            }
+        }
+    }
+
+    fn take_prepared(&mut self) -> Option<PreparedSegment> {
+        if self.prepared.is_none() {
+            if let (Some(len), Some((_, results))) = (self.preparing, &self.prepare) {
+                // The roll needs it now: wait for the preparer to finish.
+                match results.recv() {
+                    Ok(Ok(prepared)) => self.prepared = Some(prepared),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "preparing the next segment failed; creating it in line");
+                        self.shared.disk_bytes.fetch_sub(len, Ordering::AcqRel);
+                    }
+                    Err(_) => {
+                        self.shared.disk_bytes.fetch_sub(len, Ordering::AcqRel);
+                    }
+                }
+                self.preparing = None;
+            }
+        }
+        self.prepared.take()
+    }
+
+    fn discard(&self, prepared: PreparedSegment) {
+        let path = prepared.path().to_owned();
+        let len = prepared.len();
+        drop(prepared);
+        let _ = std::fs::remove_file(&path);
+        self.shared.disk_bytes.fetch_sub(len, Ordering::AcqRel);
+    }
+
+    fn discard_prepared(&mut self) {
+        if let Some((requests, results)) = self.prepare.take() {
+            drop(requests);
+            if let Some(len) = self.preparing.take() {
+                match results.recv() {
+                    Ok(Ok(prepared)) => self.discard(prepared),
+                    _ => {
+                        self.shared.disk_bytes.fetch_sub(len, Ordering::AcqRel);
+                    }
+                }
+            }
+        }
+        if let Some(prepared) = self.prepared.take() {
+            self.discard(prepared);
+        }
+    }
+
+    fn flush_quietly(&mut self) {
+        let _ = self.flush();
+    }
+
+    /// Flushes every unflushed byte, then the directory if segments were
+    /// created, then publishes the durable offset. A failure poisons the log.
+    fn flush(&mut self) -> Result<()> {
+        if let Some(reason) = self.shared.poisoned() {
+            return Err(Error::Poisoned(reason));
+        }
+        if !self.dirty {
+            self.publish_durable();
+            return Ok(());
+        }
+        let target = self.shared.next_offset.load(Ordering::Acquire);
+        let started = Instant::now();
+        let result = self.flush_inner();
+        let counters = &self.shared.counters;
+        counters.flushes.fetch_add(1, Ordering::Relaxed);
+        counters
+            .flush_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.last_flush = Instant::now();
+        match result {
+            Ok(()) => {
+                self.dirty = false;
+                self.shared.durable_offset.store(target, Ordering::Release);
+                self.shared.notify_progress();
+                Ok(())
+            }
+            Err(error) => {
+                self.shared.poison(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    fn flush_inner(&mut self) -> Result<()> {
+        self.faults.before_flush()?;
+        for (segment, from, to) in self.unflushed.drain(..) {
+            segment
+                .map
+                .flush(from, to)
+                .map_err(|e| Error::io("flushing segment", &segment.path, e))?;
+        }
+        let to = self.active_writer.map().published();
+        self.active
+            .map
+            .flush(self.flushed_to, to)
+            .map_err(|e| Error::io("flushing segment", &self.active.path, e))?;
+        self.flushed_to = to;
+        if self.dir_dirty {
+            sync_dir(&self.shared.segments_dir)?;
+            self.dir_dirty = false;
+        }
+        Ok(())
+    }
+
+    fn publish_durable(&self) {
+        let next = self.shared.next_offset.load(Ordering::Acquire);
+        if self.shared.durable_offset.swap(next, Ordering::AcqRel) != next {
+            self.shared.notify_progress();
+        }
+    }
+}
