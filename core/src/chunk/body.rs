@@ -184,3 +184,108 @@ impl<'a> Iterator for Records<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::frame::HeaderFields;
+    use crate::chunk::seal_for_test;
+
+    fn frame_with(
+        body: &[u8],
+        codec: Codec,
+        layout: BodyLayout,
+        count: u32,
+        declared: u32,
+    ) -> Vec<u8> {
+        let header = HeaderFields {
+            codec,
+            layout,
+            record_count: count,
+            dict_id: 0,
+            min_ts: 0,
+            max_ts: 0,
+            uncompressed_len: declared,
+            stream: "s",
+            component: "c",
+            source_position: &[],
+        };
+        let mut frame = Vec::new();
+        header.write(body.len(), &mut frame);
+        frame.extend_from_slice(body);
+        seal_for_test(&mut frame, 0);
+        frame
+    }
+
+    #[test]
+    fn zstd_bomb_is_refused_without_inflating() {
+        // 64 MiB of zeros compress to a few KiB; the header claims 1 KiB.
+        let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 3).unwrap();
+        let frame = frame_with(&bomb, Codec::Zstd, BodyLayout::Lines, 1, 1024);
+        let view = ChunkView::parse(&frame).unwrap();
+        let mut decoder = Decoder::default();
+        let error = decode_body(&view, &mut decoder).unwrap_err();
+        assert!(error.is_corruption(), "{error}");
+        assert!(
+            decoder.buffer.capacity() < 1 << 20,
+            "decoder grew to {}",
+            decoder.buffer.capacity()
+        );
+    }
+
+    #[test]
+    fn bodies_that_disagree_with_their_header_are_errors() {
+        let frame = frame_with(b"a\nb\n", Codec::None, BodyLayout::Lines, 3, 4);
+        let view = ChunkView::parse(&frame).unwrap();
+        let mut decoder = Decoder::default();
+        let body = decode_body(&view, &mut decoder).unwrap();
+        let results: Vec<_> = body.records().collect();
+        assert_eq!(
+            results.last(),
+            Some(&Err(RecordError::Short { missing: 1 }))
+        );
+
+        let frame = frame_with(b"a\nb\nc\n", Codec::None, BodyLayout::Lines, 2, 6);
+        let view = ChunkView::parse(&frame).unwrap();
+        let body = decode_body(&view, &mut decoder).unwrap();
+        assert_eq!(body.records().last(), Some(Err(RecordError::Trailing(2))));
+
+        let frame = frame_with(
+            &[200, 0, 0, 0, 1],
+            Codec::None,
+            BodyLayout::LengthPrefixed,
+            1,
+            5,
+        );
+        let view = ChunkView::parse(&frame).unwrap();
+        let body = decode_body(&view, &mut decoder).unwrap();
+        assert!(body.records().next().unwrap().is_err());
+
+        let frame = frame_with(b"abc", Codec::None, BodyLayout::Lines, 1, 9);
+        let view = ChunkView::parse(&frame).unwrap();
+        assert!(decode_body(&view, &mut decoder)
+            .unwrap_err()
+            .is_corruption());
+
+        let frame = frame_with(b"not zstd", Codec::Zstd, BodyLayout::Lines, 1, 9);
+        let view = ChunkView::parse(&frame).unwrap();
+        assert!(decode_body(&view, &mut decoder)
+            .unwrap_err()
+            .is_corruption());
+    }
+
+    #[test]
+    fn every_flipped_bit_in_a_frame_is_detected() {
+        let frame = frame_with(b"x\ny\n", Codec::None, BodyLayout::Lines, 2, 4);
+        for at in 0..frame.len() {
+            for bit in 0..8 {
+                let mut damaged = frame.clone();
+                damaged[at] ^= 1 << bit;
+                assert!(
+                    ChunkView::parse(&damaged).is_err(),
+                    "flip of bit {bit} at {at} not detected"
+                );
+            }
+        }
+    }
+}

@@ -307,3 +307,118 @@ impl ChunkBuilder {
         Ok(Some(chunk))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::{decode_body, seal_for_test, ChunkView, Decoder};
+
+    fn records_of(chunk: ClosedChunk) -> (BodyLayout, Vec<Vec<u8>>) {
+        let mut frame = chunk.into_frame();
+        seal_for_test(&mut frame, 7);
+        let view = ChunkView::parse(&frame).unwrap();
+        let mut decoder = Decoder::default();
+        let body = decode_body(&view, &mut decoder).unwrap();
+        let records = body.records().map(|r| r.unwrap().to_vec()).collect();
+        (view.layout(), records)
+    }
+
+    #[test]
+    fn single_lines_stay_ndjson_and_multiline_switches_layout() {
+        for compression in [
+            Compression::None,
+            Compression::Zstd { level: 1 },
+            Compression::Zstd { level: 3 },
+        ] {
+            let options = ChunkOptions {
+                compression,
+                ..ChunkOptions::default()
+            };
+            let mut builder = ChunkBuilder::new("s", "c", options.clone()).unwrap();
+            builder.push(b"{\"a\":1}", 5, None).unwrap();
+            builder.push(b"", 6, None).unwrap();
+            let chunk = builder.finish().unwrap().unwrap();
+            assert_eq!(
+                records_of(chunk),
+                (BodyLayout::Lines, vec![b"{\"a\":1}".to_vec(), vec![]])
+            );
+
+            let mut builder = ChunkBuilder::new("s", "c", options).unwrap();
+            builder.push(b"one", 1, Some(b"pos-1")).unwrap();
+            builder.push(b"two\nlines", 3, None).unwrap();
+            builder.push(b"three", 2, Some(b"pos-3")).unwrap();
+            let chunk = builder.finish().unwrap().unwrap();
+            let mut frame = chunk.frame().to_vec();
+            seal_for_test(&mut frame, 0);
+            let view = ChunkView::parse(&frame).unwrap();
+            assert_eq!((view.min_ts(), view.max_ts()), (1, 3));
+            assert_eq!(view.source_position(), Some(&b"pos-3"[..]));
+            assert_eq!(view.stream(), b"s");
+            assert_eq!(view.component(), b"c");
+            assert_eq!(
+                records_of(chunk),
+                (
+                    BodyLayout::LengthPrefixed,
+                    vec![b"one".to_vec(), b"two\nlines".to_vec(), b"three".to_vec()]
+                )
+            );
+            assert!(builder.is_empty() && builder.finish().unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn closes_at_size_and_linger() {
+        let options = ChunkOptions {
+            max_bytes: 1000,
+            linger: Duration::from_millis(5),
+            ..ChunkOptions::default()
+        };
+        let mut builder = ChunkBuilder::new("s", "c", options).unwrap();
+        let mut closed = 0;
+        for i in 0..100 {
+            if builder
+                .push(format!("record number {i:05}").as_bytes(), 0, None)
+                .unwrap()
+                .is_some()
+            {
+                closed += 1;
+            }
+        }
+        assert_eq!(closed, 100 * 20 / 1000);
+        assert!(builder.is_empty());
+        builder.push(b"late", 0, None).unwrap();
+        let deadline = builder.deadline().unwrap();
+        assert!(builder
+            .poll(deadline - Duration::from_millis(1))
+            .unwrap()
+            .is_none());
+        assert_eq!(builder.poll(deadline).unwrap().unwrap().record_count(), 1);
+    }
+
+    #[test]
+    fn oversized_record_is_refused_and_nothing_else_changes() {
+        let options = ChunkOptions {
+            max_record_bytes: 10,
+            ..ChunkOptions::default()
+        };
+        let mut builder = ChunkBuilder::new("s", "c", options).unwrap();
+        builder.push(b"small", 0, None).unwrap();
+        let error = builder.push(&[b'x'; 11], 0, None).unwrap_err();
+        assert!(
+            matches!(error, Error::RecordTooLarge { len: 11, max: 10 }),
+            "{error}"
+        );
+        let (_, records) = records_of(builder.finish().unwrap().unwrap());
+        assert_eq!(records, vec![b"small".to_vec()]);
+    }
+
+    #[test]
+    fn invalid_names_and_options_are_errors() {
+        assert!(ChunkBuilder::new(&"s".repeat(256), "c", ChunkOptions::default()).is_err());
+        let zero = ChunkOptions {
+            max_bytes: 0,
+            ..ChunkOptions::default()
+        };
+        assert!(ChunkBuilder::new("s", "c", zero).is_err());
+    }
+}

@@ -49,8 +49,12 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
     let segments_dir = dir.join(SEGMENTS_DIR);
     let cursors_dir = dir.join(CURSORS_DIR);
 
-    let mut recovered = recover_segments(dir, &segments_dir, &options, &mut report)?;
-    let floor = recovered.last().map_or(0, |r| r.segment.end_offset());
+    let (mut recovered, quarantined_floor) =
+        recover_segments(dir, &segments_dir, &options, &mut report)?;
+    let floor = recovered
+        .last()
+        .map_or(0, |r| r.segment.end_offset())
+        .max(quarantined_floor);
     let cursors = recover_cursors(
         &cursors_dir,
         recovered.first().map_or(floor, |r| r.segment.base_offset),
@@ -174,7 +178,7 @@ fn recover_segments(
     segments_dir: &Path,
     options: &LogOptions,
     report: &mut RecoveryReport,
-) -> Result<Vec<Recovered>> {
+) -> Result<(Vec<Recovered>, u64)> {
     let mut named: Vec<(u64, PathBuf)> = Vec::new();
     let entries =
         std::fs::read_dir(segments_dir).map_err(|e| Error::io("listing", segments_dir, e))?;
@@ -205,6 +209,9 @@ fn recover_segments(
     let newest = named.last().map(|(base, _)| *base);
     let mut recovered: Vec<Recovered> = Vec::new();
     let mut expected: Option<u64> = None;
+    // Offsets a quarantined segment may have used must never be handed out
+    // again; its record count is unknown, so take an upper bound.
+    let mut quarantined_floor = 0u64;
     for (base, path) in named {
         let is_newest = Some(base) == newest;
         match recover_segment(&path, base, expected, is_newest, options, report) {
@@ -221,6 +228,8 @@ fn recover_segments(
             }
             Ok(None) => {}
             Err(reason) => {
+                let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+                quarantined_floor = quarantined_floor.max(max_end_offset(base, len));
                 let moved_to = dir::quarantine(dir, &path)?;
                 report.quarantined.push(Quarantined {
                     path,
@@ -230,7 +239,15 @@ fn recover_segments(
             }
         }
     }
-    Ok(recovered)
+    Ok((recovered, quarantined_floor))
+}
+
+/// The highest end offset a segment file of `len` bytes starting at `base`
+/// could hold: every chunk frame is at least a fixed header long and holds
+/// at most `u32::MAX` records.
+fn max_end_offset(base: u64, len: u64) -> u64 {
+    let chunks = len / crate::chunk::frame::FIXED_HEADER_LEN as u64 + 1;
+    base.saturating_add(chunks.saturating_mul(u64::from(u32::MAX)))
 }
 
 /// Checks and repairs one segment. `Err` means: move it to quarantine.

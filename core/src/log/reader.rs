@@ -125,6 +125,17 @@ impl Reader {
         segments.last().is_some_and(|s| s.base_offset > base)
     }
 
+    /// True when `segment` is no longer in the log although no later
+    /// segment exists: the writer replaced it.
+    fn is_retired(&self, segment: &Arc<Segment>) -> bool {
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        !segments.iter().any(|s| Arc::ptr_eq(s, segment))
+    }
+
     fn note_gap(&mut self, to: u64) {
         if to > self.next_offset {
             let from = self.gap.map_or(self.next_offset, |(from, _)| from);
@@ -163,6 +174,12 @@ impl Iterator for Reader {
             }
             if self.position >= bytes.len() {
                 if !sealed {
+                    if self.is_retired(&segment) {
+                        // Replaced by a segment with the same base before it
+                        // held a record (see `Writer::roll`): find that one.
+                        self.segment = None;
+                        continue;
+                    }
                     return None;
                 }
                 let next = self.locate(Some(segment.base_offset))?;

@@ -395,6 +395,26 @@ mod tests {
         assert!(scanned.tail.is_some());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// No byte sequence makes the scanner or the frame parser panic or
+        /// loop, and whatever it accepts is consistent.
+        #[test]
+        fn arbitrary_bytes_never_panic(noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096), cut in 0usize..4096) {
+            let scanned = scan(&noise, 0);
+            proptest::prop_assert!(scanned.valid_end <= noise.len().max(SEGMENT_HEADER_LEN));
+            let _ = ChunkView::parse(&noise);
+            // Valid chunks followed by noise: the valid prefix survives.
+            let (mut image, starts) = segment_image(&[2, 3]);
+            let keep = starts[1] + (cut % 64);
+            image.truncate(keep);
+            image.extend_from_slice(&noise);
+            let scanned = scan(&image, 0);
+            proptest::prop_assert!(scanned.records >= 2);
+        }
+    }
+
     #[test]
     fn zero_helpers() {
         assert!(all_zero(&[0; 17]));

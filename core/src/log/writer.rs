@@ -11,7 +11,7 @@
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -57,7 +57,11 @@ pub(crate) struct Writer {
     pub active: Arc<Segment>,
     pub active_writer: MapWriter,
     /// Segments sealed since the last flush, with their unflushed range.
-    pub unflushed: Vec<(Arc<Segment>, usize, usize)>,
+    /// Weak: a sealed segment deleted meanwhile (every cursor passed it, or
+    /// `drop_oldest`) needs no flush, and holding it would keep the deleted
+    /// file mapped and its disk space allocated — forever under `never`,
+    /// where nothing drains this list.
+    pub unflushed: Vec<(Weak<Segment>, usize, usize)>,
     /// Start of the active segment's unflushed bytes.
     pub flushed_to: usize,
     pub dir_dirty: bool,
@@ -208,15 +212,36 @@ impl Writer {
         let old = std::mem::replace(&mut self.active, segment.clone());
         let old_end = self.active_writer.map().published();
         self.active_writer = writer;
-        self.unflushed.push((old, self.flushed_to, old_end));
+        // An active segment without records (a chunk too large for the
+        // segment opened by `Log::open`) has the same base, so the rename
+        // above replaced its file: retire it instead of sealing it, or the
+        // log would list two segments with one path and deleting the older
+        // would delete the new one.
+        let replaced = old.base_offset == base;
+        if replaced {
+            self.shared
+                .disk_bytes
+                .fetch_sub(old.file_bytes, Ordering::AcqRel);
+        } else {
+            self.unflushed
+                .retain(|(sealed, _, _)| sealed.strong_count() > 0);
+            self.unflushed
+                .push((Arc::downgrade(&old), self.flushed_to, old_end));
+        }
         self.flushed_to = 0;
         self.dir_dirty = true;
         self.dirty = true;
-        self.shared
-            .segments
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(segment);
+        {
+            let mut segments = self
+                .shared
+                .segments
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            if replaced {
+                segments.retain(|s| !Arc::ptr_eq(s, &old));
+            }
+            segments.push(segment);
+        }
         self.shared
             .counters
             .segments_created
@@ -338,6 +363,9 @@ impl Writer {
     fn flush_inner(&mut self) -> Result<()> {
         self.faults.before_flush()?;
         for (segment, from, to) in self.unflushed.drain(..) {
+            let Some(segment) = segment.upgrade() else {
+                continue;
+            };
             segment
                 .map
                 .flush(from, to)
@@ -361,5 +389,52 @@ impl Writer {
         if self.shared.durable_offset.swap(next, Ordering::AcqRel) != next {
             self.shared.notify_progress();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::chunk::{ChunkBuilder, ChunkOptions, Compression};
+    use crate::log::{Durability, Log, LogOptions};
+
+    /// Mappings of files under `dir` that have been deleted.
+    fn deleted_mappings(dir: &std::path::Path) -> usize {
+        let dir = dir.to_string_lossy();
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains(&*dir) && line.ends_with("(deleted)"))
+            .count()
+    }
+
+    #[test]
+    fn deleted_segments_are_unmapped_without_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions {
+            segment_bytes: 64 + 4096,
+            max_bytes: 1 << 20,
+            durability: Durability::Never,
+            ..LogOptions::default()
+        };
+        let log = Log::open(dir.path(), options).unwrap();
+        let chunk_options = ChunkOptions {
+            compression: Compression::None,
+            ..ChunkOptions::default()
+        };
+        let mut builder = ChunkBuilder::new("s", "c", chunk_options).unwrap();
+        for _ in 0..8 {
+            builder.push(&[b'x'; 3000], 0, None).unwrap();
+            log.append(builder.finish().unwrap().unwrap())
+                .unwrap()
+                .wait()
+                .unwrap();
+        }
+        assert!(log.metrics().segments_created >= 7);
+        log.commit_cursor("sink", log.next_offset()).unwrap();
+        assert!(log.metrics().segments_deleted >= 6);
+        // Under `never` nothing flushes, so nothing may keep a sealed
+        // segment alive once every cursor has passed it.
+        assert_eq!(deleted_mappings(dir.path()), 0);
+        log.close().unwrap();
     }
 }
