@@ -1,0 +1,156 @@
+//! Deterministic records for the integration and crash tests: the bytes of
+//! record `seq` are a pure function of `seq`, so a test can recompute what
+//! another process wrote and check every stored record against its offset.
+
+use shipper_core::chunk::{
+    decode_body, ChunkBuilder, ChunkOptions, ClosedChunk, Compression, Decoder,
+};
+use shipper_core::log::Log;
+
+/// Filler the records cut their tails from: printable, poorly compressible.
+fn filler() -> &'static [u8] {
+    static FILLER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    FILLER.get_or_init(|| {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        (0..8192)
+            .map(|_| {
+                state = mix(state);
+                b'!' + (state % 94) as u8
+            })
+            .collect()
+    })
+}
+
+/// A 64-bit mixer (splitmix64's finaliser).
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The bytes of record `seq`: `record <seq> ` and a tail of 0-1500 bytes;
+/// about one record in seven contains a newline.
+pub fn record(seq: u64) -> Vec<u8> {
+    let hash = mix(seq);
+    let len = (hash % 1501) as usize;
+    let start = ((hash >> 16) % (filler().len() as u64 - 1501)) as usize;
+    let mut bytes = format!("record {seq} ").into_bytes();
+    bytes.extend_from_slice(&filler()[start..start + len]);
+    if seq % 7 == 3 {
+        let at = 7 + ((hash >> 40) as usize % (bytes.len() - 7));
+        bytes[at] = b'\n';
+    }
+    bytes
+}
+
+/// How many records the chunk starting at record `first` holds (1-40).
+pub fn chunk_len(first: u64) -> u64 {
+    1 + mix(first ^ 0xC0FF_EE00) % 40
+}
+
+/// The chunk of records `first..first + count`, zstd-compressed or not
+/// depending on `first`.
+pub fn chunk(first: u64, count: u64) -> ClosedChunk {
+    let compression = if mix(first) % 2 == 0 {
+        Compression::None
+    } else {
+        Compression::Zstd { level: 1 }
+    };
+    let options = ChunkOptions {
+        max_bytes: 64 << 20,
+        compression,
+        ..ChunkOptions::default()
+    };
+    let mut builder = ChunkBuilder::new("tests", "records", options).expect("valid chunk options");
+    for seq in first..first + count {
+        let closed = builder.push(&record(seq), seq, None).expect("record fits");
+        assert!(closed.is_none(), "chunk closed early");
+    }
+    builder.finish().expect("compresses").expect("not empty")
+}
+
+/// The chunk of `count` records of `len` bytes each, uncompressed, so that
+/// its frame size is known in advance.
+pub fn fixed_chunk(first: u64, count: u64, len: usize) -> ClosedChunk {
+    let options = ChunkOptions {
+        max_bytes: 64 << 20,
+        compression: Compression::None,
+        ..ChunkOptions::default()
+    };
+    let mut builder = ChunkBuilder::new("tests", "fixed", options).expect("valid chunk options");
+    for seq in first..first + count {
+        builder
+            .push(&fixed_record(seq, len), seq, None)
+            .expect("record fits");
+    }
+    builder.finish().expect("encodes").expect("not empty")
+}
+
+/// Record `seq` of a [`fixed_chunk`]: exactly `len` bytes (at least 24), no newline.
+pub fn fixed_record(seq: u64, len: usize) -> Vec<u8> {
+    let mut bytes = format!("fixed {seq:016} ").into_bytes();
+    assert!(
+        len >= bytes.len(),
+        "fixed records are at least {} bytes",
+        bytes.len()
+    );
+    let start = (mix(seq) % 4096) as usize;
+    bytes.extend_from_slice(&filler()[start..start + (len - bytes.len())]);
+    bytes
+}
+
+/// What a reader found, checked chunk by chunk.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReadBack {
+    /// Offset of the first record read.
+    pub first: Option<u64>,
+    /// One past the last record read.
+    pub end: Option<u64>,
+    /// Records read.
+    pub records: u64,
+    /// Chunks read.
+    pub chunks: u64,
+}
+
+/// Reads every durable record of `log` from `from`, checking that chunks
+/// are contiguous (no gap, no error) and that the record at each offset
+/// equals `expected(offset)`. Panics with the offset on any mismatch.
+pub fn read_and_check(log: &Log, from: u64, expected: impl Fn(u64) -> Vec<u8>) -> ReadBack {
+    let mut reader = log.reader(from);
+    let mut decoder = Decoder::default();
+    let mut seen = ReadBack::default();
+    for stored in reader.by_ref() {
+        let stored = stored.unwrap_or_else(|e| panic!("reading after {:?}: {e}", seen.end));
+        if let Some(end) = seen.end {
+            assert_eq!(stored.first_offset(), end, "chunks not contiguous");
+        }
+        seen.first.get_or_insert(stored.first_offset());
+        let view = stored.view();
+        assert_eq!(view.first_offset(), stored.first_offset());
+        let body = decode_body(&view, &mut decoder)
+            .unwrap_or_else(|e| panic!("decoding chunk at {}: {e}", stored.first_offset()));
+        let mut offset = stored.first_offset();
+        for record in body.records() {
+            let record = record.unwrap_or_else(|e| panic!("record {offset}: {e:?}"));
+            if record != expected(offset).as_slice() {
+                panic!(
+                    "record at offset {offset} differs: got {:?}",
+                    String::from_utf8_lossy(&record[..record.len().min(80)])
+                );
+            }
+            offset += 1;
+        }
+        assert_eq!(
+            offset,
+            stored.end_offset(),
+            "record count of chunk at {}",
+            stored.first_offset()
+        );
+        seen.records += offset - stored.first_offset();
+        seen.chunks += 1;
+        seen.end = Some(offset);
+    }
+    assert_eq!(reader.take_gap(), None, "gap while reading from {from}");
+    seen
+}

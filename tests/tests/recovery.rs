@@ -1,0 +1,712 @@
+//! Recovery: whatever is done to the bytes of a closed data directory, the
+//! log opens, returns exactly the records that were written whole (at their
+//! offsets), reports what it repaired, and takes appends again.
+//!
+//! * every cut (truncation or zeroing to the end) of the newest segment
+//!   within its last chunks;
+//! * random byte flips anywhere in the segment files (seeded);
+//! * garbage files: random, empty, misnamed and truncated segments, a
+//!   corrupt cursor and a corrupt producer id, which `inspect` must report.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use shipper_core::chunk::frame::padded_len;
+use shipper_core::chunk::{
+    decode_body, ChunkBuilder, ChunkOptions, ChunkView, Compression, Decoder,
+};
+use shipper_core::log::segment::{parse_segment_file_name, segment_file_name, SEGMENT_HEADER_LEN};
+use shipper_core::log::{inspect, Durability, Log, LogOptions, RecoveryReport};
+
+const SEGMENT_BYTES: u64 = 8192;
+const CURSOR: &str = "sink";
+/// Opening and reading a damaged directory must finish within this.
+const HANG_LIMIT: Duration = Duration::from_secs(20);
+
+fn options() -> LogOptions {
+    LogOptions {
+        segment_bytes: SEGMENT_BYTES,
+        max_bytes: 1 << 30,
+        durability: Durability::Never,
+        prepare_ahead: false,
+        ..LogOptions::default()
+    }
+}
+
+/// Where one chunk sits in a segment file.
+#[derive(Debug, Clone, Copy)]
+struct ChunkPos {
+    start: usize,
+    frame_end: usize,
+    first: u64,
+    end: u64,
+}
+
+#[derive(Debug)]
+struct SegmentLayout {
+    name: String,
+    base: u64,
+    chunks: Vec<ChunkPos>,
+}
+
+/// A closed log written once and copied for every damage.
+struct Pristine {
+    dir: tempfile::TempDir,
+    /// Record bytes by offset.
+    records: Vec<Vec<u8>>,
+    segments: Vec<SegmentLayout>,
+}
+
+impl Pristine {
+    fn end(&self) -> u64 {
+        self.records.len() as u64
+    }
+
+    fn copy_to(&self, to: &Path) {
+        if to.exists() {
+            std::fs::remove_dir_all(to).unwrap();
+        }
+        copy_dir(self.dir.path(), to);
+    }
+
+    fn newest(&self) -> &SegmentLayout {
+        self.segments.last().unwrap()
+    }
+}
+
+/// Writes 130 small chunks (1-4 short records, some multi-line, some zstd)
+/// into segments of 8 KiB: three segments, chunks of well under 300 bytes.
+fn write_pristine() -> Pristine {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    let log = Log::open(dir.path(), options()).unwrap();
+    log.commit_cursor(CURSOR, 0).unwrap();
+    let mut records = Vec::new();
+    for chunk_index in 0..130 {
+        let compression = if chunk_index % 3 == 0 {
+            Compression::Zstd { level: 1 }
+        } else {
+            Compression::None
+        };
+        let chunk_options = ChunkOptions {
+            compression,
+            ..ChunkOptions::default()
+        };
+        let mut builder = ChunkBuilder::new("app", "recovery", chunk_options).unwrap();
+        let count = rng.random_range(1..=4);
+        let mut these = Vec::new();
+        for r in 0..count {
+            let len = rng.random_range(0..40);
+            let mut record: Vec<u8> = (0..len).map(|_| rng.random_range(b' '..=b'~')).collect();
+            if len > 2 && rng.random_bool(0.2) {
+                record[len / 2] = b'\n';
+            }
+            builder
+                .push(&record, (chunk_index * 10 + r) as u64, None)
+                .unwrap();
+            these.push(record);
+        }
+        let range = log
+            .append(builder.finish().unwrap().unwrap())
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(
+            range,
+            records.len() as u64..(records.len() + these.len()) as u64
+        );
+        records.extend(these);
+    }
+    log.close().unwrap();
+    drop(log);
+    let segments = layout(dir.path());
+    assert!(segments.len() >= 3, "{segments:?}");
+    assert_eq!(
+        segments.last().unwrap().chunks.last().unwrap().end,
+        records.len() as u64
+    );
+    for chunk in &segments.last().unwrap().chunks {
+        assert!(chunk.frame_end - chunk.start < 300);
+    }
+    Pristine {
+        dir,
+        records,
+        segments,
+    }
+}
+
+/// The chunks of every segment file in `dir`, parsed from the bytes.
+fn layout(dir: &Path) -> Vec<SegmentLayout> {
+    let mut segments: Vec<SegmentLayout> = std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let base = parse_segment_file_name(&name)?;
+            Some(SegmentLayout {
+                name,
+                base,
+                chunks: Vec::new(),
+            })
+        })
+        .collect();
+    segments.sort_by_key(|s| s.base);
+    for segment in &mut segments {
+        let bytes = std::fs::read(dir.join("segments").join(&segment.name)).unwrap();
+        let mut pos = SEGMENT_HEADER_LEN;
+        while let Ok(view) = ChunkView::parse(&bytes[pos..]) {
+            segment.chunks.push(ChunkPos {
+                start: pos,
+                frame_end: pos + view.frame().len(),
+                first: view.first_offset(),
+                end: view.end_offset(),
+            });
+            pos += padded_len(view.frame().len());
+        }
+    }
+    segments
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Runs `work` on another thread and fails if it does not finish in
+/// [`HANG_LIMIT`]; a panic in `work` is re-raised here.
+fn without_hang<T: Send + 'static>(what: String, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let _ = done.send(work());
+    });
+    match result.recv_timeout(HANG_LIMIT) {
+        Ok(value) => {
+            handle.join().unwrap();
+            value
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: did not finish within {HANG_LIMIT:?}")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the worker sends before it returns"),
+        },
+    }
+}
+
+/// Every record the log returns from `offset`, with its offset.
+fn read_all(log: &Log, offset: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut decoder = Decoder::default();
+    let mut records = Vec::new();
+    for chunk in log.reader(offset) {
+        let chunk = chunk.expect("recovery leaves no damage for readers to find");
+        let view = chunk.view();
+        let body = decode_body(&view, &mut decoder).expect("a stored chunk decodes");
+        let before = records.len();
+        for (offset, record) in (chunk.first_offset()..).zip(body.records()) {
+            records.push((
+                offset,
+                record.expect("a stored chunk's records decode").to_vec(),
+            ));
+        }
+        assert_eq!(
+            (records.len() - before) as u64,
+            chunk.end_offset() - chunk.first_offset()
+        );
+    }
+    records
+}
+
+/// Opens `dir` (guarded against hangs) and reads everything.
+fn open_and_read(dir: &Path) -> (Log, Vec<(u64, Vec<u8>)>) {
+    let dir = dir.to_owned();
+    without_hang(format!("opening {}", dir.display()), move || {
+        let log = Log::open(&dir, options()).expect("a damaged directory still opens");
+        let records = read_all(&log, 0);
+        (log, records)
+    })
+}
+
+/// Appends a chunk and checks it gets the next offset and reads back.
+fn check_appends_continue(log: &Log) -> u64 {
+    let next = log.next_offset();
+    let mut builder = ChunkBuilder::new("app", "after", ChunkOptions::default()).unwrap();
+    builder.push(b"after recovery", 1, None).unwrap();
+    builder.push(b"two\nlines", 2, None).unwrap();
+    let range = log
+        .append(builder.finish().unwrap().unwrap())
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    assert_eq!(range, next..next + 2);
+    let read = read_all(log, next);
+    assert_eq!(
+        read,
+        vec![
+            (next, b"after recovery".to_vec()),
+            (next + 1, b"two\nlines".to_vec())
+        ]
+    );
+    next
+}
+
+fn records_below(pristine: &Pristine, end: u64) -> Vec<(u64, Vec<u8>)> {
+    (0..end)
+        .map(|o| (o, pristine.records[o as usize].clone()))
+        .collect()
+}
+
+fn report_without_truncations(report: &RecoveryReport) -> RecoveryReport {
+    RecoveryReport {
+        truncated: Vec::new(),
+        removed_files: Vec::new(),
+        ..report.clone()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// The file ends at the position.
+    Truncate,
+    /// Zeros from the position to the end (a preallocated file after a crash).
+    Zero,
+}
+
+#[test]
+fn every_cut_of_the_newest_segment_keeps_what_was_whole() {
+    let pristine = write_pristine();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path().join("data");
+    let newest = pristine.newest();
+    let chunks = &newest.chunks;
+    let tail = &chunks[chunks.len().saturating_sub(3)..];
+    let from = tail[0].start;
+    let to = padded_len(tail.last().unwrap().frame_end) + 8;
+    let mut truncations = 0;
+    let original = std::fs::read(pristine.dir.path().join("segments").join(&newest.name)).unwrap();
+    for cut in [Cut::Truncate, Cut::Zero] {
+        for position in from..=to {
+            pristine.copy_to(&work);
+            let path = work.join("segments").join(&newest.name);
+            match cut {
+                Cut::Truncate => {
+                    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                    file.set_len(position as u64).unwrap();
+                }
+                Cut::Zero => {
+                    let mut bytes = std::fs::read(&path).unwrap();
+                    bytes[position..].fill(0);
+                    std::fs::write(&path, &bytes).unwrap();
+                }
+            }
+            // Zeroing bytes that are zero already changes nothing: the
+            // cut is effectively at the first non-zero byte.
+            let position = match cut {
+                Cut::Truncate => position,
+                Cut::Zero => original[position..]
+                    .iter()
+                    .position(|&b| b != 0)
+                    .map_or(original.len(), |p| position + p),
+            };
+            let context = format!("{cut:?} at byte {position}");
+            // Chunks wholly before the cut survive; one cut through the
+            // middle is a torn tail.
+            let whole_end = chunks
+                .iter()
+                .filter(|c| c.frame_end <= position)
+                .map(|c| c.end)
+                .max()
+                .unwrap_or(newest.base);
+            let torn = chunks
+                .iter()
+                .find(|c| c.start < position && position < c.frame_end);
+
+            let inspected = inspect(&work).unwrap();
+            assert_eq!(
+                inspected.has_corruption(),
+                torn.is_some(),
+                "{context}: {:?}",
+                inspected.findings
+            );
+            assert_eq!(inspected.next_offset, whole_end, "{context}");
+
+            let (log, read) = open_and_read(&work);
+            let report = log.recovery_report();
+            assert!(
+                report_without_truncations(report).is_clean(),
+                "{context}: {report}"
+            );
+            match torn {
+                Some(chunk) => {
+                    truncations += 1;
+                    assert_eq!(report.truncated.len(), 1, "{context}: {report}");
+                    assert_eq!(
+                        report.truncated[0].damage.position, chunk.start as u64,
+                        "{context}"
+                    );
+                    assert!(
+                        report.to_string().contains("truncated"),
+                        "{context}: {report}"
+                    );
+                }
+                None => assert!(report.truncated.is_empty(), "{context}: {report}"),
+            }
+            assert_eq!(read.len() as u64, whole_end, "{context}");
+            assert!(
+                read == records_below(&pristine, whole_end),
+                "{context}: records differ"
+            );
+            assert_eq!(log.next_offset(), whole_end, "{context}");
+            assert_eq!(check_appends_continue(&log), whole_end, "{context}");
+            log.close().unwrap();
+            // And the repaired directory opens clean.
+            let again = Log::open(&work, options()).unwrap();
+            assert!(
+                report_without_truncations(again.recovery_report()).is_clean(),
+                "{context}"
+            );
+            assert!(
+                again.recovery_report().truncated.is_empty(),
+                "{context}: {}",
+                again.recovery_report()
+            );
+            assert_eq!(again.next_offset(), whole_end + 2, "{context}");
+            again.close().unwrap();
+        }
+    }
+    assert!(
+        truncations > 500,
+        "only {truncations} cuts went through a chunk"
+    );
+}
+
+#[test]
+fn flipped_bytes_never_lose_untouched_chunks() {
+    let pristine = write_pristine();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path().join("data");
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    let mut detected = 0;
+    for iteration in 0..200 {
+        pristine.copy_to(&work);
+        let mut touched_chunks: BTreeSet<(usize, usize)> = BTreeSet::new();
+        let mut touched_header = false;
+        let mut flips = Vec::new();
+        for _ in 0..rng.random_range(1..=3) {
+            let index = rng.random_range(0..pristine.segments.len());
+            let segment = &pristine.segments[index];
+            let path = work.join("segments").join(&segment.name);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let used = segment
+                .chunks
+                .last()
+                .map_or(SEGMENT_HEADER_LEN, |c| padded_len(c.frame_end));
+            let position = if rng.random_bool(0.8) {
+                rng.random_range(0..used)
+            } else {
+                rng.random_range(0..bytes.len())
+            };
+            bytes[position] ^= rng.random_range(1..=255u8);
+            std::fs::write(&path, &bytes).unwrap();
+            flips.push((segment.name.clone(), position));
+            if position < SEGMENT_HEADER_LEN {
+                touched_header = true;
+            }
+            for (c, chunk) in segment.chunks.iter().enumerate() {
+                if chunk.start <= position && position < chunk.frame_end {
+                    touched_chunks.insert((index, c));
+                }
+            }
+        }
+        let context = format!("iteration {iteration}, flips {flips:?}");
+        if touched_header || !touched_chunks.is_empty() {
+            detected += 1;
+            let inspected = inspect(&work).unwrap();
+            assert!(
+                inspected.has_corruption(),
+                "{context}: {:?}",
+                inspected.findings
+            );
+        }
+
+        let (log, read) = open_and_read(&work);
+        // Whatever comes back was written, at that offset, byte for byte.
+        let mut previous = None;
+        for (offset, record) in &read {
+            assert!(previous < Some(*offset), "{context}: offsets out of order");
+            previous = Some(*offset);
+            assert!(
+                pristine.records.get(*offset as usize) == Some(record),
+                "{context}: record at {offset} was never written"
+            );
+        }
+        // Nothing untouched is lost.
+        let read_offsets: BTreeSet<u64> = read.iter().map(|(offset, _)| *offset).collect();
+        let mut untouched_end = 0;
+        for (index, segment) in pristine.segments.iter().enumerate() {
+            for (c, chunk) in segment.chunks.iter().enumerate() {
+                if touched_chunks.contains(&(index, c)) {
+                    continue;
+                }
+                untouched_end = untouched_end.max(chunk.end);
+                for offset in chunk.first..chunk.end {
+                    assert!(
+                        read_offsets.contains(&offset),
+                        "{context}: record {offset} of an untouched chunk is missing; report: {}",
+                        log.recovery_report()
+                    );
+                }
+            }
+        }
+        if !touched_chunks.is_empty() {
+            assert!(
+                !log.recovery_report().is_clean(),
+                "{context}: damage not reported"
+            );
+        }
+        let next = check_appends_continue(&log);
+        assert!(
+            next >= untouched_end,
+            "{context}: next offset {next} < {untouched_end}"
+        );
+        log.close().unwrap();
+    }
+    assert!(
+        detected > 150,
+        "only {detected} of 200 iterations damaged something"
+    );
+}
+
+/// One kind of damage done to a copy of the pristine directory.
+struct Garbage {
+    name: &'static str,
+    /// Damages the directory; returns the file `inspect` must name.
+    damage: fn(&Path, &Pristine) -> PathBuf,
+    /// The finding kind `inspect` reports for it.
+    finding: &'static str,
+    /// Checks the recovery report mentions it.
+    reported: fn(&RecoveryReport, &Path) -> bool,
+}
+
+fn random_segment(dir: &Path, pristine: &Pristine) -> PathBuf {
+    let path = dir
+        .join("segments")
+        .join(segment_file_name(pristine.end() + 7));
+    let mut rng = StdRng::seed_from_u64(99);
+    let mut bytes = vec![0u8; SEGMENT_BYTES as usize];
+    rng.fill(&mut bytes[..]);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn empty_segment(dir: &Path, pristine: &Pristine) -> PathBuf {
+    let path = dir
+        .join("segments")
+        .join(segment_file_name(pristine.end() + 5));
+    std::fs::write(&path, b"").unwrap();
+    path
+}
+
+fn misnamed_file(dir: &Path, _: &Pristine) -> PathBuf {
+    let path = dir.join("segments").join("notes.txt");
+    std::fs::write(&path, b"not a segment").unwrap();
+    path
+}
+
+fn truncated_segment(dir: &Path, pristine: &Pristine) -> PathBuf {
+    let path = dir.join("segments").join(&pristine.newest().name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    path
+}
+
+fn corrupt_cursor(dir: &Path, _: &Pristine) -> PathBuf {
+    let path = dir.join("cursors").join(format!("{CURSOR}.cur"));
+    std::fs::write(&path, b"garbage").unwrap();
+    path
+}
+
+fn corrupt_producer_id(dir: &Path, _: &Pristine) -> PathBuf {
+    let path = dir.join("producer_id");
+    std::fs::write(&path, b"not a producer id\n").unwrap();
+    path
+}
+
+fn quarantined(report: &RecoveryReport, path: &Path) -> bool {
+    report
+        .quarantined
+        .iter()
+        .any(|q| q.path.file_name() == path.file_name() && q.moved_to.exists())
+}
+
+const GARBAGE: &[Garbage] = &[
+    Garbage {
+        name: "segment of random bytes",
+        damage: random_segment,
+        finding: "damaged_header",
+        reported: quarantined,
+    },
+    Garbage {
+        name: "empty segment",
+        damage: empty_segment,
+        finding: "damaged_header",
+        reported: |report, path| {
+            report
+                .removed_files
+                .iter()
+                .any(|r| r.file_name() == path.file_name())
+        },
+    },
+    Garbage {
+        name: "file with a bad name",
+        damage: misnamed_file,
+        finding: "unknown_file",
+        reported: quarantined,
+    },
+    Garbage {
+        name: "segment truncated to 10 bytes",
+        damage: truncated_segment,
+        finding: "damaged_header",
+        reported: quarantined,
+    },
+    Garbage {
+        name: "corrupt cursor",
+        damage: corrupt_cursor,
+        finding: "corrupt_cursor",
+        reported: |report, _| {
+            report
+                .cursor_repairs
+                .iter()
+                .any(|c| c.name == CURSOR && c.reset_to == 0)
+        },
+    },
+    Garbage {
+        name: "corrupt producer id",
+        damage: corrupt_producer_id,
+        finding: "bad_producer_id",
+        reported: |report, _| {
+            report
+                .producer_id_replaced
+                .as_ref()
+                .is_some_and(|p| p.exists())
+        },
+    },
+];
+
+#[test]
+fn garbage_files_are_reported_and_set_aside() {
+    let pristine = write_pristine();
+    let original_producer = shipper_core::log::dir::read_producer_id(pristine.dir.path()).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path().join("data");
+    // Each damage alone, then all of them together.
+    let mut plans: Vec<Vec<&Garbage>> = GARBAGE.iter().map(|g| vec![g]).collect();
+    plans.push(GARBAGE.iter().collect());
+    for plan in plans {
+        pristine.copy_to(&work);
+        let context = plan.iter().map(|g| g.name).collect::<Vec<_>>().join(" + ");
+        let damaged: Vec<(&Garbage, PathBuf)> = plan
+            .iter()
+            .map(|g| (*g, (g.damage)(&work, &pristine)))
+            .collect();
+
+        let inspected = inspect(&work).unwrap();
+        assert!(
+            inspected.has_corruption(),
+            "{context}: {:?}",
+            inspected.findings
+        );
+        for (garbage, path) in &damaged {
+            assert!(
+                inspected.findings.iter().any(|f| f.kind == garbage.finding
+                    && f.corruption
+                    && f.path.file_name() == path.file_name()),
+                "{context}: no {} finding for {}: {:?}",
+                garbage.finding,
+                path.display(),
+                inspected.findings
+            );
+        }
+
+        let (log, read) = open_and_read(&work);
+        let report = log.recovery_report().clone();
+        for (garbage, path) in &damaged {
+            assert!(
+                (garbage.reported)(&report, path),
+                "{context}: {} not in the report: {report}",
+                garbage.name
+            );
+        }
+        assert!(
+            !report.is_clean() || plan.iter().all(|g| g.name == "empty segment"),
+            "{context}"
+        );
+        // The truncated segment's records are gone; everything else is intact.
+        let lost_newest = plan
+            .iter()
+            .any(|g| g.name == "segment truncated to 10 bytes");
+        let survive_end = if lost_newest {
+            pristine.newest().base
+        } else {
+            pristine.end()
+        };
+        assert!(
+            read == records_below(&pristine, survive_end),
+            "{context}: records differ"
+        );
+        assert!(log.next_offset() >= survive_end, "{context}");
+        if plan.iter().any(|g| g.name == "corrupt cursor") {
+            assert_eq!(log.cursor(CURSOR), Some(0), "{context}");
+        } else {
+            assert_eq!(log.cursor(CURSOR), Some(0));
+        }
+        if plan.iter().any(|g| g.name == "corrupt producer id") {
+            assert_ne!(log.producer_id(), original_producer, "{context}");
+        } else {
+            assert_eq!(log.producer_id(), original_producer, "{context}");
+        }
+        check_appends_continue(&log);
+        log.close().unwrap();
+
+        // Everything was set aside: the directory is healthy now, except
+        // that the lost segment's offsets stay reported as lost.
+        let inspected = inspect(&work).unwrap();
+        // A quarantined segment may have held any offsets above its base:
+        // they stay reported as lost.
+        let quarantined_segment =
+            lost_newest || plan.iter().any(|g| g.name == "segment of random bytes");
+        for finding in inspected.findings.iter().filter(|f| f.corruption) {
+            assert!(
+                quarantined_segment && finding.kind == "lost_offsets",
+                "{context}: {finding:?}"
+            );
+        }
+        let again = Log::open(&work, options()).unwrap();
+        let report = again.recovery_report();
+        let without_losses = RecoveryReport {
+            lost_offsets: Vec::new(),
+            ..report.clone()
+        };
+        assert!(without_losses.is_clean(), "{context}: {report}");
+        assert!(
+            quarantined_segment || report.is_clean(),
+            "{context}: {report}"
+        );
+        again.close().unwrap();
+    }
+}
