@@ -1,1 +1,79 @@
-fn main() {}
+//! The `shipper` binary: the command line over `shipper-core`.
+//!
+//! Only this crate knows the command line, the tracing subscriber and (in
+//! later issues) the config file and the runtime; the engine in
+//! `shipper-core` knows none of them.
+//!
+//! Exit codes: 0 success, 1 `inspect --verify` found corruption, 2 any
+//! error (bad arguments, a missing directory, I/O failures).
+
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// shipper: streams insert-only data from where it is produced to a
+/// backend, keeping it durably on local disk until the backend has it.
+#[derive(Debug, Parser)]
+#[command(name = "shipper", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Look at a data directory without changing it: segments, cursors,
+    /// and every damaged byte range found.
+    Inspect(cli::inspect::InspectArgs),
+    /// Write generated access-log records into a log, read them back,
+    /// verify them and print throughput (the main job until the pipeline
+    /// lands).
+    Demo(cli::demo::DemoArgs),
+}
+
+/// What a command asks the process to exit with, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Everything as expected.
+    Success,
+    /// The command ran, and found what it was asked to look for
+    /// (`inspect --verify` found corruption).
+    Failed,
+}
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_ERROR: u8 = 2;
+
+/// Events go to stderr in the human format, filtered by `RUST_LOG`
+/// (default `info`); stdout stays for the command's output.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Inspect(args) => cli::inspect::run(args),
+        Command::Demo(args) => cli::demo::run(args),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(EXIT_FAILED),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The subcommands, one module each.
+
+pub(crate) mod access_log;
+pub(crate) mod demo;
+pub(crate) mod inspect;
+pub(crate) mod units;
