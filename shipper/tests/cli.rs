@@ -190,6 +190,10 @@ fn verify_finds_a_flipped_byte_and_shipper_then_starts_and_reports_the_skip() {
         "{stdout}"
     );
     assert!(stdout.contains("verified     1,000 records"), "{stdout}");
+
+    // The repair is on disk: the directory now verifies, and the loss is a note.
+    let (stdout, _) = expect(&["inspect", "--verify", data_arg], 0);
+    assert!(stdout.contains("repaired_loss"), "{stdout}");
 }
 
 #[test]

@@ -710,3 +710,78 @@ fn garbage_files_are_reported_and_set_aside() {
         again.close().unwrap();
     }
 }
+
+/// Damage recovery repaired stays repaired: the first open reports it, the
+/// bytes are healed with a loss marker, and later opens and `inspect` find a
+/// consistent log that notes the loss instead of failing on it.
+#[test]
+fn repaired_damage_is_healed_on_disk() {
+    let pristine = write_pristine();
+    let scratch = tempfile::tempdir().unwrap();
+    // Case 0: a chunk in the middle of a sealed segment; case 1: the last
+    // chunk of a sealed segment (no valid chunk follows it in that file).
+    for case in 0..2 {
+        let work = scratch.path().join(format!("heal-{case}"));
+        pristine.copy_to(&work);
+        let sealed = &pristine.segments[0];
+        let victim = match case {
+            0 => sealed.chunks[sealed.chunks.len() / 2],
+            _ => *sealed.chunks.last().unwrap(),
+        };
+        let path = work.join("segments").join(&sealed.name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[victim.start + 60] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let before = shipper_core::log::inspect(&work).unwrap();
+        assert!(
+            before.has_corruption(),
+            "case {case}: {:?}",
+            before.findings
+        );
+
+        let (log, records) = open_and_read(&work);
+        let report = log.recovery_report().clone();
+        assert_eq!(report.skipped.len(), 1, "case {case}: {report}");
+        assert_eq!(
+            report.lost_offsets,
+            vec![(victim.first, victim.end)],
+            "case {case}: {report}"
+        );
+        let expected: Vec<_> = records_below(&pristine, pristine.end())
+            .into_iter()
+            .filter(|(offset, _)| !(victim.first..victim.end).contains(offset))
+            .collect();
+        assert_eq!(records, expected, "case {case}");
+        let mut reader = log.reader(0);
+        while let Some(chunk) = reader.next() {
+            chunk.unwrap();
+        }
+        log.close().unwrap();
+        drop(log);
+
+        let after = shipper_core::log::inspect(&work).unwrap();
+        assert!(!after.has_corruption(), "case {case}: {:?}", after.findings);
+        assert!(
+            after.findings.iter().any(|f| f.kind == "repaired_loss"),
+            "case {case}: {:?}",
+            after.findings
+        );
+        let (log, again) = open_and_read(&work);
+        assert!(
+            log.recovery_report().is_clean(),
+            "case {case}: {}",
+            log.recovery_report()
+        );
+        assert_eq!(again, expected, "case {case}");
+        let mut reader = log.reader(victim.first);
+        let chunk = reader.next().unwrap().unwrap();
+        assert_eq!(chunk.first_offset(), victim.end, "case {case}");
+        assert_eq!(
+            reader.take_gap(),
+            Some((victim.first, victim.end)),
+            "case {case}"
+        );
+        check_appends_continue(&log);
+    }
+}

@@ -33,6 +33,13 @@ pub struct Body<'a> {
 /// declared size. The result borrows `decoder`'s buffer or the chunk.
 pub fn decode_body<'a>(chunk: &ChunkView<'a>, decoder: &'a mut Decoder) -> Result<Body<'a>> {
     let declared = chunk.uncompressed_len();
+    if chunk.is_loss_marker() {
+        return Ok(Body {
+            bytes: &[],
+            layout: BodyLayout::Lines,
+            record_count: 0,
+        });
+    }
     let bytes: &'a [u8] = match chunk.codec() {
         Codec::None => {
             if chunk.body().len() != declared {

@@ -41,7 +41,11 @@ pub const MAX_UNCOMPRESSED_LEN: usize = 1 << 30;
 
 /// Flag: the body is a sequence of `u32` length-prefixed records.
 pub const FLAG_LENGTH_PREFIXED: u8 = 1;
-const KNOWN_FLAGS: u8 = FLAG_LENGTH_PREFIXED;
+/// Flag: a loss marker. Recovery writes it over damaged bytes it repaired;
+/// it holds no records and says that offsets `[first_offset, first_offset +
+/// record_count)` were lost. Readers step over it and report the gap.
+pub const FLAG_LOST: u8 = 2;
+const KNOWN_FLAGS: u8 = FLAG_LENGTH_PREFIXED | FLAG_LOST;
 
 pub(crate) const OFF_CRC: usize = 4;
 pub(crate) const OFF_FRAME_LEN: usize = 8;
@@ -153,6 +157,31 @@ pub(crate) fn seal_frame(frame: &mut [u8], first_offset: u64) {
     frame[OFF_FIRST_OFFSET..OFF_FIRST_OFFSET + 8].copy_from_slice(&first_offset.to_le_bytes());
     let crc = crc32c::crc32c(&frame[OFF_FRAME_LEN..]);
     frame[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A loss marker of exactly `len` bytes (at least [`FIXED_HEADER_LEN`],
+/// a multiple of [`FRAME_ALIGN`]) for the lost offsets `[first, first + lost)`.
+pub(crate) fn loss_marker(first: u64, lost: u32, len: usize) -> Vec<u8> {
+    debug_assert!(len >= FIXED_HEADER_LEN && len % FRAME_ALIGN == 0);
+    let body_len = len - FIXED_HEADER_LEN;
+    let header = HeaderFields {
+        codec: Codec::None,
+        layout: BodyLayout::Lines,
+        record_count: lost,
+        dict_id: 0,
+        min_ts: 0,
+        max_ts: 0,
+        uncompressed_len: body_len as u32,
+        stream: "",
+        component: "",
+        source_position: &[],
+    };
+    let mut frame = Vec::with_capacity(len);
+    header.write(body_len, &mut frame);
+    frame[15] |= FLAG_LOST;
+    frame.resize(len, 0);
+    seal_frame(&mut frame, first);
+    frame
 }
 
 /// Rounds a frame length up to the next chunk boundary.
@@ -301,6 +330,12 @@ impl<'a> ChunkView<'a> {
             BodyLayout::Lines
         }
     }
+    /// True for a loss marker written by recovery: it holds no records, and
+    /// its offset range names records lost to damage.
+    pub fn is_loss_marker(&self) -> bool {
+        self.frame[15] & FLAG_LOST != 0
+    }
+
     /// The stream (collection) name. Bytes, as stored; see [`Self::stream_str`].
     pub fn stream(&self) -> &'a [u8] {
         let len = self.frame[52] as usize;

@@ -21,6 +21,7 @@ use super::segment::{
 };
 use super::writer::{self, Writer};
 use super::{Command, Counters, LogOptions, Progress, Shared};
+use crate::chunk::frame::{loss_marker, padded_len, FIXED_HEADER_LEN, FRAME_ALIGN, MAX_FRAME_LEN};
 use crate::{Error, Result};
 
 pub(crate) struct Opened {
@@ -206,23 +207,37 @@ fn recover_segments(
         }
     }
     named.sort();
-    let newest = named.last().map(|(base, _)| *base);
+    let next_bases: Vec<Option<u64>> = (0..named.len())
+        .map(|i| named.get(i + 1).map(|(base, _)| *base))
+        .collect();
+    let mut quarantined_before = false;
     let mut recovered: Vec<Recovered> = Vec::new();
     let mut expected: Option<u64> = None;
     // Offsets a quarantined segment may have used must never be handed out
     // again; its record count is unknown, so take an upper bound.
     let mut quarantined_floor = 0u64;
-    for (base, path) in named {
-        let is_newest = Some(base) == newest;
-        match recover_segment(&path, base, expected, is_newest, options, report) {
+    for ((base, path), next_base) in named.into_iter().zip(next_bases) {
+        match recover_segment(&path, base, expected, next_base, options, report) {
             Ok(Some(segment)) => {
                 if let Some(previous_end) = expected {
+                    // A gap between segments is reported by the open that
+                    // quarantined the segment between them; later opens only
+                    // note it (inspect lists it too).
                     if segment.segment.base_offset > previous_end {
-                        report
-                            .lost_offsets
-                            .push((previous_end, segment.segment.base_offset));
+                        if quarantined_before {
+                            report
+                                .lost_offsets
+                                .push((previous_end, segment.segment.base_offset));
+                        } else {
+                            tracing::info!(
+                                from = previous_end,
+                                to = segment.segment.base_offset,
+                                "offsets in no segment (quarantined or removed earlier)"
+                            );
+                        }
                     }
                 }
+                quarantined_before = false;
                 expected = Some(segment.segment.end_offset().max(expected.unwrap_or(0)));
                 recovered.push(segment);
             }
@@ -231,6 +246,7 @@ fn recover_segments(
                 let len = std::fs::metadata(&path).map_or(0, |m| m.len());
                 quarantined_floor = quarantined_floor.max(max_end_offset(base, len));
                 let moved_to = dir::quarantine(dir, &path)?;
+                quarantined_before = true;
                 report.quarantined.push(Quarantined {
                     path,
                     moved_to,
@@ -250,15 +266,40 @@ fn max_end_offset(base: u64, len: u64) -> u64 {
     base.saturating_add(chunks.saturating_mul(u64::from(u32::MAX)))
 }
 
+/// Overwrites the damaged bytes `[from, to)` with a loss marker for the
+/// offsets `[lost_from, lost_to)`. Returns false when the region is too
+/// short for a marker or the loss too large for one.
+fn heal(
+    writer: &mut MapWriter,
+    map: &SegmentMap,
+    from: usize,
+    to: usize,
+    lost_from: u64,
+    lost_to: u64,
+) -> Result<bool, String> {
+    let len = to - from;
+    let Ok(lost) = u32::try_from(lost_to.saturating_sub(lost_from)) else {
+        return Ok(false);
+    };
+    if len < FIXED_HEADER_LEN || len % FRAME_ALIGN != 0 || len > MAX_FRAME_LEN {
+        return Ok(false);
+    }
+    writer.write(from, &loss_marker(lost_from, lost, len));
+    map.flush(from, to)
+        .map_err(|e| format!("cannot write loss marker: {e}"))?;
+    Ok(true)
+}
+
 /// Checks and repairs one segment. `Err` means: move it to quarantine.
 fn recover_segment(
     path: &Path,
     name_base: u64,
     expected: Option<u64>,
-    is_newest: bool,
+    next_base: Option<u64>,
     options: &LogOptions,
     report: &mut RecoveryReport,
 ) -> Result<Option<Recovered>, String> {
+    let is_newest = next_base.is_none();
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -295,7 +336,7 @@ fn recover_segment(
     let start = expected.map_or(base, |e| e.max(base));
     let scan = recovery::scan(image, start);
     if let Err(reason) = &header {
-        if scan.chunks == 0 {
+        if scan.chunks == 0 && scan.markers.is_empty() {
             return Err(format!("{reason}, and no readable chunk"));
         }
         report.damaged_headers.push(SegmentDamage {
@@ -321,41 +362,69 @@ fn recover_segment(
             .map_err(|e| format!("cannot rewrite header: {e}"))?;
     }
     let mut holes = Vec::new();
-    for damage in &scan.skipped {
-        holes.push((
-            damage.position as usize,
-            (damage.position + damage.length) as usize,
-        ));
+    for (damage, &(lost_from, lost_to)) in scan.skipped.iter().zip(&scan.skipped_lost) {
+        let from = damage.position as usize;
+        let to = from + damage.length as usize;
+        // Heal in place: a loss marker over the damaged bytes makes the
+        // segment consistent again. A region too short for one stays a hole.
+        match heal(&mut writer, &map, from, to, lost_from, lost_to) {
+            Ok(true) => {}
+            Ok(false) => holes.push((from, to)),
+            Err(reason) => return Err(reason),
+        }
         report.skipped.push(SegmentDamage {
             segment: path.to_owned(),
             damage: damage.clone(),
         });
     }
     report.lost_offsets.extend(scan.gaps.iter().copied());
+    let mut valid_end = scan.valid_end;
+    let mut end_offset = scan.end_offset.max(base);
     if let Some(tail) = &scan.tail {
-        if is_newest {
-            let from = tail.position as usize;
-            let to = from + tail.length as usize;
+        let from = tail.position as usize;
+        let to = from + tail.length as usize;
+        let lost_to = if is_newest {
+            end_offset
+        } else {
+            next_base.unwrap_or(end_offset).max(end_offset)
+        };
+        let marker_len = padded_len(tail.length as usize).max(FIXED_HEADER_LEN);
+        if lost_to > end_offset && from + marker_len <= len as usize {
+            // A sealed segment's damaged end: records up to the next
+            // segment are gone; record that on disk.
+            writer.zero(from, to.max(from + marker_len));
+            heal(
+                &mut writer,
+                &map,
+                from,
+                from + marker_len,
+                end_offset,
+                lost_to,
+            )?;
+            report.lost_offsets.push((end_offset, lost_to));
+            valid_end = from + marker_len;
+            end_offset = lost_to;
+        } else {
             writer.zero(from, to);
             map.flush(from, to)
-                .map_err(|e| format!("cannot truncate torn tail: {e}"))?;
-            report.truncated.push(SegmentDamage {
-                segment: path.to_owned(),
-                damage: tail.clone(),
-            });
+                .map_err(|e| format!("cannot truncate damaged tail: {e}"))?;
+        }
+        let damage = SegmentDamage {
+            segment: path.to_owned(),
+            damage: tail.clone(),
+        };
+        if is_newest {
+            report.truncated.push(damage);
         } else {
-            report.skipped.push(SegmentDamage {
-                segment: path.to_owned(),
-                damage: tail.clone(),
-            });
+            report.skipped.push(damage);
         }
     }
-    writer.publish(scan.valid_end);
+    writer.publish(valid_end);
     let segment = Arc::new(Segment::new(
         path.to_owned(),
         base,
         map,
-        scan.end_offset.max(base),
+        end_offset,
         holes,
         len,
         file,

@@ -189,6 +189,11 @@ impl Iterator for Reader {
                 continue;
             }
             match ChunkView::parse(&bytes[self.position..]) {
+                Ok(view) if view.is_loss_marker() => {
+                    self.position =
+                        (self.position + padded_len(view.frame().len())).min(bytes.len());
+                    self.note_gap(view.end_offset());
+                }
                 Ok(view) => {
                     let durable = self.shared.durable_offset.load(Ordering::Acquire);
                     if view.end_offset() > durable && view.record_count() > 0 {

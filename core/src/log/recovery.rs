@@ -11,6 +11,12 @@
 //!   for the chunk magic at 8-byte boundaries) is **skipped**: counted,
 //!   logged and remembered, so readers step over it. The records it held are
 //!   reported as an offset gap, never silently.
+//! * A damaged region is then **healed on disk**: recovery overwrites it
+//!   with a loss marker (a valid frame that holds no records and names the
+//!   lost offsets), so the next open, and `shipper inspect --verify`, find
+//!   a consistent segment and report the loss as a note, not as damage.
+//!   A region too short for a marker (under 56 bytes) stays a hole that is
+//!   skipped again on every open.
 //! * A segment that cannot be opened or mapped, or whose header and chunks
 //!   are all unreadable, is moved to `quarantine/`.
 //! * Nothing found on disk stops the log from opening.
@@ -47,6 +53,10 @@ pub(crate) struct Scan {
     pub tail: Option<Damage>,
     /// Offsets between chunks that no valid chunk covers: `[from, to)`.
     pub gaps: Vec<(u64, u64)>,
+    /// For each entry of `skipped`: the offsets lost with it.
+    pub skipped_lost: Vec<(u64, u64)>,
+    /// Loss markers found (damage repaired by an earlier open): `[from, to)`.
+    pub markers: Vec<(u64, u64)>,
     pub min_ts: Option<u64>,
     pub max_ts: Option<u64>,
 }
@@ -129,6 +139,13 @@ pub(crate) fn scan(bytes: &[u8], expected_offset: u64) -> Scan {
                     if view.first_offset() > scan.end_offset {
                         scan.gaps.push((scan.end_offset, view.first_offset()));
                     }
+                    if view.is_loss_marker() {
+                        scan.markers.push((view.first_offset(), view.end_offset()));
+                        scan.end_offset = view.end_offset();
+                        pos += padded_len(view.frame().len());
+                        scan.valid_end = pos.min(bytes.len());
+                        continue;
+                    }
                     scan.chunks += 1;
                     scan.records += u64::from(view.record_count());
                     scan.end_offset = view.end_offset();
@@ -152,6 +169,9 @@ pub(crate) fn scan(bytes: &[u8], expected_offset: u64) -> Scan {
         };
         match resync(bytes, pos + FRAME_ALIGN, scan.end_offset) {
             Some(next) => {
+                let next_first =
+                    ChunkView::parse(&bytes[next..]).map_or(scan.end_offset, |v| v.first_offset());
+                scan.skipped_lost.push((scan.end_offset, next_first));
                 scan.skipped.push(Damage {
                     position: pos as u64,
                     length: (next - pos) as u64,
