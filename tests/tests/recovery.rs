@@ -753,8 +753,7 @@ fn repaired_damage_is_healed_on_disk() {
             .filter(|(offset, _)| !(victim.first..victim.end).contains(offset))
             .collect();
         assert_eq!(records, expected, "case {case}");
-        let mut reader = log.reader(0);
-        while let Some(chunk) = reader.next() {
+        for chunk in log.reader(0) {
             chunk.unwrap();
         }
         log.close().unwrap();

@@ -37,6 +37,9 @@ impl Default for ChunkOptions {
 #[derive(Debug)]
 pub struct ClosedChunk {
     frame: Vec<u8>,
+    /// CRC of the frame after the offset field, computed here, in the
+    /// producing thread, so the single writer thread does not have to.
+    tail_crc: u32,
     record_count: u32,
     uncompressed_len: usize,
 }
@@ -64,6 +67,9 @@ impl ClosedChunk {
     }
     pub(crate) fn frame_mut(&mut self) -> &mut [u8] {
         &mut self.frame
+    }
+    pub(crate) fn tail_crc(&self) -> u32 {
+        self.tail_crc
     }
 }
 
@@ -293,6 +299,7 @@ impl ChunkBuilder {
             Codec::Zstd => frame.extend_from_slice(&self.scratch[..stored_len]),
         }
         let chunk = ClosedChunk {
+            tail_crc: super::frame::tail_crc(&frame),
             frame,
             record_count: self.record_count,
             uncompressed_len: self.body.len(),
@@ -420,5 +427,36 @@ mod tests {
             ..ChunkOptions::default()
         };
         assert!(ChunkBuilder::new("s", "c", zero).is_err());
+    }
+}
+
+#[cfg(test)]
+mod crc_tests {
+    use super::*;
+    use crate::chunk::frame::{seal_frame, seal_frame_with};
+
+    #[test]
+    fn producer_side_crc_combines_to_the_full_crc() {
+        let mut builder =
+            ChunkBuilder::new("stream", "component", ChunkOptions::default()).unwrap();
+        for i in 0..1000 {
+            builder
+                .push(format!("line {i}").as_bytes(), i, Some(b"pos"))
+                .unwrap();
+        }
+        let chunk = builder.finish().unwrap().unwrap();
+        let tail_crc = chunk.tail_crc();
+        let mut combined = chunk.into_frame();
+        let mut full = combined.clone();
+        seal_frame_with(&mut combined, 123_456, tail_crc);
+        seal_frame(&mut full, 123_456);
+        assert_eq!(combined, full);
+        // The documented order: bytes [24, len) then [8, 24).
+        let mut ordered = combined[24..].to_vec();
+        ordered.extend_from_slice(&combined[8..24]);
+        assert_eq!(
+            u32::from_le_bytes(combined[4..8].try_into().unwrap()),
+            crc32c::crc32c(&ordered)
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! ```text
 //! off len field
 //!   0   4 magic "SHC1"
-//!   4   4 crc32c of bytes [8, frame_len)
+//!   4   4 crc32c of bytes [24, frame_len) then bytes [8, 24)
 //!   8   4 frame_len: header + body (padding after it not included)
 //!  12   2 header_len: fixed part + stream + component + source position
 //!  14   1 codec (0 none, 1 zstd)
@@ -23,7 +23,10 @@
 //! ```
 //!
 //! The CRC covers everything after itself, so a damaged length, offset or
-//! body byte is detected; the magic lets recovery find the next chunk after
+//! body byte is detected. It runs over the part after the first offset
+//! first and the 16 bytes from the frame length to the first offset last:
+//! the producer checksums the (large) rest once, in its own thread, and the
+//! log writer, which stamps the offset, only extends that by 16 bytes; the magic lets recovery find the next chunk after
 //! a damaged one.
 
 use super::Codec;
@@ -154,9 +157,8 @@ impl HeaderFields<'_> {
 /// If `frame` is shorter than a fixed header (an internal invariant: frames
 /// are only built by [`HeaderFields::write`]).
 pub(crate) fn seal_frame(frame: &mut [u8], first_offset: u64) {
-    frame[OFF_FIRST_OFFSET..OFF_FIRST_OFFSET + 8].copy_from_slice(&first_offset.to_le_bytes());
-    let crc = crc32c::crc32c(&frame[OFF_FRAME_LEN..]);
-    frame[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    let tail = tail_crc(frame);
+    seal_frame_with(frame, first_offset, tail);
 }
 
 /// A loss marker of exactly `len` bytes (at least [`FIXED_HEADER_LEN`],
@@ -182,6 +184,27 @@ pub(crate) fn loss_marker(first: u64, lost: u32, len: usize) -> Vec<u8> {
     frame.resize(len, 0);
     seal_frame(&mut frame, first);
     frame
+}
+
+/// CRC-32C of the frame bytes after the first-offset field (`[24, len)`),
+/// computed by the producer so the log writer only has to extend it by 16
+/// bytes (see [`seal_frame_with`]).
+pub(crate) fn tail_crc(frame: &[u8]) -> u32 {
+    crc32c::crc32c(&frame[OFF_FIRST_OFFSET + 8..])
+}
+
+/// [`seal_frame`] with the CRC of `[24, len)` already known: the writer's
+/// cost no longer grows with the frame.
+pub(crate) fn seal_frame_with(frame: &mut [u8], first_offset: u64, tail_crc: u32) {
+    let tail = OFF_FIRST_OFFSET + 8;
+    frame[OFF_FIRST_OFFSET..tail].copy_from_slice(&first_offset.to_le_bytes());
+    let crc = crc32c::crc32c_append(tail_crc, &frame[OFF_FRAME_LEN..tail]);
+    frame[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The CRC a frame should carry: `[24, len)` then `[8, 24)`.
+fn frame_crc(frame: &[u8]) -> u32 {
+    crc32c::crc32c_append(tail_crc(frame), &frame[OFF_FRAME_LEN..OFF_FIRST_OFFSET + 8])
 }
 
 /// Rounds a frame length up to the next chunk boundary.
@@ -259,7 +282,7 @@ impl<'a> ChunkView<'a> {
         }
         let frame = &bytes[..frame_len];
         let stored = u32_at(frame, OFF_CRC);
-        let computed = crc32c::crc32c(&frame[OFF_FRAME_LEN..]);
+        let computed = frame_crc(frame);
         if stored != computed {
             return Err(FrameError::BadCrc { stored, computed });
         }

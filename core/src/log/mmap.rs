@@ -107,6 +107,19 @@ impl SegmentMap {
     pub(crate) fn prefault(&self) {
         let _ = self.map.advise(Advice::PopulateWrite);
     }
+
+    /// Faults in `[from, len)` writable: the unwritten rest of a segment the
+    /// writer continues. Pages already holding data are left alone (faulting
+    /// them writable would mark them dirty and write them again).
+    pub(crate) fn prefault_from(&self, from: usize) {
+        let page = 4096;
+        let start = from.div_ceil(page) * page;
+        if start < self.map.len() {
+            let _ = self
+                .map
+                .advise_range(Advice::PopulateWrite, start, self.map.len() - start);
+        }
+    }
 }
 
 impl MapWriter {

@@ -142,6 +142,17 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
         None
     };
     let flushed_to = active_writer.map().published();
+    if shared.options.prepare_ahead {
+        // The first segment gets the same head start as prepared ones: its
+        // pages are faulted in while the writer starts appending.
+        let map = active.map.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("shipper-log-prefault".into())
+                .spawn(move || map.prefault_from(flushed_to))
+                .map_err(|e| Error::io("spawning thread", dir, e))?,
+        );
+    }
     let writer = Writer {
         shared: shared.clone(),
         commands: receiver,

@@ -21,7 +21,7 @@ use super::fault::Faults;
 use super::mmap::MapWriter;
 use super::segment::{sync_dir, PreparedSegment, Segment, PREPARED_SUFFIX, SEGMENT_HEADER_LEN};
 use super::{AppendRequest, Command, Durability, Shared};
-use crate::chunk::frame::{padded_len, seal_frame};
+use crate::chunk::frame::{padded_len, seal_frame_with};
 use crate::{Error, Result};
 
 /// Most chunks taken from the channel before a group commit.
@@ -143,11 +143,17 @@ impl Writer {
     fn append(&mut self, request: AppendRequest) {
         let AppendRequest { mut chunk, reply } = request;
         let records = chunk.record_count();
-        let result = self.write_chunk(chunk.frame_mut(), records);
+        let tail_crc = chunk.tail_crc();
+        let result = self.write_chunk(chunk.frame_mut(), records, tail_crc);
         let _ = reply.send(result);
     }
 
-    fn write_chunk(&mut self, frame: &mut [u8], record_count: u32) -> Result<Range<u64>> {
+    fn write_chunk(
+        &mut self,
+        frame: &mut [u8],
+        record_count: u32,
+        tail_crc: u32,
+    ) -> Result<Range<u64>> {
         if let Some(reason) = self.shared.poisoned() {
             return Err(Error::Poisoned(reason));
         }
@@ -157,7 +163,7 @@ impl Writer {
         }
         let first = self.shared.next_offset.load(Ordering::Relaxed);
         let end = first + u64::from(record_count);
-        seal_frame(frame, first);
+        seal_frame_with(frame, first, tail_crc);
         let at = self.active_writer.map().published();
         self.active_writer.write(at, frame);
         if padded > frame.len() {
