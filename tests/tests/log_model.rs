@@ -21,6 +21,7 @@ use shipper_core::chunk::{
 };
 use shipper_core::log::segment::{parse_segment_file_name, SEGMENT_HEADER_LEN};
 use shipper_core::log::{Durability, Log, LogOptions};
+use shipper_tests::copy_dir;
 
 const CURSOR: &str = "sink";
 
@@ -444,25 +445,6 @@ fn segment_bases(dir: &Path) -> Vec<u64> {
         .collect();
     bases.sort_unstable();
     bases
-}
-
-/// Copies a data directory (what a crashed process leaves behind).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            match std::fs::copy(entry.path(), &target) {
-                Ok(_) => {}
-                // A segment the preparer thread is creating or discarding.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => panic!("copying {}: {e}", entry.path().display()),
-            }
-        }
-    }
 }
 
 /// Zeroes every chunk that ends past `durable` (and everything after it) in

@@ -21,6 +21,7 @@ use shipper_core::chunk::{
 };
 use shipper_core::log::segment::{parse_segment_file_name, segment_file_name, SEGMENT_HEADER_LEN};
 use shipper_core::log::{inspect, Durability, Log, LogOptions, RecoveryReport};
+use shipper_tests::copy_dir;
 
 const SEGMENT_BYTES: u64 = 8192;
 const CURSOR: &str = "sink";
@@ -168,19 +169,6 @@ fn layout(dir: &Path) -> Vec<SegmentLayout> {
         }
     }
     segments
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// Runs `work` on another thread and fails if it does not finish in
