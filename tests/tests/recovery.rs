@@ -772,3 +772,40 @@ fn repaired_damage_is_healed_on_disk() {
         check_appends_continue(&log);
     }
 }
+
+/// Entries of the wrong kind where the layout expects a file or a folder
+/// (a file named `segments`, a directory named `lock` or like a cursor)
+/// are set aside and reported; the log still opens and works.
+#[test]
+fn layout_entries_of_the_wrong_kind_are_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("cursors/sink.cur")).unwrap();
+    std::fs::create_dir_all(data.join("lock")).unwrap();
+    std::fs::write(data.join("segments"), b"not a folder").unwrap();
+
+    let (log, records) = open_and_read(&data);
+    assert!(records.is_empty());
+    let report = log.recovery_report().clone();
+    for name in ["segments", "sink.cur"] {
+        assert!(
+            report
+                .quarantined
+                .iter()
+                .any(|q| q.path.ends_with(name) && q.moved_to.exists()),
+            "{name} not quarantined: {report}"
+        );
+    }
+    assert_eq!(log.cursor("sink"), Some(0), "{report}");
+    assert!(data.join("lock").is_file());
+    check_appends_continue(&log);
+    log.close().unwrap();
+    drop(log);
+    let (log, records) = open_and_read(&data);
+    assert!(
+        log.recovery_report().is_clean(),
+        "{}",
+        log.recovery_report()
+    );
+    assert_eq!(records.len(), 2);
+}

@@ -31,6 +31,11 @@ pub(crate) struct DirLock {
 impl DirLock {
     pub(crate) fn acquire(dir: &Path) -> Result<Self> {
         let path = dir.join(LOCK_FILE);
+        if path.symlink_metadata().is_ok_and(|m| !m.is_file()) {
+            // A directory or link where the lock file belongs: set it aside.
+            let moved_to = quarantine(dir, &path)?;
+            tracing::error!(path = %path.display(), moved_to = %moved_to.display(), "lock path was not a file; quarantined");
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -185,13 +190,20 @@ pub(crate) fn quarantine(dir: &Path, path: &Path) -> Result<PathBuf> {
     Ok(target)
 }
 
-/// Creates the data directory layout if missing.
-pub(crate) fn create_layout(dir: &Path) -> Result<()> {
+/// Creates the data directory layout if missing. Something other than a
+/// directory where a folder belongs is moved to quarantine first; the moves
+/// are returned as `(path, moved_to)`.
+pub(crate) fn create_layout(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let mut moved = Vec::new();
     for sub in [SEGMENTS_DIR, CURSORS_DIR] {
         let path = dir.join(sub);
+        if path.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+            let moved_to = quarantine(dir, &path)?;
+            moved.push((path.clone(), moved_to));
+        }
         std::fs::create_dir_all(&path).map_err(|e| Error::io("creating", &path, e))?;
     }
-    Ok(())
+    Ok(moved)
 }
 
 #[cfg(test)]

@@ -41,8 +41,14 @@ struct Recovered {
 pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating data directory", dir, e))?;
     let lock = DirLock::acquire(dir)?;
-    dir::create_layout(dir)?;
     let mut report = RecoveryReport::default();
+    for (path, moved_to) in dir::create_layout(dir)? {
+        report.quarantined.push(Quarantined {
+            path,
+            moved_to,
+            reason: "not a directory".into(),
+        });
+    }
     let (producer_id, outcome) = dir::load_or_create_producer_id(dir)?;
     if let ProducerIdOutcome::Replaced { moved_to } = outcome {
         report.producer_id_replaced = Some(moved_to);
@@ -465,6 +471,16 @@ fn recover_cursors(
         };
         if super::cursor::validate_cursor_name(name).is_err() {
             continue;
+        }
+        if entry.file_type().is_ok_and(|t| !t.is_file()) {
+            // A directory or link named like a cursor: it cannot be
+            // replaced atomically, so move it aside and reset the cursor.
+            let moved_to = dir::quarantine(cursors_dir.parent().unwrap_or(cursors_dir), &path)?;
+            report.quarantined.push(Quarantined {
+                path: path.clone(),
+                moved_to,
+                reason: "cursor is not a regular file".into(),
+            });
         }
         let decoded = std::fs::read(&path)
             .map_err(|e| e.to_string())
