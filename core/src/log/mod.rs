@@ -37,6 +37,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+use event_listener::{Event, Listener};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -204,7 +206,9 @@ pub(crate) struct Shared {
     pub next_offset: AtomicU64,
     pub durable_offset: AtomicU64,
     pub progress: Mutex<Progress>,
-    pub progress_changed: Condvar,
+    /// Notified when the durable or written offset moves, or the log is
+    /// poisoned or closed. Serves blocking and async waiters alike.
+    pub progress_changed: Event,
     pub space: Mutex<()>,
     pub space_freed: Condvar,
     pub cursors: Mutex<BTreeMap<String, u64>>,
@@ -217,8 +221,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// Wakes everybody waiting for progress (durability, new data, errors).
     pub(crate) fn notify_progress(&self) {
-        let _guard = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        self.progress_changed.notify_all();
+        self.progress_changed.notify(usize::MAX);
     }
 
     pub(crate) fn poison(&self, reason: String) {
@@ -227,7 +230,8 @@ impl Shared {
             tracing::error!(dir = %self.dir.display(), %reason, "log writer stopped: flush failed");
             progress.poisoned = Some(reason);
         }
-        self.progress_changed.notify_all();
+        drop(progress);
+        self.notify_progress();
     }
 
     pub(crate) fn poisoned(&self) -> Option<String> {
@@ -238,35 +242,57 @@ impl Shared {
             .clone()
     }
 
+    /// `Ok(true)` once `offset` is durable; an error once the log is
+    /// poisoned or closed short of it; `Ok(false)` while waiting makes sense.
+    fn durable_reached(&self, offset: u64) -> Result<bool> {
+        if self.durable_offset.load(Ordering::Acquire) >= offset {
+            return Ok(true);
+        }
+        let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reason) = &progress.poisoned {
+            return Err(Error::Poisoned(reason.clone()));
+        }
+        if progress.closed {
+            return Err(Error::Closed);
+        }
+        Ok(false)
+    }
+
     /// Waits until `offset` is durable, the log is poisoned or closed, or the deadline passes.
     pub(crate) fn wait_durable(&self, offset: u64, deadline: Option<Instant>) -> Result<bool> {
-        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if self.durable_offset.load(Ordering::Acquire) >= offset {
+            if self.durable_reached(offset)? {
                 return Ok(true);
             }
-            if let Some(reason) = &progress.poisoned {
-                return Err(Error::Poisoned(reason.clone()));
+            // Listen, then check again: a notification between the first
+            // check and `listen` is not lost.
+            let listener = self.progress_changed.listen();
+            if self.durable_reached(offset)? {
+                return Ok(true);
             }
-            if progress.closed {
-                return Err(Error::Closed);
-            }
-            progress = match deadline {
-                None => self
-                    .progress_changed
-                    .wait(progress)
-                    .unwrap_or_else(|e| e.into_inner()),
+            match deadline {
+                None => listener.wait(),
                 Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Ok(false);
+                    if listener.wait_deadline(deadline).is_none() {
+                        return self.durable_reached(offset);
                     }
-                    self.progress_changed
-                        .wait_timeout(progress, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
                 }
-            };
+            }
+        }
+    }
+
+    /// Async form of [`Shared::wait_durable`] without a deadline (use the
+    /// runtime's timeout); it never blocks a thread.
+    pub(crate) async fn durable(&self, offset: u64) -> Result<()> {
+        loop {
+            if self.durable_reached(offset)? {
+                return Ok(());
+            }
+            let listener = self.progress_changed.listen();
+            if self.durable_reached(offset)? {
+                return Ok(());
+            }
+            listener.await;
         }
     }
 
@@ -284,22 +310,84 @@ pub(crate) enum Command {
 
 pub(crate) struct AppendRequest {
     pub chunk: ClosedChunk,
-    pub reply: Sender<Result<Range<u64>>>,
+    pub reply: Reply,
+}
+
+/// Where the writer leaves the outcome of one append.
+#[derive(Debug, Default)]
+pub(crate) struct TicketSlot {
+    outcome: Mutex<Option<Result<Range<u64>>>>,
+    ready: Event,
+}
+
+impl TicketSlot {
+    fn take(&self) -> Option<Result<Range<u64>>> {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+/// The writer's side of a ticket. Dropped unanswered (a request still
+/// queued when the log closes), it answers [`Error::Closed`], so no ticket
+/// waits forever.
+#[derive(Debug)]
+pub(crate) struct Reply(Option<Arc<TicketSlot>>);
+
+impl Reply {
+    pub(crate) fn send(mut self, outcome: Result<Range<u64>>) {
+        if let Some(slot) = self.0.take() {
+            *slot.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+            slot.ready.notify(usize::MAX);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            *slot.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(Err(Error::Closed));
+            slot.ready.notify(usize::MAX);
+        }
+    }
 }
 
 /// A pending append: resolves to the chunk's offset range once the writer
-/// has stored it, and can wait until that range is durable.
+/// has stored it, and can wait until that range is durable. Every wait has
+/// a blocking form and an async one that never blocks a runtime thread.
 #[derive(Debug)]
 pub struct AppendTicket {
-    reply: crossbeam_channel::Receiver<Result<Range<u64>>>,
+    slot: Arc<TicketSlot>,
     shared: Arc<Shared>,
 }
 
 impl AppendTicket {
+    fn new(shared: &Arc<Shared>) -> (AppendTicket, Reply) {
+        let slot = Arc::new(TicketSlot::default());
+        let reply = Reply(Some(slot.clone()));
+        (
+            AppendTicket {
+                slot,
+                shared: shared.clone(),
+            },
+            reply,
+        )
+    }
+
     /// Waits until the chunk is in the log (readable, not yet durable) and
     /// returns its offset range.
     pub fn wait(self) -> Result<Range<u64>> {
-        self.reply.recv().unwrap_or(Err(Error::Closed))
+        loop {
+            if let Some(outcome) = self.slot.take() {
+                return outcome;
+            }
+            let listener = self.slot.ready.listen();
+            if let Some(outcome) = self.slot.take() {
+                return outcome;
+            }
+            listener.wait();
+        }
     }
 
     /// Waits until the chunk is durable under the log's policy.
@@ -307,6 +395,28 @@ impl AppendTicket {
         let shared = self.shared.clone();
         let range = self.wait()?;
         shared.wait_durable(range.end, None)?;
+        Ok(range)
+    }
+
+    /// Async [`AppendTicket::wait`].
+    pub async fn written(self) -> Result<Range<u64>> {
+        loop {
+            if let Some(outcome) = self.slot.take() {
+                return outcome;
+            }
+            let listener = self.slot.ready.listen();
+            if let Some(outcome) = self.slot.take() {
+                return outcome;
+            }
+            listener.await;
+        }
+    }
+
+    /// Async [`AppendTicket::wait_durable`].
+    pub async fn durable(self) -> Result<Range<u64>> {
+        let shared = self.shared.clone();
+        let range = self.written().await?;
+        shared.durable(range.end).await?;
         Ok(range)
     }
 }
@@ -344,8 +454,8 @@ fn shutdown(
     {
         let mut progress = shared.progress.lock().unwrap_or_else(|e| e.into_inner());
         progress.closed = true;
-        shared.progress_changed.notify_all();
     }
+    shared.notify_progress();
     match shared.poisoned() {
         Some(reason) => Err(Error::Poisoned(reason)),
         None => Ok(()),
@@ -400,15 +510,12 @@ impl Log {
     /// Hands a closed chunk to the writer, waiting while the writer's queue
     /// is full. The ticket resolves to the chunk's offset range.
     pub fn append(&self, chunk: ClosedChunk) -> Result<AppendTicket> {
-        let (reply, ticket) = crossbeam_channel::bounded(1);
+        let (ticket, reply) = AppendTicket::new(self.shared());
         self.inner
             .commands
             .send(Command::Append(AppendRequest { chunk, reply }))
             .map_err(|_| self.closed_error())?;
-        Ok(AppendTicket {
-            reply: ticket,
-            shared: self.shared().clone(),
-        })
+        Ok(ticket)
     }
 
     /// Like [`Log::append`] but returns [`Error::Full`] instead of waiting
@@ -419,16 +526,13 @@ impl Log {
                 max_bytes: self.shared().options.max_bytes,
             });
         }
-        let (reply, ticket) = crossbeam_channel::bounded(1);
+        let (ticket, reply) = AppendTicket::new(self.shared());
         match self
             .inner
             .commands
             .try_send(Command::Append(AppendRequest { chunk, reply }))
         {
-            Ok(()) => Ok(AppendTicket {
-                reply: ticket,
-                shared: self.shared().clone(),
-            }),
+            Ok(()) => Ok(ticket),
             Err(TrySendError::Full(_)) => Err(Error::Full {
                 max_bytes: self.shared().options.max_bytes,
             }),
@@ -457,6 +561,11 @@ impl Log {
     /// Waits until every record below `offset` is durable.
     pub fn wait_durable(&self, offset: u64) -> Result<()> {
         self.shared().wait_durable(offset, None).map(|_| ())
+    }
+
+    /// Async [`Log::wait_durable`]: never blocks a runtime thread.
+    pub async fn durable(&self, offset: u64) -> Result<()> {
+        self.shared().durable(offset).await
     }
 
     /// Waits until every record below `offset` is durable or `timeout`

@@ -101,6 +101,12 @@ impl Reader {
             .wait_durable(self.next_offset + 1, Some(Instant::now() + timeout))
     }
 
+    /// Async [`Reader::wait`] without a timeout (use the runtime's): resolves
+    /// once a record at or after the reader's position is durable.
+    pub async fn ready(&self) -> Result<()> {
+        self.shared.durable(self.next_offset + 1).await
+    }
+
     fn locate(&self, after_base: Option<u64>) -> Option<Arc<Segment>> {
         let segments = self
             .shared

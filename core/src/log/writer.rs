@@ -145,7 +145,7 @@ impl Writer {
         let records = chunk.record_count();
         let tail_crc = chunk.tail_crc();
         let result = self.write_chunk(chunk.frame_mut(), records, tail_crc);
-        let _ = reply.send(result);
+        reply.send(result);
     }
 
     fn write_chunk(
