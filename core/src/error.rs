@@ -37,6 +37,10 @@ pub enum Error {
     /// The log reached its disk budget and the caller asked not to wait.
     #[error("log is full: disk budget of {max_bytes} bytes reached")]
     Full { max_bytes: u64 },
+    /// A chunk needs a segment larger than the disk budget can ever hold
+    /// beside the active segment.
+    #[error("chunk of {bytes} bytes can never fit the disk budget of {max_bytes} bytes; raise max_bytes or lower max_record_bytes")]
+    ChunkTooLarge { bytes: u64, max_bytes: u64 },
     /// A record is larger than the configured maximum.
     #[error("record of {len} bytes exceeds the maximum record size of {max} bytes")]
     RecordTooLarge { len: usize, max: usize },

@@ -42,6 +42,11 @@ pub const MAX_FRAME_LEN: usize = 1 << 30;
 /// Largest uncompressed body a chunk may declare (1 GiB); bounds decompression.
 pub const MAX_UNCOMPRESSED_LEN: usize = 1 << 30;
 
+/// Offsets stay below this (2^62). A larger offset anywhere on disk (chunk,
+/// cursor, segment) is corruption: it leaves room so that no arithmetic on
+/// offsets can overflow, whatever the bytes say.
+pub const MAX_OFFSET: u64 = 1 << 62;
+
 /// Flag: the body is a sequence of `u32` length-prefixed records.
 pub const FLAG_LENGTH_PREFIXED: u8 = 1;
 /// Flag: a loss marker. Recovery writes it over damaged bytes it repaired;
@@ -281,6 +286,11 @@ impl<'a> ChunkView<'a> {
             });
         }
         let frame = &bytes[..frame_len];
+        let first = u64_at(frame, OFF_FIRST_OFFSET);
+        match first.checked_add(u64::from(u32_at(frame, 24))) {
+            Some(end) if end <= MAX_OFFSET => {}
+            _ => return Err(FrameError::BadLength("offset range")),
+        }
         let stored = u32_at(frame, OFF_CRC);
         let computed = frame_crc(frame);
         if stored != computed {

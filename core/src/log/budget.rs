@@ -101,6 +101,11 @@ pub(crate) fn collect(shared: &Shared) {
         }
     }
     if deleted > 0 {
+        // Make the deletions durable, so deleted segments do not come back
+        // after a power loss (they would be replayed: duplicates, not loss).
+        if let Err(error) = super::segment::sync_dir(&shared.segments_dir) {
+            tracing::warn!(%error, "syncing the segments folder after deleting segments");
+        }
         let _guard = shared.space.lock().unwrap_or_else(|e| e.into_inner());
         shared.space_freed.notify_all();
     }

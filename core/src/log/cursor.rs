@@ -66,9 +66,13 @@ pub fn decode(bytes: &[u8]) -> Result<u64, String> {
     if stored != crc32c::crc32c(&bytes[..28]) {
         return Err("cursor crc mismatch".into());
     }
-    Ok(u64::from_le_bytes(
-        bytes[8..16].try_into().expect("8 bytes"),
-    ))
+    let offset = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    if offset > crate::chunk::frame::MAX_OFFSET {
+        return Err(format!(
+            "cursor offset {offset} is beyond the largest offset"
+        ));
+    }
+    Ok(offset)
 }
 
 pub(crate) fn store(cursors_dir: &Path, name: &str, offset: u64) -> Result<()> {

@@ -15,6 +15,7 @@ struct Plan {
     fail_flushes: AtomicBool,
     flushes_before_failure: AtomicU64,
     disk_full: AtomicBool,
+    panic_on_flush: AtomicBool,
 }
 
 impl Faults {
@@ -29,7 +30,17 @@ impl Faults {
         self.0.disk_full.store(full, Ordering::SeqCst);
     }
 
+    /// Makes the writer thread panic at its next flush (a stand-in for a
+    /// bug in the writer), to test that waiters are released.
+    pub fn panic_on_flush(&self) {
+        self.0.panic_on_flush.store(true, Ordering::SeqCst);
+    }
+
     pub(crate) fn before_flush(&self) -> Result<()> {
+        assert!(
+            !self.0.panic_on_flush.load(Ordering::SeqCst),
+            "injected panic in the log writer"
+        );
         if !self.0.fail_flushes.load(Ordering::SeqCst) {
             return Ok(());
         }

@@ -659,16 +659,18 @@ impl Log {
         let shared = self.shared();
         let removed = {
             let mut cursors = shared.cursors.lock().unwrap_or_else(|e| e.into_inner());
-            let removed = cursors.remove(name).is_some();
             let path = shared
                 .cursors_dir
                 .join(format!("{name}{}", cursor::CURSOR_SUFFIX));
+            // The file goes first: a cursor still on disk must keep holding
+            // its segments, or a restart would find it pointing into
+            // deleted data.
             match std::fs::remove_file(&path) {
                 Ok(()) => segment::sync_dir(&shared.cursors_dir)?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("removing cursor", path, e)),
             }
-            removed
+            cursors.remove(name).is_some()
         };
         budget::collect(shared);
         Ok(removed)

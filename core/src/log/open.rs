@@ -103,11 +103,40 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
     let reuse = recovered.last().is_some_and(|r| {
         r.segment.end_offset() == next_offset
             && r.writer.map().published() + 4096 <= r.segment.map.len()
+            // Reserve its blocks again: a copied or restored directory can
+            // hold sparse segments, and a write into a hole of a full disk
+            // through the map would be a SIGBUS.
+            && OpenOptions::new()
+                .write(true)
+                .open(&r.segment.path)
+                .map_err(|e| Error::io("opening segment", &r.segment.path, e))
+                .and_then(|file| {
+                    super::segment::preallocate(&file, &r.segment.path, r.segment.file_bytes)
+                })
+                .inspect_err(|error| {
+                    tracing::error!(%error, "cannot reserve the newest segment's blocks; starting a new segment");
+                })
+                .is_ok()
     });
     let (active, active_writer) = if reuse {
         let last = recovered.pop().expect("checked above");
         (last.segment, last.writer)
     } else {
+        // A newest segment without records whose base is the next offset
+        // (too short to append to) would share its name with the new one.
+        if recovered
+            .last()
+            .is_some_and(|r| r.segment.base_offset == next_offset)
+        {
+            let empty = recovered.pop().expect("checked above");
+            let path = empty.segment.path.clone();
+            shared
+                .disk_bytes
+                .fetch_sub(empty.segment.file_bytes, Ordering::AcqRel);
+            drop(empty);
+            std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+            report.removed_files.push(path);
+        }
         let capacity = shared.options.segment_bytes;
         shared.disk_bytes.fetch_add(capacity, Ordering::AcqRel);
         let path = segments_dir.join(format!("open{PREPARED_SUFFIX}"));
@@ -281,6 +310,7 @@ fn recover_segments(
 fn max_end_offset(base: u64, len: u64) -> u64 {
     let chunks = len / crate::chunk::frame::FIXED_HEADER_LEN as u64 + 1;
     base.saturating_add(chunks.saturating_mul(u64::from(u32::MAX)))
+        .min(crate::chunk::frame::MAX_OFFSET)
 }
 
 /// Overwrites the damaged bytes `[from, to)` with a loss marker for the
@@ -352,6 +382,16 @@ fn recover_segment(
     };
     let start = expected.map_or(base, |e| e.max(base));
     let scan = recovery::scan(image, start);
+    if header.is_err() && recovery::dirty_end(image) == 0 {
+        // All zeros: created, then a power loss before its header reached
+        // the disk. It never held a record.
+        drop(writer);
+        drop(map);
+        drop(file);
+        std::fs::remove_file(path).map_err(|e| format!("cannot remove empty segment: {e}"))?;
+        report.removed_files.push(path.to_owned());
+        return Ok(None);
+    }
     if let Err(reason) = &header {
         if scan.chunks == 0 && scan.markers.is_empty() {
             return Err(format!("{reason}, and no readable chunk"));
@@ -401,25 +441,35 @@ fn recover_segment(
         let from = tail.position as usize;
         let to = from + tail.length as usize;
         let lost_to = if is_newest {
-            end_offset
+            // A torn write is cut without a trace; a chunk that was whole
+            // and then damaged may have been read already, so its offsets
+            // are recorded as lost and never handed out again.
+            scan.tail_claim
+                .map_or(end_offset, |(_, end)| end.max(end_offset))
         } else {
             next_base.unwrap_or(end_offset).max(end_offset)
         };
         let marker_len = padded_len(tail.length as usize).max(FIXED_HEADER_LEN);
         if lost_to > end_offset && from + marker_len <= len as usize {
-            // A sealed segment's damaged end: records up to the next
-            // segment are gone; record that on disk.
+            // Records up to the next segment (sealed) or claimed by the
+            // damaged last chunk (newest) are gone; record that on disk.
             writer.zero(from, to.max(from + marker_len));
-            heal(
+            if heal(
                 &mut writer,
                 &map,
                 from,
                 from + marker_len,
                 end_offset,
                 lost_to,
-            )?;
+            )? {
+                valid_end = from + marker_len;
+            } else {
+                // No marker fits: the bytes stay zero, unpublished, and the
+                // offsets are still never reused in this run.
+                map.flush(from, to.max(from + marker_len))
+                    .map_err(|e| format!("cannot truncate damaged tail: {e}"))?;
+            }
             report.lost_offsets.push((end_offset, lost_to));
-            valid_end = from + marker_len;
             end_offset = lost_to;
         } else {
             writer.zero(from, to);

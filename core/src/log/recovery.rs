@@ -57,6 +57,9 @@ pub(crate) struct Scan {
     pub skipped_lost: Vec<(u64, u64)>,
     /// Loss markers found (damage repaired by an earlier open): `[from, to)`.
     pub markers: Vec<(u64, u64)>,
+    /// When the damage at the end is a chunk that was written whole and
+    /// then damaged (not a torn write): the offsets its header claims.
+    pub tail_claim: Option<(u64, u64)>,
     pub min_ts: Option<u64>,
     pub max_ts: Option<u64>,
 }
@@ -97,12 +100,22 @@ fn describe(error: &crate::chunk::FrameError) -> String {
 
 /// Finds the next valid chunk at or after `from` whose first offset is at
 /// least `min_offset`.
-fn resync(bytes: &[u8], from: usize, min_offset: u64) -> Option<usize> {
+///
+/// Each candidate costs a CRC over the length it declares; `crc_budget`
+/// bounds the bytes checksummed in one scan, so crafted bytes (the magic
+/// every few bytes, each declaring a huge frame) cannot make recovery
+/// quadratic. When the budget is spent, the rest counts as damage.
+fn resync(bytes: &[u8], from: usize, min_offset: u64, crc_budget: &mut usize) -> Option<usize> {
     let finder = memchr::memmem::Finder::new(&CHUNK_MAGIC);
     let mut at = from;
     while at < bytes.len() {
         let found = at + finder.find(&bytes[at..])?;
         if found % FRAME_ALIGN == 0 {
+            let declared = crate::chunk::frame::peek_frame_len(&bytes[found..]).unwrap_or(0);
+            if declared.min(bytes.len() - found) > *crc_budget {
+                return None;
+            }
+            *crc_budget -= declared.min(bytes.len() - found);
             if let Ok(view) = ChunkView::parse(&bytes[found..]) {
                 if view.first_offset() >= min_offset {
                     return Some(found);
@@ -114,6 +127,32 @@ fn resync(bytes: &[u8], from: usize, min_offset: u64) -> Option<usize> {
     None
 }
 
+/// The offsets a damaged frame at the start of `bytes` claims, if it looks
+/// written whole: plausible magic and lengths, a first offset that follows
+/// the previous chunk exactly, and a last byte that is not zero. A torn
+/// write (a crash while the frame was being copied forward into the
+/// preallocated, zeroed file) has not written its last byte yet; a frame
+/// that was complete and then damaged (bit rot, or a page lost in a power
+/// failure) has, and readers may already have shipped its records, so its
+/// offsets must never be handed out again. (A complete frame whose last
+/// byte is zero is taken for torn: the old behaviour, no worse.)
+fn complete_frame_claim(bytes: &[u8], min_offset: u64) -> Option<(u64, u64)> {
+    use crate::chunk::frame::{FIXED_HEADER_LEN, MAX_FRAME_LEN, MAX_OFFSET};
+    let frame_len = crate::chunk::frame::peek_frame_len(bytes)?;
+    if !(FIXED_HEADER_LEN..=MAX_FRAME_LEN).contains(&frame_len) || frame_len > bytes.len() {
+        return None;
+    }
+    let first = u64::from_le_bytes(bytes[16..24].try_into().ok()?);
+    let count = u32::from_le_bytes(bytes[24..28].try_into().ok()?);
+    let end = first
+        .checked_add(u64::from(count))
+        .filter(|&end| end <= MAX_OFFSET)?;
+    if first != min_offset || count == 0 || bytes[frame_len - 1] == 0 {
+        return None;
+    }
+    Some((first, end))
+}
+
 /// Scans the chunks of a segment image (`bytes` includes the segment
 /// header) whose records start at `expected_offset`.
 pub(crate) fn scan(bytes: &[u8], expected_offset: u64) -> Scan {
@@ -123,6 +162,7 @@ pub(crate) fn scan(bytes: &[u8], expected_offset: u64) -> Scan {
         ..Scan::default()
     };
     let mut pos = SEGMENT_HEADER_LEN;
+    let mut crc_budget = bytes.len().saturating_mul(4).saturating_add(64 << 20);
     while pos < bytes.len() {
         let rest = &bytes[pos..];
         let failure = if rest.len() >= 4 && rest[..4] == [0; 4] || rest.len() < 4 && all_zero(rest)
@@ -167,7 +207,7 @@ pub(crate) fn scan(bytes: &[u8], expected_offset: u64) -> Scan {
                 Err(error) => describe(&error),
             }
         };
-        match resync(bytes, pos + FRAME_ALIGN, scan.end_offset) {
+        match resync(bytes, pos + FRAME_ALIGN, scan.end_offset, &mut crc_budget) {
             Some(next) => {
                 let next_first =
                     ChunkView::parse(&bytes[next..]).map_or(scan.end_offset, |v| v.first_offset());
@@ -181,6 +221,7 @@ pub(crate) fn scan(bytes: &[u8], expected_offset: u64) -> Scan {
             }
             None => {
                 let end = pos + dirty_end(&bytes[pos..]);
+                scan.tail_claim = complete_frame_claim(&bytes[pos..], scan.end_offset);
                 scan.tail = Some(Damage {
                     position: pos as u64,
                     length: (end.max(pos) - pos) as u64,

@@ -110,9 +110,15 @@ impl SegmentHeader {
         if header_len != SEGMENT_HEADER_LEN {
             return Err(format!("unexpected segment header length {header_len}"));
         }
+        let base_offset = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+        if base_offset > crate::chunk::frame::MAX_OFFSET {
+            return Err(format!(
+                "segment base offset {base_offset} is beyond the largest offset"
+            ));
+        }
         Ok(SegmentHeader {
             version,
-            base_offset: u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
+            base_offset,
             producer_id: bytes[24..40].try_into().expect("16 bytes"),
             created_ms: u64::from_le_bytes(bytes[40..48].try_into().expect("8 bytes")),
         })
@@ -130,7 +136,10 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    digits
+        .parse()
+        .ok()
+        .filter(|&base| base <= crate::chunk::frame::MAX_OFFSET)
 }
 
 /// Reserves `len` bytes of disk for `file`, so that writes through a map
@@ -342,10 +351,11 @@ mod tests {
     #[test]
     fn file_names_round_trip() {
         assert_eq!(segment_file_name(5), "00000000000000000005.seg");
-        assert_eq!(
-            parse_segment_file_name(&segment_file_name(u64::MAX)),
-            Some(u64::MAX)
-        );
+        let max = crate::chunk::frame::MAX_OFFSET;
+        assert_eq!(parse_segment_file_name(&segment_file_name(max)), Some(max));
+        // Beyond the largest offset: not a name this log writes.
+        assert_eq!(parse_segment_file_name(&segment_file_name(max + 1)), None);
+        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), None);
         for bad in [
             "5.seg",
             "0000000000000000000x.seg",

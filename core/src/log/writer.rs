@@ -76,6 +76,18 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn run(mut self) {
+        /// Poisons the log if the writer thread unwinds, so that nobody
+        /// waits for a durability that will never come.
+        struct PanicGuard<'a>(&'a Shared);
+        impl Drop for PanicGuard<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.poison("the log writer thread panicked".into());
+                }
+            }
+        }
+        let shared = self.shared.clone();
+        let _guard = PanicGuard(&shared);
         self.request_prepare();
         loop {
             let command = match self.next_flush_deadline() {
@@ -158,11 +170,34 @@ impl Writer {
             return Err(Error::Poisoned(reason));
         }
         let padded = padded_len(frame.len());
+        // A chunk that needs a segment larger than the budget leaves beside
+        // the active one can never be stored: refuse it now, instead of
+        // waiting forever (`block`) or dropping everything (`drop_oldest`).
+        let capacity = self
+            .shared
+            .options
+            .segment_bytes
+            .max((SEGMENT_HEADER_LEN + padded) as u64);
+        if self.active_writer.map().published() + padded > self.active.map.len()
+            && self.active.file_bytes + capacity > self.shared.options.max_bytes
+        {
+            return Err(Error::ChunkTooLarge {
+                bytes: frame.len() as u64,
+                max_bytes: self.shared.options.max_bytes,
+            });
+        }
+        let first = self.shared.next_offset.load(Ordering::Relaxed);
+        let end = match first.checked_add(u64::from(record_count)) {
+            Some(end) if end <= crate::chunk::frame::MAX_OFFSET => end,
+            _ => {
+                return Err(Error::Config(format!(
+                    "offsets exhausted: {first} + {record_count} passes the largest offset"
+                )))
+            }
+        };
         if self.active_writer.map().published() + padded > self.active.map.len() {
             self.roll(padded)?;
         }
-        let first = self.shared.next_offset.load(Ordering::Relaxed);
-        let end = first + u64::from(record_count);
         seal_frame_with(frame, first, tail_crc);
         let at = self.active_writer.map().published();
         self.active_writer.write(at, frame);
