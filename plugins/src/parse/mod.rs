@@ -1,0 +1,3 @@
+//! Parsers that turn one framed message into fields.
+
+pub mod syslog;
