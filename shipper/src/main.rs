@@ -1,11 +1,13 @@
 //! The `shipper` binary: the command line over `shipper-core`.
 //!
-//! Only this crate knows the command line, the tracing subscriber and (in
-//! later issues) the config file and the runtime; the engine in
-//! `shipper-core` knows none of them.
+//! Only this crate knows the command line, the tracing subscriber, the
+//! config file (`shipper::config`, in the library half of the crate) and,
+//! in later issues, the runtime; the engine in `shipper-core` knows none
+//! of them.
 //!
-//! Exit codes: 0 success, 1 `inspect --verify` found corruption, 2 any
-//! error (bad arguments, a missing directory, I/O failures).
+//! Exit codes: 0 success, 1 `inspect --verify` found corruption or
+//! `validate` found an invalid config, 2 any error (bad arguments, a
+//! missing directory or file, I/O failures).
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +36,9 @@ enum Command {
     /// verify them and print throughput (the main job until the pipeline
     /// lands).
     Demo(cli::demo::DemoArgs),
+    /// Check a config file without running it: print every error with its
+    /// line and key path (exit 1), or a summary (exit 0).
+    Validate(cli::validate::ValidateArgs),
 }
 
 /// What a command asks the process to exit with, when it did not fail.
@@ -42,7 +47,7 @@ pub(crate) enum Outcome {
     /// Everything as expected.
     Success,
     /// The command ran, and found what it was asked to look for
-    /// (`inspect --verify` found corruption).
+    /// (`inspect --verify` found corruption, `validate` an invalid config).
     Failed,
 }
 
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Demo(args) => cli::demo::run(args),
+        Command::Validate(args) => cli::validate::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

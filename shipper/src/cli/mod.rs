@@ -4,3 +4,4 @@ pub(crate) mod access_log;
 pub(crate) mod demo;
 pub(crate) mod inspect;
 pub(crate) mod units;
+pub(crate) mod validate;

@@ -1,0 +1,301 @@
+//! `[sources.NAME]`: where records come from.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::bytesize::ByteSize;
+use super::validate::Checker;
+use super::values::Pattern;
+
+/// A configured source; the variant is chosen by the table's `type` key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    File(FileSource),
+    Socket(SocketSource),
+    Http(HttpSource),
+    Mqtt(MqttSource),
+    Stdin(StdinSource),
+}
+
+impl SourceConfig {
+    /// The values `type` may take.
+    pub const TYPES: [&'static str; 5] = ["file", "socket", "http", "mqtt", "stdin"];
+
+    /// The value of `type` that selects this variant.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceConfig::File(_) => "file",
+            SourceConfig::Socket(_) => "socket",
+            SourceConfig::Http(_) => "http",
+            SourceConfig::Mqtt(_) => "mqtt",
+            SourceConfig::Stdin(_) => "stdin",
+        }
+    }
+
+    pub(super) fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        match self {
+            SourceConfig::File(file) => file.check(check),
+            SourceConfig::Socket(socket) => socket.check(check),
+            SourceConfig::Http(http) => {
+                if !http.path.starts_with('/') {
+                    check.error(&["path"], "must start with `/`");
+                }
+            }
+            SourceConfig::Mqtt(mqtt) => mqtt.check(check),
+            SourceConfig::Stdin(_) => {}
+        }
+    }
+}
+
+/// Where a file source starts in a file it has not read before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    #[default]
+    Beginning,
+    End,
+}
+
+/// What happens to a line longer than `max_line_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLongLine {
+    #[default]
+    Truncate,
+    Drop,
+}
+
+/// `multiline = { start_pattern = "^\\d{4}-", timeout_ms = 1000 }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Multiline {
+    /// A line matching this starts a new record; others join the previous one.
+    pub start_pattern: Pattern,
+    /// A record waiting for its next line is emitted after this long.
+    #[serde(default = "default_multiline_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_multiline_timeout_ms() -> u64 {
+    1000
+}
+
+fn default_max_line_bytes() -> ByteSize {
+    ByteSize::mib(1)
+}
+
+/// `type = "file"`: tails files matching glob patterns.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    #[serde(default)]
+    pub multiline: Option<Multiline>,
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: ByteSize,
+    #[serde(default)]
+    pub on_long_line: OnLongLine,
+}
+
+impl FileSource {
+    fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        if self.include.is_empty() {
+            check.error(&["include"], "needs at least one glob pattern");
+        }
+        if self.include.iter().any(String::is_empty) {
+            check.error(&["include"], "a pattern is empty");
+        }
+        if self.max_line_bytes.bytes() == 0 {
+            check.error(&["max_line_bytes"], "must be at least 1 byte");
+        }
+        if self.multiline.as_ref().is_some_and(|m| m.timeout_ms == 0) {
+            check.error(&["multiline", "timeout_ms"], "must be at least 1");
+        }
+    }
+}
+
+/// Transport of a socket source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketMode {
+    #[default]
+    Tcp,
+    Udp,
+    Unix,
+}
+
+/// How a stream socket splits bytes into records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Framing {
+    #[default]
+    Newline,
+    /// RFC 6587 octet counting: `LEN SP MSG`.
+    OctetCounting,
+}
+
+/// How a socket source parses each record into fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParseFormat {
+    /// Keep the bytes as they are.
+    #[default]
+    None,
+    /// RFC 5424 or RFC 3164.
+    Syslog,
+    Json,
+}
+
+fn default_max_connections() -> u32 {
+    1024
+}
+
+/// `type = "socket"`: TCP, UDP or a Unix stream socket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketSource {
+    #[serde(default)]
+    pub mode: SocketMode,
+    /// `IP:port` to listen on, for `tcp` and `udp`.
+    #[serde(default)]
+    pub address: Option<SocketAddr>,
+    /// Socket file, for `unix`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub framing: Framing,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    #[serde(default = "default_max_line_bytes")]
+    pub max_frame_bytes: ByteSize,
+    #[serde(default)]
+    pub parse: ParseFormat,
+}
+
+impl SocketSource {
+    fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        if self.mode == SocketMode::Unix {
+            if self.path.is_none() {
+                check.error(&["path"], "missing required key `path` (mode = \"unix\")");
+            }
+            if self.address.is_some() {
+                check.error(
+                    &["address"],
+                    "mode = \"unix\" listens on `path`, not `address`",
+                );
+            }
+        } else {
+            if self.address.is_none() {
+                check.error(
+                    &["address"],
+                    "missing required key `address` (an IP:port, for mode = \"tcp\" or \"udp\")",
+                );
+            }
+            if self.path.is_some() {
+                check.error(
+                    &["path"],
+                    "`path` is for mode = \"unix\"; tcp and udp listen on `address`",
+                );
+            }
+        }
+        if self.mode == SocketMode::Udp && self.framing == Framing::OctetCounting {
+            check.error(
+                &["framing"],
+                "octet_counting frames a stream; a UDP datagram is one record",
+            );
+        }
+        if self.max_connections == 0 {
+            check.error(&["max_connections"], "must be at least 1");
+        }
+        if self.max_frame_bytes.bytes() == 0 {
+            check.error(&["max_frame_bytes"], "must be at least 1 byte");
+        }
+    }
+}
+
+fn default_http_path() -> String {
+    "/".to_owned()
+}
+
+fn default_max_body_bytes() -> ByteSize {
+    ByteSize::mib(10)
+}
+
+/// `type = "http"`: accepts POSTs of NDJSON or JSON arrays.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSource {
+    /// `IP:port` to listen on.
+    pub address: SocketAddr,
+    #[serde(default = "default_http_path")]
+    pub path: String,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: ByteSize,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+/// The MQTT port when none is given.
+pub const MQTT_DEFAULT_PORT: u16 = 1883;
+
+/// `type = "mqtt"`: subscribes to topic filters on a broker.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSource {
+    /// `mqtt://host:port`; or give `host` (and `port`) instead.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    pub topics: Vec<String>,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+impl MqttSource {
+    fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        match (&self.url, &self.host) {
+            (None, None) => check.error(&[], "needs `url` or `host`"),
+            (Some(_), Some(_)) => check.error(&["host"], "give `url` or `host`, not both"),
+            (Some(url), None) => {
+                if !["mqtt://", "mqtts://", "tcp://", "ssl://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme))
+                {
+                    check.error(&["url"], "must start with mqtt:// or mqtts://");
+                }
+                if self.port.is_some() {
+                    check.error(&["port"], "with `url`, the port goes in the url");
+                }
+            }
+            (None, Some(host)) => {
+                if host.is_empty() {
+                    check.error(&["host"], "must not be empty");
+                }
+            }
+        }
+        if self.topics.is_empty() {
+            check.error(&["topics"], "needs at least one topic filter");
+        }
+        if self.qos > 2 {
+            check.error(&["qos"], format!("qos {} is not 0, 1 or 2", self.qos));
+        }
+    }
+}
+
+/// `type = "stdin"`: lines from standard input.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdinSource {}

@@ -1,0 +1,450 @@
+//! Table-driven tests of whole config files: each bad file with every
+//! diagnostic it must produce (line, key path, part of the message).
+
+use std::time::Duration;
+
+use shipper_core::log::{Durability, WhenFull};
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "TOKEN" => Some("s3cret".into()),
+        "BATCH_BYTES" => Some("2MiB".into()),
+        _ => None,
+    }
+}
+
+/// A source and a sink that read each other, for cases about one key.
+const WIRED: &str =
+    "[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\n";
+
+fn errors(text: &str) -> Vec<(usize, String, String)> {
+    match parse(text, &env) {
+        Ok(loaded) => panic!("expected errors, got a config: {:?}", loaded.config),
+        Err(invalid) => invalid
+            .errors()
+            .map(|d| (d.line, d.path.clone(), d.message.clone()))
+            .collect(),
+    }
+}
+
+/// What a bad file is about, the file, and each error as (line, key
+/// path, part of the message).
+type Case = (
+    &'static str,
+    String,
+    &'static [(usize, &'static str, &'static str)],
+);
+
+#[test]
+fn every_error_with_its_path_and_line() {
+    // (what, file, [(line, path, part of the message)]) — every error the
+    // file has, in line order, and no other.
+    let cases: &[Case] = &[
+        (
+            "syntax errors, one per line",
+            "a = 1\nb = \"unterminated\nc = 2\nd = = 3\n".into(),
+            &[(2, "", "invalid basic string"), (4, "", "extra `=`")],
+        ),
+        (
+            "unknown keys at every level",
+            format!("colour = 1\n[log]\nsegmnet_bytes = 1\n{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://x\"\nbatch = {{ max_recs = 1 }}\n"),
+            &[
+                (1, "colour", "unknown key `colour`"),
+                (3, "log.segmnet_bytes", "unknown key `segmnet_bytes`"),
+                (13, "sinks.web.batch.max_recs", "unknown key `max_recs`"),
+            ],
+        ),
+        (
+            "wrong types",
+            format!("data_dir = 7\n[log]\ninterval_ms = \"fast\"\n[admin]\naddress = \"localhost\"\n{WIRED}timeout = 1\n"),
+            &[
+                (1, "data_dir", "invalid type: integer `7`"),
+                (3, "log.interval_ms", "expected a non-negative integer"),
+                (5, "admin.address", "invalid socket address"),
+                (11, "sinks.out.timeout", "unknown key"),
+            ],
+        ),
+        (
+            "missing required keys, all of them",
+            "[sources.in]\ntype = \"stdin\"\n[sinks.pg]\ntype = \"postgres\"\ninputs = [\"in\"]\n[sinks.nats]\ninputs = [\"in\"]\n".into(),
+            &[
+                (3, "sinks.pg", "missing required key `connection`"),
+                (3, "sinks.pg", "missing required key `table`"),
+                (6, "sinks.nats", "missing required key `type`"),
+            ],
+        ),
+        (
+            "a required key of the wrong type is one error, not two",
+            "[sources.logs]\ntype = \"file\"\ninclude = 5\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"logs\"]\n".into(),
+            &[(3, "sources.logs.include", "expected an array")],
+        ),
+        (
+            "inputs naming nothing, a sink, or missing",
+            format!("{WIRED}[sinks.b]\ntype = \"blackhole\"\ninputs = [\n  \"in\",\n  \"ghost\",\n  \"out\",\n]\n[transforms.t]\ntype = \"sample\"\nrate = 10\n[transforms.u]\ntype = \"sample\"\nrate = 10\ninputs = []\n"),
+            &[
+                (10, "sinks.b.inputs", "`ghost` is not the name of a source or transform"),
+                (11, "sinks.b.inputs", "`out` is a sink"),
+                (13, "transforms.t.inputs", "missing required key `inputs`"),
+                (16, "transforms.u.inputs", "`inputs` is empty"),
+            ],
+        ),
+        (
+            "a cycle among transforms",
+            format!("{WIRED}[transforms.a]\ntype = \"remap\"\ninputs = [\"in\", \"c\"]\nredact = [\"x\"]\n[transforms.b]\ntype = \"remap\"\ninputs = [\"a\"]\nredact = [\"x\"]\n[transforms.c]\ntype = \"remap\"\ninputs = [\"b\"]\nredact = [\"x\"]\n[transforms.self]\ntype = \"sample\"\ninputs = [\"self\"]\nrate = 2\n"),
+            &[
+                (8, "transforms.a.inputs", "a -> c -> b -> a"),
+                (20, "transforms.self.inputs", "self -> self"),
+            ],
+        ),
+        (
+            "invalid enum values",
+            format!("[log]\nwhen_full = \"drop_newest\"\ndurability = 1\n[logging]\nformat = \"xml\"\n{WIRED}[sources.s]\ntype = \"socket\"\nmode = \"sctp\"\naddress = \"127.0.0.1:1\"\n[sinks.w]\ninputs = [\"s\"]\ntype = \"warp\"\n"),
+            &[
+                (2, "log.when_full", "unknown variant `drop_newest`, expected `block` or `drop_oldest`"),
+                (3, "log.durability", "expected a string"),
+                (5, "logging.format", "unknown variant `xml`"),
+                (13, "sources.s.mode", "unknown variant `sctp`"),
+                (17, "sinks.w.type", "unknown sink type `warp`, expected one of http, file"),
+            ],
+        ),
+        (
+            "invalid byte sizes and ranges",
+            format!("[log]\nsegment_bytes = \"64 MiBs\"\nmax_bytes = -1\n{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"https://x\"\nbatch = {{ max_bytes = \"1.5MiB\" }}\ncompression = {{ codec = \"gzip\", level = 12 }}\n"),
+            &[
+                (2, "log.segment_bytes", "unknown unit `MiBs`"),
+                (3, "log.max_bytes", "negative"),
+                (13, "sinks.web.batch.max_bytes", "invalid byte size `1.5MiB`"),
+            ],
+        ),
+        (
+            "value checks after deserialization",
+            format!("[log]\nsegment_bytes = \"64MiB\"\nmax_bytes = \"128MiB\"\n{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"ftp://x\"\ncompression = {{ codec = \"gzip\", level = 12 }}\nauth = {{ strategy = \"basic\", user = \"u\" }}\n"),
+            &[
+                (3, "log.max_bytes", "at least 3 × segment_bytes (192MiB)"),
+                (12, "sinks.web.uri", "must start with http:// or https://"),
+                (13, "sinks.web.compression.level", "out of range for gzip: 1 to 9"),
+                (14, "sinks.web.auth", "needs `user` and `password`"),
+            ],
+        ),
+        (
+            "a regex that does not compile",
+            "[sources.app]\ntype = \"file\"\ninclude = [\"/var/log/*.log\"]\nmultiline = { start_pattern = \"^(\\\\d+\" }\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"app\"]\n".into(),
+            &[(4, "sources.app.multiline.start_pattern", "invalid regex `^(\\d+`: unclosed group")],
+        ),
+        (
+            "a data_dir whose parent does not exist",
+            format!("data_dir = \"/nonexistent-shipper-test/a/data\"\n{WIRED}"),
+            &[(1, "data_dir", "parent directory `/nonexistent-shipper-test/a` does not exist")],
+        ),
+        (
+            "duplicate and invalid names",
+            format!("{WIRED}[transforms.in]\ntype = \"sample\"\ninputs = [\"in\"]\nrate = 1\n[sinks.\".hidden\"]\ntype = \"blackhole\"\ninputs = [\"in\"]\n"),
+            &[
+                (6, "transforms.in", "already used by source `in` (line 1)"),
+                (10, "sinks.\".hidden\"", "invalid name `.hidden`"),
+            ],
+        ),
+        (
+            "socket and mqtt combinations",
+            format!("{WIRED}[sources.u]\ntype = \"socket\"\nmode = \"unix\"\naddress = \"127.0.0.1:9\"\n[sources.m]\ntype = \"mqtt\"\ntopics = []\nqos = 3\n"),
+            &[
+                (6, "sources.u.path", "missing required key `path`"),
+                (9, "sources.u.address", "listens on `path`"),
+                (10, "sources.m", "needs `url` or `host`"),
+                (12, "sources.m.topics", "at least one topic"),
+                (13, "sources.m.qos", "qos 3 is not 0, 1 or 2"),
+            ],
+        ),
+        (
+            "an unset variable, at its key, without follow-on errors",
+            format!("{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"${{BACKEND_URI}}\"\nauth = {{ strategy = \"bearer\", token = \"${{TOKEN}}\" }}\n"),
+            &[(9, "sinks.web.uri", "environment variable `BACKEND_URI` is not set")],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, text, expected) in cases {
+        let found = errors(text);
+        let found_short: Vec<(usize, &str)> = found
+            .iter()
+            .map(|(line, path, _)| (*line, path.as_str()))
+            .collect();
+        let expected_short: Vec<(usize, &str)> = expected
+            .iter()
+            .map(|(line, path, _)| (*line, *path))
+            .collect();
+        if found_short != expected_short {
+            failures.push(format!(
+                "{what}: expected {expected_short:?}, found {found:#?}"
+            ));
+            continue;
+        }
+        for ((_, _, message), (_, _, needle)) in found.iter().zip(expected.iter()) {
+            if !message.contains(needle) {
+                failures.push(format!("{what}: `{message}` lacks `{needle}`"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_source_nobody_reads_is_a_warning() {
+    let text = format!("{WIRED}[sources.spare]\ntype = \"stdin\"\n");
+    let loaded = parse(&text, &env).unwrap();
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        ["6: sources.spare: warning: nothing reads from this source: no transform or sink names `spare` in its inputs"]
+    );
+}
+
+#[test]
+fn a_minimal_config_takes_the_defaults() {
+    let loaded = parse(WIRED, &env).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let config = loaded.config;
+    assert_eq!(config.data_dir, PathBuf::from("./data"));
+    assert_eq!(config.log, LogConfig::default());
+    assert_eq!(config.admin.address.to_string(), "127.0.0.1:8686");
+    assert_eq!(config.logging.level, LogLevel::Info);
+    assert_eq!(config.logging.format, LogFormat::Human);
+    assert_eq!(config.sources["in"], SourceConfig::Stdin(StdinSource {}));
+    assert_eq!(config.sinks["out"].inputs(), ["in".to_owned()]);
+    let options = config.log_options();
+    let engine = LogOptions::default();
+    assert_eq!(options.segment_bytes, engine.segment_bytes);
+    assert_eq!(options.max_bytes, engine.max_bytes);
+    assert_eq!(
+        options.durability,
+        Durability::Interval(Duration::from_millis(100))
+    );
+    assert_eq!(options.when_full, WhenFull::Block);
+}
+
+#[test]
+fn the_log_section_maps_to_log_options() {
+    for (section, segment, max, when_full, durability) in [
+        (
+            "segment_bytes = \"1MiB\"\nmax_bytes = \"4MB\"\nwhen_full = \"drop_oldest\"\ndurability = \"always\"",
+            1 << 20,
+            4_000_000,
+            WhenFull::DropOldest,
+            Durability::Always,
+        ),
+        (
+            "segment_bytes = 65536\nmax_bytes = \"1GiB\"\ndurability = \"interval\"\ninterval_ms = 250",
+            65_536,
+            1 << 30,
+            WhenFull::Block,
+            Durability::Interval(Duration::from_millis(250)),
+        ),
+        ("durability = \"never\"", 64 << 20, 10 << 30, WhenFull::Block, Durability::Never),
+    ] {
+        let text = format!("[log]\n{section}\n{WIRED}");
+        let options = parse(&text, &env).unwrap().config.log_options();
+        assert_eq!(
+            (options.segment_bytes, options.max_bytes, options.when_full, options.durability),
+            (segment, max, when_full, durability),
+            "{section}"
+        );
+    }
+}
+
+#[test]
+fn variables_are_substituted_before_parsing() {
+    let text = format!(
+        "{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"${{URI:-https://default.example}}\"\nbatch = {{ max_bytes = \"${{BATCH_BYTES}}\" }}\nauth = {{ strategy = \"bearer\", token = \"${{TOKEN}}\" }}\nheaders = {{ x-cost = \"$$5\" }}\n"
+    );
+    let config = parse(&text, &env).unwrap().config;
+    let SinkConfig::Http(http) = &config.sinks["web"] else {
+        panic!("{:?}", config.sinks["web"]);
+    };
+    assert_eq!(http.uri, "https://default.example");
+    assert_eq!(http.batch.max_bytes, ByteSize::mib(2));
+    assert_eq!(http.auth.as_ref().unwrap().token.as_deref(), Some("s3cret"));
+    assert_eq!(http.headers["x-cost"], "$5");
+    assert!(
+        !format!("{http:?}").contains("s3cret"),
+        "Debug shows the token"
+    );
+}
+
+#[test]
+fn lines_stay_those_of_the_file_when_a_value_spans_lines() {
+    let lookup = |name: &str| (name == "MULTI").then(|| "a\nb\nc".to_owned());
+    let text = "[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\nnote = \"\"\"${MULTI}\"\"\"\nbogus = 1\n";
+    let invalid = parse(text, &lookup).unwrap_err();
+    let found: Vec<String> = invalid.errors().map(ToString::to_string).collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("6: sinks.out.note: unknown key"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("7: sinks.out.bogus: unknown key"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn every_component_type_loads_with_its_keys() {
+    let text = r#"
+[sources.f]
+type = "file"
+include = ["/var/log/*.log"]
+exclude = ["/var/log/skip.log"]
+read_from = "end"
+multiline = { start_pattern = '^\S', timeout_ms = 200 }
+max_line_bytes = "256KiB"
+on_long_line = "drop"
+[sources.s]
+type = "socket"
+mode = "udp"
+address = "0.0.0.0:514"
+parse = "syslog"
+max_frame_bytes = 65536
+[sources.t]
+type = "socket"
+mode = "unix"
+path = "/run/app.sock"
+framing = "octet_counting"
+max_connections = 8
+parse = "json"
+[sources.h]
+type = "http"
+address = "127.0.0.1:8080"
+path = "/ingest"
+max_body_bytes = "4MiB"
+[sources.m]
+type = "mqtt"
+host = "127.0.0.1"
+port = 1883
+topics = ["sensors/#"]
+qos = 1
+client_id = "edge-1"
+[sources.in]
+type = "stdin"
+[transforms.keep]
+type = "filter"
+inputs = ["f", "s", "t"]
+field = "level"
+not_equals = "debug"
+action = "keep"
+[transforms.some]
+type = "sample"
+inputs = ["keep", "h"]
+rate = 10
+key = "user"
+[transforms.fix]
+type = "remap"
+inputs = ["some", "m", "in"]
+rename = { msg = "message" }
+delete = ["tmp"]
+redact = ["password"]
+add = { env = "prod", version = 2 }
+[sinks.web]
+type = "http"
+inputs = ["fix"]
+uri = "http://127.0.0.1:9000/"
+protocol = "ndjson"
+compression = { codec = "gzip", level = 6 }
+batch = { max_records = 500, max_bytes = "1MiB", max_age_ms = 100 }
+auth = { strategy = "basic", user = "u", password = "p" }
+headers = { x-tenant = "a" }
+timeout_ms = 5000
+[sinks.disk]
+type = "file"
+inputs = ["fix"]
+path = "./out/%Y.ndjson"
+encoding = "json"
+compression = { codec = "zstd", level = 19 }
+[sinks.null]
+type = "blackhole"
+inputs = ["fix"]
+[sinks.pg]
+type = "postgres"
+inputs = ["fix"]
+connection = "postgres://u:p@localhost/db"
+table = "events"
+[sinks.js]
+type = "nats"
+inputs = ["fix"]
+url = "nats://127.0.0.1:4222"
+subject = "events"
+stream = "EVENTS"
+"#;
+    let loaded = parse(text, &env).unwrap_or_else(|invalid| panic!("{invalid}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let config = loaded.config;
+    let types = |names: Vec<&'static str>| names;
+    assert_eq!(
+        types(
+            config
+                .sources
+                .values()
+                .map(SourceConfig::type_name)
+                .collect()
+        ),
+        ["file", "http", "stdin", "mqtt", "socket", "socket"]
+    );
+    assert_eq!(
+        types(
+            config
+                .transforms
+                .values()
+                .map(TransformConfig::type_name)
+                .collect()
+        ),
+        ["remap", "filter", "sample"]
+    );
+    assert_eq!(
+        types(config.sinks.values().map(SinkConfig::type_name).collect()),
+        ["file", "nats", "blackhole", "postgres", "http"]
+    );
+    let SourceConfig::File(file) = &config.sources["f"] else {
+        unreachable!()
+    };
+    assert_eq!(file.read_from, ReadFrom::End);
+    assert_eq!(file.max_line_bytes, ByteSize::kib(256));
+    assert!(file
+        .multiline
+        .as_ref()
+        .unwrap()
+        .start_pattern
+        .0
+        .is_match("x"));
+    let TransformConfig::Remap(remap) = &config.transforms["fix"] else {
+        unreachable!()
+    };
+    assert_eq!(remap.add["version"], FieldValue::Integer(2));
+    assert!(!format!("{:?}", config.sinks["pg"]).contains("u:p@"));
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_an_error_with_its_line() {
+    let invalid = parse_bytes(b"a = 1\nb = \"\xff\"\n", &env).unwrap_err();
+    let found: Vec<String> = invalid.errors().map(ToString::to_string).collect();
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].starts_with("2: the file is not UTF-8"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn the_example_config_validates() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shipper.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let loaded = parse(&text, &|_| None).unwrap_or_else(|invalid| panic!("{invalid}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(
+        (
+            loaded.config.sources.len(),
+            loaded.config.transforms.len(),
+            loaded.config.sinks.len()
+        ),
+        (2, 1, 2)
+    );
+}

@@ -1,0 +1,158 @@
+//! Value types shared by several components: regular expressions, field
+//! values and compression settings.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::validate::Checker;
+
+/// A regular expression, compiled when the config is read so a bad one is
+/// a config error.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        regex::Regex::new(&text).map(Pattern).map_err(|error| {
+            // regex's message spans several lines (the pattern, a caret, the
+            // reason): keep the reason, a diagnostic is one line.
+            let full = error.to_string();
+            let reason = full
+                .lines()
+                .rev()
+                .find_map(|line| line.strip_prefix("error: "))
+                .unwrap_or(full.lines().last().unwrap_or("invalid"));
+            de::Error::custom(format!("invalid regex `{text}`: {reason}"))
+        })
+    }
+}
+
+/// A scalar field value: what `filter` compares with and `remap` adds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Boolean(bool),
+}
+
+impl<'de> Deserialize<'de> for FieldValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldValueVisitor;
+
+        impl Visitor<'_> for FieldValueVisitor {
+            type Value = FieldValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<FieldValue, E> {
+                Ok(FieldValue::String(value.to_owned()))
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<FieldValue, E> {
+                Ok(FieldValue::Integer(value))
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<FieldValue, E> {
+                i64::try_from(value)
+                    .map(FieldValue::Integer)
+                    .map_err(|_| E::custom("integer too large"))
+            }
+
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<FieldValue, E> {
+                Ok(FieldValue::Float(value))
+            }
+
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<FieldValue, E> {
+                Ok(FieldValue::Boolean(value))
+            }
+        }
+
+        deserializer.deserialize_any(FieldValueVisitor)
+    }
+}
+
+/// A compression codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    Zstd,
+    Gzip,
+    None,
+}
+
+/// `compression = { codec = "zstd", level = 3 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compression {
+    #[serde(default = "Compression::default_codec")]
+    pub codec: Codec,
+    /// The codec's level; `None` is the codec's default (zstd 3, gzip 6).
+    #[serde(default)]
+    pub level: Option<i32>,
+}
+
+impl Compression {
+    fn default_codec() -> Codec {
+        Codec::Zstd
+    }
+
+    /// zstd at its default level.
+    pub fn zstd() -> Self {
+        Compression {
+            codec: Codec::Zstd,
+            level: None,
+        }
+    }
+
+    /// No compression.
+    pub fn none() -> Self {
+        Compression {
+            codec: Codec::None,
+            level: None,
+        }
+    }
+
+    /// The level to use: the configured one or the codec's default.
+    pub fn effective_level(&self) -> Option<i32> {
+        match self.codec {
+            Codec::Zstd => Some(self.level.unwrap_or(3)),
+            Codec::Gzip => Some(self.level.unwrap_or(6)),
+            Codec::None => None,
+        }
+    }
+
+    pub(super) fn check(&self, check: &mut Checker<'_, '_, '_>, key: &str) {
+        let range = match self.codec {
+            Codec::Zstd => Some(1..=22),
+            Codec::Gzip => Some(1..=9),
+            Codec::None => None,
+        };
+        match (range, self.level) {
+            (Some(range), Some(level)) if !range.contains(&level) => check.error(
+                &[key, "level"],
+                format!(
+                    "level {level} is out of range for {:?}: {} to {}",
+                    self.codec,
+                    range.start(),
+                    range.end()
+                )
+                .replace("Zstd", "zstd")
+                .replace("Gzip", "gzip"),
+            ),
+            (None, Some(_)) => check.error(&[key, "level"], "codec \"none\" takes no level"),
+            _ => {}
+        }
+    }
+}
