@@ -248,8 +248,20 @@ impl Writer {
             }
         };
         let base = self.shared.next_offset.load(Ordering::Relaxed);
+        let (prepared_path, prepared_len) = (prepared.path().to_owned(), prepared.len());
         let (segment, writer) =
-            prepared.activate(&self.shared.segments_dir, base, self.shared.producer_id.0)?;
+            match prepared.activate(&self.shared.segments_dir, base, self.shared.producer_id.0) {
+                Ok(activated) => activated,
+                Err(error) => {
+                    // Give back the reservation and the file, or the budget
+                    // drifts and a `.prep` file stays behind.
+                    let _ = std::fs::remove_file(&prepared_path);
+                    self.shared
+                        .disk_bytes
+                        .fetch_sub(prepared_len, Ordering::AcqRel);
+                    return Err(error);
+                }
+            };
         let old = std::mem::replace(&mut self.active, segment.clone());
         let old_end = self.active_writer.map().published();
         self.active_writer = writer;
