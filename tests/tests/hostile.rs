@@ -340,3 +340,52 @@ fn a_panicking_writer_releases_everybody_waiting() {
     assert!(matches!(outcome, Err(Error::Poisoned(_))), "{outcome:?}");
     assert!(log.append(chunk_of(10, 1, b'a')).is_err());
 }
+
+#[test]
+fn a_full_disk_at_open_does_not_keep_the_log_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    log.append(chunk_of(10, 3, b'a'))
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    log.close().unwrap();
+    drop(log);
+    // A cursor ahead of the data (records acknowledged, then lost in a
+    // machine crash under `never`) makes open start a new segment at 100;
+    // the disk is full.
+    write_cursor(dir.path(), "sink", 100);
+    let faults = Faults::default();
+    faults.set_disk_full(true);
+    let options = LogOptions {
+        faults: faults.clone(),
+        ..LogOptions::default()
+    };
+    let log = Log::open(dir.path(), options).expect("a full disk does not stop the open");
+    assert_eq!(log.next_offset(), 100);
+    assert_eq!(
+        log.reader(0).count(),
+        1,
+        "stored data stays readable for sinks"
+    );
+    let refused = log.append(chunk_of(10, 1, b'b')).unwrap().wait();
+    assert!(
+        matches!(refused, Err(Error::DiskFull { .. })),
+        "{refused:?}"
+    );
+    faults.set_disk_full(false);
+    let range = log
+        .append(chunk_of(10, 2, b'c'))
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    assert_eq!(range, 100..102);
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(log.next_offset(), 102);
+    // The cursor at 100 had acknowledged the first segment: now deleted.
+    assert_eq!(log.start_offset(), 100);
+    let ends: Vec<u64> = log.reader(0).map(|c| c.unwrap().end_offset()).collect();
+    assert_eq!(ends, vec![102]);
+}

@@ -118,6 +118,7 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
                 })
                 .is_ok()
     });
+    let mut force_roll = false;
     let (active, active_writer) = if reuse {
         let last = recovered.pop().expect("checked above");
         (last.segment, last.writer)
@@ -137,20 +138,20 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
             std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
             report.removed_files.push(path);
         }
-        let capacity = shared.options.segment_bytes;
-        shared.disk_bytes.fetch_add(capacity, Ordering::AcqRel);
-        let path = segments_dir.join(format!("open{PREPARED_SUFFIX}"));
-        let prepared = PreparedSegment::create(path, capacity, &faults).inspect_err(|_| {
-            shared.disk_bytes.fetch_sub(capacity, Ordering::AcqRel);
-        })?;
-        let activated = prepared.activate(&segments_dir, next_offset, producer_id.0)?;
-        activated
-            .0
-            .map
-            .flush(0, SEGMENT_HEADER_LEN)
-            .map_err(|e| Error::io("flushing segment", &activated.0.path, e))?;
-        sync_dir(&segments_dir)?;
-        activated
+        match create_active(&shared, &segments_dir, next_offset, &faults) {
+            Ok(activated) => activated,
+            Err(error @ Error::DiskFull { .. }) if !recovered.is_empty() => {
+                // A full disk must not keep the log closed: sinks could
+                // never drain it. Open on the newest segment, which takes no
+                // appends; the first append creates the segment it needs,
+                // and reports DiskFull itself while the disk stays full.
+                tracing::error!(%error, "disk full: no new segment at open; appends fail until space is freed");
+                force_roll = true;
+                let last = recovered.pop().expect("checked above");
+                (last.segment, last.writer)
+            }
+            Err(error) => return Err(error),
+        }
     };
     {
         let mut segments = shared.segments.write().unwrap_or_else(|e| e.into_inner());
@@ -203,6 +204,7 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
         prepared: None,
         prepare_seq: 0,
         faults,
+        force_roll,
     };
     threads.insert(
         0,
@@ -218,6 +220,29 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
         report,
         lock,
     })
+}
+
+/// Creates the active segment at `base`, durable with its name.
+fn create_active(
+    shared: &Shared,
+    segments_dir: &Path,
+    base: u64,
+    faults: &super::Faults,
+) -> Result<(Arc<Segment>, MapWriter)> {
+    let capacity = shared.options.segment_bytes;
+    shared.disk_bytes.fetch_add(capacity, Ordering::AcqRel);
+    let path = segments_dir.join(format!("open{PREPARED_SUFFIX}"));
+    let prepared = PreparedSegment::create(path, capacity, faults).inspect_err(|_| {
+        shared.disk_bytes.fetch_sub(capacity, Ordering::AcqRel);
+    })?;
+    let activated = prepared.activate(segments_dir, base, shared.producer_id.0)?;
+    activated
+        .0
+        .map
+        .flush(0, SEGMENT_HEADER_LEN)
+        .map_err(|e| Error::io("flushing segment", &activated.0.path, e))?;
+    sync_dir(segments_dir)?;
+    Ok(activated)
 }
 
 fn recover_segments(

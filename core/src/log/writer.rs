@@ -72,6 +72,9 @@ pub(crate) struct Writer {
     pub prepared: Option<PreparedSegment>,
     pub prepare_seq: u64,
     pub faults: Faults,
+    /// The active segment takes no appends (opened on a full disk): the
+    /// first append creates a new one.
+    pub force_roll: bool,
 }
 
 impl Writer {
@@ -178,9 +181,9 @@ impl Writer {
             .options
             .segment_bytes
             .max((SEGMENT_HEADER_LEN + padded) as u64);
-        if self.active_writer.map().published() + padded > self.active.map.len()
-            && self.active.file_bytes + capacity > self.shared.options.max_bytes
-        {
+        let needs_roll = self.force_roll
+            || self.active_writer.map().published() + padded > self.active.map.len();
+        if needs_roll && self.active.file_bytes + capacity > self.shared.options.max_bytes {
             return Err(Error::ChunkTooLarge {
                 bytes: frame.len() as u64,
                 max_bytes: self.shared.options.max_bytes,
@@ -195,8 +198,9 @@ impl Writer {
                 )))
             }
         };
-        if self.active_writer.map().published() + padded > self.active.map.len() {
+        if needs_roll {
             self.roll(padded)?;
+            self.force_roll = false;
         }
         seal_frame_with(frame, first, tail_crc);
         let at = self.active_writer.map().published();
