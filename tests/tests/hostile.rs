@@ -389,3 +389,27 @@ fn a_full_disk_at_open_does_not_keep_the_log_closed() {
     let ends: Vec<u64> = log.reader(0).map(|c| c.unwrap().end_offset()).collect();
     assert_eq!(ends, vec![102]);
 }
+
+#[test]
+fn inspect_refuses_a_huge_sparse_segment_instead_of_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("segments")).unwrap();
+    let huge = dir.path().join("segments/00000000000000000000.seg");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(9 << 30)
+        .unwrap();
+    let report = within_limit({
+        let path = dir.path().to_owned();
+        move || shipper_core::log::inspect(&path).unwrap()
+    });
+    assert!(report.has_corruption());
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.kind == "too_large" && f.path == huge),
+        "{:?}",
+        report.findings
+    );
+}

@@ -10,6 +10,9 @@ use super::recovery;
 use super::segment::{parse_segment_file_name, SegmentHeader, PREPARED_SUFFIX, SEGMENT_HEADER_LEN};
 use crate::{Error, Result};
 
+/// Largest segment file inspect reads (8 GiB).
+const MAX_INSPECT_BYTES: u64 = 8 << 30;
+
 /// Whether a segment still takes appends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -164,6 +167,18 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
     let count = named.len();
     for (index, (name_base, path, name)) in named.into_iter().enumerate() {
         let is_newest = index + 1 == count;
+        // inspect reads a whole segment into memory: refuse what no segment
+        // of a sane log is (a sparse multi-terabyte file would exhaust memory).
+        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        if len > MAX_INSPECT_BYTES {
+            findings.push(finding(
+                &path,
+                "too_large",
+                format!("{len} bytes: larger than inspect reads ({MAX_INSPECT_BYTES} bytes); open quarantines files larger than any segment"),
+                true,
+            ));
+            continue;
+        }
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) => {
