@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod chunk;
+pub mod emit;
 mod error;
 pub mod log;
 

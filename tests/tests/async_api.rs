@@ -80,3 +80,29 @@ async fn waits_end_with_an_error_when_the_log_closes() {
     assert!(matches!(outcome, Err(Error::Closed)), "{outcome:?}");
     assert!(matches!(log.append(chunk("late")), Err(Error::Closed)));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_emitter_awaits_durability_of_everything_it_emitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), Durability::Interval(Duration::from_millis(20)));
+    let mut emitter =
+        shipper_core::emit::Emitter::new(log.clone(), "http", ChunkOptions::default()).unwrap();
+    for i in 0..1000u64 {
+        emitter
+            .emit(
+                if i % 2 == 0 { "a" } else { "b" },
+                format!("{{\"n\":{i}}}").as_bytes(),
+                i,
+                None,
+            )
+            .unwrap();
+    }
+    let end = tokio::time::timeout(Duration::from_secs(10), emitter.durable())
+        .await
+        .expect("durable within the interval")
+        .unwrap();
+    assert_eq!(end, Some(1000));
+    assert!(log.durable_offset() >= 1000);
+    drop(emitter);
+    log.close().unwrap();
+}

@@ -375,6 +375,14 @@ impl AppendTicket {
         )
     }
 
+    /// The outcome if the writer has already answered: `Ok` with the
+    /// range or the append's error. `None` while the chunk is queued. Once
+    /// it returned `Some`, later calls (and `wait`) see nothing more: the
+    /// outcome is handed out once.
+    pub fn try_outcome(&mut self) -> Option<Result<Range<u64>>> {
+        self.slot.take()
+    }
+
     /// Waits until the chunk is in the log (readable, not yet durable) and
     /// returns its offset range.
     pub fn wait(self) -> Result<Range<u64>> {

@@ -1,0 +1,345 @@
+//! The emitter: how a source puts records into the log. It keeps one chunk
+//! builder per stream (compression happens here, in the source's thread),
+//! closes chunks at their size or linger time, appends them, and lets the
+//! source wait until everything it emitted is durable (for example before
+//! answering an HTTP client).
+//!
+//! ```
+//! use shipper_core::chunk::ChunkOptions;
+//! use shipper_core::emit::Emitter;
+//! use shipper_core::log::{Log, LogOptions};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+//! let mut emitter = Emitter::new(log.clone(), "app", ChunkOptions::default()).unwrap();
+//! emitter.emit("events", br#"{"door":"open"}"#, 1, None).unwrap();
+//! emitter.emit("sensors", br#"{"temp":21.5}"#, 2, None).unwrap();
+//! let end = emitter.wait_durable().unwrap();
+//! assert_eq!(end, Some(2));
+//! ```
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::time::Instant;
+
+use crate::chunk::{ChunkBuilder, ChunkOptions, ClosedChunk};
+use crate::log::{AppendTicket, Log};
+use crate::{Error, Result};
+
+/// Counters of one emitter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EmitterCounters {
+    /// Records accepted.
+    pub records: u64,
+    /// Payload bytes accepted.
+    pub bytes: u64,
+    /// Chunks handed to the log.
+    pub chunks: u64,
+}
+
+/// Puts one component's records into the log; see the module docs.
+///
+/// Appends wait while the log's writer queue is full, so a source that
+/// emits faster than the disk takes stops reading its input: backpressure.
+#[derive(Debug)]
+pub struct Emitter {
+    log: Log,
+    component: String,
+    options: ChunkOptions,
+    builders: Vec<ChunkBuilder>,
+    /// Appended chunks whose outcome is not known yet, oldest first.
+    in_flight: VecDeque<AppendTicket>,
+    /// One past the last offset known to be stored.
+    stored_end: Option<u64>,
+    counters: EmitterCounters,
+}
+
+/// Tickets kept before the oldest answered ones are collected.
+const MAX_IN_FLIGHT: usize = 64;
+
+impl Emitter {
+    /// An emitter for `component` (the source or transform name stored in
+    /// every chunk header).
+    pub fn new(log: Log, component: &str, options: ChunkOptions) -> Result<Self> {
+        // Validates the options and the component name once, up front.
+        ChunkBuilder::new("", component, options.clone())?;
+        Ok(Emitter {
+            log,
+            component: component.to_owned(),
+            options,
+            builders: Vec::new(),
+            in_flight: VecDeque::new(),
+            stored_end: None,
+            counters: EmitterCounters::default(),
+        })
+    }
+
+    /// The component name.
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> EmitterCounters {
+        self.counters
+    }
+
+    /// Adds a record to `stream`. A chunk that reaches its size is closed
+    /// and appended here. An error of an earlier append (a full disk, a
+    /// poisoned log) is returned by the next call after it is known.
+    pub fn emit(
+        &mut self,
+        stream: &str,
+        payload: &[u8],
+        timestamp: u64,
+        source_position: Option<&[u8]>,
+    ) -> Result<()> {
+        let index = match self.builders.iter().position(|b| b.stream() == stream) {
+            Some(index) => index,
+            None => {
+                self.builders.push(ChunkBuilder::new(
+                    stream,
+                    &self.component,
+                    self.options.clone(),
+                )?);
+                self.builders.len() - 1
+            }
+        };
+        let closed = self.builders[index].push(payload, timestamp, source_position)?;
+        self.counters.records += 1;
+        self.counters.bytes += payload.len() as u64;
+        if let Some(chunk) = closed {
+            self.append(chunk)?;
+        }
+        Ok(())
+    }
+
+    /// When the oldest open chunk's linger time ends, if a chunk is open.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.builders
+            .iter()
+            .filter_map(ChunkBuilder::deadline)
+            .min()
+    }
+
+    /// Closes and appends every open chunk whose linger time has passed.
+    pub fn poll(&mut self, now: Instant) -> Result<()> {
+        for index in 0..self.builders.len() {
+            if let Some(chunk) = self.builders[index].poll(now)? {
+                self.append(chunk)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes and appends every open chunk.
+    pub fn close_chunks(&mut self) -> Result<()> {
+        for index in 0..self.builders.len() {
+            if let Some(chunk) = self.builders[index].finish()? {
+                self.append(chunk)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, chunk: ClosedChunk) -> Result<()> {
+        self.collect_answered()?;
+        let ticket = self.log.append(chunk)?;
+        self.counters.chunks += 1;
+        self.in_flight.push_back(ticket);
+        if self.in_flight.len() > MAX_IN_FLIGHT {
+            // Bound the bookkeeping: wait for the oldest answer.
+            let oldest = self.in_flight.pop_front().expect("non-empty");
+            self.note(oldest.wait())?;
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, outcome: Result<Range<u64>>) -> Result<()> {
+        let range = outcome?;
+        self.stored_end = Some(self.stored_end.map_or(range.end, |end| end.max(range.end)));
+        Ok(())
+    }
+
+    /// Takes the answers already given, oldest first, returning the first
+    /// error among them.
+    fn collect_answered(&mut self) -> Result<()> {
+        while let Some(ticket) = self.in_flight.front_mut() {
+            match ticket.try_outcome() {
+                Some(outcome) => {
+                    self.in_flight.pop_front();
+                    self.note(outcome)?;
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every open chunk and waits until everything emitted so far is
+    /// in the log; returns one past the last offset stored, if any.
+    pub fn wait_stored(&mut self) -> Result<Option<u64>> {
+        self.close_chunks()?;
+        while let Some(ticket) = self.in_flight.pop_front() {
+            self.note(ticket.wait())?;
+        }
+        Ok(self.stored_end)
+    }
+
+    /// Closes every open chunk and waits until everything emitted so far is
+    /// durable under the log's policy (blocking).
+    pub fn wait_durable(&mut self) -> Result<Option<u64>> {
+        let end = self.wait_stored()?;
+        if let Some(end) = end {
+            self.log.wait_durable(end)?;
+        }
+        Ok(end)
+    }
+
+    /// Async [`Emitter::wait_durable`]: closing chunks and handing them to
+    /// the log may wait for queue space; the waits for the writer and for
+    /// durability never block the runtime thread.
+    pub async fn durable(&mut self) -> Result<Option<u64>> {
+        self.close_chunks()?;
+        while let Some(ticket) = self.in_flight.pop_front() {
+            let outcome = ticket.written().await;
+            self.note(outcome)?;
+        }
+        if let Some(end) = self.stored_end {
+            self.log.durable(end).await?;
+        }
+        Ok(self.stored_end)
+    }
+}
+
+impl Drop for Emitter {
+    /// Open chunks are appended, not lost, when an emitter goes away; their
+    /// durability follows the log's policy.
+    fn drop(&mut self) {
+        if let Err(error) = self.close_chunks() {
+            if !matches!(error, Error::Closed) {
+                tracing::error!(component = %self.component, %error, "records of a dropped emitter could not be appended");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::chunk::decode_body;
+    use crate::chunk::Decoder;
+    use crate::log::{Durability, Faults, LogOptions};
+
+    fn records(log: &Log) -> Vec<(String, Vec<u8>)> {
+        let mut decoder = Decoder::default();
+        let mut out = Vec::new();
+        for chunk in log.reader(0) {
+            let chunk = chunk.unwrap();
+            let view = chunk.view();
+            let stream = view.stream_str().into_owned();
+            assert_eq!(view.component(), b"src");
+            for record in decode_body(&view, &mut decoder).unwrap().records() {
+                out.push((stream.clone(), record.unwrap().to_vec()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn streams_get_chunks_of_their_own_and_everything_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        let options = ChunkOptions {
+            max_bytes: 1000,
+            ..ChunkOptions::default()
+        };
+        let mut emitter = Emitter::new(log.clone(), "src", options).unwrap();
+        let mut expected = Vec::new();
+        for i in 0..500 {
+            let stream = ["a", "b", "c"][i % 3];
+            let record = format!("record {i} of {stream}").into_bytes();
+            emitter.emit(stream, &record, i as u64, None).unwrap();
+            expected.push((stream.to_owned(), record));
+        }
+        assert_eq!(emitter.wait_durable().unwrap(), Some(500));
+        let mut got = records(&log);
+        let key = |r: &(String, Vec<u8>)| (r.0.clone(), r.1.clone());
+        got.sort_by_key(key);
+        expected.sort_by_key(key);
+        assert_eq!(got, expected);
+        let counters = emitter.counters();
+        assert_eq!(counters.records, 500);
+        assert!(counters.chunks > 3, "{counters:?}");
+    }
+
+    #[test]
+    fn lingering_chunks_close_on_poll_and_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(
+            dir.path(),
+            LogOptions {
+                durability: Durability::Never,
+                ..LogOptions::default()
+            },
+        )
+        .unwrap();
+        let options = ChunkOptions {
+            linger: Duration::from_millis(5),
+            ..ChunkOptions::default()
+        };
+        let mut emitter = Emitter::new(log.clone(), "src", options).unwrap();
+        emitter.emit("s", b"one", 1, None).unwrap();
+        let deadline = emitter.deadline().unwrap();
+        emitter.poll(deadline - Duration::from_millis(1)).unwrap();
+        assert_eq!(emitter.counters().chunks, 0);
+        emitter.poll(deadline).unwrap();
+        assert_eq!(emitter.counters().chunks, 1);
+        emitter.emit("s", b"two", 2, None).unwrap();
+        drop(emitter);
+        log.flush().unwrap();
+        assert_eq!(records(&log).len(), 2);
+    }
+
+    #[test]
+    fn an_append_error_reaches_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Faults::default();
+        let log = Log::open(
+            dir.path(),
+            LogOptions {
+                segment_bytes: 64 * 1024,
+                max_bytes: 1 << 20,
+                faults: faults.clone(),
+                prepare_ahead: false,
+                ..LogOptions::default()
+            },
+        )
+        .unwrap();
+        let options = ChunkOptions {
+            max_bytes: 4096,
+            compression: crate::chunk::Compression::None,
+            ..ChunkOptions::default()
+        };
+        let mut emitter = Emitter::new(log, "src", options).unwrap();
+        faults.set_disk_full(true);
+        let record = vec![b'x'; 1000];
+        let outcome = (0..1000)
+            .map(|i| emitter.emit("s", &record, i, None))
+            .find(Result::is_err)
+            .unwrap_or_else(|| emitter.wait_durable().map(|_| ()));
+        assert!(
+            matches!(outcome, Err(Error::DiskFull { .. })),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn invalid_component_names_are_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        assert!(Emitter::new(log, &"x".repeat(300), ChunkOptions::default()).is_err());
+    }
+}
