@@ -11,5 +11,6 @@ pub mod chunk;
 pub mod emit;
 mod error;
 pub mod log;
+pub mod plugin;
 
 pub use error::{Error, Result};

@@ -10,10 +10,12 @@
 //! * [`parse::syslog`] — RFC 5424 and RFC 3164 parsing into borrowed fields,
 //!   and conversion to a JSON record;
 //! * [`multiline::Joiner`] — joins lines into records by a start-of-record
-//!   regex, with a size limit and a timeout.
+//!   regex, with a size limit and a timeout;
+//! * [`transform`] — the `filter`, `sample` and `remap` record transforms
+//!   over JSON-object records.
 //!
 //! Each group sits behind its own cargo feature (`framing`, `syslog`,
-//! `multiline`), all on by default.
+//! `multiline`, `transforms`), all on by default.
 //!
 //! ```
 //! # #[cfg(feature = "framing")] {
@@ -46,3 +48,9 @@ pub mod framing;
 pub mod multiline;
 #[cfg(feature = "syslog")]
 pub mod parse;
+#[cfg(any(feature = "sinks-blackhole", feature = "sinks-file"))]
+pub mod sinks;
+#[cfg(feature = "sources-stdin")]
+pub mod sources;
+#[cfg(feature = "transforms")]
+pub mod transform;

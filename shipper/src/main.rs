@@ -39,6 +39,8 @@ enum Command {
     /// Check a config file without running it: print every error with its
     /// line and key path (exit 1), or a summary (exit 0).
     Validate(cli::validate::ValidateArgs),
+    /// Run the pipeline a config describes until SIGTERM or SIGINT.
+    Run(cli::run::RunArgs),
 }
 
 /// What a command asks the process to exit with, when it did not fail.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Validate(args) => cli::validate::run(args),
+        Command::Run(args) => cli::run::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

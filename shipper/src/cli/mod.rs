@@ -3,5 +3,6 @@
 pub(crate) mod access_log;
 pub(crate) mod demo;
 pub(crate) mod inspect;
+pub(crate) mod run;
 pub(crate) mod units;
 pub(crate) mod validate;

@@ -1,0 +1,144 @@
+//! The plugin interface: what a source and a sink implement, and the
+//! context the runtime hands them.
+//!
+//! Records cross as byte slices plus a few scalar fields (stream, timestamp,
+//! source position), and sinks receive stored chunks, so the dynamic-plugin
+//! C ABI can wrap these traits without a redesign. Plugins never start a
+//! runtime of their own: the host owns the threads and the runtime.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use event_listener::{Event, Listener};
+
+use crate::emit::Emitter;
+use crate::log::StoredChunk;
+
+/// Tells plugins to stop. Clones share the signal.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<ShutdownState>);
+
+#[derive(Debug, Default)]
+struct ShutdownState {
+    triggered: AtomicBool,
+    event: Event,
+}
+
+impl Shutdown {
+    /// A signal not yet triggered.
+    pub fn new() -> Self {
+        Shutdown::default()
+    }
+
+    /// Triggers the signal; every waiter wakes.
+    pub fn trigger(&self) {
+        self.0.triggered.store(true, Ordering::Release);
+        self.0.event.notify(usize::MAX);
+    }
+
+    /// True once triggered.
+    pub fn is_triggered(&self) -> bool {
+        self.0.triggered.load(Ordering::Acquire)
+    }
+
+    /// Resolves once triggered.
+    pub async fn wait(&self) {
+        loop {
+            if self.is_triggered() {
+                return;
+            }
+            let listener = self.0.event.listen();
+            if self.is_triggered() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Blocks until triggered or `timeout` passes; returns whether it was triggered.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.is_triggered() {
+                return true;
+            }
+            let listener = self.0.event.listen();
+            if self.is_triggered() {
+                return true;
+            }
+            if listener.wait_deadline(deadline).is_none() {
+                return self.is_triggered();
+            }
+        }
+    }
+}
+
+/// An error a plugin reports.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// Worth trying again later (a backend that is down, a timeout). A sink
+    /// is offered the same chunks again; nothing is dropped.
+    #[error("{0}")]
+    Retryable(String),
+    /// Will not get better by retrying (bad configuration, a backend that
+    /// refuses the data for good). The plugin stops.
+    #[error("{0}")]
+    Fatal(String),
+    /// The log refused an operation.
+    #[error(transparent)]
+    Log(#[from] crate::Error),
+}
+
+/// What the runtime hands a source.
+#[derive(Debug)]
+pub struct SourceContext {
+    /// Where the source puts its records.
+    pub emitter: Emitter,
+    /// Triggered when the source should stop reading.
+    pub shutdown: Shutdown,
+}
+
+/// A source reads input and emits records.
+#[async_trait]
+pub trait Source: Send {
+    /// Reads and emits until the input ends or `cx.shutdown` is triggered,
+    /// then returns once everything it emitted is durable
+    /// ([`Emitter::durable`]), so that its input can be acknowledged.
+    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError>;
+}
+
+/// A sink delivers stored chunks to a backend.
+#[async_trait]
+pub trait Sink: Send {
+    /// Delivers `chunks` (all from this sink's inputs, in offset order).
+    /// `Ok` means the backend holds every record in them durably: the
+    /// runtime then moves the sink's cursor past them, and the log may
+    /// delete them. A `Retryable` error makes the runtime offer the same
+    /// chunks again after a backoff; `Fatal` stops the sink.
+    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError>;
+
+    /// Called once when the sink stops, after its last delivery.
+    async fn close(&mut self) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_wakes_blocking_waiters() {
+        let shutdown = Shutdown::new();
+        assert!(!shutdown.wait_timeout(Duration::from_millis(1)));
+        let waiter = {
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || shutdown.wait_timeout(Duration::from_secs(30)))
+        };
+        shutdown.trigger();
+        assert!(waiter.join().unwrap());
+        assert!(shutdown.is_triggered());
+    }
+}

@@ -1,0 +1,35 @@
+//! `blackhole`: acknowledges every chunk and keeps nothing; for benchmarks
+//! and for measuring everything but the backend.
+
+use async_trait::async_trait;
+use shipper_core::log::StoredChunk;
+use shipper_core::plugin::{PluginError, Sink};
+
+/// Counts what it is given and acknowledges it.
+#[derive(Debug, Default)]
+pub struct BlackholeSink {
+    records: u64,
+    bytes: u64,
+}
+
+impl BlackholeSink {
+    /// Records acknowledged so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+    /// Stored (compressed) bytes acknowledged so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+#[async_trait]
+impl Sink for BlackholeSink {
+    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
+        for chunk in chunks {
+            self.records += chunk.end_offset() - chunk.first_offset();
+            self.bytes += chunk.frame().len() as u64;
+        }
+        Ok(())
+    }
+}

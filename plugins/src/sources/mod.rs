@@ -1,0 +1,4 @@
+//! Built-in sources.
+
+#[cfg(feature = "sources-stdin")]
+pub mod stdin;

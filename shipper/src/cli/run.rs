@@ -1,0 +1,64 @@
+//! `shipper run -c FILE`: runs the pipeline a config describes until
+//! SIGTERM or SIGINT, then stops sources, makes the log durable, lets
+//! sinks drain and exits 0.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context};
+use shipper::config::{self, LoadError};
+use shipper_core::plugin::Shutdown;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::Outcome;
+
+/// Arguments of `shipper run`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The config file.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+    let file = args.config.display();
+    let loaded = match config::load(&args.config) {
+        Ok(loaded) => loaded,
+        Err(LoadError::Invalid { invalid, .. }) => {
+            for diagnostic in &invalid.diagnostics {
+                eprintln!("{file}:{diagnostic}");
+            }
+            return Err(anyhow!(
+                "{file}: invalid config ({} errors)",
+                invalid.errors().count()
+            ));
+        }
+        Err(error) => return Err(anyhow!(error)),
+    };
+    for warning in &loaded.warnings {
+        eprintln!("{file}:{warning}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("shipper-runtime")
+        .build()
+        .context("starting the runtime")?;
+    let shutdown = Shutdown::new();
+    let result = runtime.block_on(async {
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            }
+            trigger.trigger();
+        });
+        shipper::runtime::run(loaded.config, shutdown.clone()).await
+    });
+    // A read of standard input may still be blocked in the runtime's
+    // blocking pool; it holds nothing that needs saving.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result.map(|()| Outcome::Success)
+}

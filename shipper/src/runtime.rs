@@ -1,0 +1,262 @@
+//! The runtime: builds the components a config names, runs sources into
+//! the log and one delivery task per sink out of it, and shuts down in
+//! order: stop sources, make the log durable, let sinks drain, close.
+//!
+//! Built today: the `stdin` source and the `blackhole` and `file` sinks.
+//! A config naming any other component type is refused at start with a
+//! clear error (the pipeline issue adds them).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use shipper_core::chunk::ChunkOptions;
+use shipper_core::emit::Emitter;
+use shipper_core::log::Log;
+use shipper_core::plugin::{PluginError, Shutdown, Sink, Source, SourceContext};
+use shipper_plugins::framing::lines::LineOptions;
+use shipper_plugins::sinks::blackhole::BlackholeSink;
+use shipper_plugins::sinks::file::{FileCompression, FileSink, FileSinkOptions};
+use shipper_plugins::sources::stdin::StdinSource;
+use tokio::task::JoinHandle;
+
+use crate::config::{Codec, Config, Encoding, SinkConfig, SourceConfig};
+
+/// How long sources get to stop and sinks get to drain at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Chunks a sink is given at most per delivery.
+const MAX_BATCH_CHUNKS: usize = 256;
+/// Stored bytes a sink is given at most per delivery.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+
+type Built<T> = Vec<(String, Box<T>)>;
+
+/// A sink built from the config, with its name and its inputs.
+struct BuiltSink {
+    name: String,
+    sink: Box<dyn Sink>,
+    inputs: Vec<String>,
+}
+
+fn build_sources(config: &Config) -> anyhow::Result<Built<dyn Source>> {
+    let mut sources: Built<dyn Source> = Vec::new();
+    for (name, source) in &config.sources {
+        let built: Box<dyn Source> = match source {
+            SourceConfig::Stdin(_) => Box::new(StdinSource::new(name, LineOptions::default())),
+            other => bail!(
+                "source {name}: type {:?} is not available in this build yet",
+                other.type_name()
+            ),
+        };
+        sources.push((name.clone(), built));
+    }
+    Ok(sources)
+}
+
+fn build_sinks(config: &Config) -> anyhow::Result<Vec<BuiltSink>> {
+    let mut sinks = Vec::new();
+    for (name, sink) in &config.sinks {
+        let (built, inputs): (Box<dyn Sink>, &Vec<String>) = match sink {
+            SinkConfig::Blackhole(blackhole) => {
+                (Box::new(BlackholeSink::default()), &blackhole.inputs)
+            }
+            SinkConfig::File(file) => {
+                if file.encoding != Encoding::Ndjson {
+                    bail!("sink {name}: encoding {:?} is not available in this build yet (use ndjson)", file.encoding);
+                }
+                let compression = match file.compression.codec {
+                    Codec::None => FileCompression::None,
+                    Codec::Zstd => FileCompression::Zstd {
+                        level: file.compression.level.unwrap_or(3),
+                    },
+                    Codec::Gzip => bail!(
+                        "sink {name}: gzip is not available in this build yet (use zstd or none)"
+                    ),
+                };
+                let options = FileSinkOptions {
+                    path: file.path.clone(),
+                    compression,
+                };
+                (
+                    Box::new(FileSink::new(options).map_err(|e| anyhow!("sink {name}: {e}"))?),
+                    &file.inputs,
+                )
+            }
+            other => bail!(
+                "sink {name}: type {:?} is not available in this build yet",
+                other.type_name()
+            ),
+        };
+        for input in inputs {
+            if config.transforms.contains_key(input) {
+                bail!("sink {name}: input {input} is a transform; transforms are not available in this build yet");
+            }
+        }
+        sinks.push(BuiltSink {
+            name: name.clone(),
+            sink: built,
+            inputs: inputs.clone(),
+        });
+    }
+    Ok(sinks)
+}
+
+/// Runs the pipeline of `config` until `shutdown` is triggered, then stops
+/// it in order. Returns an error if a component could not be built or
+/// failed for good.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let sources = build_sources(&config)?;
+    let sinks = build_sinks(&config)?;
+    let log = Log::open(&config.data_dir, config.log_options())
+        .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
+    let report = log.recovery_report();
+    if !report.is_clean() {
+        tracing::warn!(repairs = %report, "recovery repaired the data directory");
+    }
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        producer = %log.producer_id(),
+        next_offset = log.next_offset(),
+        sources = sources.len(),
+        sinks = sinks.len(),
+        "shipper running"
+    );
+
+    let stop_sources = Shutdown::new();
+    let mut source_tasks: Vec<(String, JoinHandle<Result<(), PluginError>>)> = Vec::new();
+    for (name, mut source) in sources {
+        let emitter = Emitter::new(log.clone(), &name, ChunkOptions::default())
+            .with_context(|| format!("source {name}"))?;
+        let mut cx = SourceContext {
+            emitter,
+            shutdown: stop_sources.clone(),
+        };
+        source_tasks.push((name, tokio::spawn(async move { source.run(&mut cx).await })));
+    }
+    let drain = Shutdown::new();
+    let mut sink_tasks: Vec<(String, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+    for BuiltSink { name, sink, inputs } in sinks {
+        let start = log
+            .open_cursor(&name)
+            .with_context(|| format!("sink {name}: opening its cursor"))?;
+        let task = tokio::spawn(deliver(
+            log.clone(),
+            name.clone(),
+            sink,
+            inputs,
+            start,
+            drain.clone(),
+        ));
+        sink_tasks.push((name, task));
+    }
+
+    shutdown.wait().await;
+    tracing::info!("shutting down: stopping sources");
+    stop_sources.trigger();
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut failed = Vec::new();
+    for (name, task) in source_tasks {
+        match tokio::time::timeout_at(deadline.into(), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => failed.push(format!("source {name}: {error}")),
+            Ok(Err(panic)) => failed.push(format!("source {name} panicked: {panic}")),
+            Err(_) => failed.push(format!(
+                "source {name} did not stop within {DRAIN_TIMEOUT:?}"
+            )),
+        }
+    }
+    tokio::task::block_in_place(|| log.flush()).context("flushing the log")?;
+    tracing::info!("sources stopped, log durable: draining sinks");
+    drain.trigger();
+    for (name, task) in sink_tasks {
+        match tokio::time::timeout_at(deadline.into(), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => failed.push(format!("sink {name}: {error:#}")),
+            Ok(Err(panic)) => failed.push(format!("sink {name} panicked: {panic}")),
+            Err(_) => failed.push(format!(
+                "sink {name} did not drain within {DRAIN_TIMEOUT:?}; its records stay on disk for the next start"
+            )),
+        }
+    }
+    tokio::task::block_in_place(|| log.close()).context("closing the log")?;
+    if failed.is_empty() {
+        tracing::info!("shipper stopped cleanly");
+        Ok(())
+    } else {
+        Err(anyhow!(failed.join("; ")))
+    }
+}
+
+/// One sink's delivery loop: read chunks from its cursor, keep those of its
+/// inputs, deliver them in batches, and move the cursor after each
+/// acknowledged batch. A retryable failure is retried with capped backoff,
+/// never dropped. Once `drain` is triggered it stops when caught up.
+async fn deliver(
+    log: Log,
+    name: String,
+    mut sink: Box<dyn Sink>,
+    inputs: Vec<String>,
+    start: u64,
+    drain: Shutdown,
+) -> anyhow::Result<()> {
+    let inputs: BTreeSet<Vec<u8>> = inputs.into_iter().map(String::into_bytes).collect();
+    let mut reader = log.reader(start);
+    let mut committed = start;
+    loop {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut end = committed;
+        let mut caught_up = false;
+        while batch.len() < MAX_BATCH_CHUNKS && bytes < MAX_BATCH_BYTES {
+            match reader.next() {
+                Some(Ok(chunk)) => {
+                    end = chunk.end_offset();
+                    if inputs.contains(chunk.view().component()) {
+                        bytes += chunk.frame().len();
+                        batch.push(chunk);
+                    }
+                }
+                Some(Err(error)) => tracing::error!(sink = %name, %error, "corrupt chunk skipped"),
+                None => {
+                    caught_up = true;
+                    break;
+                }
+            }
+        }
+        if let Some((from, to)) = reader.take_gap() {
+            tracing::error!(sink = %name, from, to, records = to - from, "records no longer stored were skipped");
+        }
+        if !batch.is_empty() {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match sink.deliver(&batch).await {
+                    Ok(()) => break,
+                    Err(PluginError::Retryable(reason)) => {
+                        tracing::warn!(sink = %name, %reason, retry_in = ?backoff, "delivery failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                    Err(error) => return Err(anyhow!(error)).context("delivery failed for good"),
+                }
+            }
+        }
+        if end > committed {
+            let commit = log.clone();
+            let cursor = name.clone();
+            tokio::task::block_in_place(|| commit.commit_cursor(&cursor, end))
+                .with_context(|| format!("committing cursor {name}"))?;
+            committed = end;
+        }
+        if caught_up {
+            if drain.is_triggered() && committed >= log.durable_offset() {
+                break;
+            }
+            tokio::select! {
+                ready = reader.ready() => ready?,
+                () = drain.wait(), if !drain.is_triggered() => {}
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+    sink.close().await.map_err(|e| anyhow!(e))
+}
