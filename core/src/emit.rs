@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use crate::chunk::{ChunkBuilder, ChunkOptions, ClosedChunk};
 use crate::log::{AppendTicket, Log};
+use crate::plugin::{Transform, TransformOutcome};
 use crate::{Error, Result};
 
 /// Counters of one emitter.
@@ -41,10 +42,14 @@ pub struct EmitterCounters {
 ///
 /// Appends wait while the log's writer queue is full, so a source that
 /// emits faster than the disk takes stops reading its input: backpressure.
-#[derive(Debug)]
 pub struct Emitter {
     log: Log,
     component: String,
+    /// Whether records are stored under this component (some consumer
+    /// reads it), or only passed on to the routes.
+    store: bool,
+    /// Transforms that consume this component's records.
+    routes: Vec<Route>,
     options: ChunkOptions,
     builders: Vec<ChunkBuilder>,
     /// Appended chunks whose outcome is not known yet, oldest first.
@@ -52,6 +57,45 @@ pub struct Emitter {
     /// One past the last offset known to be stored.
     stored_end: Option<u64>,
     counters: EmitterCounters,
+}
+
+impl std::fmt::Debug for Emitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter")
+            .field("component", &self.component)
+            .field("store", &self.store)
+            .field("routes", &self.routes.len())
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+/// A transform that consumes an emitter's records, and the emitter of the
+/// transform's own output.
+pub struct Route {
+    transform: Box<dyn Transform>,
+    emitter: Emitter,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("emitter", &self.emitter)
+            .finish()
+    }
+}
+
+impl Route {
+    /// Records pass through `transform`; what it keeps goes to `emitter`
+    /// (whose component is the transform's name).
+    pub fn new(transform: Box<dyn Transform>, emitter: Emitter) -> Self {
+        Route {
+            transform,
+            emitter,
+            scratch: Vec::new(),
+        }
+    }
 }
 
 /// Tickets kept before the oldest answered ones are collected.
@@ -66,12 +110,30 @@ impl Emitter {
         Ok(Emitter {
             log,
             component: component.to_owned(),
+            store: true,
+            routes: Vec::new(),
             options,
             builders: Vec::new(),
             in_flight: VecDeque::new(),
             stored_end: None,
             counters: EmitterCounters::default(),
         })
+    }
+
+    /// An emitter that stores its records only when `store` is set, and
+    /// passes each record through `routes` (transforms consuming this
+    /// component), whose output their own emitters store and route on.
+    pub fn with_routes(
+        log: Log,
+        component: &str,
+        options: ChunkOptions,
+        store: bool,
+        routes: Vec<Route>,
+    ) -> Result<Self> {
+        let mut emitter = Emitter::new(log, component, options)?;
+        emitter.store = store;
+        emitter.routes = routes;
+        Ok(emitter)
     }
 
     /// The component name.
@@ -94,6 +156,22 @@ impl Emitter {
         timestamp: u64,
         source_position: Option<&[u8]>,
     ) -> Result<()> {
+        for route in &mut self.routes {
+            let Route {
+                transform,
+                emitter,
+                scratch,
+            } = route;
+            match transform.apply(payload, scratch) {
+                TransformOutcome::Keep(bytes) | TransformOutcome::Replace(bytes) => {
+                    emitter.emit(stream, bytes, timestamp, source_position)?
+                }
+                TransformOutcome::Drop => {}
+            }
+        }
+        if !self.store {
+            return Ok(());
+        }
         let index = match self.builders.iter().position(|b| b.stream() == stream) {
             Some(index) => index,
             None => {
@@ -116,14 +194,24 @@ impl Emitter {
 
     /// When the oldest open chunk's linger time ends, if a chunk is open.
     pub fn deadline(&self) -> Option<Instant> {
-        self.builders
+        let own = self
+            .builders
             .iter()
             .filter_map(ChunkBuilder::deadline)
-            .min()
+            .min();
+        let routed = self
+            .routes
+            .iter()
+            .filter_map(|r| r.emitter.deadline())
+            .min();
+        own.into_iter().chain(routed).min()
     }
 
     /// Closes and appends every open chunk whose linger time has passed.
     pub fn poll(&mut self, now: Instant) -> Result<()> {
+        for route in &mut self.routes {
+            route.emitter.poll(now)?;
+        }
         for index in 0..self.builders.len() {
             if let Some(chunk) = self.builders[index].poll(now)? {
                 self.append(chunk)?;
@@ -134,6 +222,9 @@ impl Emitter {
 
     /// Closes and appends every open chunk.
     pub fn close_chunks(&mut self) -> Result<()> {
+        for route in &mut self.routes {
+            route.emitter.close_chunks()?;
+        }
         for index in 0..self.builders.len() {
             if let Some(chunk) = self.builders[index].finish()? {
                 self.append(chunk)?;
@@ -180,10 +271,14 @@ impl Emitter {
     /// in the log; returns one past the last offset stored, if any.
     pub fn wait_stored(&mut self) -> Result<Option<u64>> {
         self.close_chunks()?;
+        let mut end = None;
+        for route in &mut self.routes {
+            end = end.max(route.emitter.wait_stored()?);
+        }
         while let Some(ticket) = self.in_flight.pop_front() {
             self.note(ticket.wait())?;
         }
-        Ok(self.stored_end)
+        Ok(end.max(self.stored_end))
     }
 
     /// Closes every open chunk and waits until everything emitted so far is
@@ -201,14 +296,22 @@ impl Emitter {
     /// durability never block the runtime thread.
     pub async fn durable(&mut self) -> Result<Option<u64>> {
         self.close_chunks()?;
-        while let Some(ticket) = self.in_flight.pop_front() {
-            let outcome = ticket.written().await;
-            self.note(outcome)?;
+        let log = self.log.clone();
+        let mut end = None;
+        let mut pending: Vec<&mut Emitter> = vec![self];
+        // Every emitter of the tree, without recursion in an async fn.
+        while let Some(emitter) = pending.pop() {
+            while let Some(ticket) = emitter.in_flight.pop_front() {
+                let outcome = ticket.written().await;
+                emitter.note(outcome)?;
+            }
+            end = end.max(emitter.stored_end);
+            pending.extend(emitter.routes.iter_mut().map(|r| &mut r.emitter));
         }
-        if let Some(end) = self.stored_end {
-            self.log.durable(end).await?;
+        if let Some(end) = end {
+            log.durable(end).await?;
         }
-        Ok(self.stored_end)
+        Ok(end)
     }
 }
 

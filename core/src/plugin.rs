@@ -109,6 +109,25 @@ pub trait Source: Send {
     async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError>;
 }
 
+/// What a transform did with one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransformOutcome<'a> {
+    /// The record goes on unchanged: the input bytes.
+    Keep(&'a [u8]),
+    /// The record is dropped.
+    Drop,
+    /// The record goes on as these bytes (in the caller's scratch buffer).
+    Replace(&'a [u8]),
+}
+
+/// A transform of single records. It runs on the producing side, in the
+/// source's task, before the chunk is compressed; a record it keeps or
+/// rewrites is stored in chunks tagged with the transform's name.
+pub trait Transform: Send {
+    /// Transforms one record; `scratch` is a buffer reused across calls.
+    fn apply<'a>(&mut self, record: &'a [u8], scratch: &'a mut Vec<u8>) -> TransformOutcome<'a>;
+}
+
 /// A sink delivers stored chunks to a backend.
 #[async_trait]
 pub trait Sink: Send {

@@ -2,25 +2,39 @@
 //! the log and one delivery task per sink out of it, and shuts down in
 //! order: stop sources, make the log durable, let sinks drain, close.
 //!
-//! Built today: the `stdin` source and the `blackhole` and `file` sinks.
-//! A config naming any other component type is refused at start with a
-//! clear error (the pipeline issue adds them).
+//! Built today: the `stdin` source, the `filter`, `sample` and `remap`
+//! transforms, and the `blackhole` and `file` sinks. A config naming any
+//! other component type is refused at start with a clear error (the
+//! pipeline issue adds them).
+//!
+//! Transforms run on the producing side, in the source's task, before
+//! compression: each source's emitter carries the transforms that consume
+//! it (and those that consume them), and a component's records are stored
+//! under its own name only when some sink reads that component.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use shipper_core::chunk::ChunkOptions;
-use shipper_core::emit::Emitter;
+use shipper_core::emit::{Emitter, Route};
 use shipper_core::log::Log;
-use shipper_core::plugin::{PluginError, Shutdown, Sink, Source, SourceContext};
+use shipper_core::plugin::{
+    PluginError, Shutdown, Sink, Source, SourceContext, Transform, TransformOutcome,
+};
 use shipper_plugins::framing::lines::LineOptions;
 use shipper_plugins::sinks::blackhole::BlackholeSink;
 use shipper_plugins::sinks::file::{FileCompression, FileSink, FileSinkOptions};
 use shipper_plugins::sources::stdin::StdinSource;
+use shipper_plugins::transform::{
+    self, Condition, Filter, FilterOptions, Outcome, RecordTransform, Remap, RemapOptions, Sample,
+    SampleOptions,
+};
 use tokio::task::JoinHandle;
 
-use crate::config::{Codec, Config, Encoding, SinkConfig, SourceConfig};
+use crate::config::{
+    Codec, Config, Encoding, FieldValue, FilterAction, SinkConfig, SourceConfig, TransformConfig,
+};
 
 /// How long sources get to stop and sinks get to drain at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,11 +101,6 @@ fn build_sinks(config: &Config) -> anyhow::Result<Vec<BuiltSink>> {
                 other.type_name()
             ),
         };
-        for input in inputs {
-            if config.transforms.contains_key(input) {
-                bail!("sink {name}: input {input} is a transform; transforms are not available in this build yet");
-            }
-        }
         sinks.push(BuiltSink {
             name: name.clone(),
             sink: built,
@@ -99,6 +108,110 @@ fn build_sinks(config: &Config) -> anyhow::Result<Vec<BuiltSink>> {
         });
     }
     Ok(sinks)
+}
+
+/// A plugins-crate transform behind the core trait.
+struct PluginTransform<T>(T);
+
+impl<T: RecordTransform> Transform for PluginTransform<T> {
+    fn apply<'a>(&mut self, record: &'a [u8], scratch: &'a mut Vec<u8>) -> TransformOutcome<'a> {
+        match self.0.apply(record, scratch) {
+            Outcome::Keep(bytes) => TransformOutcome::Keep(bytes),
+            Outcome::Replace(bytes) => TransformOutcome::Replace(bytes),
+            Outcome::Drop => TransformOutcome::Drop,
+        }
+    }
+}
+
+fn field_value(value: &FieldValue) -> transform::FieldValue {
+    match value {
+        FieldValue::String(s) => transform::FieldValue::String(s.clone()),
+        FieldValue::Integer(i) => transform::FieldValue::Integer(*i),
+        FieldValue::Float(f) => transform::FieldValue::Float(*f),
+        FieldValue::Boolean(b) => transform::FieldValue::Boolean(*b),
+    }
+}
+
+fn build_transform(name: &str, config: &TransformConfig) -> anyhow::Result<Box<dyn Transform>> {
+    let built: Box<dyn Transform> = match config {
+        TransformConfig::Filter(filter) => {
+            let condition = match (&filter.equals, &filter.not_equals, filter.exists) {
+                (Some(value), None, None) => Condition::Equals(field_value(value)),
+                (None, Some(value), None) => Condition::NotEquals(field_value(value)),
+                (None, None, Some(exists)) => Condition::Exists(exists),
+                _ => bail!(
+                    "transform {name}: a filter takes exactly one of equals, not_equals, exists"
+                ),
+            };
+            let action = match filter.action {
+                FilterAction::Keep => transform::FilterAction::Keep,
+                FilterAction::Drop => transform::FilterAction::Drop,
+            };
+            let filter = Filter::new(FilterOptions::new(filter.field.clone(), condition, action))
+                .map_err(|e| anyhow!("transform {name}: {e}"))?;
+            Box::new(PluginTransform(filter))
+        }
+        TransformConfig::Sample(sample) => {
+            let sample = Sample::new(SampleOptions {
+                rate: sample.rate,
+                key: sample.key.clone(),
+            })
+            .map_err(|e| anyhow!("transform {name}: {e}"))?;
+            Box::new(PluginTransform(sample))
+        }
+        TransformConfig::Remap(remap) => {
+            let remap = Remap::new(RemapOptions {
+                rename: remap
+                    .rename
+                    .iter()
+                    .map(|(a, b)| (a.clone(), b.clone()))
+                    .collect(),
+                delete: remap.delete.clone(),
+                redact: remap.redact.clone(),
+                add: remap
+                    .add
+                    .iter()
+                    .map(|(k, v)| (k.clone(), field_value(v)))
+                    .collect(),
+                ..RemapOptions::default()
+            })
+            .map_err(|e| anyhow!("transform {name}: {e}"))?;
+            Box::new(PluginTransform(remap))
+        }
+    };
+    Ok(built)
+}
+
+/// The emitter of `component`: it stores the records when a sink reads the
+/// component, and routes them through every transform that consumes it.
+fn build_emitter(
+    config: &Config,
+    log: &Log,
+    component: &str,
+    depth: usize,
+) -> anyhow::Result<Emitter> {
+    // Validation refuses cycles; the depth bound keeps a bug from recursing forever.
+    if depth > config.transforms.len() {
+        bail!("transform inputs form a cycle through {component}");
+    }
+    let store = config
+        .sinks
+        .values()
+        .any(|sink| sink.inputs().iter().any(|input| input == component));
+    let mut routes = Vec::new();
+    for (name, transform) in &config.transforms {
+        if transform.inputs().iter().any(|input| input == component) {
+            let emitter = build_emitter(config, log, name, depth + 1)?;
+            routes.push(Route::new(build_transform(name, transform)?, emitter));
+        }
+    }
+    Ok(Emitter::with_routes(
+        log.clone(),
+        component,
+        ChunkOptions::default(),
+        store,
+        routes,
+    )?)
 }
 
 /// Runs the pipeline of `config` until `shutdown` is triggered, then stops
@@ -125,8 +238,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let stop_sources = Shutdown::new();
     let mut source_tasks: Vec<(String, JoinHandle<Result<(), PluginError>>)> = Vec::new();
     for (name, mut source) in sources {
-        let emitter = Emitter::new(log.clone(), &name, ChunkOptions::default())
-            .with_context(|| format!("source {name}"))?;
+        let emitter =
+            build_emitter(&config, &log, &name, 0).with_context(|| format!("source {name}"))?;
         let mut cx = SourceContext {
             emitter,
             shutdown: stop_sources.clone(),

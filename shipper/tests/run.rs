@@ -137,3 +137,125 @@ table = "records"
         "{stderr}"
     );
 }
+
+#[test]
+fn transforms_run_before_storage_and_each_sink_gets_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"data_dir = "{data}"
+
+[sources.in]
+type = "stdin"
+
+[transforms.scrub]
+type = "remap"
+inputs = ["in"]
+redact = ["password"]
+add = {{ env = "test" }}
+
+[transforms.errors]
+type = "filter"
+inputs = ["scrub"]
+field = "status"
+equals = 500
+
+[sinks.raw]
+type = "file"
+inputs = ["in"]
+path = "{raw}"
+
+[sinks.clean]
+type = "file"
+inputs = ["scrub"]
+path = "{clean}"
+
+[sinks.alerts]
+type = "file"
+inputs = ["errors"]
+path = "{alerts}"
+compression = {{ codec = "zstd", level = 3 }}
+"#,
+        data = dir.path().join("data").display(),
+        raw = dir.path().join("raw.ndjson").display(),
+        clean = dir.path().join("clean.ndjson").display(),
+        alerts = dir.path().join("alerts.ndjson.zst").display(),
+    );
+    let config_path = dir.path().join("shipper.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut child = Command::new(SHIPPER)
+        .args(["run", "-c"])
+        .arg(&config_path)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: Vec<String> = (0..3_000)
+        .map(|i| {
+            let status = if i % 10 == 0 { 500 } else { 200 };
+            format!(r#"{{"seq":{i},"status":{status},"password":"hunter{i}"}}"#)
+        })
+        .collect();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for line in &lines {
+            writeln!(stdin, "{line}").unwrap();
+        }
+    }
+    let clean = dir.path().join("clean.ndjson");
+    let raw = dir.path().join("raw.ndjson");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while line_count(&clean) < lines.len() || line_count(&raw) < lines.len() {
+        assert!(
+            Instant::now() < deadline,
+            "sinks got {} and {} lines",
+            line_count(&raw),
+            line_count(&clean)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The source's own version, untouched.
+    let raw_text = std::fs::read_to_string(&raw).unwrap();
+    assert_eq!(
+        raw_text.lines().collect::<Vec<_>>(),
+        lines.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    // The remapped version: redacted, with the added field, in order.
+    let clean_records: Vec<serde_json::Value> = std::fs::read_to_string(&clean)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(clean_records.len(), lines.len());
+    for (i, record) in clean_records.iter().enumerate() {
+        assert_eq!(record["seq"], i);
+        assert_eq!(record["password"], "[REDACTED]");
+        assert_eq!(record["env"], "test");
+    }
+    // The filter after the remap: only status 500, as zstd frames.
+    let compressed = std::fs::read(dir.path().join("alerts.ndjson.zst")).unwrap();
+    let alerts = zstd_decode(&compressed);
+    let alerts: Vec<serde_json::Value> = alerts
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(alerts.len(), lines.len() / 10);
+    assert!(alerts
+        .iter()
+        .all(|a| a["status"] == 500 && a["password"] == "[REDACTED]"));
+}
+
+fn zstd_decode(bytes: &[u8]) -> String {
+    // Concatenated zstd frames are one valid zstd stream.
+    String::from_utf8(zstd::stream::decode_all(bytes).unwrap()).unwrap()
+}
