@@ -50,7 +50,7 @@ pub mod multiline;
 pub mod parse;
 #[cfg(any(feature = "sinks-blackhole", feature = "sinks-file"))]
 pub mod sinks;
-#[cfg(feature = "sources-stdin")]
+#[cfg(any(feature = "sources-stdin", feature = "sources-socket"))]
 pub mod sources;
 #[cfg(feature = "transforms")]
 pub mod transform;

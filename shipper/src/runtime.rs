@@ -2,7 +2,7 @@
 //! the log and one delivery task per sink out of it, and shuts down in
 //! order: stop sources, make the log durable, let sinks drain, close.
 //!
-//! Built today: the `stdin` source, the `filter`, `sample` and `remap`
+//! Built today: the `stdin` and `socket` sources, the `filter`, `sample` and `remap`
 //! transforms, and the `blackhole` and `file` sinks. A config naming any
 //! other component type is refused at start with a clear error (the
 //! pipeline issue adds them).
@@ -25,6 +25,9 @@ use shipper_core::plugin::{
 use shipper_plugins::framing::lines::LineOptions;
 use shipper_plugins::sinks::blackhole::BlackholeSink;
 use shipper_plugins::sinks::file::{FileCompression, FileSink, FileSinkOptions};
+use shipper_plugins::sources::socket::{
+    Listen, SocketFraming, SocketOptions, SocketParse, SocketSource,
+};
 use shipper_plugins::sources::stdin::StdinSource;
 use shipper_plugins::transform::{
     self, Condition, Filter, FilterOptions, Outcome, RecordTransform, Remap, RemapOptions, Sample,
@@ -33,7 +36,8 @@ use shipper_plugins::transform::{
 use tokio::task::JoinHandle;
 
 use crate::config::{
-    Codec, Config, Encoding, FieldValue, FilterAction, SinkConfig, SourceConfig, TransformConfig,
+    Codec, Config, Encoding, FieldValue, FilterAction, Framing, ParseFormat, SinkConfig,
+    SocketMode, SourceConfig, TransformConfig,
 };
 
 /// How long sources get to stop and sinks get to drain at shutdown.
@@ -52,11 +56,39 @@ struct BuiltSink {
     inputs: Vec<String>,
 }
 
-fn build_sources(config: &Config) -> anyhow::Result<Built<dyn Source>> {
+async fn build_sources(config: &Config) -> anyhow::Result<Built<dyn Source>> {
     let mut sources: Built<dyn Source> = Vec::new();
     for (name, source) in &config.sources {
         let built: Box<dyn Source> = match source {
             SourceConfig::Stdin(_) => Box::new(StdinSource::new(name, LineOptions::default())),
+            SourceConfig::Socket(socket) => {
+                let listen = match (socket.mode, socket.address, &socket.path) {
+                    (SocketMode::Tcp, Some(address), _) => Listen::Tcp(address),
+                    (SocketMode::Udp, Some(address), _) => Listen::Udp(address),
+                    (SocketMode::Unix, _, Some(path)) => Listen::Unix(path.clone()),
+                    _ => bail!("source {name}: tcp and udp need `address`, unix needs `path`"),
+                };
+                let options = SocketOptions {
+                    listen,
+                    framing: match socket.framing {
+                        Framing::Newline => SocketFraming::Newline,
+                        Framing::OctetCounting => SocketFraming::OctetCounting,
+                    },
+                    max_connections: socket.max_connections as usize,
+                    max_frame_bytes: usize::try_from(socket.max_frame_bytes.0)
+                        .unwrap_or(usize::MAX),
+                    parse: match socket.parse {
+                        ParseFormat::None => SocketParse::None,
+                        ParseFormat::Syslog => SocketParse::Syslog,
+                        ParseFormat::Json => SocketParse::Json,
+                    },
+                };
+                Box::new(
+                    SocketSource::bind(options, name)
+                        .await
+                        .map_err(|e| anyhow!("source {name}: {e}"))?,
+                )
+            }
             other => bail!(
                 "source {name}: type {:?} is not available in this build yet",
                 other.type_name()
@@ -218,7 +250,7 @@ fn build_emitter(
 /// it in order. Returns an error if a component could not be built or
 /// failed for good.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    let sources = build_sources(&config)?;
+    let sources = build_sources(&config).await?;
     let sinks = build_sinks(&config)?;
     let log = Log::open(&config.data_dir, config.log_options())
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;

@@ -259,3 +259,77 @@ fn zstd_decode(bytes: &[u8]) -> String {
     // Concatenated zstd frames are one valid zstd stream.
     String::from_utf8(zstd::stream::decode_all(bytes).unwrap()).unwrap()
 }
+
+#[test]
+fn tcp_socket_source_to_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        r#"data_dir = "{data}"
+
+[sources.net]
+type = "socket"
+mode = "tcp"
+address = "127.0.0.1:{port}"
+
+[sinks.out]
+type = "file"
+inputs = ["net"]
+path = "{out}"
+"#,
+        data = dir.path().join("data").display(),
+        out = dir.path().join("net.ndjson").display(),
+    );
+    let config_path = dir.path().join("shipper.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = Command::new(SHIPPER)
+        .args(["run", "-c"])
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => break stream,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "shipper never listened: {error}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    let lines: Vec<String> = (0..5_000).map(|i| format!("tcp line {i}")).collect();
+    for line in &lines {
+        writeln!(stream, "{line}").unwrap();
+    }
+    drop(stream);
+    let out = dir.path().join("net.ndjson");
+    while line_count(&out) < lines.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the file sink got {} lines",
+            line_count(&out)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        written.lines().collect::<Vec<_>>(),
+        lines.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+}
