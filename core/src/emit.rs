@@ -20,6 +20,8 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::chunk::{ChunkBuilder, ChunkOptions, ClosedChunk};
@@ -36,6 +38,25 @@ pub struct EmitterCounters {
     pub bytes: u64,
     /// Chunks handed to the log.
     pub chunks: u64,
+}
+
+/// Live counters of one emitter, shared with whoever reports metrics.
+#[derive(Debug, Default)]
+pub struct EmitterStats {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    chunks: AtomicU64,
+}
+
+impl EmitterStats {
+    /// A snapshot.
+    pub fn snapshot(&self) -> EmitterCounters {
+        EmitterCounters {
+            records: self.records.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            chunks: self.chunks.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Puts one component's records into the log; see the module docs.
@@ -56,7 +77,7 @@ pub struct Emitter {
     in_flight: VecDeque<AppendTicket>,
     /// One past the last offset known to be stored.
     stored_end: Option<u64>,
-    counters: EmitterCounters,
+    stats: Arc<EmitterStats>,
 }
 
 impl std::fmt::Debug for Emitter {
@@ -65,7 +86,7 @@ impl std::fmt::Debug for Emitter {
             .field("component", &self.component)
             .field("store", &self.store)
             .field("routes", &self.routes.len())
-            .field("counters", &self.counters)
+            .field("counters", &self.stats.snapshot())
             .finish()
     }
 }
@@ -116,7 +137,7 @@ impl Emitter {
             builders: Vec::new(),
             in_flight: VecDeque::new(),
             stored_end: None,
-            counters: EmitterCounters::default(),
+            stats: Arc::default(),
         })
     }
 
@@ -143,7 +164,17 @@ impl Emitter {
 
     /// Counters so far.
     pub fn counters(&self) -> EmitterCounters {
-        self.counters
+        self.stats.snapshot()
+    }
+
+    /// The live counters of this emitter and of every transform's emitter
+    /// under it, by component name (for metrics).
+    pub fn stats(&self) -> Vec<(String, Arc<EmitterStats>)> {
+        let mut all = vec![(self.component.clone(), self.stats.clone())];
+        for route in &self.routes {
+            all.extend(route.emitter.stats());
+        }
+        all
     }
 
     /// Adds a record to `stream`. A chunk that reaches its size is closed
@@ -170,6 +201,10 @@ impl Emitter {
             }
         }
         if !self.store {
+            self.stats.records.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .bytes
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
             return Ok(());
         }
         let index = match self.builders.iter().position(|b| b.stream() == stream) {
@@ -184,8 +219,10 @@ impl Emitter {
             }
         };
         let closed = self.builders[index].push(payload, timestamp, source_position)?;
-        self.counters.records += 1;
-        self.counters.bytes += payload.len() as u64;
+        self.stats.records.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         if let Some(chunk) = closed {
             self.append(chunk)?;
         }
@@ -236,7 +273,7 @@ impl Emitter {
     fn append(&mut self, chunk: ClosedChunk) -> Result<()> {
         self.collect_answered()?;
         let ticket = self.log.append(chunk)?;
-        self.counters.chunks += 1;
+        self.stats.chunks.fetch_add(1, Ordering::Relaxed);
         self.in_flight.push_back(ticket);
         if self.in_flight.len() > MAX_IN_FLIGHT {
             // Bound the bookkeeping: wait for the oldest answer.

@@ -13,6 +13,8 @@
 //! under its own name only when some sink reads that component.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -35,6 +37,7 @@ use shipper_plugins::transform::{
 };
 use tokio::task::JoinHandle;
 
+use crate::admin::{AdminState, SinkStats};
 use crate::config::{
     Codec, Config, Encoding, FieldValue, FilterAction, Framing, ParseFormat, SinkConfig,
     SocketMode, SourceConfig, TransformConfig,
@@ -252,6 +255,9 @@ fn build_emitter(
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let sources = build_sources(&config).await?;
     let sinks = build_sinks(&config)?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin.address)
+        .await
+        .with_context(|| format!("admin endpoint: listening on {}", config.admin.address))?;
     let log = Log::open(&config.data_dir, config.log_options())
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
     let report = log.recovery_report();
@@ -267,11 +273,16 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         "shipper running"
     );
 
+    let mut components = Vec::new();
     let stop_sources = Shutdown::new();
     let mut source_tasks: Vec<(String, JoinHandle<Result<(), PluginError>>)> = Vec::new();
     for (name, mut source) in sources {
         let emitter =
             build_emitter(&config, &log, &name, 0).with_context(|| format!("source {name}"))?;
+        for (index, (component, stats)) in emitter.stats().into_iter().enumerate() {
+            let kind = if index == 0 { "source" } else { "transform" };
+            components.push((component, kind, stats));
+        }
         let mut cx = SourceContext {
             emitter,
             shutdown: stop_sources.clone(),
@@ -280,7 +291,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     }
     let drain = Shutdown::new();
     let mut sink_tasks: Vec<(String, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+    let mut sink_stats = Vec::new();
     for BuiltSink { name, sink, inputs } in sinks {
+        let stats = Arc::new(SinkStats::default());
+        sink_stats.push((name.clone(), stats.clone()));
         let start = log
             .open_cursor(&name)
             .with_context(|| format!("sink {name}: opening its cursor"))?;
@@ -291,8 +305,24 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             inputs,
             start,
             drain.clone(),
+            stats,
         ));
         sink_tasks.push((name, task));
+    }
+
+    let admin_address = admin_listener.local_addr().ok();
+    let stop_admin = Shutdown::new();
+    let admin = tokio::spawn(crate::admin::serve(
+        admin_listener,
+        Arc::new(AdminState {
+            log: log.clone(),
+            components,
+            sinks: sink_stats,
+        }),
+        stop_admin.clone(),
+    ));
+    if let Some(address) = admin_address {
+        tracing::info!(%address, "admin endpoint listening: /health, /metrics");
     }
 
     shutdown.wait().await;
@@ -323,6 +353,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             )),
         }
     }
+    stop_admin.trigger();
+    if let Ok(Err(error)) = admin.await {
+        failed.push(format!("admin endpoint: {error}"));
+    }
     tokio::task::block_in_place(|| log.close()).context("closing the log")?;
     if failed.is_empty() {
         tracing::info!("shipper stopped cleanly");
@@ -343,6 +377,7 @@ async fn deliver(
     inputs: Vec<String>,
     start: u64,
     drain: Shutdown,
+    stats: Arc<SinkStats>,
 ) -> anyhow::Result<()> {
     let inputs: BTreeSet<Vec<u8>> = inputs.into_iter().map(String::into_bytes).collect();
     let mut reader = log.reader(start);
@@ -375,13 +410,27 @@ async fn deliver(
             let mut backoff = Duration::from_millis(100);
             loop {
                 match sink.deliver(&batch).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        let records: u64 = batch
+                            .iter()
+                            .map(|c| c.end_offset() - c.first_offset())
+                            .sum();
+                        stats.records.fetch_add(records, Ordering::Relaxed);
+                        stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                        stats.batches.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
                     Err(PluginError::Retryable(reason)) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        stats.retries.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(sink = %name, %reason, retry_in = ?backoff, "delivery failed; retrying");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
-                    Err(error) => return Err(anyhow!(error)).context("delivery failed for good"),
+                    Err(error) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        return Err(anyhow!(error)).context("delivery failed for good");
+                    }
                 }
             }
         }

@@ -12,6 +12,9 @@ fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let config = format!(
         r#"data_dir = "{data}"
 
+[admin]
+address = "127.0.0.1:0"
+
 [log]
 durability = "always"
 segment_bytes = "1MiB"
@@ -144,6 +147,9 @@ fn transforms_run_before_storage_and_each_sink_gets_its_version() {
     let config = format!(
         r#"data_dir = "{data}"
 
+[admin]
+address = "127.0.0.1:0"
+
 [sources.in]
 type = "stdin"
 
@@ -271,6 +277,9 @@ fn tcp_socket_source_to_file() {
     let config = format!(
         r#"data_dir = "{data}"
 
+[admin]
+address = "127.0.0.1:0"
+
 [sources.net]
 type = "socket"
 mode = "tcp"
@@ -331,5 +340,98 @@ path = "{out}"
     assert_eq!(
         written.lines().collect::<Vec<_>>(),
         lines.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
+}
+
+#[test]
+fn the_admin_endpoint_reports_health_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "address = \"127.0.0.1:0\"",
+        &format!("address = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(SHIPPER)
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for i in 0..1000 {
+            writeln!(stdin, "{{\"n\":{i}}}").unwrap();
+        }
+    }
+    let out = dir.path().join("out/records.ndjson");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while line_count(&out) < 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "the file sink got {} lines",
+            line_count(&out)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, body) = http_get(port, "/health");
+    assert_eq!((status, body.as_str()), (200, "{\"status\":\"ready\"}"));
+    // The cursor of the second sink may trail by a delivery: wait for it.
+    let metrics = loop {
+        let (status, body) = http_get(port, "/metrics");
+        assert_eq!(status, 200);
+        if body.contains("shipper_sink_records_out_total{sink=\"void\"} 1000")
+            || Instant::now() > deadline
+        {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for expected in [
+        "shipper_component_records_in_total{component=\"in\",kind=\"source\"} 1000",
+        "shipper_sink_records_out_total{sink=\"out\"} 1000",
+        "shipper_sink_records_out_total{sink=\"void\"} 1000",
+        "shipper_sink_lag_records{sink=\"out\"} 0",
+        "shipper_sink_errors_total{sink=\"out\"} 0",
+        "shipper_log_records_appended_total 1000",
+        "# TYPE shipper_sink_lag_seconds gauge",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected:?} in\n{metrics}"
+        );
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }

@@ -709,6 +709,12 @@ impl Log {
         }
     }
 
+    /// Why the log no longer takes appends, if a flush failed (see
+    /// [`Error::Poisoned`]).
+    pub fn poisoned(&self) -> Option<String> {
+        self.shared().poisoned()
+    }
+
     /// True while the log is at its disk budget and appends wait (`block`).
     pub fn is_full(&self) -> bool {
         self.shared().full.load(Ordering::Acquire)

@@ -1,0 +1,331 @@
+//! The admin endpoint, on loopback by default: `/health` (200 when ready,
+//! 503 with the reason when not) and Prometheus `/metrics` (records and
+//! bytes in and out per component, retries and errors, the log's size,
+//! drops and flushes, and each sink's lag in records and seconds).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use shipper_core::chunk::now_nanos;
+use shipper_core::emit::EmitterStats;
+use shipper_core::log::Log;
+use shipper_core::plugin::Shutdown;
+
+/// Live counters of one sink's delivery loop.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Records acknowledged by the backend.
+    pub records: AtomicU64,
+    /// Stored (compressed) bytes acknowledged.
+    pub bytes: AtomicU64,
+    /// Deliveries acknowledged.
+    pub batches: AtomicU64,
+    /// Deliveries retried after a retryable failure.
+    pub retries: AtomicU64,
+    /// Deliveries that failed (retryable or not).
+    pub errors: AtomicU64,
+}
+
+/// What the endpoint reports on.
+#[derive(Debug)]
+pub struct AdminState {
+    /// The log.
+    pub log: Log,
+    /// Each source's and transform's emitter counters, with its kind.
+    pub components: Vec<(String, &'static str, Arc<EmitterStats>)>,
+    /// Each sink's counters.
+    pub sinks: Vec<(String, Arc<SinkStats>)>,
+}
+
+/// Serves the endpoint on `listener` until `stop` is triggered.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    stop: Shutdown,
+) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stop.wait().await })
+        .await
+}
+
+async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let (status, body) = if let Some(reason) = state.log.poisoned() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{{\"status\":\"not ready\",\"reason\":{}}}",
+                json_string(&format!("log writer stopped: {reason}"))
+            ),
+        )
+    } else if state.log.is_full() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"status\":\"not ready\",\"reason\":\"disk budget reached: appends wait until sinks catch up\"}".to_owned(),
+        )
+    } else {
+        (StatusCode::OK, "{\"status\":\"ready\"}".to_owned())
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], body)
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A Prometheus label value, escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let state = state.clone();
+    // Lag needs a read of the log: keep it off the async workers' queue.
+    let body = tokio::task::spawn_blocking(move || render(&state))
+        .await
+        .unwrap_or_else(|e| format!("# metrics failed: {e}\n"));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Reads one counter of a sink.
+type SinkCounter = fn(&SinkStats) -> u64;
+
+/// The metrics in Prometheus' text format.
+pub fn render(state: &AdminState) -> String {
+    let mut out = String::new();
+    // A transform fed by several sources has an emitter under each: sum them.
+    let mut totals: std::collections::BTreeMap<(&str, &str), shipper_core::emit::EmitterCounters> =
+        std::collections::BTreeMap::new();
+    for (name, kind, stats) in &state.components {
+        let snapshot = stats.snapshot();
+        let total = totals.entry((name.as_str(), *kind)).or_default();
+        total.records += snapshot.records;
+        total.bytes += snapshot.bytes;
+        total.chunks += snapshot.chunks;
+    }
+    let components: Vec<_> = totals.into_iter().map(|((n, k), c)| (n, k, c)).collect();
+    family(
+        &mut out,
+        "shipper_component_records_in_total",
+        "counter",
+        "Records a source or transform put into the pipeline.",
+    );
+    for (name, kind, c) in &components {
+        let _ = writeln!(
+            out,
+            "shipper_component_records_in_total{{component=\"{}\",kind=\"{kind}\"}} {}",
+            label(name),
+            c.records
+        );
+    }
+    family(
+        &mut out,
+        "shipper_component_bytes_in_total",
+        "counter",
+        "Record payload bytes a source or transform put into the pipeline.",
+    );
+    for (name, kind, c) in &components {
+        let _ = writeln!(
+            out,
+            "shipper_component_bytes_in_total{{component=\"{}\",kind=\"{kind}\"}} {}",
+            label(name),
+            c.bytes
+        );
+    }
+    family(
+        &mut out,
+        "shipper_component_chunks_total",
+        "counter",
+        "Compressed chunks a component appended to the log.",
+    );
+    for (name, kind, c) in &components {
+        let _ = writeln!(
+            out,
+            "shipper_component_chunks_total{{component=\"{}\",kind=\"{kind}\"}} {}",
+            label(name),
+            c.chunks
+        );
+    }
+    let sink_counters: [(&str, &str, SinkCounter); 5] = [
+        (
+            "shipper_sink_records_out_total",
+            "Records the backend acknowledged.",
+            |s| s.records.load(Ordering::Relaxed),
+        ),
+        (
+            "shipper_sink_bytes_out_total",
+            "Stored bytes the backend acknowledged.",
+            |s| s.bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "shipper_sink_batches_total",
+            "Deliveries the backend acknowledged.",
+            |s| s.batches.load(Ordering::Relaxed),
+        ),
+        (
+            "shipper_sink_retries_total",
+            "Deliveries retried after a retryable failure.",
+            |s| s.retries.load(Ordering::Relaxed),
+        ),
+        (
+            "shipper_sink_errors_total",
+            "Deliveries that failed.",
+            |s| s.errors.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, value) in sink_counters {
+        family(&mut out, name, "counter", help);
+        for (sink, stats) in &state.sinks {
+            let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", label(sink), value(stats));
+        }
+    }
+    let next = state.log.next_offset();
+    let now = now_nanos();
+    family(
+        &mut out,
+        "shipper_sink_lag_records",
+        "gauge",
+        "Records stored but not yet acknowledged by the sink.",
+    );
+    let mut lags = Vec::new();
+    for (sink, _) in &state.sinks {
+        let cursor = state.log.cursor(sink).unwrap_or(0);
+        let seconds = match state.log.reader(cursor).next() {
+            Some(Ok(chunk)) if cursor < next => {
+                now.saturating_sub(chunk.view().min_ts()) as f64 / 1e9
+            }
+            _ => 0.0,
+        };
+        lags.push((sink, next.saturating_sub(cursor), seconds));
+    }
+    for (sink, records, _) in &lags {
+        let _ = writeln!(
+            out,
+            "shipper_sink_lag_records{{sink=\"{}\"}} {records}",
+            label(sink)
+        );
+    }
+    family(
+        &mut out,
+        "shipper_sink_lag_seconds",
+        "gauge",
+        "Age of the oldest record the sink has not had acknowledged.",
+    );
+    for (sink, _, seconds) in &lags {
+        let _ = writeln!(
+            out,
+            "shipper_sink_lag_seconds{{sink=\"{}\"}} {seconds:.3}",
+            label(sink)
+        );
+    }
+    let m = state.log.metrics();
+    let log_metrics: [(&str, &str, &str, f64); 12] = [
+        (
+            "shipper_log_records_appended_total",
+            "counter",
+            "Records appended to the log.",
+            m.records_appended as f64,
+        ),
+        (
+            "shipper_log_bytes_appended_total",
+            "counter",
+            "Compressed bytes appended to the log.",
+            m.bytes_appended as f64,
+        ),
+        (
+            "shipper_log_flushes_total",
+            "counter",
+            "Flushes to stable storage.",
+            m.flushes as f64,
+        ),
+        (
+            "shipper_log_flush_seconds_total",
+            "counter",
+            "Time spent in flushes.",
+            m.flush_nanos as f64 / 1e9,
+        ),
+        (
+            "shipper_log_segments",
+            "gauge",
+            "Segment files on disk.",
+            m.segments as f64,
+        ),
+        (
+            "shipper_log_disk_bytes",
+            "gauge",
+            "Bytes of segment files on disk.",
+            m.disk_bytes as f64,
+        ),
+        (
+            "shipper_log_segments_deleted_total",
+            "counter",
+            "Segments deleted after every sink acknowledged them.",
+            m.segments_deleted as f64,
+        ),
+        (
+            "shipper_log_records_dropped_total",
+            "counter",
+            "Records deleted unacknowledged by when_full = drop_oldest.",
+            m.records_dropped as f64,
+        ),
+        (
+            "shipper_log_chunks_skipped_total",
+            "counter",
+            "Damaged chunks skipped.",
+            m.chunks_skipped as f64,
+        ),
+        (
+            "shipper_log_full",
+            "gauge",
+            "1 while the disk budget is reached and appends wait.",
+            f64::from(u8::from(state.log.is_full())),
+        ),
+        (
+            "shipper_log_next_offset",
+            "gauge",
+            "Offset the next record gets.",
+            m.next_offset as f64,
+        ),
+        (
+            "shipper_log_durable_offset",
+            "gauge",
+            "Every record below this offset is durable.",
+            m.durable_offset as f64,
+        ),
+    ];
+    for (name, kind, help, value) in log_metrics {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
+}
