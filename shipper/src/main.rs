@@ -56,21 +56,27 @@ pub(crate) enum Outcome {
 const EXIT_FAILED: u8 = 1;
 const EXIT_ERROR: u8 = 2;
 
-/// Events go to stderr in the human format, filtered by `RUST_LOG`
-/// (default `info`); stdout stays for the command's output.
-fn init_tracing() {
+/// Events go to stderr, filtered by `RUST_LOG` (else `level`), in the human
+/// format or as JSON lines; stdout stays for the command's output.
+pub(crate) fn init_tracing(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // `run` sets up logging from its config's `[logging]` table.
+    if !matches!(cli.command, Command::Run(_)) {
+        init_tracing("info", false);
+    }
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Demo(args) => cli::demo::run(args),

@@ -435,3 +435,57 @@ fn the_admin_endpoint_reports_health_and_metrics() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn logging_as_json_lines_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "\n[logging]\nformat = \"json\"\nlevel = \"info\"\n",
+    );
+    let child = Command::new(SHIPPER)
+        .args(["run", "-c"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Running once the data directory is locked by the child.
+    let pid = child.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = Command::new(SHIPPER)
+            .args(["inspect", "--json"])
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        let locked = serde_json::from_slice::<serde_json::Value>(&report.stdout)
+            .is_ok_and(|r| r["locked_by"].as_str() == Some(pid.as_str()));
+        if locked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shipper run never opened its data directory"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == "shipper stopped cleanly"),
+        "{stderr}"
+    );
+}

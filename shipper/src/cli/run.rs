@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
-use shipper::config::{self, LoadError};
+use shipper::config::{self, LoadError, LogFormat, LogLevel};
 use shipper_core::plugin::Shutdown;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -37,6 +37,15 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     for warning in &loaded.warnings {
         eprintln!("{file}:{warning}");
     }
+    let logging = loaded.config.logging;
+    let level = match logging.level {
+        LogLevel::Trace => "trace",
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    };
+    crate::init_tracing(level, logging.format == LogFormat::Json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
