@@ -328,12 +328,17 @@ impl Emitter {
         Ok(end)
     }
 
-    /// Async [`Emitter::wait_durable`]: closing chunks and handing them to
-    /// the log may wait for queue space; the waits for the writer and for
-    /// durability never block the runtime thread.
-    pub async fn durable(&mut self) -> Result<Option<u64>> {
+    /// The log this emitter appends to.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Closes every open chunk and waits (async) until everything emitted
+    /// so far is in the log, not yet durable; returns one past the last
+    /// offset stored, if any. Pair with [`Log::durable`] to acknowledge a
+    /// batch once durable without holding the emitter.
+    pub async fn written(&mut self) -> Result<Option<u64>> {
         self.close_chunks()?;
-        let log = self.log.clone();
         let mut end = None;
         let mut pending: Vec<&mut Emitter> = vec![self];
         // Every emitter of the tree, without recursion in an async fn.
@@ -345,8 +350,16 @@ impl Emitter {
             end = end.max(emitter.stored_end);
             pending.extend(emitter.routes.iter_mut().map(|r| &mut r.emitter));
         }
+        Ok(end)
+    }
+
+    /// Async [`Emitter::wait_durable`]: closing chunks and handing them to
+    /// the log may wait for queue space; the waits for the writer and for
+    /// durability never block the runtime thread.
+    pub async fn durable(&mut self) -> Result<Option<u64>> {
+        let end = self.written().await?;
         if let Some(end) = end {
-            log.durable(end).await?;
+            self.log.durable(end).await?;
         }
         Ok(end)
     }

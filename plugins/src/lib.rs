@@ -50,7 +50,11 @@ pub mod multiline;
 pub mod parse;
 #[cfg(any(feature = "sinks-blackhole", feature = "sinks-file"))]
 pub mod sinks;
-#[cfg(any(feature = "sources-stdin", feature = "sources-socket"))]
+#[cfg(any(
+    feature = "sources-stdin",
+    feature = "sources-socket",
+    feature = "sources-http"
+))]
 pub mod sources;
 #[cfg(feature = "transforms")]
 pub mod transform;

@@ -2,7 +2,7 @@
 //! the log and one delivery task per sink out of it, and shuts down in
 //! order: stop sources, make the log durable, let sinks drain, close.
 //!
-//! Built today: the `stdin` and `socket` sources, the `filter`, `sample` and `remap`
+//! Built today: the `stdin`, `socket` and `http` sources, the `filter`, `sample` and `remap`
 //! transforms, and the `blackhole` and `file` sinks. A config naming any
 //! other component type is refused at start with a clear error (the
 //! pipeline issue adds them).
@@ -27,6 +27,7 @@ use shipper_core::plugin::{
 use shipper_plugins::framing::lines::LineOptions;
 use shipper_plugins::sinks::blackhole::BlackholeSink;
 use shipper_plugins::sinks::file::{FileCompression, FileSink, FileSinkOptions};
+use shipper_plugins::sources::http::{HttpOptions, HttpSource};
 use shipper_plugins::sources::socket::{
     Listen, SocketFraming, SocketOptions, SocketParse, SocketSource,
 };
@@ -64,6 +65,18 @@ async fn build_sources(config: &Config) -> anyhow::Result<Built<dyn Source>> {
     for (name, source) in &config.sources {
         let built: Box<dyn Source> = match source {
             SourceConfig::Stdin(_) => Box::new(StdinSource::new(name, LineOptions::default())),
+            SourceConfig::Http(http) => {
+                let options = HttpOptions {
+                    address: http.address,
+                    path: http.path.clone(),
+                    max_body_bytes: usize::try_from(http.max_body_bytes.0).unwrap_or(usize::MAX),
+                };
+                Box::new(
+                    HttpSource::bind(options, name)
+                        .await
+                        .map_err(|e| anyhow!("source {name}: {e}"))?,
+                )
+            }
             SourceConfig::Socket(socket) => {
                 let listen = match (socket.mode, socket.address, &socket.path) {
                     (SocketMode::Tcp, Some(address), _) => Listen::Tcp(address),

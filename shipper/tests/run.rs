@@ -39,6 +39,20 @@ inputs = ["in"]
     path
 }
 
+/// Kills a `shipper run` child if the test fails before stopping it, so
+/// no orphan keeps running (or keeps a port) after a failed assertion.
+struct KillOnPanic(u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
 fn line_count(path: &Path) -> usize {
     std::fs::read(path).map_or(0, |bytes| bytes.iter().filter(|&&b| b == b'\n').count())
 }
@@ -49,12 +63,13 @@ fn stdin_to_file_then_sigterm_drains_and_exits_cleanly() {
     let config = write_config(dir.path(), "");
     let mut child = Command::new(SHIPPER)
         .args(["run", "-c"])
+        .stdout(Stdio::null())
         .arg(&config)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _guard = KillOnPanic(child.id());
     let lines: Vec<String> = (0..20_000)
         .map(|i| format!(r#"{{"seq":{i},"msg":"event number {i}"}}"#))
         .collect();
@@ -129,6 +144,7 @@ table = "records"
     );
     let output = Command::new(SHIPPER)
         .args(["run", "-c"])
+        .stdout(Stdio::null())
         .arg(&config)
         .stdin(Stdio::null())
         .output()
@@ -190,11 +206,13 @@ compression = {{ codec = "zstd", level = 3 }}
     std::fs::write(&config_path, config).unwrap();
     let mut child = Command::new(SHIPPER)
         .args(["run", "-c"])
+        .stdout(Stdio::null())
         .arg(&config_path)
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _guard = KillOnPanic(child.id());
     let lines: Vec<String> = (0..3_000)
         .map(|i| {
             let status = if i % 10 == 0 { 500 } else { 200 };
@@ -297,11 +315,13 @@ path = "{out}"
     std::fs::write(&config_path, config).unwrap();
     let child = Command::new(SHIPPER)
         .args(["run", "-c"])
+        .stdout(Stdio::null())
         .arg(&config_path)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _guard = KillOnPanic(child.id());
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut stream = loop {
         match std::net::TcpStream::connect(("127.0.0.1", port)) {
@@ -376,11 +396,13 @@ fn the_admin_endpoint_reports_health_and_metrics() {
     std::fs::write(&config, text).unwrap();
     let mut child = Command::new(SHIPPER)
         .args(["run", "-c"])
+        .stdout(Stdio::null())
         .arg(&config)
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _guard = KillOnPanic(child.id());
     {
         let mut stdin = child.stdin.take().unwrap();
         for i in 0..1000 {
@@ -445,12 +467,14 @@ fn logging_as_json_lines_when_configured() {
     );
     let child = Command::new(SHIPPER)
         .args(["run", "-c"])
+        .stdout(Stdio::null())
         .arg(&config)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _guard = KillOnPanic(child.id());
     // Running once the data directory is locked by the child.
     let pid = child.id().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -488,4 +512,87 @@ fn logging_as_json_lines_when_configured() {
             .any(|e| e["fields"]["message"] == "shipper stopped cleanly"),
         "{stderr}"
     );
+}
+
+#[test]
+fn http_source_to_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        r#"data_dir = "{data}"
+
+[admin]
+address = "127.0.0.1:0"
+
+[sources.web]
+type = "http"
+address = "127.0.0.1:{port}"
+path = "/ingest"
+
+[sinks.out]
+type = "file"
+inputs = ["web"]
+path = "{out}"
+"#,
+        data = dir.path().join("data").display(),
+        out = dir.path().join("web.ndjson").display(),
+    );
+    let config_path = dir.path().join("shipper.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = Command::new(SHIPPER)
+        .args(["run", "-c"])
+        .stdout(Stdio::null())
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnPanic(child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body: String = (0..100).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    let response = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(mut stream) => {
+                use std::io::Read;
+                write!(
+                    stream,
+                    "POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+                let mut response = String::new();
+                stream.read_to_string(&mut response).unwrap();
+                break response;
+            }
+            Err(error) => {
+                assert!(Instant::now() < deadline, "shipper never listened: {error}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let out = dir.path().join("web.ndjson");
+    while line_count(&out) < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "the file sink got {} lines",
+            line_count(&out)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), body);
 }

@@ -1,5 +1,7 @@
 //! Built-in sources.
 
+#[cfg(feature = "sources-http")]
+pub mod http;
 #[cfg(feature = "sources-socket")]
 pub mod socket;
 #[cfg(feature = "sources-stdin")]

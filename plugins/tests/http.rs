@@ -1,0 +1,137 @@
+//! The http source over real HTTP on 127.0.0.1.
+
+#![cfg(feature = "sources-http")]
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use shipper_core::chunk::{decode_body, ChunkOptions, Decoder};
+use shipper_core::emit::Emitter;
+use shipper_core::log::{Durability, Log, LogOptions};
+use shipper_core::plugin::{Shutdown, Source, SourceContext};
+use shipper_plugins::sources::http::{HttpOptions, HttpSource};
+
+fn records(log: &Log) -> Vec<String> {
+    let mut decoder = Decoder::default();
+    let mut out = Vec::new();
+    for chunk in log.reader(0) {
+        let chunk = chunk.unwrap();
+        let view = chunk.view();
+        for record in decode_body(&view, &mut decoder).unwrap().records() {
+            out.push(String::from_utf8(record.unwrap().to_vec()).unwrap());
+        }
+    }
+    out
+}
+
+/// One HTTP/1.1 POST over a plain TCP connection; returns status and body.
+fn post(
+    address: std::net::SocketAddr,
+    path: &str,
+    encoding: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if let Some(encoding) = encoding {
+        request.push_str(&format!("Content-Encoding: {encoding}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_are_answered_after_durability_and_bad_bodies_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogOptions {
+            durability: Durability::Always,
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    let options = HttpOptions {
+        address: "127.0.0.1:0".parse().unwrap(),
+        path: "/ingest".into(),
+        max_body_bytes: 64 * 1024,
+    };
+    let mut source = HttpSource::bind(options, "web").await.unwrap();
+    let address = source.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let mut cx = SourceContext {
+        emitter: Emitter::new(log.clone(), "http", ChunkOptions::default()).unwrap(),
+        shutdown: shutdown.clone(),
+    };
+    let running = tokio::spawn(async move { source.run(&mut cx).await });
+
+    let probe = log.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        let mut results = Vec::new();
+        // NDJSON: 200 only once durable.
+        let (status, body) = post(address, "/ingest", None, b"{\"a\":1}\n{\"a\":2}\r\n\n");
+        results.push((status, body));
+        assert!(probe.durable_offset() >= 2, "answered before durable");
+        // A JSON array, zstd-encoded: one record per element.
+        let array = zstd::bulk::compress(br#"[{"b":1}, {"b": 2}, 3]"#, 3).unwrap();
+        results.push(post(address, "/ingest", Some("zstd"), &array));
+        // gzip.
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gzip.write_all(b"{\"c\":1}\n").unwrap();
+        results.push(post(
+            address,
+            "/ingest",
+            Some("gzip"),
+            &gzip.finish().unwrap(),
+        ));
+        // A bad line: 400 naming it, nothing of the body stored.
+        results.push(post(address, "/ingest", None, b"{\"d\":1}\n{oops\n"));
+        // A zstd bomb: 16 MiB of zeros in a few bytes; 413, bounded memory.
+        let bomb = zstd::bulk::compress(&vec![b' '; 16 << 20], 19).unwrap();
+        results.push(post(address, "/ingest", Some("zstd"), &bomb));
+        // A body over the limit before decompression.
+        results.push(post(address, "/ingest", None, &vec![b' '; 100 * 1024]));
+        // An unknown encoding.
+        results.push(post(address, "/ingest", Some("br"), b"{}"));
+        results
+    })
+    .await
+    .unwrap();
+    let statuses: Vec<u16> = results.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses,
+        vec![200, 200, 200, 400, 413, 413, 415],
+        "{results:?}"
+    );
+    assert_eq!(results[0].1, "{\"accepted\":2}");
+    assert!(results[3].1.contains("line 2"), "{}", results[3].1);
+
+    shutdown.trigger();
+    running.await.unwrap().unwrap();
+    assert_eq!(
+        records(&log),
+        vec![
+            "{\"a\":1}",
+            "{\"a\":2}",
+            "{\"b\":1}",
+            "{\"b\":2}",
+            "3",
+            "{\"c\":1}"
+        ]
+    );
+}
