@@ -53,6 +53,38 @@ impl Drop for KillOnPanic {
     }
 }
 
+/// Starts `shipper run -c config` with `stdin`, stderr captured.
+fn start(config: &Path, stdin: Stdio) -> (std::process::Child, KillOnPanic) {
+    let child = Command::new(SHIPPER)
+        .args(["run", "-c"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .env_remove("RUST_LOG")
+        .stdin(stdin)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guard = KillOnPanic(child.id());
+    (child, guard)
+}
+
+/// Sends SIGTERM and waits: the run must drain and exit 0.
+fn stop(child: std::process::Child) -> String {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "exit {:?}\n{stderr}",
+        output.status
+    );
+    stderr
+}
+
 fn line_count(path: &Path) -> usize {
     std::fs::read(path).map_or(0, |bytes| bytes.iter().filter(|&&b| b == b'\n').count())
 }
@@ -61,15 +93,7 @@ fn line_count(path: &Path) -> usize {
 fn stdin_to_file_then_sigterm_drains_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
-    let mut child = Command::new(SHIPPER)
-        .args(["run", "-c"])
-        .stdout(Stdio::null())
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _guard = KillOnPanic(child.id());
+    let (mut child, _guard) = start(&config, Stdio::piped());
     let lines: Vec<String> = (0..20_000)
         .map(|i| format!(r#"{{"seq":{i},"msg":"event number {i}"}}"#))
         .collect();
@@ -90,18 +114,7 @@ fn stdin_to_file_then_sigterm_drains_and_exits_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "exit {:?}\n{stderr}",
-        output.status
-    );
+    let stderr = stop(child);
     assert!(stderr.contains("shipper stopped cleanly"), "{stderr}");
 
     let written = std::fs::read_to_string(&out).unwrap();
@@ -204,15 +217,7 @@ compression = {{ codec = "zstd", level = 3 }}
     );
     let config_path = dir.path().join("shipper.toml");
     std::fs::write(&config_path, config).unwrap();
-    let mut child = Command::new(SHIPPER)
-        .args(["run", "-c"])
-        .stdout(Stdio::null())
-        .arg(&config_path)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _guard = KillOnPanic(child.id());
+    let (mut child, _guard) = start(&config_path, Stdio::piped());
     let lines: Vec<String> = (0..3_000)
         .map(|i| {
             let status = if i % 10 == 0 { 500 } else { 200 };
@@ -237,16 +242,7 @@ compression = {{ codec = "zstd", level = 3 }}
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    stop(child);
 
     // The source's own version, untouched.
     let raw_text = std::fs::read_to_string(&raw).unwrap();
@@ -313,15 +309,7 @@ path = "{out}"
     );
     let config_path = dir.path().join("shipper.toml");
     std::fs::write(&config_path, config).unwrap();
-    let child = Command::new(SHIPPER)
-        .args(["run", "-c"])
-        .stdout(Stdio::null())
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _guard = KillOnPanic(child.id());
+    let (child, _guard) = start(&config_path, Stdio::null());
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut stream = loop {
         match std::net::TcpStream::connect(("127.0.0.1", port)) {
@@ -346,16 +334,7 @@ path = "{out}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    stop(child);
     let written = std::fs::read_to_string(&out).unwrap();
     assert_eq!(
         written.lines().collect::<Vec<_>>(),
@@ -394,15 +373,7 @@ fn the_admin_endpoint_reports_health_and_metrics() {
         &format!("address = \"127.0.0.1:{port}\""),
     );
     std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(SHIPPER)
-        .args(["run", "-c"])
-        .stdout(Stdio::null())
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _guard = KillOnPanic(child.id());
+    let (mut child, _guard) = start(&config, Stdio::piped());
     {
         let mut stdin = child.stdin.take().unwrap();
         for i in 0..1000 {
@@ -446,16 +417,7 @@ fn the_admin_endpoint_reports_health_and_metrics() {
             "missing {expected:?} in\n{metrics}"
         );
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    stop(child);
 }
 
 #[test]
@@ -465,16 +427,7 @@ fn logging_as_json_lines_when_configured() {
         dir.path(),
         "\n[logging]\nformat = \"json\"\nlevel = \"info\"\n",
     );
-    let child = Command::new(SHIPPER)
-        .args(["run", "-c"])
-        .stdout(Stdio::null())
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _guard = KillOnPanic(child.id());
+    let (child, _guard) = start(&config, Stdio::null());
     // Running once the data directory is locked by the child.
     let pid = child.id().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -495,13 +448,7 @@ fn logging_as_json_lines_when_configured() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let stderr = stop(child);
     let events: Vec<serde_json::Value> = stderr
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
@@ -543,15 +490,7 @@ path = "{out}"
     );
     let config_path = dir.path().join("shipper.toml");
     std::fs::write(&config_path, config).unwrap();
-    let child = Command::new(SHIPPER)
-        .args(["run", "-c"])
-        .stdout(Stdio::null())
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _guard = KillOnPanic(child.id());
+    let (child, _guard) = start(&config_path, Stdio::null());
     let deadline = Instant::now() + Duration::from_secs(30);
     let body: String = (0..100).map(|i| format!("{{\"i\":{i}}}\n")).collect();
     let response = loop {
@@ -584,15 +523,6 @@ path = "{out}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    stop(child);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), body);
 }
