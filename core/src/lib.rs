@@ -12,5 +12,6 @@ pub mod emit;
 mod error;
 pub mod log;
 pub mod plugin;
+pub mod time;
 
 pub use error::{Error, Result};

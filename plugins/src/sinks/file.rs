@@ -136,7 +136,7 @@ impl Sink for FileSink {
 /// The path for a record time of `nanos` (unix nanoseconds, UTC).
 fn render(template: &str, nanos: u64) -> Result<String, String> {
     let seconds = nanos / 1_000_000_000;
-    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
+    let (year, month, day) = shipper_core::time::civil_from_days((seconds / 86_400) as i64);
     let hour = (seconds % 86_400) / 3_600;
     let mut out = String::with_capacity(template.len() + 8);
     let mut chars = template.chars();
@@ -162,21 +162,6 @@ fn render(template: &str, nanos: u64) -> Result<String, String> {
     Ok(out)
 }
 
-/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,8 +185,8 @@ mod tests {
         }
         assert!(render("bad-%Q", nanos).is_err());
         assert!(render("bad-%", nanos).is_err());
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(shipper_core::time::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(shipper_core::time::civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(shipper_core::time::civil_from_days(11_016), (2000, 2, 29));
     }
 }

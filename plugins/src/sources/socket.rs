@@ -344,13 +344,7 @@ impl Source for SocketSource {
             }
         }
         loop {
-            let deadline = cx.emitter.deadline();
-            let linger = async {
-                match deadline {
-                    Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let linger = super::linger(cx.emitter.deadline());
             tokio::select! {
                 batch = receiver.recv() => match batch {
                     Some(batch) => self.emit(cx, &batch)?,

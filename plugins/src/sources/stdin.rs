@@ -48,13 +48,7 @@ impl<R: AsyncRead + Unpin + Send> Source for StdinSource<R> {
     async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
-            let deadline = cx.emitter.deadline();
-            let linger = async {
-                match deadline {
-                    Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let linger = super::linger(cx.emitter.deadline());
             tokio::select! {
                 read = self.input.read(&mut buffer) => {
                     let n = read.map_err(|e| PluginError::Fatal(format!("reading standard input: {e}")))?;

@@ -96,7 +96,7 @@ fn push_rfc3339(out: &mut Vec<u8>, unix_ms: u64) {
         buf
     }
     let seconds = unix_ms / 1000;
-    let (year, month, day) = super::units::civil_from_days((seconds / 86_400) as i64);
+    let (year, month, day) = shipper_core::time::civil_from_days((seconds / 86_400) as i64);
     let of_day = seconds % 86_400;
     out.extend_from_slice(&digits::<4>(year.max(0) as u64));
     out.push(b'-');
