@@ -8,8 +8,11 @@
 //! records in `records_dropped` and logging it.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::positions::Positions;
+use super::segment::Segment;
 use super::{Shared, WhenFull};
 use crate::{Error, Result};
 
@@ -67,6 +70,9 @@ pub(crate) fn reserve(shared: &Shared, bytes: u64, mut flush: impl FnMut()) -> R
 }
 
 /// Deletes the sealed segments every cursor has passed.
+///
+/// The source positions of their chunks are saved first (see
+/// `positions`): a segment whose positions could not be saved is kept.
 pub(crate) fn collect(shared: &Shared) {
     let min = {
         let cursors = shared.cursors.lock().unwrap_or_else(|e| e.into_inner());
@@ -75,20 +81,38 @@ pub(crate) fn collect(shared: &Shared) {
             None => return,
         }
     };
+    // Held throughout: deletions happen one at a time, in order.
+    let mut positions = shared
+        .deleted_positions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let doomed: Vec<Arc<Segment>> = {
+        let segments = shared.segments.read().unwrap_or_else(|e| e.into_inner());
+        segments
+            .windows(2)
+            .take_while(|pair| pair[1].base_offset <= min)
+            .map(|pair| pair[0].clone())
+            .collect()
+    };
+    if doomed.is_empty() || !save_positions(shared, &mut positions, &doomed) {
+        return;
+    }
     let mut deleted = 0;
     {
         let mut segments = shared.segments.write().unwrap_or_else(|e| e.into_inner());
-        while segments.len() > 1 && segments[1].base_offset <= min {
-            let segment = segments.remove(0);
+        for segment in &doomed {
+            if segments.len() <= 1 || !Arc::ptr_eq(&segments[0], segment) {
+                break;
+            }
             match std::fs::remove_file(&segment.path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => {
                     tracing::error!(path = %segment.path.display(), %error, "cannot delete segment");
-                    segments.insert(0, segment);
                     break;
                 }
             }
+            segments.remove(0);
             shared
                 .disk_bytes
                 .fetch_sub(segment.file_bytes, Ordering::AcqRel);
@@ -111,11 +135,50 @@ pub(crate) fn collect(shared: &Shared) {
     }
 }
 
+/// Notes the source positions of `doomed` and saves them if they changed.
+/// Returns whether the segments may be deleted.
+fn save_positions(shared: &Shared, positions: &mut Positions, doomed: &[Arc<Segment>]) -> bool {
+    let mut updated = positions.clone();
+    let durable = shared.durable_offset.load(Ordering::Acquire);
+    for segment in doomed {
+        updated.note_segment(segment, durable);
+    }
+    if updated == *positions {
+        return true;
+    }
+    match updated.store(&shared.dir) {
+        Ok(()) => {
+            *positions = updated;
+            true
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot save the source positions of acknowledged segments; keeping them");
+            false
+        }
+    }
+}
+
 /// Deletes the oldest sealed segment whether or not it was acknowledged.
 fn drop_oldest(shared: &Shared) -> bool {
-    let mut segments = shared.segments.write().unwrap_or_else(|e| e.into_inner());
-    if segments.len() <= 1 {
+    let mut positions = shared
+        .deleted_positions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let oldest = {
+        let segments = shared.segments.read().unwrap_or_else(|e| e.into_inner());
+        if segments.len() <= 1 {
+            return false;
+        }
+        segments[0].clone()
+    };
+    // The records are lost, but their source must not read them again
+    // after a restart: that would bring back what was reported dropped.
+    if !save_positions(shared, &mut positions, std::slice::from_ref(&oldest)) {
         return false;
+    }
+    let mut segments = shared.segments.write().unwrap_or_else(|e| e.into_inner());
+    if segments.len() <= 1 || !Arc::ptr_eq(&segments[0], &oldest) {
+        return true;
     }
     let segment = segments.remove(0);
     let records = segments[0].base_offset - segment.base_offset;

@@ -27,6 +27,7 @@ mod fault;
 mod inspect;
 mod mmap;
 mod open;
+mod positions;
 mod reader;
 pub mod recovery;
 pub mod segment;
@@ -48,6 +49,7 @@ pub use cursor::validate_cursor_name;
 pub use dir::ProducerId;
 pub use fault::Faults;
 pub use inspect::{inspect, CursorInfo, Finding, InspectReport, SegmentInfo, SegmentState};
+pub use positions::{source_position, split_source_position, POSITIONS_FILE};
 pub use reader::{Reader, StoredChunk};
 pub use recovery::RecoveryReport;
 
@@ -212,6 +214,9 @@ pub(crate) struct Shared {
     pub space: Mutex<()>,
     pub space_freed: Condvar,
     pub cursors: Mutex<BTreeMap<String, u64>>,
+    /// The last source positions of deleted segments; also serialises
+    /// segment deletion (see `budget`).
+    pub deleted_positions: Mutex<positions::Positions>,
     pub disk_bytes: AtomicU64,
     pub full: AtomicBool,
     pub closing: AtomicBool,
@@ -682,6 +687,33 @@ impl Log {
         };
         budget::collect(shared);
         Ok(removed)
+    }
+
+    /// The last source position `source` stored under each component
+    /// (source positions follow the convention of [`source_position`]),
+    /// from the durable chunks still stored and, for deleted segments, the
+    /// positions file. A source reads this once at start to resume exactly
+    /// after its last durable record.
+    pub fn source_positions(&self, source: &str) -> BTreeMap<String, Vec<u8>> {
+        let shared = self.shared();
+        // Held while scanning, so no segment is deleted between the saved
+        // positions and the scan.
+        let deleted = shared
+            .deleted_positions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut positions = deleted.clone();
+        let segments = shared
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let durable = shared.durable_offset.load(Ordering::Acquire);
+        for segment in &segments {
+            positions.note_segment(segment, durable);
+        }
+        drop(deleted);
+        positions.of_source(source.as_bytes())
     }
 
     /// Counters and gauges.

@@ -14,6 +14,7 @@ use crossbeam_channel::Sender;
 use super::cursor::{self, CURSOR_SUFFIX};
 use super::dir::{self, DirLock, ProducerIdOutcome, CURSORS_DIR, SEGMENTS_DIR};
 use super::mmap::{MapWriter, SegmentMap};
+use super::positions::{Positions, POSITIONS_FILE};
 use super::recovery::{self, CursorRepair, Damage, Quarantined, RecoveryReport, SegmentDamage};
 use super::segment::{
     parse_segment_file_name, sync_dir, PreparedSegment, Segment, SegmentHeader, PREPARED_SUFFIX,
@@ -55,6 +56,19 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
     }
     let segments_dir = dir.join(SEGMENTS_DIR);
     let cursors_dir = dir.join(CURSORS_DIR);
+    let positions = match Positions::load(dir) {
+        Ok(positions) => positions,
+        Err(reason) => {
+            let path = dir.join(POSITIONS_FILE);
+            let moved_to = dir::quarantine(dir, &path)?;
+            report.quarantined.push(Quarantined {
+                path,
+                moved_to,
+                reason: format!("unusable positions file: {reason}"),
+            });
+            Positions::default()
+        }
+    };
 
     let (mut recovered, quarantined_floor) =
         recover_segments(dir, &segments_dir, &options, &mut report)?;
@@ -91,6 +105,7 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
         space: Mutex::new(()),
         space_freed: Condvar::new(),
         cursors: Mutex::new(cursors),
+        deleted_positions: Mutex::new(positions),
         disk_bytes: AtomicU64::new(disk_bytes),
         full: AtomicBool::new(false),
         closing: AtomicBool::new(false),
