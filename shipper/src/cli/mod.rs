@@ -1,6 +1,5 @@
 //! The subcommands, one module each.
 
-pub(crate) mod access_log;
 pub(crate) mod demo;
 pub(crate) mod inspect;
 pub(crate) mod run;
