@@ -187,6 +187,35 @@ impl Emitter {
         timestamp: u64,
         source_position: Option<&[u8]>,
     ) -> Result<()> {
+        self.emit_skipping(stream, payload, timestamp, source_position, &[])
+    }
+
+    /// The stored components of this emitter and of the transforms under
+    /// it: the components whose chunks carry this emitter's source
+    /// positions.
+    pub fn stored_components(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        if self.store {
+            all.push(self.component.clone());
+        }
+        for route in &self.routes {
+            all.extend(route.emitter.stored_components());
+        }
+        all
+    }
+
+    /// [`Emitter::emit`], except that the components named in `skip` do
+    /// not store the record (transforms still see it). A resuming source
+    /// uses it for records some of its components stored before a restart
+    /// and others did not.
+    pub fn emit_skipping(
+        &mut self,
+        stream: &str,
+        payload: &[u8],
+        timestamp: u64,
+        source_position: Option<&[u8]>,
+        skip: &[String],
+    ) -> Result<()> {
         for route in &mut self.routes {
             let Route {
                 transform,
@@ -195,10 +224,13 @@ impl Emitter {
             } = route;
             match transform.apply(payload, scratch) {
                 TransformOutcome::Keep(bytes) | TransformOutcome::Replace(bytes) => {
-                    emitter.emit(stream, bytes, timestamp, source_position)?
+                    emitter.emit_skipping(stream, bytes, timestamp, source_position, skip)?
                 }
                 TransformOutcome::Drop => {}
             }
+        }
+        if !skip.is_empty() && skip.contains(&self.component) {
+            return Ok(());
         }
         if !self.store {
             self.stats.records.fetch_add(1, Ordering::Relaxed);
