@@ -3,11 +3,25 @@
 //! stream). The path may name a file per period with `%Y`, `%m`, `%d` and
 //! `%H` (UTC, from each chunk's latest record time), and `%%` for a `%`.
 //! A delivery is acknowledged only after `fdatasync` of the files written.
+//!
+//! # Exactly once
+//!
+//! With a journal ([`FileSinkOptions::journal`]) every record lands in the
+//! output exactly once, whatever kills the process. Before a delivery
+//! writes, it records an *intent* in the journal (the offsets it covers
+//! and the length of every file it is about to write) and syncs it. A
+//! delivery that is offered again — after a crash before the runtime
+//! persisted the cursor, or a retry after a failed write — finds its own
+//! intent (`intent.first <= first offset < intent.end`) and first cuts each
+//! file back to the recorded length, then writes. Deliveries run one at a
+//! time and the cursor is persisted before the next one starts, so one
+//! intent is all the journal holds. A torn intent (crash while writing it)
+//! fails its checksum; its delivery had not written anything yet.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use shipper_core::chunk::{decode_body, BodyLayout, Decoder};
@@ -33,6 +47,86 @@ pub struct FileSinkOptions {
     pub path: String,
     /// Compression of the output.
     pub compression: FileCompression,
+    /// Where the sink keeps its intent journal (see the module docs);
+    /// without one a crash can duplicate the last delivery.
+    pub journal: Option<PathBuf>,
+}
+
+/// What a delivery is about to write: its offsets and, per file, the
+/// length before it (and whether the file existed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Intent {
+    first: u64,
+    end: u64,
+    files: Vec<(PathBuf, u64, bool)>,
+}
+
+const JOURNAL_MAGIC: [u8; 8] = *b"SHFSJ1\0\0";
+
+impl Intent {
+    fn encode(&self) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = Vec::new();
+        out.extend_from_slice(&JOURNAL_MAGIC);
+        out.extend_from_slice(&self.first.to_le_bytes());
+        out.extend_from_slice(&self.end.to_le_bytes());
+        out.extend_from_slice(&(self.files.len() as u32).to_le_bytes());
+        for (path, len, existed) in &self.files {
+            let bytes = path.as_os_str().as_bytes();
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.push(u8::from(*existed));
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Intent> {
+        use std::os::unix::ffi::OsStrExt;
+        let (body, crc) = bytes.split_at(bytes.len().checked_sub(4)?);
+        if crc32c::crc32c(body).to_le_bytes() != crc || body.get(..8)? != JOURNAL_MAGIC {
+            return None;
+        }
+        let mut rest = &body[8..];
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
+            rest = tail;
+            Some(head)
+        };
+        let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        let first = u64_of(take(8)?);
+        let end = u64_of(take(8)?);
+        let count = u32::from_le_bytes(take(4)?.try_into().ok()?);
+        let mut files = Vec::new();
+        for _ in 0..count {
+            let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+            let path = PathBuf::from(std::ffi::OsStr::from_bytes(take(len)?));
+            let size = u64_of(take(8)?);
+            let existed = take(1)?[0] == 1;
+            files.push((path, size, existed));
+        }
+        Some(Intent { first, end, files })
+    }
+
+    /// Reads the journal; a missing or torn one holds no intent.
+    fn load(path: &Path) -> Result<Option<Intent>, PluginError> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let intent = Intent::decode(&bytes);
+                if intent.is_none() && !bytes.is_empty() {
+                    tracing::warn!(journal = %path.display(), "torn file sink journal ignored (its delivery had written nothing)");
+                }
+                Ok(intent)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(PluginError::Retryable(format!(
+                "reading {}: {e}",
+                path.display()
+            ))),
+        }
+    }
 }
 
 /// Appends NDJSON to local files.
@@ -41,6 +135,8 @@ pub struct FileSink {
     options: FileSinkOptions,
     decoder: Decoder,
     files: BTreeMap<PathBuf, File>,
+    /// The journal's intent, once read.
+    intent: Option<Option<Intent>>,
 }
 
 impl FileSink {
@@ -51,6 +147,7 @@ impl FileSink {
             options,
             decoder: Decoder::default(),
             files: BTreeMap::new(),
+            intent: None,
         })
     }
 
@@ -103,6 +200,25 @@ impl FileSink {
                 }
             }
         }
+        if let Some(journal) = self.options.journal.clone() {
+            let first = chunks.first().map_or(0, StoredChunk::first_offset);
+            let end = chunks.last().map_or(0, StoredChunk::end_offset);
+            self.undo_redelivered(&journal, first)?;
+            let mut files = Vec::new();
+            for path in outputs.keys() {
+                let (len, existed) = match std::fs::metadata(path) {
+                    Ok(metadata) => (metadata.len(), true),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, false),
+                    Err(e) => {
+                        return Err(PluginError::Retryable(format!("{}: {e}", path.display())))
+                    }
+                };
+                files.push((path.clone(), len, existed));
+            }
+            let intent = Intent { first, end, files };
+            write_synced(&journal, &intent.encode())?;
+            self.intent = Some(Some(intent));
+        }
         for (path, bytes) in outputs {
             let bytes = match self.options.compression {
                 FileCompression::None => bytes,
@@ -112,8 +228,8 @@ impl FileSink {
             let file = self.file(&path)?;
             let written = file.write_all(&bytes).and_then(|_| file.sync_data());
             if let Err(e) = written {
-                // The file may hold part of this delivery; reopen it next
-                // time. The retry writes the whole delivery again.
+                // The file may hold part of this delivery; the retry cuts it
+                // back to the length in the intent (with a journal).
                 self.files.remove(&path);
                 return Err(PluginError::Retryable(format!(
                     "writing {}: {e}",
@@ -123,6 +239,60 @@ impl FileSink {
         }
         Ok(())
     }
+
+    /// If the chunks from `first` on were written before (the intent covers
+    /// `first`), cuts each file back to its length before that delivery.
+    fn undo_redelivered(&mut self, journal: &Path, first: u64) -> Result<(), PluginError> {
+        if self.intent.is_none() {
+            self.intent = Some(Intent::load(journal)?);
+        }
+        let Some(Some(intent)) = &self.intent else {
+            return Ok(());
+        };
+        if !(intent.first <= first && first < intent.end) {
+            return Ok(());
+        }
+        self.files.clear();
+        for (path, len, existed) in &intent.files {
+            let cut = if *existed {
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|file| file.set_len(*len).and_then(|()| file.sync_all()))
+            } else {
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                }
+            };
+            cut.map_err(|e| {
+                PluginError::Retryable(format!(
+                    "cutting {} back to {len} bytes: {e}",
+                    path.display()
+                ))
+            })?;
+            tracing::info!(file = %path.display(), len, "file sink: delivery offered again; its earlier write cut off");
+        }
+        Ok(())
+    }
+}
+
+/// Replaces the content of `path` and syncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), PluginError> {
+    let error =
+        |e: std::io::Error| PluginError::Retryable(format!("writing {}: {e}", path.display()));
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(error)?;
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(error)?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_data())
+        .map_err(error)
 }
 
 #[async_trait]
@@ -165,6 +335,50 @@ fn render(template: &str, nanos: u64) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shipper_core::chunk::{ChunkBuilder, ChunkOptions};
+    use shipper_core::log::{Log, LogOptions};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_redelivered_batch_is_cut_back_first_and_a_torn_journal_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path().join("data"), LogOptions::default()).unwrap();
+        for batch in 0..2 {
+            let mut builder = ChunkBuilder::new("s", "in", ChunkOptions::default()).unwrap();
+            for i in 0..3 {
+                builder
+                    .push(format!("r{batch}-{i}").as_bytes(), 1, None)
+                    .unwrap();
+            }
+            log.append(builder.finish().unwrap().unwrap())
+                .unwrap()
+                .wait_durable()
+                .unwrap();
+        }
+        let chunks: Vec<StoredChunk> = log.reader(0).map(Result::unwrap).collect();
+        let out = dir.path().join("out.ndjson");
+        let journal = dir.path().join("sink.journal");
+        let options = FileSinkOptions {
+            path: out.display().to_string(),
+            compression: FileCompression::None,
+            journal: Some(journal.clone()),
+        };
+        let mut sink = FileSink::new(options.clone()).unwrap();
+        sink.deliver(&chunks[..1]).await.unwrap();
+        sink.deliver(&chunks[1..]).await.unwrap();
+        // A crash before the cursor of the second delivery was persisted:
+        // a new sink is offered the second chunk again.
+        let mut sink = FileSink::new(options.clone()).unwrap();
+        sink.deliver(&chunks[1..]).await.unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(text, "r0-0\nr0-1\nr0-2\nr1-0\nr1-1\nr1-2\n");
+        // A torn journal: the delivery it belonged to wrote nothing.
+        let bytes = std::fs::read(&journal).unwrap();
+        std::fs::write(&journal, &bytes[..bytes.len() / 2]).unwrap();
+        assert_eq!(Intent::load(&journal).unwrap(), None);
+        let intent = Intent::decode(&bytes).unwrap();
+        assert_eq!((intent.first, intent.end), (3, 6));
+        assert_eq!(intent.files, [(out.clone(), 15, true)]);
+    }
 
     #[test]
     fn templates_render_utc_dates() {
