@@ -1,21 +1,30 @@
 //! The admin endpoint, on loopback by default: `/health` (200 when ready,
-//! 503 with the reason when not) and Prometheus `/metrics` (records and
+//! 503 with the reason when not), Prometheus `/metrics` (records and
 //! bytes in and out per component, retries and errors, the log's size,
-//! drops and flushes, and each sink's lag in records and seconds).
+//! drops and flushes, and each sink's lag in records and seconds) and
+//! `POST /reload` (re-read the config file; see `runtime::ReloadOutcome`
+//! for the answers).
+//!
+//! What `/metrics` reports on is swapped as a whole by each reload
+//! ([`AdminState::set_pipeline`]), so it always shows the components
+//! running now.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use shipper_core::chunk::now_nanos;
-use shipper_core::emit::EmitterStats;
+use shipper_core::emit::{EmitterCounters, EmitterStats};
 use shipper_core::log::Log;
 use shipper_core::plugin::Shutdown;
+
+use crate::runtime::{ReloadHandle, ReloadTrigger};
 
 /// Live counters of one sink's delivery loop.
 #[derive(Debug, Default)]
@@ -32,15 +41,53 @@ pub struct SinkStats {
     pub errors: AtomicU64,
 }
 
-/// What the endpoint reports on.
+/// The running pipeline's counters, as `/metrics` reports them.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Each source's and transform's emitter counters, with its kind. A
+    /// transform fed by several sources appears once per source.
+    pub components: Vec<(String, &'static str, Arc<EmitterStats>)>,
+    /// What emitters replaced by a reload had counted, by component and
+    /// kind: added to the live counters so a counter never goes backwards.
+    pub retired: BTreeMap<(String, &'static str), EmitterCounters>,
+    /// Each sink's counters.
+    pub sinks: Vec<(String, Arc<SinkStats>)>,
+}
+
+/// What the endpoint reports on, and where it sends reloads.
 #[derive(Debug)]
 pub struct AdminState {
     /// The log.
     pub log: Log,
-    /// Each source's and transform's emitter counters, with its kind.
-    pub components: Vec<(String, &'static str, Arc<EmitterStats>)>,
-    /// Each sink's counters.
-    pub sinks: Vec<(String, Arc<SinkStats>)>,
+    pipeline: RwLock<Arc<PipelineStats>>,
+    reload: ReloadHandle,
+}
+
+impl AdminState {
+    /// A state reporting no components yet (see [`AdminState::set_pipeline`]).
+    pub fn new(log: Log, reload: ReloadHandle) -> Self {
+        AdminState {
+            log,
+            pipeline: RwLock::new(Arc::default()),
+            reload,
+        }
+    }
+
+    /// The counters `/metrics` reports on now.
+    pub fn pipeline(&self) -> Arc<PipelineStats> {
+        self.pipeline
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces what `/metrics` reports on (after a start or a reload).
+    pub fn set_pipeline(&self, pipeline: PipelineStats) {
+        *self
+            .pipeline
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(pipeline);
+    }
 }
 
 /// Serves the endpoint on `listener` until `stop` is triggered.
@@ -52,6 +99,7 @@ pub async fn serve(
     let router = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/reload", post(reload))
         .with_state(state);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { stop.wait().await })
@@ -76,6 +124,26 @@ async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         (StatusCode::OK, "{\"status\":\"ready\"}".to_owned())
     };
     (status, [(header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// `POST /reload`: the pipeline re-reads its config file; the answer is
+/// the reload's outcome, as text, with its status.
+async fn reload(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let (status, body) = match state.reload.reload(ReloadTrigger::Api).await {
+        Some(outcome) => (
+            StatusCode::from_u16(outcome.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            format!("{outcome}\n"),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not reloading: shipper is shutting down\n".to_owned(),
+        ),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
 }
 
 fn json_string(text: &str) -> String {
@@ -117,21 +185,31 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
+/// Adds `counters` into `total`.
+pub fn add_counters(total: &mut EmitterCounters, counters: &EmitterCounters) {
+    total.records += counters.records;
+    total.bytes += counters.bytes;
+    total.chunks += counters.chunks;
+}
+
 /// Reads one counter of a sink.
 type SinkCounter = fn(&SinkStats) -> u64;
 
 /// The metrics in Prometheus' text format.
 pub fn render(state: &AdminState) -> String {
     let mut out = String::new();
-    // A transform fed by several sources has an emitter under each: sum them.
-    let mut totals: std::collections::BTreeMap<(&str, &str), shipper_core::emit::EmitterCounters> =
-        std::collections::BTreeMap::new();
-    for (name, kind, stats) in &state.components {
-        let snapshot = stats.snapshot();
-        let total = totals.entry((name.as_str(), *kind)).or_default();
-        total.records += snapshot.records;
-        total.bytes += snapshot.bytes;
-        total.chunks += snapshot.chunks;
+    let pipeline = state.pipeline();
+    // A transform fed by several sources has an emitter under each, and a
+    // reload may have replaced some: sum them all.
+    let mut totals: BTreeMap<(&str, &str), EmitterCounters> = BTreeMap::new();
+    for ((name, kind), counters) in &pipeline.retired {
+        add_counters(totals.entry((name.as_str(), *kind)).or_default(), counters);
+    }
+    for (name, kind, stats) in &pipeline.components {
+        add_counters(
+            totals.entry((name.as_str(), *kind)).or_default(),
+            &stats.snapshot(),
+        );
     }
     let components: Vec<_> = totals.into_iter().map(|((n, k), c)| (n, k, c)).collect();
     family(
@@ -205,7 +283,7 @@ pub fn render(state: &AdminState) -> String {
     ];
     for (name, help, value) in sink_counters {
         family(&mut out, name, "counter", help);
-        for (sink, stats) in &state.sinks {
+        for (sink, stats) in &pipeline.sinks {
             let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", label(sink), value(stats));
         }
     }
@@ -218,7 +296,7 @@ pub fn render(state: &AdminState) -> String {
         "Records stored but not yet acknowledged by the sink.",
     );
     let mut lags = Vec::new();
-    for (sink, _) in &state.sinks {
+    for (sink, _) in &pipeline.sinks {
         let cursor = state.log.cursor(sink).unwrap_or(0);
         let seconds = match state.log.reader(cursor).next() {
             Some(Ok(chunk)) if cursor < next => {

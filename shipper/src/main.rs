@@ -39,7 +39,8 @@ enum Command {
     /// Check a config file without running it: print every error with its
     /// line and key path (exit 1), or a summary (exit 0).
     Validate(cli::validate::ValidateArgs),
-    /// Run the pipeline a config describes until SIGTERM or SIGINT.
+    /// Run the pipeline a config describes until SIGTERM or SIGINT, or
+    /// until every source has ended; SIGHUP reloads the config file.
     Run(cli::run::RunArgs),
 }
 

@@ -1,9 +1,12 @@
 //! `shipper run`: a real process, records through stdin → log → file and
-//! blackhole sinks, and an orderly SIGTERM.
+//! blackhole sinks, an orderly SIGTERM, a run that ends with its input, and
+//! reloads (SIGHUP, `POST /reload`).
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 const SHIPPER: &str = env!("CARGO_BIN_EXE_shipper");
@@ -68,13 +71,18 @@ fn start(config: &Path, stdin: Stdio) -> (std::process::Child, KillOnPanic) {
     (child, guard)
 }
 
-/// Sends SIGTERM and waits: the run must drain and exit 0.
-fn stop(child: std::process::Child) -> String {
+/// Sends `signal` (`TERM`, `HUP`) to the child.
+fn send_signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Sends SIGTERM and waits: the run must drain and exit 0.
+fn stop(child: std::process::Child) -> String {
+    send_signal(&child, "TERM");
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
@@ -89,6 +97,90 @@ fn line_count(path: &Path) -> usize {
     std::fs::read(path).map_or(0, |bytes| bytes.iter().filter(|&&b| b == b'\n').count())
 }
 
+/// A child's stderr, read line by line on a thread, so a test can wait for
+/// a line while the child runs.
+struct Stderr {
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Stderr {
+    fn take(child: &mut Child) -> Stderr {
+        let pipe = child.stderr.take().unwrap();
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let shared = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let (lines, arrived) = &*shared;
+                lines.lock().unwrap().push(line);
+                arrived.notify_all();
+            }
+        });
+        Stderr { lines, reader }
+    }
+
+    /// Waits until `count` lines contain `needle`; returns the last of them.
+    fn wait_for(&self, needle: &str, count: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (lines, arrived) = &*self.lines;
+        let mut lines = lines.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().filter(|l| l.contains(needle)).nth(count - 1) {
+                return line.clone();
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "no {count} lines with {needle:?} in\n{}",
+                lines.join("\n")
+            );
+            lines = arrived.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Everything the child wrote, once it has exited.
+    fn text(self) -> String {
+        self.reader.join().unwrap();
+        self.lines.0.lock().unwrap().join("\n")
+    }
+}
+
+/// The admin endpoint's port, from the line the run logs once it listens.
+fn admin_port(stderr: &Stderr) -> u16 {
+    let line = stderr.wait_for("admin endpoint listening", 1);
+    let address = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("address="))
+        .unwrap_or_else(|| panic!("no address in {line}"));
+    address.parse::<std::net::SocketAddr>().unwrap().port()
+}
+
+/// Waits for the child to exit on its own.
+fn wait_for_exit(mut child: Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "shipper did not exit on its own");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_for_lines(path: &Path, lines: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while line_count(path) < lines {
+        assert!(
+            Instant::now() < deadline,
+            "{} got {} of {lines} lines",
+            path.display(),
+            line_count(path)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn stdin_to_file_then_sigterm_drains_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,11 +189,10 @@ fn stdin_to_file_then_sigterm_drains_and_exits_cleanly() {
     let lines: Vec<String> = (0..20_000)
         .map(|i| format!(r#"{{"seq":{i},"msg":"event number {i}"}}"#))
         .collect();
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        for line in &lines {
-            writeln!(stdin, "{line}").unwrap();
-        }
+    // Kept open: the run ends by SIGTERM here, not by the end of its input.
+    let mut stdin = child.stdin.take().unwrap();
+    for line in &lines {
+        writeln!(stdin, "{line}").unwrap();
     }
     let out = dir.path().join("out/records.ndjson");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -115,6 +206,7 @@ fn stdin_to_file_then_sigterm_drains_and_exits_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let stderr = stop(child);
+    drop(stdin);
     assert!(stderr.contains("shipper stopped cleanly"), "{stderr}");
 
     let written = std::fs::read_to_string(&out).unwrap();
@@ -343,11 +435,15 @@ path = "{out}"
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_request(port, "GET", path)
+}
+
+fn http_request(port: u16, method: &str, path: &str) -> (u16, String) {
     use std::io::Read;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
@@ -374,11 +470,10 @@ fn the_admin_endpoint_reports_health_and_metrics() {
     );
     std::fs::write(&config, text).unwrap();
     let (mut child, _guard) = start(&config, Stdio::piped());
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        for i in 0..1000 {
-            writeln!(stdin, "{{\"n\":{i}}}").unwrap();
-        }
+    // Kept open, or the run would end with its input.
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..1000 {
+        writeln!(stdin, "{{\"n\":{i}}}").unwrap();
     }
     let out = dir.path().join("out/records.ndjson");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -418,6 +513,7 @@ fn the_admin_endpoint_reports_health_and_metrics() {
         );
     }
     stop(child);
+    drop(stdin);
 }
 
 #[test]
@@ -427,7 +523,9 @@ fn logging_as_json_lines_when_configured() {
         dir.path(),
         "\n[logging]\nformat = \"json\"\nlevel = \"info\"\n",
     );
-    let (child, _guard) = start(&config, Stdio::null());
+    let (mut child, _guard) = start(&config, Stdio::piped());
+    // Kept open, or the run would end with its input.
+    let stdin = child.stdin.take();
     // Running once the data directory is locked by the child.
     let pid = child.id().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -449,6 +547,7 @@ fn logging_as_json_lines_when_configured() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let stderr = stop(child);
+    drop(stdin);
     let events: Vec<serde_json::Value> = stderr
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
@@ -525,4 +624,530 @@ path = "{out}"
     }
     stop(child);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), body);
+}
+
+#[test]
+fn generator_to_file_writes_exactly_count_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"data_dir = "{data}"
+
+[admin]
+address = "127.0.0.1:0"
+
+[sources.gen]
+type = "generator"
+count = 10_000
+seed = 42
+
+[sinks.out]
+type = "file"
+inputs = ["gen"]
+path = "{out}"
+"#,
+        data = dir.path().join("data").display(),
+        out = dir.path().join("generated.ndjson").display(),
+    );
+    let config_path = dir.path().join("shipper.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let (child, _guard) = start(&config_path, Stdio::null());
+    let out = dir.path().join("generated.ndjson");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while line_count(&out) < 10_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the file sink got {} lines",
+            line_count(&out)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop(child);
+    // Exactly the generated records: each once, in order, valid JSON.
+    let written = std::fs::read_to_string(&out).unwrap();
+    let records: Vec<serde_json::Value> = written
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert_eq!(records.len(), 10_000);
+    for (seq, record) in records.iter().enumerate() {
+        assert_eq!(record["seq"], seq);
+        assert!(record["req"].is_string(), "{record}");
+    }
+}
+
+/// Whether Mosquitto answers on 127.0.0.1:1883; with
+/// `SHIPPER_REQUIRE_SERVICES=1` its absence is a failure, not a skip.
+fn mosquitto_available() -> bool {
+    let address = "127.0.0.1:1883".parse().unwrap();
+    match std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
+        Ok(_) => true,
+        Err(error) => {
+            let reason = format!("Mosquitto not reachable on 127.0.0.1:1883: {error}");
+            if std::env::var("SHIPPER_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("{reason}");
+            }
+            eprintln!("skipped: {reason} (SHIPPER_REQUIRE_SERVICES=1 makes this a failure)");
+            false
+        }
+    }
+}
+
+/// A QoS 1 publisher that waits for the broker to acknowledge.
+struct Publisher {
+    client: rumqttc::Client,
+    connection: rumqttc::Connection,
+}
+
+impl Publisher {
+    fn new(client_id: &str) -> Self {
+        let options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", 1883);
+        let (client, connection) = rumqttc::Client::new(options, 1024);
+        Publisher { client, connection }
+    }
+
+    /// Publishes every message and returns once the broker has them all.
+    fn publish(&mut self, topic: &str, payloads: &[String]) {
+        for payload in payloads {
+            self.client
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.as_bytes())
+                .unwrap();
+        }
+        let mut acked = 0;
+        for event in self.connection.iter() {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event.unwrap() {
+                acked += 1;
+                if acked == payloads.len() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn mqtt_source_to_file() {
+    if !mosquitto_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let base = format!("shipper-run-test-{}-{nanos}", std::process::id());
+    let config = format!(
+        r#"data_dir = "{data}"
+
+[admin]
+address = "127.0.0.1:0"
+
+[log]
+durability = "always"
+
+[sources.broker]
+type = "mqtt"
+url = "mqtt://127.0.0.1:1883"
+topics = ["{base}/#"]
+client_id = "{base}-shipper"
+
+[sinks.out]
+type = "file"
+inputs = ["broker"]
+path = "{out}"
+"#,
+        data = dir.path().join("data").display(),
+        out = dir.path().join("mqtt.ndjson").display(),
+    );
+    let config_path = dir.path().join("shipper.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let (child, _guard) = start(&config_path, Stdio::null());
+    let out = dir.path().join("mqtt.ndjson");
+    let mut publisher = Publisher::new(&format!("{base}-publisher"));
+
+    // Until shipper has subscribed, a message has no subscriber and is
+    // gone: probe until one reaches the file.
+    let probe = format!("{base}/probe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while line_count(&out) == 0 {
+        assert!(Instant::now() < deadline, "no probe reached the file");
+        publisher.publish(&probe, &["\"probe\"".to_owned()]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let data = format!("{base}/data");
+    let payloads: Vec<String> = (0..1000).map(|seq| format!("{{\"seq\":{seq}}}")).collect();
+    publisher.publish(&data, &payloads);
+    let data_lines = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .filter(|record: &serde_json::Value| record["topic"] == data.as_str())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = data_lines(&std::fs::read_to_string(&out).unwrap()).len();
+        if got >= payloads.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the file sink got {got} of 1000 messages"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stderr = stop(child);
+    assert!(stderr.contains("shipper stopped cleanly"), "{stderr}");
+
+    // Every message once, in publishing order, its JSON payload kept.
+    let records = data_lines(&std::fs::read_to_string(&out).unwrap());
+    assert_eq!(records.len(), 1000);
+    for (seq, record) in records.iter().enumerate() {
+        assert_eq!(
+            record["payload"],
+            serde_json::json!({ "seq": seq }),
+            "{record}"
+        );
+    }
+}
+
+/// The lines of `path`, or none if it does not exist.
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The `seq` of a JSON line.
+fn seq_of(line: &str) -> usize {
+    let record: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    record["seq"].as_u64().unwrap() as usize
+}
+
+#[test]
+fn sighup_reloads_while_lines_flow_and_nothing_is_lost_or_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let original = std::fs::read_to_string(&config).unwrap();
+    let late = dir.path().join("late.ndjson");
+    let tagged = dir.path().join("tagged.ndjson");
+    let late_sink = format!(
+        "\n[sinks.late]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{}\"\n",
+        late.display()
+    );
+    let tag = format!(
+        "\n[transforms.tag]\ntype = \"remap\"\ninputs = [\"in\"]\nadd = {{ via = \"tag\" }}\n\
+         \n[sinks.tagged]\ntype = \"file\"\ninputs = [\"tag\"]\npath = \"{}\"\n",
+        tagged.display()
+    );
+    // `out` writes to `out_file`; `void` is gone; `extra` is appended.
+    let rewrite = |out_file: &str, extra: &str| {
+        let text = original.replace("out/records.ndjson", out_file).replace(
+            "[sinks.void]\ntype = \"blackhole\"\ninputs = [\"in\"]\n",
+            "",
+        );
+        std::fs::write(&config, format!("{text}{extra}")).unwrap();
+    };
+
+    let (mut child, _guard) = start(&config, Stdio::piped());
+    let stderr = Stderr::take(&mut child);
+    admin_port(&stderr);
+    // Lines flow from a writer thread through the child's stdin pipe
+    // until the test has done its reloads; then the input ends.
+    let written = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let mut stdin = child.stdin.take().unwrap();
+        let (written, done) = (written.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut seq = 0;
+            while !done.load(Ordering::Relaxed) {
+                let batch: String = (seq..seq + 50)
+                    .map(|i| format!("{{\"seq\":{i}}}\n"))
+                    .collect();
+                stdin.write_all(batch.as_bytes()).unwrap();
+                seq += 50;
+                written.store(seq, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            seq
+        })
+    };
+    let flow = |more: usize| {
+        let target = written.load(Ordering::Relaxed) + more;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while written.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "the writer is stuck");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+
+    flow(2000);
+    // Change `out`'s path, remove `void`, add `late`.
+    rewrite("out/records-1.ndjson", &late_sink);
+    send_signal(&child, "HUP");
+    let reloaded = stderr.wait_for("reloaded:", 1);
+    assert!(
+        reloaded
+            .contains("reloaded: started [late], stopped [void], restarted [out], unchanged [in]"),
+        "{reloaded}"
+    );
+    let written_when_late_started = written.load(Ordering::Relaxed);
+
+    flow(2000);
+    // A transform on `in` and a sink reading it: `in` restarts.
+    rewrite("out/records-1.ndjson", &format!("{late_sink}{tag}"));
+    send_signal(&child, "HUP");
+    let reloaded = stderr.wait_for("reloaded:", 2);
+    assert!(
+        reloaded.contains(
+            "reloaded: started [tag, tagged], stopped [], restarted [in], unchanged [late, out]"
+        ),
+        "{reloaded}"
+    );
+    flow(2000);
+    wait_for_lines(&tagged, 1);
+
+    // Remove them again, and move `out` once more.
+    rewrite("out/records-3.ndjson", &late_sink);
+    send_signal(&child, "HUP");
+    let reloaded = stderr.wait_for("reloaded:", 3);
+    assert!(
+        reloaded.contains(
+            "reloaded: started [], stopped [tag, tagged], restarted [in, out], unchanged [late]"
+        ),
+        "{reloaded}"
+    );
+
+    flow(2000);
+    // The same file again, twice in a row: nothing changes.
+    send_signal(&child, "HUP");
+    send_signal(&child, "HUP");
+    let reloaded = stderr.wait_for("reloaded:", 4);
+    assert!(reloaded.contains("unchanged [in, late, out]"), "{reloaded}");
+    flow(2000);
+
+    done.store(true, Ordering::Relaxed);
+    let total = writer.join().unwrap();
+    // The end of the input ends the run.
+    let status = wait_for_exit(child);
+    let stderr = stderr.text();
+    assert!(status.success(), "exit {status:?}\n{stderr}");
+    assert!(stderr.contains("every source has ended"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("records in in={total};")),
+        "{stderr}"
+    );
+    let expected: Vec<String> = (0..total).map(|i| format!("{{\"seq\":{i}}}")).collect();
+
+    // `out` existed the whole time, under three paths: every line exactly
+    // once, in order, across them.
+    let out: Vec<String> = ["records.ndjson", "records-1.ndjson", "records-3.ndjson"]
+        .iter()
+        .flat_map(|file| lines_of(&dir.path().join("out").join(file)))
+        .collect();
+    assert_eq!(out.len(), expected.len());
+    assert!(out == expected, "out differs from what was written");
+
+    // `late` started with a new cursor, which `open_cursor` puts at the
+    // oldest record still stored: no later than the end of the log when
+    // it started. From there on it has every line once, in order.
+    let late = lines_of(&late);
+    let first = seq_of(&late[0]);
+    assert!(
+        first <= written_when_late_started,
+        "late starts at {first}, after the {written_when_late_started} lines written when it started"
+    );
+    assert!(late == expected[first..], "late is not a contiguous tail");
+
+    // `tagged` read `tag` while it existed: a contiguous run of lines,
+    // each with the field `tag` added. It was stopped, not drained, when
+    // removed, so where it ends is not fixed.
+    let tagged = lines_of(&tagged);
+    let first = seq_of(&tagged[0]);
+    for (i, line) in tagged.iter().enumerate() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(record["seq"], first + i, "{line}");
+        assert_eq!(record["via"], "tag", "{line}");
+    }
+
+    // The cursors of the removed sinks are gone; the others are caught up.
+    let report = Command::new(SHIPPER)
+        .args(["inspect", "--json"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let cursors: Vec<(&str, u64)> = report["cursors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap(),
+                c["lag_records"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(cursors, [("late", 0), ("out", 0)], "{report:#}");
+}
+
+#[test]
+fn post_reload_refuses_invalid_and_restart_only_configs_and_applies_valid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let valid = std::fs::read_to_string(&config).unwrap();
+    let (mut child, _guard) = start(&config, Stdio::piped());
+    let stderr = Stderr::take(&mut child);
+    let port = admin_port(&stderr);
+    let mut stdin = child.stdin.take().unwrap();
+    let out = dir.path().join("out/records.ndjson");
+    let mut sent = 0;
+    let mut send = |lines: usize| {
+        for _ in 0..lines {
+            writeln!(stdin, "{{\"seq\":{sent}}}").unwrap();
+            sent += 1;
+        }
+        stdin.flush().unwrap();
+        sent
+    };
+    wait_for_lines(&out, send(100));
+
+    // Invalid: 400 with every diagnostic and its line; the old pipeline runs on.
+    std::fs::write(
+        &config,
+        valid.replace("inputs = [\"in\"]\npath", "inputs = [\"nowhere\"]\npath"),
+    )
+    .unwrap();
+    let (status, body) = http_request(port, "POST", "/reload");
+    let diagnostic =
+        "shipper.toml:15: sinks.out.inputs: `nowhere` is not the name of a source or transform";
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(diagnostic), "{body}");
+    stderr.wait_for(diagnostic, 1);
+    wait_for_lines(&out, send(100));
+
+    // A key only a restart applies: refused, named.
+    std::fs::write(
+        &config,
+        valid.replace(
+            &dir.path().join("data").display().to_string(),
+            &dir.path().join("elsewhere").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let (status, body) = http_request(port, "POST", "/reload");
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("data_dir changed: restart shipper to apply"),
+        "{body}"
+    );
+    wait_for_lines(&out, send(100));
+
+    // A valid change: 200 and what it did.
+    let second = dir.path().join("second.ndjson");
+    let with_second = format!(
+        "{valid}\n[sinks.second]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{}\"\n",
+        second.display()
+    );
+    std::fs::write(&config, &with_second).unwrap();
+    let (status, body) = http_request(port, "POST", "/reload");
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            200,
+            "reloaded: started [second], stopped [], restarted [], unchanged [in, out, void]\n"
+        )
+    );
+
+    // A source that cannot bind its address: the reply names it, the rest
+    // runs on, and a reload once the address is free starts it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{with_second}\n[sources.net]\ntype = \"socket\"\nmode = \"tcp\"\naddress = \"{address}\"\n\n[sinks.net_out]\ntype = \"blackhole\"\ninputs = [\"net\"]\n"
+        ),
+    )
+    .unwrap();
+    let (status, body) = http_request(port, "POST", "/reload");
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.starts_with(
+            "reloaded: started [net_out], stopped [], restarted [], unchanged [in, out, second, void], failed [net]\nnet: source net: "
+        ),
+        "{body}"
+    );
+    drop(taken);
+    let (status, body) = http_request(port, "POST", "/reload");
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            200,
+            "reloaded: started [net], stopped [], restarted [], unchanged [in, net_out, out, second, void]\n"
+        )
+    );
+
+    let total = send(100);
+    wait_for_lines(&out, total);
+    wait_for_lines(&second, 1);
+    let expected: Vec<String> = (0..total).map(|i| format!("{{\"seq\":{i}}}")).collect();
+    assert!(lines_of(&out) == expected);
+    // `second` started at the oldest stored record and reads on to the end.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        let lines = lines_of(&second);
+        if lines.last() == expected.last() || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let first = seq_of(&second[0]);
+    assert!(
+        second == expected[first..],
+        "second is not a contiguous tail"
+    );
+
+    // /metrics follows the reloads.
+    let (_, metrics) = http_get(port, "/metrics");
+    for expected in [
+        "shipper_sink_records_out_total{sink=\"second\"}",
+        "shipper_component_records_in_total{component=\"net\",kind=\"source\"} 0",
+        &format!("shipper_component_records_in_total{{component=\"in\",kind=\"source\"}} {total}"),
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected:?} in\n{metrics}"
+        );
+    }
+    stop(child);
+    drop(stdin);
+    let stderr = stderr.text();
+    assert!(stderr.contains("shipper stopped cleanly"), "{stderr}");
+}
+
+#[test]
+fn the_end_of_stdin_ends_the_run_after_the_sinks_drained() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let (mut child, _guard) = start(&config, Stdio::piped());
+    let stderr = Stderr::take(&mut child);
+    let lines: Vec<String> = (0..5_000).map(|i| format!("{{\"seq\":{i}}}")).collect();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for line in &lines {
+            writeln!(stdin, "{line}").unwrap();
+        }
+    }
+    let status = wait_for_exit(child);
+    let stderr = stderr.text();
+    assert!(status.success(), "exit {status:?}\n{stderr}");
+    assert!(stderr.contains("every source has ended"), "{stderr}");
+    assert!(
+        stderr.contains("run summary: records in in=5000; records out out=5000 void=5000;"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("shipper stopped cleanly"), "{stderr}");
+    assert_eq!(lines_of(&dir.path().join("out/records.ndjson")), lines);
 }

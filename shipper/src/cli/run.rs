@@ -1,11 +1,13 @@
 //! `shipper run -c FILE`: runs the pipeline a config describes until
-//! SIGTERM or SIGINT, then stops sources, makes the log durable, lets
-//! sinks drain and exits 0.
+//! SIGTERM or SIGINT (or until every source has ended on its own), then
+//! stops sources, makes the log durable, lets sinks drain and exits 0.
+//! SIGHUP reloads the config file.
 
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 use shipper::config::{self, LoadError, LogFormat, LogLevel};
+use shipper::runtime::{ReloadTrigger, Reloads};
 use shipper_core::plugin::Shutdown;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -53,9 +55,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         .build()
         .context("starting the runtime")?;
     let shutdown = Shutdown::new();
+    let reloads = Reloads::new();
     let result = runtime.block_on(async {
         let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
         let trigger = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -64,7 +68,24 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             }
             trigger.trigger();
         });
-        shipper::runtime::run(loaded.config, shutdown.clone()).await
+        // The pipeline logs each reload's outcome; signals that arrive
+        // during a reload make one more.
+        let reload = reloads.handle();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the config");
+                if reload.reload(ReloadTrigger::Signal).await.is_none() {
+                    break;
+                }
+            }
+        });
+        shipper::runtime::run(
+            args.config.clone(),
+            loaded.config,
+            shutdown.clone(),
+            reloads,
+        )
+        .await
     });
     // A read of standard input may still be blocked in the runtime's
     // blocking pool; it holds nothing that needs saving.
