@@ -12,10 +12,13 @@
 //! * [`multiline::Joiner`] — joins lines into records by a start-of-record
 //!   regex, with a size limit and a timeout;
 //! * [`transform`] — the `filter`, `sample` and `remap` record transforms
-//!   over JSON-object records.
+//!   over JSON-object records;
+//! * [`corpus`] — seeded, deterministic generators of realistic JSON
+//!   records (access logs, application events, sensor readings), which the
+//!   `generator` source, `shipper demo` and the benchmarks use.
 //!
 //! Each group sits behind its own cargo feature (`framing`, `syslog`,
-//! `multiline`, `transforms`), all on by default.
+//! `multiline`, `transforms`, `corpus`), all on by default.
 //!
 //! ```
 //! # #[cfg(feature = "framing")] {
@@ -42,6 +45,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "corpus")]
+pub mod corpus;
 #[cfg(feature = "framing")]
 pub mod framing;
 #[cfg(feature = "multiline")]
@@ -52,8 +57,11 @@ pub mod parse;
 pub mod sinks;
 #[cfg(any(
     feature = "sources-stdin",
+    feature = "sources-file",
     feature = "sources-socket",
-    feature = "sources-http"
+    feature = "sources-http",
+    feature = "sources-mqtt",
+    feature = "sources-generator"
 ))]
 pub mod sources;
 #[cfg(feature = "transforms")]

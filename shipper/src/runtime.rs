@@ -2,32 +2,45 @@
 //! the log and one delivery task per sink out of it, and shuts down in
 //! order: stop sources, make the log durable, let sinks drain, close.
 //!
-//! Built today: the `stdin`, `socket` and `http` sources, the `filter`, `sample` and `remap`
-//! transforms, and the `blackhole` and `file` sinks. A config naming any
-//! other component type is refused at start with a clear error (the
-//! pipeline issue adds them).
+//! [`run`] is built around a supervisor (`supervisor.rs`) that owns the
+//! running sources and sinks by name, each with its own stop signal and
+//! task. It applies reloads (SIGHUP, `POST /reload`; `reload.rs` decides
+//! what changed) by stopping, then starting, only the components that
+//! changed, and ends the run like a SIGTERM once every source has ended on
+//! its own (standard input at its end, a generator with a `count`).
+//!
+//! Built today: the `file`, `stdin`, `socket`, `http`, `mqtt` and
+//! `generator` sources, the `filter`, `sample` and `remap` transforms, and
+//! the `blackhole` and `file` sinks. A config naming any other component
+//! type is refused at start with a clear error (the sinks issue adds them).
 //!
 //! Transforms run on the producing side, in the source's task, before
 //! compression: each source's emitter carries the transforms that consume
 //! it (and those that consume them), and a component's records are stored
 //! under its own name only when some sink reads that component.
 
+mod reload;
+mod stdin;
+mod supervisor;
+
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use shipper_core::chunk::ChunkOptions;
 use shipper_core::emit::{Emitter, Route};
 use shipper_core::log::Log;
-use shipper_core::plugin::{
-    PluginError, Shutdown, Sink, Source, SourceContext, Transform, TransformOutcome,
-};
+use shipper_core::plugin::{PluginError, Shutdown, Sink, Source, Transform, TransformOutcome};
 use shipper_plugins::framing::lines::LineOptions;
 use shipper_plugins::sinks::blackhole::BlackholeSink;
 use shipper_plugins::sinks::file::{FileCompression, FileSink, FileSinkOptions};
+use shipper_plugins::sources::file::{FileOptions, FileSource};
+use shipper_plugins::sources::generator::{GeneratorOptions, GeneratorSource};
 use shipper_plugins::sources::http::{HttpOptions, HttpSource};
+use shipper_plugins::sources::mqtt::{self, MqttOptions, MqttQos, MqttSource};
 use shipper_plugins::sources::socket::{
     Listen, SocketFraming, SocketOptions, SocketParse, SocketSource,
 };
@@ -36,15 +49,18 @@ use shipper_plugins::transform::{
     self, Condition, Filter, FilterOptions, Outcome, RecordTransform, Remap, RemapOptions, Sample,
     SampleOptions,
 };
-use tokio::task::JoinHandle;
+
+pub use reload::{ReloadHandle, ReloadOutcome, ReloadSummary, ReloadTrigger, Reloads};
 
 use crate::admin::{AdminState, SinkStats};
 use crate::config::{
     Codec, Config, Encoding, FieldValue, FilterAction, Framing, ParseFormat, SinkConfig,
     SocketMode, SourceConfig, TransformConfig,
 };
+use supervisor::Supervisor;
 
-/// How long sources get to stop and sinks get to drain at shutdown.
+/// How long sources get to stop and sinks get to drain at shutdown, and
+/// how long a reload waits for a component it stops.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Chunks a sink is given at most per delivery.
 const MAX_BATCH_CHUNKS: usize = 256;
@@ -60,11 +76,67 @@ struct BuiltSink {
     inputs: Vec<String>,
 }
 
-async fn build_sources(config: &Config) -> anyhow::Result<Built<dyn Source>> {
+/// The file source's options from its config table.
+fn file_options(file: &crate::config::FileSource) -> FileOptions {
+    use crate::config::{InvalidUtf8, OnLongLine, ReadFrom};
+    use shipper_plugins::framing::lines::Overlong;
+    use shipper_plugins::sources::file;
+    let max_line_bytes = usize::try_from(file.max_line_bytes.bytes()).unwrap_or(usize::MAX);
+    FileOptions {
+        include: file.include.clone(),
+        exclude: file.exclude.clone(),
+        read_from: match file.read_from {
+            ReadFrom::Beginning => file::ReadFrom::Beginning,
+            ReadFrom::End => file::ReadFrom::End,
+        },
+        lines: LineOptions {
+            max_line_bytes,
+            overlong: match file.on_long_line {
+                OnLongLine::Truncate => Overlong::Truncate,
+                OnLongLine::Drop => Overlong::Drop,
+            },
+            ..LineOptions::default()
+        },
+        multiline: file.multiline.as_ref().map(|m| {
+            (
+                m.start_pattern.0.as_str().to_owned(),
+                Duration::from_millis(m.timeout_ms),
+            )
+        }),
+        invalid_utf8: match file.invalid_utf8 {
+            InvalidUtf8::Keep => file::InvalidUtf8::Keep,
+            InvalidUtf8::Replace => file::InvalidUtf8::Replace,
+        },
+        glob_interval: Duration::from_millis(file.glob_interval_ms),
+        rotate_wait: Duration::from_millis(file.rotate_wait_ms),
+        fingerprint_bytes: file.fingerprint_bytes as usize,
+        max_files: file.max_files as usize,
+        ..FileOptions::default()
+    }
+}
+
+/// Builds the sources of `config` that `wanted` names; the first that
+/// fails is the error.
+async fn build_sources(
+    config: &Config,
+    wanted: impl Fn(&str) -> bool,
+) -> anyhow::Result<Built<dyn Source>> {
     let mut sources: Built<dyn Source> = Vec::new();
-    for (name, source) in &config.sources {
+    for (name, source) in config.sources.iter().filter(|(name, _)| wanted(name)) {
         let built: Box<dyn Source> = match source {
-            SourceConfig::Stdin(_) => Box::new(StdinSource::new(name, LineOptions::default())),
+            SourceConfig::Stdin(_) => Box::new(StdinSource::from_reader(
+                stdin::process_stdin(),
+                name,
+                LineOptions::default(),
+            )),
+            SourceConfig::File(file) => Box::new(
+                FileSource::new(file_options(file), name)
+                    .map_err(|e| anyhow!("source {name}: {e}"))?,
+            ),
+            SourceConfig::Generator(generator) => Box::new(
+                GeneratorSource::new(generator_options(generator), name)
+                    .map_err(|e| anyhow!("source {name}: {e}"))?,
+            ),
             SourceConfig::Http(http) => {
                 let options = HttpOptions {
                     address: http.address,
@@ -105,19 +177,68 @@ async fn build_sources(config: &Config) -> anyhow::Result<Built<dyn Source>> {
                         .map_err(|e| anyhow!("source {name}: {e}"))?,
                 )
             }
-            other => bail!(
-                "source {name}: type {:?} is not available in this build yet",
-                other.type_name()
-            ),
+            SourceConfig::Mqtt(mqtt_config) => {
+                let (host, port) = match (&mqtt_config.url, &mqtt_config.host) {
+                    (Some(url), _) => {
+                        mqtt::parse_url(url).map_err(|e| anyhow!("source {name}: url: {e}"))?
+                    }
+                    (None, Some(host)) => {
+                        (host.clone(), mqtt_config.port.unwrap_or(mqtt::DEFAULT_PORT))
+                    }
+                    (None, None) => bail!("source {name}: needs `url` or `host`"),
+                };
+                let options = MqttOptions {
+                    host,
+                    port,
+                    client_id: mqtt_config
+                        .client_id
+                        .clone()
+                        .unwrap_or_else(|| MqttOptions::default_client_id(name)),
+                    topics: mqtt_config.topics.clone(),
+                    qos: MqttQos::from_level(mqtt_config.qos)
+                        .map_err(|e| anyhow!("source {name}: {e}"))?,
+                };
+                Box::new(MqttSource::new(options, name).map_err(|e| anyhow!("source {name}: {e}"))?)
+            }
         };
         sources.push((name.clone(), built));
     }
     Ok(sources)
 }
 
-fn build_sinks(config: &Config) -> anyhow::Result<Vec<BuiltSink>> {
+/// The plugin's options for a `generator` source.
+fn generator_options(config: &crate::config::GeneratorSource) -> GeneratorOptions {
+    use crate::config::GeneratorFormat;
+    use shipper_plugins::corpus::CorpusKind;
+    GeneratorOptions {
+        corpus: match config.format {
+            GeneratorFormat::AccessLog => CorpusKind::AccessLog,
+            GeneratorFormat::Events => CorpusKind::Events,
+            GeneratorFormat::Iot => CorpusKind::Iot,
+        },
+        seed: config.seed,
+        record_bytes: config
+            .record_bytes
+            .map(|bytes| usize::try_from(bytes.bytes()).unwrap_or(usize::MAX)),
+        count: config.count,
+        rate: config.rate,
+    }
+}
+
+/// Source `name` of `config`, built.
+async fn build_source(config: &Config, name: &str) -> anyhow::Result<Box<dyn Source>> {
+    let mut built = build_sources(config, |wanted| wanted == name).await?;
+    built
+        .pop()
+        .map(|(_, source)| source)
+        .ok_or_else(|| anyhow!("source {name} is not in the config"))
+}
+
+/// Builds the sinks of `config` that `wanted` names; the first that fails
+/// is the error.
+fn build_sinks(config: &Config, wanted: impl Fn(&str) -> bool) -> anyhow::Result<Vec<BuiltSink>> {
     let mut sinks = Vec::new();
-    for (name, sink) in &config.sinks {
+    for (name, sink) in config.sinks.iter().filter(|(name, _)| wanted(name)) {
         let (built, inputs): (Box<dyn Sink>, &Vec<String>) = match sink {
             SinkConfig::Blackhole(blackhole) => {
                 (Box::new(BlackholeSink::default()), &blackhole.inputs)
@@ -138,6 +259,13 @@ fn build_sinks(config: &Config) -> anyhow::Result<Vec<BuiltSink>> {
                 let options = FileSinkOptions {
                     path: file.path.clone(),
                     compression,
+                    // Beside the log, so a new data dir starts a new journal.
+                    journal: Some(
+                        config
+                            .data_dir
+                            .join("sinks")
+                            .join(format!("{name}.journal")),
+                    ),
                 };
                 (
                     Box::new(FileSink::new(options).map_err(|e| anyhow!("sink {name}: {e}"))?),
@@ -156,6 +284,13 @@ fn build_sinks(config: &Config) -> anyhow::Result<Vec<BuiltSink>> {
         });
     }
     Ok(sinks)
+}
+
+/// Sink `name` of `config`, built.
+fn build_sink(config: &Config, name: &str) -> anyhow::Result<BuiltSink> {
+    build_sinks(config, |wanted| wanted == name)?
+        .pop()
+        .ok_or_else(|| anyhow!("sink {name} is not in the config"))
 }
 
 /// A plugins-crate transform behind the core trait.
@@ -262,12 +397,19 @@ fn build_emitter(
     )?)
 }
 
-/// Runs the pipeline of `config` until `shutdown` is triggered, then stops
-/// it in order. Returns an error if a component could not be built or
-/// failed for good.
-pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    let sources = build_sources(&config).await?;
-    let sinks = build_sinks(&config)?;
+/// Runs the pipeline of `config` (read from `config_file`) until
+/// `shutdown` is triggered or every source has ended on its own, then
+/// stops it in order. `reloads` carries the reload requests (SIGHUP); the
+/// admin endpoint's `POST /reload` sends its own. Returns an error if a
+/// component could not be built at start or failed for good.
+pub async fn run(
+    config_file: PathBuf,
+    config: Config,
+    shutdown: Shutdown,
+    reloads: Reloads,
+) -> anyhow::Result<()> {
+    let sources = build_sources(&config, |_| true).await?;
+    let sinks = build_sinks(&config, |_| true)?;
     let admin_listener = tokio::net::TcpListener::bind(config.admin.address)
         .await
         .with_context(|| format!("admin endpoint: listening on {}", config.admin.address))?;
@@ -286,86 +428,23 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         "shipper running"
     );
 
-    let mut components = Vec::new();
-    let stop_sources = Shutdown::new();
-    let mut source_tasks: Vec<(String, JoinHandle<Result<(), PluginError>>)> = Vec::new();
-    for (name, mut source) in sources {
-        let emitter =
-            build_emitter(&config, &log, &name, 0).with_context(|| format!("source {name}"))?;
-        for (index, (component, stats)) in emitter.stats().into_iter().enumerate() {
-            let kind = if index == 0 { "source" } else { "transform" };
-            components.push((component, kind, stats));
-        }
-        let mut cx = SourceContext {
-            emitter,
-            shutdown: stop_sources.clone(),
-        };
-        source_tasks.push((name, tokio::spawn(async move { source.run(&mut cx).await })));
-    }
-    let drain = Shutdown::new();
-    let mut sink_tasks: Vec<(String, JoinHandle<anyhow::Result<()>>)> = Vec::new();
-    let mut sink_stats = Vec::new();
-    for BuiltSink { name, sink, inputs } in sinks {
-        let stats = Arc::new(SinkStats::default());
-        sink_stats.push((name.clone(), stats.clone()));
-        let start = log
-            .open_cursor(&name)
-            .with_context(|| format!("sink {name}: opening its cursor"))?;
-        let task = tokio::spawn(deliver(
-            log.clone(),
-            name.clone(),
-            sink,
-            inputs,
-            start,
-            drain.clone(),
-            stats,
-        ));
-        sink_tasks.push((name, task));
-    }
+    let admin_state = Arc::new(AdminState::new(log.clone(), reloads.handle()));
+    let mut supervisor = Supervisor::new(log.clone(), config, config_file, admin_state.clone());
+    supervisor.start(sources, sinks)?;
 
     let admin_address = admin_listener.local_addr().ok();
     let stop_admin = Shutdown::new();
     let admin = tokio::spawn(crate::admin::serve(
         admin_listener,
-        Arc::new(AdminState {
-            log: log.clone(),
-            components,
-            sinks: sink_stats,
-        }),
+        admin_state,
         stop_admin.clone(),
     ));
     if let Some(address) = admin_address {
-        tracing::info!(%address, "admin endpoint listening: /health, /metrics");
+        tracing::info!(%address, "admin endpoint listening: /health, /metrics, POST /reload");
     }
 
-    shutdown.wait().await;
-    tracing::info!("shutting down: stopping sources");
-    stop_sources.trigger();
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    let mut failed = Vec::new();
-    for (name, task) in source_tasks {
-        match tokio::time::timeout_at(deadline.into(), task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => failed.push(format!("source {name}: {error}")),
-            Ok(Err(panic)) => failed.push(format!("source {name} panicked: {panic}")),
-            Err(_) => failed.push(format!(
-                "source {name} did not stop within {DRAIN_TIMEOUT:?}"
-            )),
-        }
-    }
-    tokio::task::block_in_place(|| log.flush()).context("flushing the log")?;
-    tracing::info!("sources stopped, log durable: draining sinks");
-    drain.trigger();
-    for (name, task) in sink_tasks {
-        match tokio::time::timeout_at(deadline.into(), task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => failed.push(format!("sink {name}: {error:#}")),
-            Ok(Err(panic)) => failed.push(format!("sink {name} panicked: {panic}")),
-            Err(_) => failed.push(format!(
-                "sink {name} did not drain within {DRAIN_TIMEOUT:?}; its records stay on disk for the next start"
-            )),
-        }
-    }
+    supervisor.supervise(&shutdown, reloads).await;
+    let mut failed = supervisor.shutdown().await?;
     stop_admin.trigger();
     if let Ok(Err(error)) = admin.await {
         failed.push(format!("admin endpoint: {error}"));
@@ -379,23 +458,46 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     }
 }
 
+/// What one sink's delivery task runs with.
+struct SinkTask {
+    log: Log,
+    name: String,
+    sink: Box<dyn Sink>,
+    inputs: Vec<String>,
+    /// The sink's committed cursor.
+    start: u64,
+    stats: Arc<SinkStats>,
+    /// Shutdown: stop once caught up with the durable end of the log.
+    drain: Shutdown,
+    /// A reload replaced or removed the sink: stop after the current
+    /// delivery, caught up or not.
+    stop: Shutdown,
+}
+
 /// One sink's delivery loop: read chunks from its cursor, keep those of its
 /// inputs, deliver them in batches, and move the cursor after each
 /// acknowledged batch. A retryable failure is retried with capped backoff,
-/// never dropped. Once `drain` is triggered it stops when caught up.
-async fn deliver(
-    log: Log,
-    name: String,
-    mut sink: Box<dyn Sink>,
-    inputs: Vec<String>,
-    start: u64,
-    drain: Shutdown,
-    stats: Arc<SinkStats>,
-) -> anyhow::Result<()> {
+/// never dropped. Once `drain` is triggered it stops when caught up; once
+/// `stop` is, after the delivery in progress (a batch waiting for a retry
+/// is left unacknowledged, for whoever reads the cursor next).
+async fn deliver(task: SinkTask) -> anyhow::Result<()> {
+    let SinkTask {
+        log,
+        name,
+        mut sink,
+        inputs,
+        start,
+        stats,
+        drain,
+        stop,
+    } = task;
     let inputs: BTreeSet<Vec<u8>> = inputs.into_iter().map(String::into_bytes).collect();
     let mut reader = log.reader(start);
     let mut committed = start;
-    loop {
+    'deliver: loop {
+        if stop.is_triggered() {
+            break;
+        }
         let mut batch = Vec::new();
         let mut bytes = 0;
         let mut end = committed;
@@ -437,7 +539,10 @@ async fn deliver(
                         stats.errors.fetch_add(1, Ordering::Relaxed);
                         stats.retries.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(sink = %name, %reason, retry_in = ?backoff, "delivery failed; retrying");
-                        tokio::time::sleep(backoff).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = stop.wait() => break 'deliver,
+                        }
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                     Err(error) => {
@@ -461,6 +566,7 @@ async fn deliver(
             tokio::select! {
                 ready = reader.ready() => ready?,
                 () = drain.wait(), if !drain.is_triggered() => {}
+                () = stop.wait() => {}
                 () = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }

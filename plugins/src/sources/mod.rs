@@ -1,7 +1,13 @@
 //! Built-in sources.
 
+#[cfg(feature = "sources-file")]
+pub mod file;
+#[cfg(feature = "sources-generator")]
+pub mod generator;
 #[cfg(feature = "sources-http")]
 pub mod http;
+#[cfg(feature = "sources-mqtt")]
+pub mod mqtt;
 #[cfg(feature = "sources-socket")]
 pub mod socket;
 #[cfg(feature = "sources-stdin")]

@@ -52,8 +52,9 @@ pub use sinks::{
     Protocol, SinkConfig,
 };
 pub use sources::{
-    FileSource, Framing, HttpSource, MqttSource, Multiline, OnLongLine, ParseFormat, ReadFrom,
-    SocketMode, SocketSource, SourceConfig, StdinSource, MQTT_DEFAULT_PORT,
+    FileSource, Framing, GeneratorFormat, GeneratorSource, HttpSource, InvalidUtf8, MqttSource,
+    Multiline, OnLongLine, ParseFormat, ReadFrom, SocketMode, SocketSource, SourceConfig,
+    StdinSource, GENERATOR_MAX_RECORD_BYTES, MQTT_DEFAULT_PORT,
 };
 pub use transforms::{
     FilterAction, FilterTransform, RemapTransform, SampleTransform, TransformConfig,
@@ -591,6 +592,9 @@ fn load_source(
         "http" => reporter.deserialize(body, path).map(SourceConfig::Http),
         "mqtt" => reporter.deserialize(body, path).map(SourceConfig::Mqtt),
         "stdin" => reporter.deserialize(body, path).map(SourceConfig::Stdin),
+        "generator" => reporter
+            .deserialize(body, path)
+            .map(SourceConfig::Generator),
         _ => None,
     }
 }

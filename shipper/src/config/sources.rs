@@ -17,11 +17,12 @@ pub enum SourceConfig {
     Http(HttpSource),
     Mqtt(MqttSource),
     Stdin(StdinSource),
+    Generator(GeneratorSource),
 }
 
 impl SourceConfig {
     /// The values `type` may take.
-    pub const TYPES: [&'static str; 5] = ["file", "socket", "http", "mqtt", "stdin"];
+    pub const TYPES: [&'static str; 6] = ["file", "socket", "http", "mqtt", "stdin", "generator"];
 
     /// The value of `type` that selects this variant.
     pub fn type_name(&self) -> &'static str {
@@ -31,6 +32,7 @@ impl SourceConfig {
             SourceConfig::Http(_) => "http",
             SourceConfig::Mqtt(_) => "mqtt",
             SourceConfig::Stdin(_) => "stdin",
+            SourceConfig::Generator(_) => "generator",
         }
     }
 
@@ -45,6 +47,7 @@ impl SourceConfig {
             }
             SourceConfig::Mqtt(mqtt) => mqtt.check(check),
             SourceConfig::Stdin(_) => {}
+            SourceConfig::Generator(generator) => generator.check(check),
         }
     }
 }
@@ -101,6 +104,47 @@ pub struct FileSource {
     pub max_line_bytes: ByteSize,
     #[serde(default)]
     pub on_long_line: OnLongLine,
+    /// Lines that are not valid UTF-8: kept as bytes or replaced.
+    #[serde(default)]
+    pub invalid_utf8: InvalidUtf8,
+    /// How often the patterns are expanded to find new files.
+    #[serde(default = "default_glob_interval_ms")]
+    pub glob_interval_ms: u64,
+    /// How long a file that no longer matches (rotated away, deleted) is
+    /// still read after it last grew.
+    #[serde(default = "default_rotate_wait_ms")]
+    pub rotate_wait_ms: u64,
+    /// Bytes at the start of a file that identify it with its inode.
+    #[serde(default = "default_fingerprint_bytes")]
+    pub fingerprint_bytes: u32,
+    /// The most files tracked at once.
+    #[serde(default = "default_max_files")]
+    pub max_files: u32,
+}
+
+/// What happens to a line that is not valid UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidUtf8 {
+    #[default]
+    Keep,
+    Replace,
+}
+
+fn default_glob_interval_ms() -> u64 {
+    1000
+}
+
+fn default_rotate_wait_ms() -> u64 {
+    5000
+}
+
+fn default_fingerprint_bytes() -> u32 {
+    256
+}
+
+fn default_max_files() -> u32 {
+    1024
 }
 
 impl FileSource {
@@ -116,6 +160,22 @@ impl FileSource {
         }
         if self.multiline.as_ref().is_some_and(|m| m.timeout_ms == 0) {
             check.error(&["multiline", "timeout_ms"], "must be at least 1");
+        }
+        if self.glob_interval_ms == 0 {
+            check.error(&["glob_interval_ms"], "must be at least 1");
+        }
+        if !(1..=65535).contains(&self.fingerprint_bytes) {
+            check.error(&["fingerprint_bytes"], "must be within 1..=65535");
+        }
+        if !(1..=2000).contains(&self.max_files) {
+            check.error(&["max_files"], "must be within 1..=2000");
+        }
+        for (key, patterns) in [("include", &self.include), ("exclude", &self.exclude)] {
+            for pattern in patterns {
+                if let Err(error) = glob::Pattern::new(pattern) {
+                    check.error(&[key], format!("bad pattern {pattern:?}: {error}"));
+                }
+            }
         }
     }
 }
@@ -289,8 +349,20 @@ impl MqttSource {
         if self.topics.is_empty() {
             check.error(&["topics"], "needs at least one topic filter");
         }
-        if self.qos > 2 {
-            check.error(&["qos"], format!("qos {} is not 0, 1 or 2", self.qos));
+        match self.qos {
+            0 | 1 => {}
+            2 => check.error(
+                &["qos"],
+                "qos 2 is not supported (the MQTT client cannot resume a QoS 2 exchange after a reconnect); use 1: records are acknowledged only once durable",
+            ),
+            other => check.error(&["qos"], format!("qos {other} is not 0 or 1")),
+        }
+        if self
+            .url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("mqtts://") || url.starts_with("ssl://"))
+        {
+            check.error(&["url"], "TLS (mqtts://) is not available in this build");
         }
     }
 }
@@ -299,3 +371,65 @@ impl MqttSource {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdinSource {}
+
+/// The records a generator source produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeneratorFormat {
+    /// JSON web access-log lines.
+    #[default]
+    AccessLog,
+    /// JSON application events with nested fields.
+    Events,
+    /// JSON sensor readings.
+    Iot,
+}
+
+/// The largest `record_bytes` of a generator source.
+pub const GENERATOR_MAX_RECORD_BYTES: ByteSize = ByteSize::mib(1);
+
+/// `type = "generator"`: synthetic records from a seeded corpus.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorSource {
+    #[serde(default)]
+    pub format: GeneratorFormat,
+    /// Records to emit before the source ends; absent: until shutdown.
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// Records per second; absent: as fast as possible.
+    #[serde(default)]
+    pub rate: Option<u64>,
+    #[serde(default)]
+    pub seed: u64,
+    /// Pad or trim records to about this size; absent: their natural size.
+    #[serde(default)]
+    pub record_bytes: Option<ByteSize>,
+}
+
+impl GeneratorSource {
+    fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        if self.count == Some(0) {
+            check.error(
+                &["count"],
+                "must be at least 1 (leave it out to run until stopped)",
+            );
+        }
+        if self.rate == Some(0) {
+            check.error(
+                &["rate"],
+                "must be at least 1 record per second (leave it out for as fast as possible)",
+            );
+        }
+        match self.record_bytes {
+            Some(bytes) if bytes.bytes() == 0 => {
+                check.error(&["record_bytes"], "must be at least 1 byte");
+            }
+            Some(bytes) if bytes > GENERATOR_MAX_RECORD_BYTES => check.error(
+                &["record_bytes"],
+                format!("must be at most {GENERATOR_MAX_RECORD_BYTES}"),
+            ),
+            _ => {}
+        }
+    }
+}

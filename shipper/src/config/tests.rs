@@ -154,7 +154,24 @@ fn every_error_with_its_path_and_line() {
                 (9, "sources.u.address", "listens on `path`"),
                 (10, "sources.m", "needs `url` or `host`"),
                 (12, "sources.m.topics", "at least one topic"),
-                (13, "sources.m.qos", "qos 3 is not 0, 1 or 2"),
+                (13, "sources.m.qos", "qos 3 is not 0 or 1"),
+            ],
+        ),
+        (
+            "generator values",
+            format!("{WIRED}[sources.gen]\ntype = \"generator\"\nformat = \"csv\"\n[sources.g2]\ntype = \"generator\"\nstream = \"x\"\n"),
+            &[
+                (8, "sources.gen.format", "unknown variant `csv`, expected one of `access_log`, `events`, `iot`"),
+                (11, "sources.g2.stream", "unknown key `stream`"),
+            ],
+        ),
+        (
+            "generator ranges",
+            format!("{WIRED}[sources.g]\ntype = \"generator\"\ncount = 0\nrate = 0\nrecord_bytes = \"2MiB\"\n"),
+            &[
+                (8, "sources.g.count", "must be at least 1"),
+                (9, "sources.g.rate", "must be at least 1 record per second"),
+                (10, "sources.g.record_bytes", "must be at most 1MiB"),
             ],
         ),
         (
@@ -326,6 +343,13 @@ qos = 1
 client_id = "edge-1"
 [sources.in]
 type = "stdin"
+[sources.g]
+type = "generator"
+format = "iot"
+count = 1_000
+rate = 500
+seed = 7
+record_bytes = "256B"
 [transforms.keep]
 type = "filter"
 inputs = ["f", "s", "t"]
@@ -339,7 +363,7 @@ rate = 10
 key = "user"
 [transforms.fix]
 type = "remap"
-inputs = ["some", "m", "in"]
+inputs = ["some", "m", "in", "g"]
 rename = { msg = "message" }
 delete = ["tmp"]
 redact = ["password"]
@@ -387,7 +411,15 @@ stream = "EVENTS"
                 .map(SourceConfig::type_name)
                 .collect()
         ),
-        ["file", "http", "stdin", "mqtt", "socket", "socket"]
+        [
+            "file",
+            "generator",
+            "http",
+            "stdin",
+            "mqtt",
+            "socket",
+            "socket"
+        ]
     );
     assert_eq!(
         types(
@@ -415,6 +447,16 @@ stream = "EVENTS"
         .start_pattern
         .0
         .is_match("x"));
+    assert_eq!(
+        config.sources["g"],
+        SourceConfig::Generator(GeneratorSource {
+            format: GeneratorFormat::Iot,
+            count: Some(1_000),
+            rate: Some(500),
+            seed: 7,
+            record_bytes: Some(ByteSize(256)),
+        })
+    );
     let TransformConfig::Remap(remap) = &config.transforms["fix"] else {
         unreachable!()
     };
@@ -447,4 +489,40 @@ fn the_example_config_validates() {
         ),
         (2, 1, 2)
     );
+}
+
+#[test]
+fn a_generator_takes_its_defaults() {
+    let text = "[sources.gen]\ntype = \"generator\"\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"gen\"]\n";
+    let config = parse(text, &env).unwrap().config;
+    assert_eq!(
+        config.sources["gen"],
+        SourceConfig::Generator(GeneratorSource {
+            format: GeneratorFormat::AccessLog,
+            count: None,
+            rate: None,
+            seed: 0,
+            record_bytes: None,
+        })
+    );
+}
+
+#[test]
+fn the_quickstart_config_validates() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Its data_dir, ./target/quickstart-data, is relative to the repository
+    // root, where the quick start runs; the variable moves it here.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let lookup = |name: &str| (name == "SHIPPER_DATA_DIR").then(|| data.clone());
+    let loaded = parse(&text, &lookup).unwrap_or_else(|invalid| panic!("{invalid}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let config = loaded.config;
+    let SourceConfig::Generator(generator) = &config.sources["access"] else {
+        panic!("{:?}", config.sources);
+    };
+    assert_eq!(generator.count, Some(2_000_000));
+    assert_eq!(config.sinks["archive"].type_name(), "file");
+    assert_eq!(config.admin.address.to_string(), "127.0.0.1:8686");
 }
