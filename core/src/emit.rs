@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::chunk::{ChunkBuilder, ChunkOptions, ClosedChunk};
-use crate::log::{AppendTicket, Log};
+use crate::log::{AppendTicket, Log, Offer};
 use crate::plugin::{Transform, TransformOutcome};
 use crate::{Error, Result};
 
@@ -78,6 +78,7 @@ pub struct Emitter {
     /// One past the last offset known to be stored.
     stored_end: Option<u64>,
     stats: Arc<EmitterStats>,
+    blocking: Option<BlockingHook>,
 }
 
 impl std::fmt::Debug for Emitter {
@@ -119,6 +120,12 @@ impl Route {
     }
 }
 
+/// Runs a wait that may block (the log's writer queue is full, or the
+/// oldest append is unanswered) on behalf of an emitter. An async runtime
+/// installs one that moves the wait off its worker threads (tokio's
+/// `block_in_place`), so a full log pauses the source, not the runtime.
+pub type BlockingHook = Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
+
 /// Tickets kept before the oldest answered ones are collected.
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -138,6 +145,7 @@ impl Emitter {
             in_flight: VecDeque::new(),
             stored_end: None,
             stats: Arc::default(),
+            blocking: None,
         })
     }
 
@@ -155,6 +163,34 @@ impl Emitter {
         emitter.store = store;
         emitter.routes = routes;
         Ok(emitter)
+    }
+
+    /// Installs `hook` to run this emitter's (and its transforms')
+    /// blocking waits; see [`BlockingHook`]. Without one they block the
+    /// calling thread.
+    pub fn set_blocking_hook(&mut self, hook: BlockingHook) {
+        for route in &mut self.routes {
+            route.emitter.set_blocking_hook(hook.clone());
+        }
+        self.blocking = Some(hook);
+    }
+
+    /// Runs `wait` through the blocking hook, if one is installed.
+    fn blocking<T>(&self, wait: impl FnOnce() -> T) -> T {
+        match &self.blocking {
+            None => wait(),
+            Some(hook) => {
+                let mut wait = Some(wait);
+                let mut out = None;
+                hook(&mut || {
+                    if let Some(wait) = wait.take() {
+                        out = Some(wait());
+                    }
+                });
+                // A hook that did not run the wait is a bug in the hook.
+                out.expect("the blocking hook runs the wait it is given")
+            }
+        }
     }
 
     /// The component name.
@@ -304,13 +340,23 @@ impl Emitter {
 
     fn append(&mut self, chunk: ClosedChunk) -> Result<()> {
         self.collect_answered()?;
-        let ticket = self.log.append(chunk)?;
+        let ticket = match self.log.offer(chunk)? {
+            Offer::Queued(ticket) => ticket,
+            Offer::QueueFull(chunk) => {
+                let log = &self.log;
+                self.blocking(|| log.append(chunk))?
+            }
+        };
         self.stats.chunks.fetch_add(1, Ordering::Relaxed);
         self.in_flight.push_back(ticket);
         if self.in_flight.len() > MAX_IN_FLIGHT {
             // Bound the bookkeeping: wait for the oldest answer.
-            let oldest = self.in_flight.pop_front().expect("non-empty");
-            self.note(oldest.wait())?;
+            let mut oldest = self.in_flight.pop_front().expect("non-empty");
+            let outcome = match oldest.try_outcome() {
+                Some(outcome) => outcome,
+                None => self.blocking(|| oldest.wait()),
+            };
+            self.note(outcome)?;
         }
         Ok(())
     }
@@ -417,6 +463,73 @@ mod tests {
     use crate::chunk::decode_body;
     use crate::chunk::Decoder;
     use crate::log::{Durability, Faults, LogOptions};
+
+    #[test]
+    fn a_full_log_waits_through_the_blocking_hook_and_flush_times_out() {
+        use std::sync::atomic::AtomicUsize;
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(
+            dir.path(),
+            LogOptions {
+                segment_bytes: 64 << 10,
+                max_bytes: 256 << 10,
+                channel_capacity: 1,
+                ..LogOptions::default()
+            },
+        )
+        .unwrap();
+        log.open_cursor("slow").unwrap();
+        let waits = Arc::new(AtomicUsize::new(0));
+        let mut emitter = Emitter::new(
+            log.clone(),
+            "src",
+            ChunkOptions {
+                max_bytes: 8 << 10,
+                ..ChunkOptions::default()
+            },
+        )
+        .unwrap();
+        {
+            let waits = waits.clone();
+            emitter.set_blocking_hook(Arc::new(move |wait: &mut dyn FnMut()| {
+                waits.fetch_add(1, Ordering::SeqCst);
+                wait();
+            }));
+        }
+        const RECORDS: u64 = 20_000;
+        let producer = std::thread::spawn(move || {
+            let mut x = 1u64;
+            for _ in 0..RECORDS {
+                // Incompressible, so the budget fills quickly.
+                let record: Vec<u8> = (0..100)
+                    .map(|_| {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        (x >> 56) as u8
+                    })
+                    .collect();
+                emitter.emit("s", &record, 1, None).unwrap();
+            }
+            emitter.wait_durable().unwrap();
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // The queue may fill while the writer is merely busy; wait until
+        // the log is at its budget too.
+        while waits.load(Ordering::SeqCst) == 0 || !log.is_full() {
+            assert!(Instant::now() < deadline, "the producer never waited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The writer waits for space: a flush cannot complete.
+        assert!(!log.flush_timeout(Duration::from_millis(200)).unwrap());
+        // A consumer frees space: everything arrives.
+        while !producer.is_finished() {
+            assert!(Instant::now() < deadline, "the producer never finished");
+            log.commit_cursor("slow", log.durable_offset()).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        producer.join().unwrap();
+        assert_eq!(log.durable_offset(), RECORDS);
+        assert!(log.flush_timeout(Duration::from_secs(5)).unwrap());
+    }
 
     fn records(log: &Log) -> Vec<(String, Vec<u8>)> {
         let mut decoder = Decoder::default();

@@ -59,9 +59,6 @@ use crate::config::{
 };
 use supervisor::Supervisor;
 
-/// How long sources get to stop and sinks get to drain at shutdown, and
-/// how long a reload waits for a component it stops.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Chunks a sink is given at most per delivery.
 const MAX_BATCH_CHUNKS: usize = 256;
 /// Stored bytes a sink is given at most per delivery.

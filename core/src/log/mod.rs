@@ -475,6 +475,15 @@ fn shutdown(
     }
 }
 
+/// What [`Log::offer`] did with a chunk.
+#[derive(Debug)]
+pub enum Offer {
+    /// Queued for the writer.
+    Queued(AppendTicket),
+    /// The writer's queue is full: the chunk, given back.
+    QueueFull(ClosedChunk),
+}
+
 /// A handle to an open log. Clones share the same log; it closes when the
 /// last clone is dropped or [`Log::close`] is called.
 #[derive(Debug, Clone)]
@@ -531,6 +540,26 @@ impl Log {
         Ok(ticket)
     }
 
+    /// Hands `chunk` to the writer if its queue has room; otherwise gives
+    /// the chunk back ([`Offer::QueueFull`]) so the caller can wait for
+    /// room in a way that suits it (an async runtime moves the wait off
+    /// its workers) and then [`Log::append`] it.
+    pub fn offer(&self, chunk: ClosedChunk) -> Result<Offer> {
+        let (ticket, reply) = AppendTicket::new(self.shared());
+        match self
+            .inner
+            .commands
+            .try_send(Command::Append(AppendRequest { chunk, reply }))
+        {
+            Ok(()) => Ok(Offer::Queued(ticket)),
+            Err(TrySendError::Full(Command::Append(request))) => {
+                Ok(Offer::QueueFull(request.chunk))
+            }
+            Err(TrySendError::Full(_)) => unreachable!("the command sent was an append"),
+            Err(TrySendError::Disconnected(_)) => Err(self.closed_error()),
+        }
+    }
+
     /// Like [`Log::append`] but returns [`Error::Full`] instead of waiting
     /// when the log is at its disk budget or the writer's queue is full.
     pub fn try_append(&self, chunk: ClosedChunk) -> Result<AppendTicket> {
@@ -569,6 +598,31 @@ impl Log {
             .send(Command::Flush(reply))
             .map_err(|_| self.closed_error())?;
         done.recv().unwrap_or_else(|_| Err(self.closed_error()))
+    }
+
+    /// [`Log::flush`] that gives up after `timeout` and returns whether
+    /// the flush completed. A writer waiting for disk space (the log is at
+    /// its budget under `block`) answers no flush until space frees; what
+    /// was appended before the chunk it waits with is durable already.
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let (reply, done) = crossbeam_channel::bounded(1);
+        match self
+            .inner
+            .commands
+            .send_deadline(Command::Flush(reply), deadline)
+        {
+            Ok(()) => {}
+            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => return Ok(false),
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                return Err(self.closed_error())
+            }
+        }
+        match done.recv_deadline(deadline) {
+            Ok(result) => result.map(|()| true),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(false),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(self.closed_error()),
+        }
     }
 
     /// Waits until every record below `offset` is durable.

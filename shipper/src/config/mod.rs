@@ -70,6 +70,9 @@ use validate::{Checker, Component, Kind};
 pub struct Config {
     /// The log, the cursors and the producer id live here.
     pub data_dir: PathBuf,
+    /// At SIGTERM: how long sources get to stop, the log to flush and the
+    /// sinks to drain (each), before shipper stops anyway.
+    pub shutdown_timeout_ms: u64,
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub logging: LoggingConfig,
@@ -82,6 +85,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: default_data_dir(),
+            shutdown_timeout_ms: 30_000,
             log: LogConfig::default(),
             admin: AdminConfig::default(),
             logging: LoggingConfig::default(),
@@ -96,6 +100,11 @@ impl Config {
     /// The options to open the log with.
     pub fn log_options(&self) -> LogOptions {
         self.log.options()
+    }
+
+    /// `shutdown_timeout_ms` as a duration.
+    pub fn shutdown_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.shutdown_timeout_ms)
     }
 }
 
@@ -393,8 +402,9 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Load
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 7] = [
+const TOP_LEVEL_KEYS: [&str; 8] = [
     "data_dir",
+    "shutdown_timeout_ms",
     "log",
     "admin",
     "logging",
@@ -418,6 +428,9 @@ fn check_document(root: &Node<'_>, reporter: &mut Reporter<'_>) -> Option<Config
             "data_dir" => reporter
                 .deserialize(value, &path)
                 .map(|dir| config.data_dir = dir),
+            "shutdown_timeout_ms" => reporter
+                .deserialize(value, &path)
+                .map(|ms| config.shutdown_timeout_ms = ms),
             "log" => reporter
                 .deserialize(value, &path)
                 .map(|log| config.log = log),

@@ -21,9 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::reload::{self, Changes, ReloadOutcome, ReloadSummary, ReloadTrigger, Reloads};
-use super::{
-    build_emitter, build_sink, build_source, deliver, Built, BuiltSink, SinkTask, DRAIN_TIMEOUT,
-};
+use super::{build_emitter, build_sink, build_source, deliver, Built, BuiltSink, SinkTask};
 use crate::admin::{add_counters, AdminState, PipelineStats, SinkStats};
 use crate::config::{self, Config, LoadError};
 
@@ -213,7 +211,7 @@ impl Supervisor {
     }
 
     /// Stops the sources, makes the log durable and lets the sinks drain
-    /// until [`DRAIN_TIMEOUT`]. Returns what failed during the run.
+    /// until `shutdown_timeout_ms`. Returns what failed during the run.
     pub(super) async fn shutdown(mut self) -> anyhow::Result<Vec<String>> {
         tracing::info!("shutting down: stopping sources");
         let names: Vec<String> = self.sources.keys().cloned().collect();
@@ -221,10 +219,19 @@ impl Supervisor {
         self.failures
             .extend(failed.into_iter().map(|(_, error)| error));
         let log = self.log.clone();
-        tokio::task::block_in_place(|| log.flush()).context("flushing the log")?;
-        tracing::info!("sources stopped, log durable: draining sinks");
+        let timeout = self.config.shutdown_timeout();
+        let flushed = tokio::task::block_in_place(|| log.flush_timeout(timeout))
+            .context("flushing the log")?;
+        if flushed {
+            tracing::info!("sources stopped, log durable: draining sinks");
+        } else {
+            // The writer waits for disk space the sinks have not freed:
+            // what was appended before its waiting chunk is durable.
+            tracing::warn!(timeout = ?timeout, "the log is full and no sink frees space: stopping without a final flush");
+        }
         self.drain.trigger();
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let timeout = self.config.shutdown_timeout();
+        let deadline = Instant::now() + timeout;
         for (name, slot) in &mut self.sinks {
             let Some(RunningSink { task, .. }) = slot.task.take() else {
                 continue;
@@ -236,7 +243,7 @@ impl Supervisor {
                     self.failures.push(format!("sink {name} panicked: {panic}"));
                 }
                 Err(Unjoined::TimedOut) => self.failures.push(format!(
-                    "sink {name} did not drain within {DRAIN_TIMEOUT:?}; \
+                    "sink {name} did not drain within {timeout:?}; \
                      its records stay on disk for the next start"
                 )),
             }
@@ -414,8 +421,13 @@ impl Supervisor {
         built: anyhow::Result<Box<dyn Source>>,
     ) -> anyhow::Result<()> {
         let started = built.and_then(|source| {
-            let emitter = build_emitter(&self.config, &self.log, name, 0)
+            let mut emitter = build_emitter(&self.config, &self.log, name, 0)
                 .with_context(|| format!("source {name}"))?;
+            // A full log pauses the source; the runtime's workers stay free
+            // for signals, the admin endpoint and the sinks that free space.
+            emitter.set_blocking_hook(Arc::new(|wait: &mut dyn FnMut()| {
+                tokio::task::block_in_place(wait)
+            }));
             Ok((source, emitter))
         });
         let (mut source, emitter) = match started {
@@ -509,7 +521,8 @@ impl Supervisor {
                 stop.trigger();
             }
         }
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let timeout = self.config.shutdown_timeout();
+        let deadline = Instant::now() + timeout;
         let mut failed = Vec::new();
         for name in names {
             let Some(slot) = self.sources.get_mut(name) else {
@@ -525,7 +538,7 @@ impl Supervisor {
                 Ok(Err(error)) => format!("source {name}: {error}"),
                 Err(Unjoined::Panicked(panic)) => format!("source {name} panicked: {panic}"),
                 Err(Unjoined::TimedOut) => {
-                    format!("source {name} did not stop within {DRAIN_TIMEOUT:?}")
+                    format!("source {name} did not stop within {timeout:?}")
                 }
             };
             slot.state = SourceState::Ended { failed: true };
@@ -544,7 +557,8 @@ impl Supervisor {
                 stopping.push((name, running.task));
             }
         }
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let timeout = self.config.shutdown_timeout();
+        let deadline = Instant::now() + timeout;
         let mut failed = Vec::new();
         for (name, task) in stopping {
             let error = match join(task, deadline).await {
@@ -552,7 +566,7 @@ impl Supervisor {
                 Ok(Err(error)) => format!("sink {name}: {error:#}"),
                 Err(Unjoined::Panicked(panic)) => format!("sink {name} panicked: {panic}"),
                 Err(Unjoined::TimedOut) => format!(
-                    "sink {name} did not finish its delivery within {DRAIN_TIMEOUT:?}; \
+                    "sink {name} did not finish its delivery within {timeout:?}; \
                      the next start of the sink delivers it again"
                 ),
             };

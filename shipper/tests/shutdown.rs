@@ -1,0 +1,140 @@
+//! `shipper run` with a full log and a sink that can never deliver: the
+//! runtime stays responsive while the sources wait for disk space, and
+//! SIGTERM still ends the process within `shutdown_timeout_ms`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const SHIPPER: &str = env!("CARGO_BIN_EXE_shipper");
+
+/// The status line and body of `GET path`, or `None` if no answer.
+fn get(address: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+#[test]
+fn a_full_log_with_a_dead_sink_keeps_the_runtime_responsive_and_sigterm_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The sink's directory is a file: every delivery fails, retryably.
+    std::fs::write(dir.path().join("blocker"), b"not a directory").unwrap();
+    let config = format!(
+        r#"data_dir = "{data}"
+shutdown_timeout_ms = 2000
+
+[admin]
+address = "127.0.0.1:0"
+
+[log]
+segment_bytes = "1MiB"
+max_bytes = "4MiB"
+
+[sources.one]
+type = "generator"
+format = "iot"
+
+[sources.two]
+type = "generator"
+format = "events"
+
+[sinks.dead]
+type = "file"
+inputs = ["one", "two"]
+path = "{out}"
+"#,
+        data = dir.path().join("data").display(),
+        out = dir.path().join("blocker/out.ndjson").display(),
+    );
+    let config_path = dir.path().join("shipper.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut child = Command::new(SHIPPER)
+        .args(["run", "-c"])
+        .arg(&config_path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (lines_tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let address: SocketAddr = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no admin address; stderr so far: {seen:#?}"));
+        if line.contains("admin endpoint listening") {
+            let at = line.find("address=").expect("address field") + "address=".len();
+            break line[at..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+        seen.push(line);
+    };
+
+    // Both sources soon wait for space; the endpoint must still answer.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let health = loop {
+        let answer = get(address, "/health");
+        if let Some(answer) = &answer {
+            if answer.starts_with("HTTP/1.1 503") || answer.starts_with("HTTP/1.0 503") {
+                break answer.clone();
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("the log never reported full: last answer {answer:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(health.contains("disk budget reached"), "{health}");
+    // Still responsive a while later, with both sources blocked.
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = get(address, "/metrics").expect("metrics answer while the log is full");
+    assert!(metrics.contains("200"), "{metrics}");
+
+    let stopped_at = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("SIGTERM did not end shipper within 30 s with a full log");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = stopped_at.elapsed();
+    reader.join().unwrap();
+    let rest: Vec<String> = lines.try_iter().collect();
+    let text = rest.join("\n");
+    assert!(
+        took < Duration::from_secs(15),
+        "took {took:?} to stop (timeouts are 2 s): {text}"
+    );
+    assert!(text.contains("the log is full"), "{text}");
+    // The undelivered records stay on disk: a failure, reported as such.
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("did not drain"), "{text}");
+}
