@@ -128,9 +128,32 @@ pub trait Transform: Send {
     fn apply<'a>(&mut self, record: &'a [u8], scratch: &'a mut Vec<u8>) -> TransformOutcome<'a>;
 }
 
+/// What the runtime tells a sink before its first delivery.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    /// The sink's name (its cursor's name).
+    pub name: String,
+    /// The identity of the log the sink reads: with a chunk's offsets, a
+    /// key no other log produces, for de-duplication in the backend.
+    pub producer_id: crate::log::ProducerId,
+    /// The log's data directory; a sink may keep small state under
+    /// `sinks/` there.
+    pub data_dir: std::path::PathBuf,
+    /// The sink's committed cursor: every record below it was acknowledged.
+    pub committed: u64,
+}
+
 /// A sink delivers stored chunks to a backend.
 #[async_trait]
 pub trait Sink: Send {
+    /// Called once before the first delivery (and again after a restart of
+    /// the sink by a reload). A sink that keeps a high-water mark in its
+    /// backend reads it here. A `Retryable` error is retried with backoff.
+    async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
+        let _ = cx;
+        Ok(())
+    }
+
     /// Delivers `chunks` (all from this sink's inputs, in offset order).
     /// `Ok` means the backend holds every record in them durably: the
     /// runtime then moves the sink's cursor past them, and the log may

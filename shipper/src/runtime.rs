@@ -33,7 +33,9 @@ use anyhow::{anyhow, bail, Context};
 use shipper_core::chunk::ChunkOptions;
 use shipper_core::emit::{Emitter, Route};
 use shipper_core::log::Log;
-use shipper_core::plugin::{PluginError, Shutdown, Sink, Source, Transform, TransformOutcome};
+use shipper_core::plugin::{
+    PluginError, Shutdown, Sink, SinkContext, Source, Transform, TransformOutcome,
+};
 use shipper_plugins::framing::lines::LineOptions;
 use shipper_plugins::sinks::blackhole::BlackholeSink;
 use shipper_plugins::sinks::file::{FileCompression, FileSink, FileSinkOptions};
@@ -488,6 +490,29 @@ async fn deliver(task: SinkTask) -> anyhow::Result<()> {
         drain,
         stop,
     } = task;
+    let cx = SinkContext {
+        name: name.clone(),
+        producer_id: log.producer_id(),
+        data_dir: log.dir().to_owned(),
+        committed: start,
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match sink.open(&cx).await {
+            Ok(()) => break,
+            Err(PluginError::Retryable(reason)) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(sink = %name, %reason, retry_in = ?backoff, "sink cannot start yet; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.wait() => return Ok(()),
+                    () = drain.wait() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(anyhow!(error)).context("the sink cannot start"),
+        }
+    }
     let inputs: BTreeSet<Vec<u8>> = inputs.into_iter().map(String::into_bytes).collect();
     let mut reader = log.reader(start);
     let mut committed = start;
