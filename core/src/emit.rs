@@ -198,6 +198,15 @@ impl Emitter {
         &self.component
     }
 
+    /// Counts records a source stored itself, bypassing the builders (an
+    /// aggregator appending received chunks as they are), so its metrics
+    /// still move.
+    pub fn count_stored(&self, records: u64, bytes: u64, chunks: u64) {
+        self.stats.records.fetch_add(records, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.stats.chunks.fetch_add(chunks, Ordering::Relaxed);
+    }
+
     /// Counters so far.
     pub fn counters(&self) -> EmitterCounters {
         self.stats.snapshot()

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::frame::{BodyLayout, HeaderFields, MAX_FRAME_LEN};
+use super::frame::{BodyLayout, ChunkView, HeaderFields, MAX_FRAME_LEN};
 use super::{Codec, Compression};
 use crate::{Error, Result};
 
@@ -65,6 +65,52 @@ impl ClosedChunk {
     pub fn into_frame(self) -> Vec<u8> {
         self.frame
     }
+    /// A chunk made from `view`, a chunk of another log (received by an
+    /// aggregator): the same stream, timestamps, codec, layout and
+    /// compressed body, now under `component` and with `source_position`.
+    /// The log gives it its own offsets when it is appended; nothing is
+    /// decompressed or recompressed.
+    pub fn reframe(
+        view: &ChunkView<'_>,
+        component: &str,
+        source_position: &[u8],
+    ) -> Result<ClosedChunk> {
+        if view.is_loss_marker() {
+            return Err(Error::Config("a loss marker cannot be stored again".into()));
+        }
+        check_name(component, "component names are at most 255 bytes")?;
+        if source_position.len() > u16::MAX as usize {
+            return Err(Error::Config(format!(
+                "source position of {} bytes exceeds 65535",
+                source_position.len()
+            )));
+        }
+        let stream = std::str::from_utf8(view.stream())
+            .map_err(|_| Error::Config("the chunk's stream name is not UTF-8".into()))?;
+        let body = view.body();
+        let header = HeaderFields {
+            codec: view.codec(),
+            layout: view.layout(),
+            record_count: view.record_count(),
+            dict_id: view.dict_id(),
+            min_ts: view.min_ts(),
+            max_ts: view.max_ts(),
+            uncompressed_len: view.uncompressed_len() as u32,
+            stream,
+            component,
+            source_position,
+        };
+        let mut frame = Vec::with_capacity(header.header_len() + body.len());
+        header.write(body.len(), &mut frame);
+        frame.extend_from_slice(body);
+        Ok(ClosedChunk {
+            tail_crc: super::frame::tail_crc(&frame),
+            frame,
+            record_count: view.record_count(),
+            uncompressed_len: view.uncompressed_len(),
+        })
+    }
+
     pub(crate) fn frame_mut(&mut self) -> &mut [u8] {
         &mut self.frame
     }

@@ -749,6 +749,17 @@ impl Log {
     /// positions file. A source reads this once at start to resume exactly
     /// after its last durable record.
     pub fn source_positions(&self, source: &str) -> BTreeMap<String, Vec<u8>> {
+        self.scan_positions().of_source(source.as_bytes())
+    }
+
+    /// [`Log::source_positions`] of every source whose name starts with
+    /// `prefix`, as (source, component, payload): an aggregator keeps one
+    /// source name per producer it receives from.
+    pub fn source_positions_with_prefix(&self, prefix: &str) -> Vec<(String, String, Vec<u8>)> {
+        self.scan_positions().with_source_prefix(prefix.as_bytes())
+    }
+
+    fn scan_positions(&self) -> positions::Positions {
         let shared = self.shared();
         // Held while scanning, so no segment is deleted between the saved
         // positions and the scan.
@@ -767,7 +778,7 @@ impl Log {
             positions.note_segment(segment, durable);
         }
         drop(deleted);
-        positions.of_source(source.as_bytes())
+        positions
     }
 
     /// Counters and gauges.

@@ -109,6 +109,22 @@ impl Positions {
             .collect()
     }
 
+    /// The payloads stored by every source whose name starts with
+    /// `prefix`, as (source, component, payload).
+    pub(crate) fn with_source_prefix(&self, prefix: &[u8]) -> Vec<(String, String, Vec<u8>)> {
+        self.map
+            .iter()
+            .filter(|((_, s), _)| s.starts_with(prefix))
+            .map(|((component, source), payload)| {
+                (
+                    String::from_utf8_lossy(source).into_owned(),
+                    String::from_utf8_lossy(component).into_owned(),
+                    payload.clone(),
+                )
+            })
+            .collect()
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC);

@@ -50,6 +50,14 @@ impl StoredChunk {
     }
 }
 
+/// The frame bytes: lets an HTTP client send a stored chunk straight from
+/// the mapping (e.g. `bytes::Bytes::from_owner(chunk)`), with no copy.
+impl AsRef<[u8]> for StoredChunk {
+    fn as_ref(&self) -> &[u8] {
+        self.frame()
+    }
+}
+
 /// Iterates durable chunks in offset order. `next` returns `None` when the
 /// reader has caught up; call it again (or [`Reader::wait`]) for more.
 /// A chunk found damaged after the log was opened is reported once as an
