@@ -1,0 +1,474 @@
+//! `shipper`: the receiving side of shipper's wire protocol
+//! ([docs/protocol.md](../../../docs/protocol.md)), which makes a shipper an
+//! aggregator: sidecars' `http` sinks POST their stored chunks here, and
+//! this source stores them in its own log as they are (same compressed
+//! body, new offsets), de-duplicated by each producer's high-water mark,
+//! and answers once they are durable.
+//!
+//! # Where the work happens
+//!
+//! Each request is checked in its own handler task: headers, token, every
+//! frame's CRC, order, declared size, and a bounded decompression of every
+//! body (a zstd bomb is refused with 413 before it costs memory). The
+//! checked request then goes to the source's own task, the only place that
+//! reads and moves high-water marks, so two requests of one producer (a
+//! retry overtaking the original) can never both store the same chunk. That
+//! task appends and hands the waiting for durability to a small task per
+//! request, so durable waits of many requests share the log's group commit.
+//!
+//! # High-water marks
+//!
+//! Each stored chunk's source position is `<source>/<producer hex>`, NUL,
+//! and the sender's end offset (u64 LE). The log keeps the last of each
+//! even after delivered segments are deleted, so at start the marks are
+//! read back from it ([`shipper_core::log::Log::source_positions_with_prefix`])
+//! and survive any crash: a chunk the log did not keep is not marked either.
+//!
+//! A request that only repeats what was stored (a retry after a lost
+//! answer) is answered once the earlier append it repeats is durable, never
+//! before: the sender must not move on while the data could still be lost.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use shipper_core::chunk::{decode_body, ChunkView, ClosedChunk, Decoder};
+use shipper_core::log::{source_position, Log, Offer, ProducerId};
+use shipper_core::plugin::{PluginError, Source, SourceContext};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// The content type of a request body of stored chunks.
+pub const CONTENT_TYPE: &str = "application/vnd.shipper.chunks";
+/// The protocol versions this receiver speaks.
+pub const PROTOCOL_VERSION: &str = "1";
+
+/// Options of a [`ShipperSource`].
+#[derive(Debug, Clone)]
+pub struct ShipperOptions {
+    /// Where to listen.
+    pub address: SocketAddr,
+    /// The path that takes POSTs.
+    pub path: String,
+    /// A bearer token senders must present, if set.
+    pub token: Option<String>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Largest decompressed body of one chunk.
+    pub max_chunk_bytes: usize,
+}
+
+impl Default for ShipperOptions {
+    fn default() -> Self {
+        ShipperOptions {
+            address: SocketAddr::from(([127, 0, 0, 1], 8687)),
+            path: "/v1/chunks".into(),
+            token: None,
+            max_body_bytes: 64 << 20,
+            max_chunk_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A checked request on its way to the source's task.
+struct Checked {
+    producer: ProducerId,
+    body: Bytes,
+    /// Byte ranges of the frames in `body`.
+    frames: Vec<(usize, usize)>,
+    reply: oneshot::Sender<Response>,
+}
+
+/// What the source knows of one producer.
+struct Producer {
+    /// End offset (in the sender's log) of the last chunk stored.
+    high_water: u64,
+    /// Resolves to the end offset, in this log, of the last append made
+    /// for this producer once it is written (`Some(0)`: nothing pending).
+    written: watch::Receiver<Option<u64>>,
+}
+
+/// Receives chunks from other shippers; see the module docs.
+#[derive(Debug)]
+pub struct ShipperSource {
+    options: ShipperOptions,
+    name: String,
+    listener: Option<TcpListener>,
+}
+
+impl ShipperSource {
+    /// Binds now, so that an address in use is an error at start.
+    pub async fn bind(options: ShipperOptions, name: &str) -> Result<Self, PluginError> {
+        let listener = TcpListener::bind(options.address)
+            .await
+            .map_err(|e| PluginError::Fatal(format!("listening on {}: {e}", options.address)))?;
+        Ok(ShipperSource {
+            options,
+            name: name.to_owned(),
+            listener: Some(listener),
+        })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The high-water marks the log holds for this source, by producer.
+    fn load_marks(&self, log: &Log) -> HashMap<ProducerId, Producer> {
+        let prefix = format!("{}/", self.name);
+        let mut marks = HashMap::new();
+        for (source, _component, payload) in log.source_positions_with_prefix(&prefix) {
+            let Some(producer) = ProducerId::parse(&source[prefix.len()..]) else {
+                continue;
+            };
+            let Ok(end) = <[u8; 8]>::try_from(payload.as_slice()) else {
+                tracing::warn!(source = %self.name, %source, "unreadable high-water mark ignored");
+                continue;
+            };
+            let end = u64::from_le_bytes(end);
+            let entry = marks.entry(producer).or_insert_with(|| Producer {
+                high_water: 0,
+                written: watch::channel(Some(0)).1,
+            });
+            entry.high_water = entry.high_water.max(end);
+        }
+        marks
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    requests: mpsc::Sender<Checked>,
+    log: Log,
+    options: ShipperOptions,
+}
+
+fn answer(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut message = message.into();
+    message.push('\n');
+    (status, message).into_response()
+}
+
+/// Checks a request; on success it goes to the source's task, which answers.
+async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(token) = &shared.options.token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(token.as_str()) {
+            let mut response = answer(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+            return response;
+        }
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type != CONTENT_TYPE {
+        return answer(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be {CONTENT_TYPE}, not {content_type:?}"),
+        );
+    }
+    let version = headers
+        .get("shipper-protocol")
+        .and_then(|v| v.to_str().ok());
+    if version != Some(PROTOCOL_VERSION) {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Shipper-Protocol {version:?} is not spoken here; versions: {PROTOCOL_VERSION}"
+            ),
+        );
+    }
+    let Some(producer) = headers
+        .get("shipper-producer")
+        .and_then(|v| v.to_str().ok())
+        .and_then(ProducerId::parse)
+    else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "Shipper-Producer must be 32 hex digits",
+        );
+    };
+    if shared.log.is_full() {
+        let mut response = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the receiver's log is at its disk budget; try again later",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, "1".parse().expect("valid"));
+        return response;
+    }
+    let max_chunk_bytes = shared.options.max_chunk_bytes;
+    let checked = {
+        let body = body.clone();
+        tokio::task::spawn_blocking(move || check_frames(&body, max_chunk_bytes)).await
+    };
+    let frames = match checked {
+        Ok(Ok(frames)) => frames,
+        Ok(Err((status, message))) => return answer(status, message),
+        Err(panic) => return answer(StatusCode::INTERNAL_SERVER_ERROR, panic.to_string()),
+    };
+    let (reply, answered) = oneshot::channel();
+    let request = Checked {
+        producer,
+        body,
+        frames,
+        reply,
+    };
+    if shared.requests.send(request).await.is_err() {
+        return answer(StatusCode::SERVICE_UNAVAILABLE, "the receiver is stopping");
+    }
+    answered
+        .await
+        .unwrap_or_else(|_| answer(StatusCode::SERVICE_UNAVAILABLE, "the receiver is stopping"))
+}
+
+/// Checks every frame of a body: CRC, order, sizes, and that each body
+/// decompresses to its declared size (bounded). Returns their byte ranges.
+fn check_frames(
+    body: &[u8],
+    max_chunk_bytes: usize,
+) -> Result<Vec<(usize, usize)>, (StatusCode, String)> {
+    let bad = |status, message: String| Err((status, message));
+    if body.is_empty() {
+        return bad(StatusCode::BAD_REQUEST, "the body holds no chunk".into());
+    }
+    let mut frames = Vec::new();
+    let mut position = 0;
+    let mut previous_end = None;
+    let mut decoder = Decoder::default();
+    while position < body.len() {
+        let index = frames.len();
+        let view = match ChunkView::parse(&body[position..]) {
+            Ok(view) => view,
+            Err(error) => {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    format!("chunk {index} at byte {position}: {error}"),
+                )
+            }
+        };
+        if view.is_loss_marker() || view.record_count() == 0 {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                format!("chunk {index} at byte {position} holds no records"),
+            );
+        }
+        if previous_end.is_some_and(|end| view.first_offset() < end) {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "chunk {index} at byte {position}: offsets not ascending (starts at {}, the previous ended at {})",
+                    view.first_offset(),
+                    previous_end.unwrap_or(0)
+                ),
+            );
+        }
+        if view.dict_id() != 0 {
+            return bad(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "chunk {index} uses dictionary {}: dictionaries are not part of protocol version 1",
+                    view.dict_id()
+                ),
+            );
+        }
+        if view.uncompressed_len() > max_chunk_bytes {
+            return bad(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "chunk {index} declares {} bytes decompressed, more than {max_chunk_bytes}",
+                    view.uncompressed_len()
+                ),
+            );
+        }
+        if let Err(error) = decode_body(&view, &mut decoder) {
+            return bad(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("chunk {index} at byte {position}: its body does not decompress to its declared size: {error}"),
+            );
+        }
+        previous_end = Some(view.end_offset());
+        let len = view.frame().len();
+        frames.push((position, position + len));
+        position += len;
+    }
+    Ok(frames)
+}
+
+#[async_trait]
+impl Source for ShipperSource {
+    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
+        let listener = self
+            .listener
+            .take()
+            .ok_or_else(|| PluginError::Fatal("shipper source run twice".into()))?;
+        let log = cx.emitter.log().clone();
+        let mut producers = self.load_marks(&log);
+        tracing::info!(source = %self.name, producers = producers.len(), "receiving chunks");
+        let (sender, mut requests) = mpsc::channel::<Checked>(64);
+        let shared = Shared {
+            requests: sender,
+            log: log.clone(),
+            options: self.options.clone(),
+        };
+        let router = Router::new()
+            .route(&self.options.path, post(receive))
+            .layer(DefaultBodyLimit::max(self.options.max_body_bytes))
+            .with_state(shared);
+        let stop = cx.shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.wait().await })
+                .await
+        });
+        let mut answering = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some(request) => self.store(cx, &log, &mut producers, request, &mut answering)?,
+                    None => break,
+                },
+                () = cx.shutdown.wait() => break,
+            }
+            while answering.try_join_next().is_some() {}
+        }
+        // Requests already checked are stored and answered; the server
+        // finishes its open requests and stops.
+        while let Ok(request) = requests.try_recv() {
+            self.store(cx, &log, &mut producers, request, &mut answering)?;
+        }
+        drop(requests);
+        let _ = server.await;
+        while answering.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+impl ShipperSource {
+    /// De-duplicates and appends one checked request, then leaves the
+    /// answer to a task that waits for durability.
+    fn store(
+        &self,
+        cx: &SourceContext,
+        log: &Log,
+        producers: &mut HashMap<ProducerId, Producer>,
+        request: Checked,
+        answering: &mut tokio::task::JoinSet<()>,
+    ) -> Result<(), PluginError> {
+        let Checked {
+            producer,
+            body,
+            frames,
+            reply,
+        } = request;
+        let state = producers.entry(producer).or_insert_with(|| Producer {
+            high_water: 0,
+            written: watch::channel(Some(0)).1,
+        });
+        let views: Vec<ChunkView<'_>> = frames
+            .iter()
+            .map(|&(from, to)| ChunkView::parse(&body[from..to]).expect("checked by the handler"))
+            .collect();
+        // First pass: nothing is stored unless the whole request is sound.
+        let mut duplicate = 0u64;
+        for (index, view) in views.iter().enumerate() {
+            if view.end_offset() <= state.high_water {
+                duplicate += u64::from(view.record_count());
+            } else if view.first_offset() < state.high_water {
+                let _ = reply.send(answer(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "chunk {index} [{}, {}) overlaps the high-water mark {} of producer {producer}",
+                        view.first_offset(),
+                        view.end_offset(),
+                        state.high_water
+                    ),
+                ));
+                return Ok(());
+            }
+        }
+        let source = format!("{}/{producer}", self.name);
+        let mut last_ticket = None;
+        let (mut records, mut bytes, mut chunks) = (0u64, 0u64, 0u64);
+        let before = state.high_water;
+        for view in views.iter().filter(|v| v.end_offset() > before) {
+            let position = source_position(&source, &view.end_offset().to_le_bytes());
+            let chunk = ClosedChunk::reframe(view, &self.name, &position)?;
+            let ticket = match log.offer(chunk)? {
+                Offer::Queued(ticket) => ticket,
+                Offer::QueueFull(chunk) => tokio::task::block_in_place(|| log.append(chunk))?,
+            };
+            records += u64::from(view.record_count());
+            bytes += view.uncompressed_len() as u64;
+            chunks += 1;
+            state.high_water = view.end_offset();
+            last_ticket = Some(ticket);
+        }
+        cx.emitter.count_stored(records, bytes, chunks);
+        let high_water = state.high_water;
+        let body = move || {
+            format!(
+                "{{\"producer\":\"{producer}\",\"high_water\":{high_water},\"stored\":{records},\"duplicate\":{duplicate}}}\n"
+            )
+        };
+        let log = log.clone();
+        match last_ticket {
+            Some(ticket) => {
+                let (written, receiver) = watch::channel(None);
+                state.written = receiver;
+                answering.spawn(async move {
+                    let outcome = async {
+                        let end = ticket.written().await?.end;
+                        let _ = written.send(Some(end));
+                        log.durable(end).await
+                    }
+                    .await;
+                    let _ = reply.send(match outcome {
+                        Ok(()) => ok_json(body()),
+                        Err(error) => answer(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+                    });
+                });
+            }
+            None => {
+                // Only repeats: answer once what they repeat is durable.
+                let mut pending = state.written.clone();
+                answering.spawn(async move {
+                    let end = match pending.wait_for(Option::is_some).await {
+                        Ok(end) => end.unwrap_or(0),
+                        // The append it repeats failed; the log reports why.
+                        Err(_) => log.next_offset(),
+                    };
+                    let _ = reply.send(match log.durable(end).await {
+                        Ok(()) => ok_json(body()),
+                        Err(error) => answer(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+                    });
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ok_json(body: String) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}

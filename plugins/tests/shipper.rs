@@ -1,0 +1,318 @@
+//! The `shipper` source (the receiving side of docs/protocol.md) over a
+//! real socket: chunks stored as they are, replays de-duplicated also
+//! after a restart, and every bad request refused with its status, the
+//! zstd bomb and the truncated body included.
+
+#![cfg(feature = "sources-shipper")]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use shipper_core::chunk::{seal_for_test, ChunkBuilder, ChunkOptions, ChunkView};
+use shipper_core::emit::Emitter;
+use shipper_core::log::{Log, LogOptions, StoredChunk};
+use shipper_core::plugin::{Shutdown, Source, SourceContext};
+use shipper_plugins::sources::shipper::{ShipperOptions, ShipperSource, CONTENT_TYPE};
+
+const PRODUCER: &str = "0123456789abcdef0123456789abcdef";
+
+/// A sender's log with `chunks` chunks of 100 records each.
+fn sender_log(dir: &Path, chunks: u32) -> (Log, Vec<StoredChunk>) {
+    let log = Log::open(dir, LogOptions::default()).unwrap();
+    for c in 0..chunks {
+        let mut builder = ChunkBuilder::new("app", "files", ChunkOptions::default()).unwrap();
+        for i in 0..100 {
+            builder
+                .push(format!(r#"{{"chunk":{c},"i":{i}}}"#).as_bytes(), 1, None)
+                .unwrap();
+        }
+        log.append(builder.finish().unwrap().unwrap())
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+    }
+    let stored = log.reader(0).map(Result::unwrap).collect();
+    (log, stored)
+}
+
+fn body_of(chunks: &[StoredChunk]) -> Vec<u8> {
+    chunks.iter().flat_map(|c| c.frame().to_vec()).collect()
+}
+
+/// POSTs `body` with `headers`; returns (status, body).
+fn post(address: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "POST /v1/chunks HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn good_headers() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("Content-Type", CONTENT_TYPE),
+        ("Shipper-Protocol", "1"),
+        ("Shipper-Producer", PRODUCER),
+        ("Authorization", "Bearer secret"),
+    ]
+}
+
+struct Receiver {
+    address: SocketAddr,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(log: &Log) -> Receiver {
+    let mut source = ShipperSource::bind(
+        ShipperOptions {
+            address: "127.0.0.1:0".parse().unwrap(),
+            token: Some("secret".into()),
+            max_body_bytes: 4 << 20,
+            max_chunk_bytes: 1 << 20,
+            ..ShipperOptions::default()
+        },
+        "sidecars",
+    )
+    .await
+    .unwrap();
+    let address = source.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let mut cx = SourceContext {
+        emitter: Emitter::new(log.clone(), "sidecars", ChunkOptions::default()).unwrap(),
+        shutdown: shutdown.clone(),
+    };
+    let task = tokio::spawn(async move { source.run(&mut cx).await.unwrap() });
+    Receiver {
+        address,
+        shutdown,
+        task,
+    }
+}
+
+impl Receiver {
+    async fn stop(self) {
+        self.shutdown.trigger();
+        self.task.await.unwrap();
+    }
+
+    async fn post(
+        &self,
+        headers: Vec<(&'static str, &'static str)>,
+        body: Vec<u8>,
+    ) -> (u16, String) {
+        let address = self.address;
+        tokio::task::spawn_blocking(move || post(address, &headers, &body))
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_are_stored_as_they_are_and_replays_are_skipped_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sender, chunks) = sender_log(&dir.path().join("sender"), 10);
+    let receiver_dir = dir.path().join("receiver");
+    let log = Log::open(&receiver_dir, LogOptions::default()).unwrap();
+    let receiver = start(&log).await;
+
+    let (status, answer) = receiver.post(good_headers(), body_of(&chunks[..6])).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""high_water":600"#), "{answer}");
+    assert!(answer.contains(r#""stored":600"#), "{answer}");
+    // The same request again (a lost answer): nothing stored twice.
+    let (status, answer) = receiver.post(good_headers(), body_of(&chunks[..6])).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""stored":0,"duplicate":600"#), "{answer}");
+    // An overlapping retry: only the new chunks are stored.
+    let (status, answer) = receiver.post(good_headers(), body_of(&chunks[4..8])).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer.contains(r#""stored":200,"duplicate":200"#),
+        "{answer}"
+    );
+    receiver.stop().await;
+    assert_eq!(log.durable_offset(), 800);
+
+    // Stored as they are: same stream and compressed body, new component.
+    let stored: Vec<StoredChunk> = log.reader(0).map(Result::unwrap).collect();
+    assert_eq!(stored.len(), 8);
+    for (got, sent) in stored.iter().zip(&chunks) {
+        let (got, sent) = (got.view(), sent.view());
+        assert_eq!(got.component(), b"sidecars");
+        assert_eq!(got.stream(), sent.stream());
+        assert_eq!(got.body(), sent.body());
+        assert_eq!(got.record_count(), sent.record_count());
+    }
+
+    // Delivered and deleted, then restarted: the marks survive.
+    log.commit_cursor("out", log.next_offset()).unwrap();
+    log.close().unwrap();
+    drop((log, stored));
+    let log = Log::open(&receiver_dir, LogOptions::default()).unwrap();
+    let receiver = start(&log).await;
+    let (status, answer) = receiver.post(good_headers(), body_of(&chunks)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer.contains(r#""stored":200,"duplicate":800"#),
+        "{answer}"
+    );
+    receiver.stop().await;
+    assert_eq!(log.durable_offset(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_with_their_status_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sender, chunks) = sender_log(&dir.path().join("sender"), 3);
+    let log = Log::open(dir.path().join("receiver"), LogOptions::default()).unwrap();
+    let receiver = start(&log).await;
+    let body = body_of(&chunks);
+    let without = |name: &str| -> Vec<(&'static str, &'static str)> {
+        good_headers()
+            .into_iter()
+            .filter(|(n, _)| *n != name)
+            .collect()
+    };
+    let with = |name: &'static str, value: &'static str| {
+        let mut headers = without(name);
+        headers.push((name, value));
+        headers
+    };
+
+    let mut flipped = body.clone();
+    flipped[200] ^= 1;
+    let truncated = body[..body.len() - 10].to_vec();
+    let mut out_of_order = body_of(&chunks[1..2]);
+    out_of_order.extend(body_of(&chunks[..1]));
+
+    // A zstd bomb: a chunk that declares 2.8 KB decompressed but holds
+    // 256 MiB of zeros. The bounded decoder stops at the declared size.
+    let bomb = {
+        let view = chunks[0].view();
+        let header_len = view.frame().len() - view.body().len();
+        let mut encoder = zstd::stream::Encoder::new(Vec::new(), 19).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            encoder.write_all(&zeros).unwrap();
+        }
+        let compressed = encoder.finish().unwrap();
+        let mut frame = view.frame()[..header_len].to_vec();
+        frame.extend_from_slice(&compressed);
+        let len = frame.len() as u32;
+        frame[8..12].copy_from_slice(&len.to_le_bytes());
+        seal_for_test(&mut frame, 0);
+        assert!(
+            ChunkView::parse(&frame).is_ok(),
+            "a valid frame, a lying body"
+        );
+        frame
+    };
+
+    // (what, headers, body, expected status, a part of the answer)
+    type Case = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        Vec<u8>,
+        u16,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "no token",
+            without("Authorization"),
+            body.clone(),
+            401,
+            "bearer token",
+        ),
+        (
+            "wrong token",
+            with("Authorization", "Bearer nope"),
+            body.clone(),
+            401,
+            "bearer token",
+        ),
+        (
+            "wrong type",
+            with("Content-Type", "application/json"),
+            body.clone(),
+            415,
+            "Content-Type",
+        ),
+        (
+            "no version",
+            without("Shipper-Protocol"),
+            body.clone(),
+            400,
+            "Shipper-Protocol",
+        ),
+        (
+            "future version",
+            with("Shipper-Protocol", "9"),
+            body.clone(),
+            400,
+            "versions: 1",
+        ),
+        (
+            "no producer",
+            without("Shipper-Producer"),
+            body.clone(),
+            400,
+            "32 hex",
+        ),
+        ("empty body", good_headers(), Vec::new(), 400, "no chunk"),
+        ("flipped byte", good_headers(), flipped, 400, "crc mismatch"),
+        (
+            "truncated body",
+            good_headers(),
+            truncated,
+            400,
+            "truncated chunk",
+        ),
+        (
+            "out of order",
+            good_headers(),
+            out_of_order,
+            400,
+            "not ascending",
+        ),
+        (
+            "zstd bomb",
+            good_headers(),
+            bomb,
+            413,
+            "does not decompress to its declared size",
+        ),
+        ("too large", good_headers(), vec![0u8; 5 << 20], 413, ""),
+    ];
+    for (what, headers, body, status, message) in cases {
+        let (got, answer) = receiver.post(headers, body).await;
+        assert_eq!(got, status, "{what}: {answer}");
+        assert!(answer.contains(message), "{what}: {answer}");
+    }
+    assert_eq!(log.next_offset(), 0, "nothing was stored");
+    // And the receiver still works.
+    let (status, answer) = receiver.post(good_headers(), body_of(&chunks)).await;
+    assert_eq!(status, 200, "{answer}");
+    receiver.stop().await;
+    assert_eq!(log.durable_offset(), 300);
+}
