@@ -3,15 +3,14 @@
 //! random moments and restarted; at the end every line is in the output
 //! exactly once. Then SIGTERM while busy: nothing lost.
 
-use std::collections::BTreeMap;
-use std::io::Write;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const SHIPPER: &str = env!("CARGO_BIN_EXE_shipper");
+use common::{seen, writer, Guard};
 
 fn write_config(dir: &Path) -> PathBuf {
     let config = format!(
@@ -43,92 +42,6 @@ path = "{out}"
     let path = dir.join("shipper.toml");
     std::fs::write(&path, config).unwrap();
     path
-}
-
-/// Kills the child if the test fails while it runs.
-struct Guard(Option<Child>);
-
-impl Guard {
-    fn start(config: &Path) -> Guard {
-        let child = Command::new(SHIPPER)
-            .args(["run", "-c"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Guard(Some(child))
-    }
-
-    fn kill(mut self) {
-        let mut child = self.0.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn terminate(mut self) -> String {
-        let child = self.0.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let output = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(
-            output.status.success(),
-            "exit {:?}\n{stderr}",
-            output.status
-        );
-        stderr
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Appends `total` numbered lines to logs/app.log in bursts, rotating by
-/// rename (app.log → app.log.N) every `rotate_every` lines.
-fn writer(dir: PathBuf, total: u64, rotate_every: u64, done: Arc<AtomicBool>) {
-    let logs = dir.join("logs");
-    let path = logs.join("app.log");
-    let mut file = std::fs::File::create(&path).unwrap();
-    let mut rotations = 0;
-    for seq in 0..total {
-        writeln!(
-            file,
-            r#"{{"seq":{seq},"msg":"line number {seq} of the test"}}"#
-        )
-        .unwrap();
-        if seq % 500 == 499 {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if seq % rotate_every == rotate_every - 1 {
-            rotations += 1;
-            std::fs::rename(&path, logs.join(format!("app.log.{rotations}"))).unwrap();
-            file = std::fs::File::create(&path).unwrap();
-        }
-    }
-    done.store(true, Ordering::Release);
-}
-
-/// How often each sequence number appears in the output.
-fn seen(out: &Path) -> BTreeMap<u64, u32> {
-    let mut counts = BTreeMap::new();
-    let text = std::fs::read_to_string(out).unwrap_or_default();
-    for line in text.lines() {
-        let value: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not JSON in the output ({e}): {line:?}"));
-        *counts.entry(value["seq"].as_u64().unwrap()).or_insert(0) += 1;
-    }
-    counts
 }
 
 #[test]

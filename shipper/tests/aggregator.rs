@@ -1,0 +1,406 @@
+//! A sidecar (file source → `http` sink, shipper protocol) and an
+//! aggregator (`shipper` source → file sink) as real processes, while a
+//! seeded loop SIGKILLs one or the other at random moments and the writer
+//! rotates its log: at the end the aggregator's output holds every line
+//! exactly once.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{seen, unique, writer, Database, Guard, Proxy};
+
+/// A port free right now on 127.0.0.1.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write(path: &Path, text: String) -> PathBuf {
+    std::fs::write(path, text).unwrap();
+    path.to_owned()
+}
+
+fn aggregator_config(dir: &Path, port: u16) -> PathBuf {
+    aggregator_config_with(
+        dir,
+        port,
+        &format!(
+            r#"[sinks.out]
+type = "file"
+inputs = ["sidecars"]
+path = "{}"
+"#,
+            dir.join("out/records.ndjson").display()
+        ),
+    )
+}
+
+fn aggregator_config_with(dir: &Path, port: u16, sinks: &str) -> PathBuf {
+    write(
+        &dir.join("aggregator.toml"),
+        format!(
+            r#"data_dir = "{data}"
+
+[admin]
+address = "127.0.0.1:0"
+
+[log]
+durability = "interval"
+interval_ms = 20
+
+[sources.sidecars]
+type = "shipper"
+address = "127.0.0.1:{port}"
+token = "s3cret"
+
+{sinks}"#,
+            data = dir.join("aggregator-data").display(),
+        ),
+    )
+}
+
+fn sidecar_config(dir: &Path, port: u16) -> PathBuf {
+    write(
+        &dir.join("sidecar.toml"),
+        format!(
+            r#"data_dir = "{data}"
+
+[admin]
+address = "127.0.0.1:0"
+
+[log]
+durability = "interval"
+interval_ms = 20
+segment_bytes = "1MiB"
+
+[sources.app]
+type = "file"
+include = ["{logs}/app.log*"]
+glob_interval_ms = 50
+rotate_wait_ms = 500
+
+[sinks.aggregator]
+type = "http"
+inputs = ["app"]
+uri = "http://127.0.0.1:{port}/v1/chunks"
+protocol = "shipper"
+auth = {{ strategy = "bearer", token = "s3cret" }}
+timeout_ms = 2000
+"#,
+            data = dir.join("sidecar-data").display(),
+            logs = dir.join("logs").display(),
+        ),
+    )
+}
+
+#[test]
+fn sidecar_to_aggregator_is_exactly_once_under_random_sigkills() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let port = free_port();
+    let aggregator = aggregator_config(dir.path(), port);
+    let sidecar = sidecar_config(dir.path(), port);
+    let out = dir.path().join("out/records.ndjson");
+    const TOTAL: u64 = 150_000;
+    let done = Arc::new(AtomicBool::new(false));
+    let writing = {
+        let dir = dir.path().to_owned();
+        let done = done.clone();
+        std::thread::spawn(move || writer(dir, TOTAL, 50_000, done))
+    };
+    let mut running_aggregator = Some(Guard::start(&aggregator));
+    let mut running_sidecar = Some(Guard::start(&sidecar));
+    // Pseudo-random kills, fixed by the seed so a failure replays.
+    let mut x: u64 = 0xa66e_6a7e;
+    for round in 0..10 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let alive = 200 + (x >> 33) % 600;
+        std::thread::sleep(Duration::from_millis(alive));
+        let (which, slot, config) = if (x >> 17) & 1 == 0 {
+            ("sidecar", &mut running_sidecar, &sidecar)
+        } else {
+            ("aggregator", &mut running_aggregator, &aggregator)
+        };
+        slot.take().unwrap().kill();
+        eprintln!("round {round}: killed the {which} after {alive} ms");
+        // Down for a moment: the other side keeps going (or retrying).
+        std::thread::sleep(Duration::from_millis((x >> 40) % 300));
+        *slot = Some(Guard::start(config));
+    }
+    writing.join().unwrap();
+    assert!(done.load(Ordering::Acquire));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (seen(&out).len() as u64) < TOTAL && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    running_sidecar.take().unwrap().terminate();
+    running_aggregator.take().unwrap().terminate();
+    let counts = seen(&out);
+    let missing: Vec<u64> = (0..TOTAL).filter(|s| !counts.contains_key(s)).collect();
+    let twice: Vec<(&u64, &u32)> = counts.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(
+        missing.is_empty(),
+        "{} lines lost, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        twice.is_empty(),
+        "{} lines duplicated, first {:?}",
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
+}
+
+#[test]
+fn sidecar_to_aggregator_to_postgres_is_exactly_once_under_sigkills_and_an_outage() {
+    let Some(mut db) = Database::connect() else {
+        return;
+    };
+    let table = unique("agg_rows");
+    let hwm = unique("agg_hwm");
+    db.tables.extend([table.clone(), hwm.clone()]);
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let port = free_port();
+    let aggregator = aggregator_config_with(
+        dir.path(),
+        port,
+        &format!(
+            r#"[sinks.database]
+type = "postgres"
+inputs = ["sidecars"]
+connection = "host=127.0.0.1 port={proxy} user=postgres dbname=test connect_timeout=2"
+table = "{table}"
+table_per_stream = false
+hwm_table = "{hwm}"
+timeout_ms = 3000
+"#,
+            proxy = proxy.port
+        ),
+    );
+    let sidecar = sidecar_config(dir.path(), port);
+    const TOTAL: u64 = 100_000;
+    let done = Arc::new(AtomicBool::new(false));
+    let writing = {
+        let dir = dir.path().to_owned();
+        let done = done.clone();
+        std::thread::spawn(move || writer(dir, TOTAL, 40_000, done))
+    };
+    let mut running_aggregator = Some(Guard::start(&aggregator));
+    let mut running_sidecar = Some(Guard::start(&sidecar));
+    let mut x: u64 = 0x9057_6e55;
+    for round in 0..10 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let alive = 200 + (x >> 33) % 600;
+        std::thread::sleep(Duration::from_millis(alive));
+        // The database is unreachable for a few rounds in the middle.
+        match round {
+            3 => {
+                proxy.cut();
+                eprintln!("round {round}: PostgreSQL cut off");
+            }
+            6 => {
+                proxy.restore();
+                eprintln!("round {round}: PostgreSQL back");
+            }
+            _ => {}
+        }
+        let (which, slot, config) = if (x >> 17) & 1 == 0 {
+            ("sidecar", &mut running_sidecar, &sidecar)
+        } else {
+            ("aggregator", &mut running_aggregator, &aggregator)
+        };
+        slot.take().unwrap().kill();
+        eprintln!("round {round}: killed the {which} after {alive} ms");
+        std::thread::sleep(Duration::from_millis((x >> 40) % 300));
+        *slot = Some(Guard::start(config));
+    }
+    proxy.restore();
+    writing.join().unwrap();
+    assert!(done.load(Ordering::Acquire));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while db.rows(&table) < TOTAL as i64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    running_sidecar.take().unwrap().terminate();
+    running_aggregator.take().unwrap().terminate();
+    let rows = db.rows(&table);
+    let distinct = db.number(&format!(
+        "SELECT count(DISTINCT (payload->>'seq')::int8) FROM {table}"
+    ));
+    let sum = db.number(&format!(
+        "SELECT coalesce(sum((payload->>'seq')::int8), 0)::int8 FROM {table}"
+    ));
+    assert_eq!(distinct, TOTAL as i64, "every line arrived ({rows} rows)");
+    assert_eq!(rows, TOTAL as i64, "and only once");
+    assert_eq!(sum, (TOTAL * (TOTAL - 1) / 2) as i64, "with its content");
+}
+
+/// Every `seq` in the JetStream stream `stream`, or `None` to skip (no
+/// server, and services not required).
+fn nats_sequences(stream: &str, expected: u64) -> Vec<u64> {
+    use async_nats::jetstream::consumer::pull;
+    use futures_util::StreamExt;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
+        let stream = js.get_stream(stream).await.unwrap();
+        let consumer = stream
+            .create_consumer(pull::Config {
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut seqs = Vec::new();
+        let mut messages = consumer
+            .fetch()
+            .max_messages(expected as usize + 10)
+            .expires(Duration::from_secs(10))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(message) = messages.next().await {
+            let message = message.unwrap();
+            let record: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+            seqs.push(record["seq"].as_u64().unwrap());
+            if seqs.len() as u64 > expected + 5 {
+                break;
+            }
+        }
+        seqs
+    })
+}
+
+fn nats_messages(stream: &str) -> u64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
+        match js.get_stream(stream).await {
+            Ok(mut stream) => stream.info().await.map_or(0, |info| info.state.messages),
+            Err(_) => 0,
+        }
+    })
+}
+
+fn nats_delete(stream: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
+        let _ = js.delete_stream(stream).await;
+    });
+}
+
+#[test]
+fn sidecar_to_aggregator_to_nats_is_exactly_once_under_sigkills_and_an_outage() {
+    if let Err(error) = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:4222".parse().unwrap(),
+        Duration::from_secs(2),
+    ) {
+        let reason = format!("NATS not reachable on 127.0.0.1:4222: {error}");
+        if std::env::var("SHIPPER_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("{reason}");
+        }
+        eprintln!("skipped: {reason} (SHIPPER_REQUIRE_SERVICES=1 makes this a failure)");
+        return;
+    }
+    let subject = unique("agg");
+    let stream = subject.clone();
+    let proxy = Proxy::start("127.0.0.1:4222".parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let port = free_port();
+    let aggregator = aggregator_config_with(
+        dir.path(),
+        port,
+        &format!(
+            r#"[sinks.jetstream]
+type = "nats"
+inputs = ["sidecars"]
+url = "nats://127.0.0.1:{proxy}"
+subject = "{subject}"
+stream = "{stream}"
+timeout_ms = 3000
+"#,
+            proxy = proxy.port
+        ),
+    );
+    let sidecar = sidecar_config(dir.path(), port);
+    const TOTAL: u64 = 60_000;
+    let done = Arc::new(AtomicBool::new(false));
+    let writing = {
+        let dir = dir.path().to_owned();
+        let done = done.clone();
+        std::thread::spawn(move || writer(dir, TOTAL, 25_000, done))
+    };
+    let mut running_aggregator = Some(Guard::start(&aggregator));
+    let mut running_sidecar = Some(Guard::start(&sidecar));
+    let mut x: u64 = 0x4a75_1234;
+    for round in 0..10 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let alive = 200 + (x >> 33) % 600;
+        std::thread::sleep(Duration::from_millis(alive));
+        match round {
+            3 => proxy.cut(),
+            6 => proxy.restore(),
+            _ => {}
+        }
+        let (which, slot, config) = if (x >> 17) & 1 == 0 {
+            ("sidecar", &mut running_sidecar, &sidecar)
+        } else {
+            ("aggregator", &mut running_aggregator, &aggregator)
+        };
+        slot.take().unwrap().kill();
+        eprintln!("round {round}: killed the {which} after {alive} ms");
+        std::thread::sleep(Duration::from_millis((x >> 40) % 300));
+        *slot = Some(Guard::start(config));
+    }
+    proxy.restore();
+    writing.join().unwrap();
+    assert!(done.load(Ordering::Acquire));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while nats_messages(&stream) < TOTAL && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    running_sidecar.take().unwrap().terminate();
+    running_aggregator.take().unwrap().terminate();
+    let messages = nats_messages(&stream);
+    let mut seqs = nats_sequences(&stream, TOTAL);
+    nats_delete(&stream);
+    seqs.sort_unstable();
+    let len = seqs.len();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len() as u64,
+        TOTAL,
+        "every line arrived ({messages} messages)"
+    );
+    assert_eq!(len as u64, TOTAL, "and only once");
+    assert_eq!(messages, TOTAL);
+}
