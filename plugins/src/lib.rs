@@ -53,13 +53,20 @@ pub mod framing;
 pub mod multiline;
 #[cfg(feature = "syslog")]
 pub mod parse;
-#[cfg(any(feature = "sinks-blackhole", feature = "sinks-file"))]
+#[cfg(any(
+    feature = "sinks-blackhole",
+    feature = "sinks-file",
+    feature = "sinks-http",
+    feature = "sinks-postgres",
+    feature = "sinks-nats"
+))]
 pub mod sinks;
 #[cfg(any(
     feature = "sources-stdin",
     feature = "sources-file",
     feature = "sources-socket",
     feature = "sources-http",
+    feature = "sources-shipper",
     feature = "sources-mqtt",
     feature = "sources-generator"
 ))]

@@ -1,7 +1,8 @@
 //! The admin endpoint, on loopback by default: `/health` (200 when ready,
 //! 503 with the reason when not), Prometheus `/metrics` (records and
 //! bytes in and out per component, retries and errors, the log's size,
-//! drops and flushes, and each sink's lag in records and seconds) and
+//! drops and flushes, each sink's lag in records and seconds, and each http
+//! sink's requests, retries, dead letters, bytes and request latency) and
 //! `POST /reload` (re-read the config file; see `runtime::ReloadOutcome`
 //! for the answers).
 //!
@@ -12,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -23,6 +24,7 @@ use shipper_core::chunk::now_nanos;
 use shipper_core::emit::{EmitterCounters, EmitterStats};
 use shipper_core::log::Log;
 use shipper_core::plugin::Shutdown;
+use shipper_plugins::sinks::http::HttpSinkStats;
 
 use crate::runtime::{ReloadHandle, ReloadTrigger};
 
@@ -39,6 +41,28 @@ pub struct SinkStats {
     pub retries: AtomicU64,
     /// Deliveries that failed (retryable or not).
     pub errors: AtomicU64,
+    /// An http sink's own counters (requests, latency, dead letters).
+    http: Mutex<Option<Arc<HttpSinkStats>>>,
+}
+
+impl SinkStats {
+    /// Reports `http` from now on. It takes over the counts of the http
+    /// stats it replaces (a restarted sink), so counters never go back.
+    pub fn attach_http(&self, http: Arc<HttpSinkStats>) {
+        let mut slot = self.http.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(earlier) = slot.as_ref().filter(|earlier| !Arc::ptr_eq(earlier, &http)) {
+            http.absorb(earlier);
+        }
+        *slot = Some(http);
+    }
+
+    /// The http sink counters, for an http sink.
+    pub fn http(&self) -> Option<Arc<HttpSinkStats>> {
+        self.http
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// The running pipeline's counters, as `/metrics` reports them.
@@ -195,6 +219,80 @@ pub fn add_counters(total: &mut EmitterCounters, counters: &EmitterCounters) {
 /// Reads one counter of a sink.
 type SinkCounter = fn(&SinkStats) -> u64;
 
+/// The http sinks' own families: requests, retries, failures, dead
+/// letters, bytes and the request-latency histogram.
+fn render_http_sinks(out: &mut String, sinks: &[(&String, Arc<HttpSinkStats>)]) {
+    type HttpCounter = fn(&HttpSinkStats) -> &AtomicU64;
+    if sinks.is_empty() {
+        return;
+    }
+    let counters: [(&str, &str, HttpCounter); 7] = [
+        (
+            "shipper_http_sink_requests_total",
+            "HTTP requests sent, retries included.",
+            |s| &s.requests,
+        ),
+        (
+            "shipper_http_sink_retries_total",
+            "HTTP requests sent again after the previous try of the batch failed.",
+            |s| &s.retries,
+        ),
+        (
+            "shipper_http_sink_failures_total",
+            "HTTP requests that failed and will be retried (connection, timeout, 408, 429, 5xx, bad answer).",
+            |s| &s.failures,
+        ),
+        (
+            "shipper_http_sink_dead_lettered_batches_total",
+            "Batches refused for good (4xx) and written to the dead-letter file.",
+            |s| &s.dead_lettered_batches,
+        ),
+        (
+            "shipper_http_sink_dead_lettered_records_total",
+            "Records in dead-lettered batches.",
+            |s| &s.dead_lettered_records,
+        ),
+        (
+            "shipper_http_sink_body_bytes_total",
+            "Request body bytes sent as on the wire (compressed), retries included.",
+            |s| &s.body_bytes,
+        ),
+        (
+            "shipper_http_sink_raw_bytes_total",
+            "Uncompressed record bytes of the requests sent, retries included.",
+            |s| &s.raw_bytes,
+        ),
+    ];
+    for (name, help, counter) in counters {
+        family(out, name, "counter", help);
+        for (sink, stats) in sinks {
+            let value = HttpSinkStats::get(counter(stats));
+            let _ = writeln!(out, "{name}{{sink=\"{}\"}} {value}", label(sink));
+        }
+    }
+    let name = "shipper_http_sink_request_seconds";
+    family(
+        out,
+        name,
+        "histogram",
+        "Time from sending an HTTP request to having read its answer or failure.",
+    );
+    for (sink, stats) in sinks {
+        let sink = label(sink);
+        let latency = stats.latency.snapshot();
+        for (bound, count) in &latency.buckets {
+            let le = if bound.is_infinite() {
+                String::from("+Inf")
+            } else {
+                bound.to_string()
+            };
+            let _ = writeln!(out, "{name}_bucket{{sink=\"{sink}\",le=\"{le}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_sum{{sink=\"{sink}\"}} {}", latency.sum_seconds);
+        let _ = writeln!(out, "{name}_count{{sink=\"{sink}\"}} {}", latency.count);
+    }
+}
+
 /// The metrics in Prometheus' text format.
 pub fn render(state: &AdminState) -> String {
     let mut out = String::new();
@@ -287,6 +385,12 @@ pub fn render(state: &AdminState) -> String {
             let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", label(sink), value(stats));
         }
     }
+    let http_sinks: Vec<(&String, Arc<HttpSinkStats>)> = pipeline
+        .sinks
+        .iter()
+        .filter_map(|(sink, stats)| Some((sink, stats.http()?)))
+        .collect();
+    render_http_sinks(&mut out, &http_sinks);
     let next = state.log.next_offset();
     let now = now_nanos();
     family(

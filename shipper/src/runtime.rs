@@ -11,7 +11,7 @@
 //!
 //! Built today: the `file`, `stdin`, `socket`, `http`, `mqtt` and
 //! `generator` sources, the `filter`, `sample` and `remap` transforms, and
-//! the `blackhole` and `file` sinks. A config naming any other component
+//! the `blackhole`, `file`, `http`, `postgres` and `nats` sinks. A config naming any other component
 //! type is refused at start with a clear error (the sinks issue adds them).
 //!
 //! Transforms run on the producing side, in the source's task, before
@@ -39,10 +39,16 @@ use shipper_core::plugin::{
 use shipper_plugins::framing::lines::LineOptions;
 use shipper_plugins::sinks::blackhole::BlackholeSink;
 use shipper_plugins::sinks::file::{FileCompression, FileSink, FileSinkOptions};
+use shipper_plugins::sinks::http::{HttpSink, HttpSinkOptions, HttpSinkStats};
+use shipper_plugins::sinks::nats::{MessagePer, NatsSink, NatsSinkOptions};
+use shipper_plugins::sinks::postgres::{
+    PostgresSink, PostgresSinkOptions, TableCreation, TableRouting,
+};
 use shipper_plugins::sources::file::{FileOptions, FileSource};
 use shipper_plugins::sources::generator::{GeneratorOptions, GeneratorSource};
 use shipper_plugins::sources::http::{HttpOptions, HttpSource};
 use shipper_plugins::sources::mqtt::{self, MqttOptions, MqttQos, MqttSource};
+use shipper_plugins::sources::shipper::{ShipperOptions, ShipperSource};
 use shipper_plugins::sources::socket::{
     Listen, SocketFraming, SocketOptions, SocketParse, SocketSource,
 };
@@ -56,8 +62,8 @@ pub use reload::{ReloadHandle, ReloadOutcome, ReloadSummary, ReloadTrigger, Relo
 
 use crate::admin::{AdminState, SinkStats};
 use crate::config::{
-    Codec, Config, Encoding, FieldValue, FilterAction, Framing, ParseFormat, SinkConfig,
-    SocketMode, SourceConfig, TransformConfig,
+    Codec, Config, Encoding, FieldValue, FilterAction, Framing, NatsMessage, ParseFormat,
+    SinkConfig, SocketMode, SourceConfig, TransformConfig,
 };
 use supervisor::Supervisor;
 
@@ -73,6 +79,8 @@ struct BuiltSink {
     name: String,
     sink: Box<dyn Sink>,
     inputs: Vec<String>,
+    /// An http sink's own counters, for `/metrics`.
+    http_stats: Option<Arc<HttpSinkStats>>,
 }
 
 /// The file source's options from its config table.
@@ -132,6 +140,22 @@ async fn build_sources(
                 FileSource::new(file_options(file), name)
                     .map_err(|e| anyhow!("source {name}: {e}"))?,
             ),
+            SourceConfig::Shipper(shipper) => {
+                let options = ShipperOptions {
+                    address: shipper.address,
+                    path: shipper.path.clone(),
+                    token: shipper.token.clone(),
+                    max_body_bytes: usize::try_from(shipper.max_body_bytes.bytes())
+                        .unwrap_or(usize::MAX),
+                    max_chunk_bytes: usize::try_from(shipper.max_chunk_bytes.bytes())
+                        .unwrap_or(usize::MAX),
+                };
+                Box::new(
+                    ShipperSource::bind(options, name)
+                        .await
+                        .map_err(|e| anyhow!("source {name}: {e}"))?,
+                )
+            }
             SourceConfig::Generator(generator) => Box::new(
                 GeneratorSource::new(generator_options(generator), name)
                     .map_err(|e| anyhow!("source {name}: {e}"))?,
@@ -233,11 +257,64 @@ async fn build_source(config: &Config, name: &str) -> anyhow::Result<Box<dyn Sou
         .ok_or_else(|| anyhow!("source {name} is not in the config"))
 }
 
+/// The http sink's options from its config table.
+fn http_sink_options(http: &crate::config::HttpSink) -> HttpSinkOptions {
+    use crate::config::{AuthStrategy, OnRejected, Protocol};
+    use shipper_plugins::sinks::http::{self, HttpAuth, HttpCompression, HttpProtocol};
+    let level = http.compression.effective_level();
+    let auth = http.auth.as_ref().map(|auth| {
+        let secret = |value: &Option<String>| value.clone().unwrap_or_default();
+        match auth.strategy {
+            AuthStrategy::Bearer => HttpAuth::Bearer {
+                token: secret(&auth.token),
+            },
+            AuthStrategy::Basic => HttpAuth::Basic {
+                user: secret(&auth.user),
+                password: secret(&auth.password),
+            },
+        }
+    });
+    HttpSinkOptions {
+        uri: http.uri.clone(),
+        protocol: match http.protocol {
+            Protocol::Shipper => HttpProtocol::Shipper,
+            Protocol::Ndjson => HttpProtocol::Ndjson,
+            Protocol::Json => HttpProtocol::Json,
+        },
+        compression: match http.compression.codec {
+            Codec::None => HttpCompression::None,
+            Codec::Zstd => HttpCompression::Zstd {
+                level: level.unwrap_or(3),
+            },
+            Codec::Gzip => HttpCompression::Gzip {
+                level: level.unwrap_or(6).clamp(1, 9) as u32,
+            },
+        },
+        max_records: http.batch.max_records,
+        max_bytes: http.batch.max_bytes.bytes(),
+        auth,
+        headers: http.headers.clone().into_iter().collect(),
+        connect_timeout: Duration::from_millis(http.connect_timeout_ms),
+        timeout: Duration::from_millis(http.timeout_ms),
+        retry: http::RetryOptions {
+            initial: Duration::from_millis(http.retry.initial_ms),
+            max: Duration::from_millis(http.retry.max_ms),
+            attempts: http.retry.attempts,
+        },
+        on_rejected: match http.on_rejected {
+            OnRejected::DeadLetter => http::OnRejected::DeadLetter,
+            OnRejected::Retry => http::OnRejected::Retry,
+        },
+        dead_letter: http.dead_letter.as_ref().map(PathBuf::from),
+    }
+}
+
 /// Builds the sinks of `config` that `wanted` names; the first that fails
 /// is the error.
 fn build_sinks(config: &Config, wanted: impl Fn(&str) -> bool) -> anyhow::Result<Vec<BuiltSink>> {
     let mut sinks = Vec::new();
     for (name, sink) in config.sinks.iter().filter(|(name, _)| wanted(name)) {
+        let mut http_stats = None;
         let (built, inputs): (Box<dyn Sink>, &Vec<String>) = match sink {
             SinkConfig::Blackhole(blackhole) => {
                 (Box::new(BlackholeSink::default()), &blackhole.inputs)
@@ -271,15 +348,57 @@ fn build_sinks(config: &Config, wanted: impl Fn(&str) -> bool) -> anyhow::Result
                     &file.inputs,
                 )
             }
-            other => bail!(
-                "sink {name}: type {:?} is not available in this build yet",
-                other.type_name()
-            ),
+            SinkConfig::Postgres(postgres) => {
+                let options = PostgresSinkOptions {
+                    connection: postgres.connection.clone(),
+                    table: postgres.table.clone(),
+                    routing: if postgres.table_per_stream {
+                        TableRouting::PerStream
+                    } else {
+                        TableRouting::Single
+                    },
+                    hwm_table: postgres.hwm_table.clone(),
+                    creation: if postgres.create_tables {
+                        TableCreation::IfMissing
+                    } else {
+                        TableCreation::Never
+                    },
+                    timeout: Duration::from_millis(postgres.timeout_ms),
+                };
+                (
+                    Box::new(PostgresSink::new(options).map_err(|e| anyhow!("sink {name}: {e}"))?),
+                    &postgres.inputs,
+                )
+            }
+            SinkConfig::Http(http) => {
+                let sink = HttpSink::new(http_sink_options(http))
+                    .map_err(|e| anyhow!("sink {name}: {e}"))?;
+                http_stats = Some(sink.stats());
+                (Box::new(sink), &http.inputs)
+            }
+            SinkConfig::Nats(nats) => {
+                let options = NatsSinkOptions {
+                    url: nats.url.clone(),
+                    subject: nats.subject.clone(),
+                    stream: nats.stream.clone(),
+                    create_stream: nats.create_stream,
+                    duplicate_window: Duration::from_millis(nats.duplicate_window_ms),
+                    message: match nats.message {
+                        NatsMessage::Record => MessagePer::Record,
+                        NatsMessage::Chunk => MessagePer::Chunk,
+                    },
+                    max_pending: nats.max_pending,
+                    timeout: Duration::from_millis(nats.timeout_ms),
+                };
+                let sink = NatsSink::new(options).map_err(|e| anyhow!("sink {name}: {e}"))?;
+                (Box::new(sink), &nats.inputs)
+            }
         };
         sinks.push(BuiltSink {
             name: name.clone(),
             sink: built,
             inputs: inputs.clone(),
+            http_stats,
         });
     }
     Ok(sinks)

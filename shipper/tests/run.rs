@@ -237,15 +237,19 @@ fn stdin_to_file_then_sigterm_drains_and_exits_cleanly() {
 #[test]
 fn a_component_type_not_built_yet_is_refused_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
+    // Every sink type is built now; the file sink's `json` encoding is not.
     let config = write_config(
         dir.path(),
-        r#"
+        &format!(
+            r#"
 [sinks.pg]
-type = "postgres"
+type = "file"
 inputs = ["in"]
-connection = "host=127.0.0.1 user=postgres dbname=test"
-table = "records"
+path = "{}"
+encoding = "json"
 "#,
+            dir.path().join("out.json").display()
+        ),
     );
     let output = Command::new(SHIPPER)
         .args(["run", "-c"])
@@ -1150,4 +1154,134 @@ fn the_end_of_stdin_ends_the_run_after_the_sinks_drained() {
     );
     assert!(stderr.contains("shipper stopped cleanly"), "{stderr}");
     assert_eq!(lines_of(&dir.path().join("out/records.ndjson")), lines);
+}
+
+/// A bare HTTP/1.1 endpoint on 127.0.0.1: answers every request `200`
+/// (keep-alive, `Content-Length` bodies only) and keeps the bodies.
+fn ndjson_endpoint() -> (std::net::SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let shared = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            let shared = shared.clone();
+            std::thread::spawn(move || serve_connection(stream, &shared));
+        }
+    });
+    (address, bodies)
+}
+
+fn serve_connection(stream: std::net::TcpStream, bodies: &Mutex<Vec<u8>>) {
+    use std::io::Read;
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            match line.trim_end().split_once(':') {
+                None => break,
+                Some((name, value)) if name.eq_ignore_ascii_case("content-length") => {
+                    length = value.trim().parse().unwrap();
+                }
+                Some(_) => {}
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        bodies.lock().unwrap().extend_from_slice(&body);
+        writer
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
+    }
+}
+
+#[test]
+fn stdin_to_an_http_sink_with_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (address, bodies) = ndjson_endpoint();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[sinks.web]
+type = "http"
+inputs = ["in"]
+uri = "http://{address}/ingest"
+protocol = "ndjson"
+compression = {{ codec = "none" }}
+batch = {{ max_records = 100 }}
+"#
+        ),
+    );
+    let (mut child, _guard) = start(&config, Stdio::piped());
+    let stderr = Stderr::take(&mut child);
+    let port = admin_port(&stderr);
+    // Kept open, or the run would end with its input.
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..1000 {
+        writeln!(stdin, "{{\"n\":{i}}}").unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let received = loop {
+        let text = String::from_utf8(bodies.lock().unwrap().clone()).unwrap();
+        if text.lines().count() >= 1000 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the endpoint got {text:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let expected: String = (0..1000).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    assert_eq!(received, expected);
+    let metrics = loop {
+        let (status, body) = http_get(port, "/metrics");
+        assert_eq!(status, 200);
+        if body.contains("shipper_sink_records_out_total{sink=\"web\"} 1000")
+            || Instant::now() > deadline
+        {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for expected in [
+        "shipper_sink_records_out_total{sink=\"web\"} 1000",
+        "# TYPE shipper_http_sink_request_seconds histogram",
+        "shipper_http_sink_dead_lettered_batches_total{sink=\"web\"} 0",
+        "shipper_http_sink_retries_total{sink=\"web\"} 0",
+        &format!(
+            "shipper_http_sink_raw_bytes_total{{sink=\"web\"}} {}",
+            expected.len()
+        ),
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected:?} in\n{metrics}"
+        );
+    }
+    let requests: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("shipper_http_sink_requests_total{sink=\"web\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A chunk is never split: how many requests depends on how stdin's
+    // lines fell into chunks.
+    assert!(requests >= 1, "{requests} requests");
+    assert!(metrics.contains(&format!(
+        "shipper_http_sink_request_seconds_count{{sink=\"web\"}} {requests}"
+    )));
+    assert!(!metrics.contains("shipper_http_sink_requests_total{sink=\"out\"}"));
+    send_signal(&child, "TERM");
+    assert!(wait_for_exit(child).success());
+    drop(stdin);
+    assert!(stderr.text().contains("shipper stopped cleanly"));
 }

@@ -8,6 +8,8 @@ pub mod generator;
 pub mod http;
 #[cfg(feature = "sources-mqtt")]
 pub mod mqtt;
+#[cfg(feature = "sources-shipper")]
+pub mod shipper;
 #[cfg(feature = "sources-socket")]
 pub mod socket;
 #[cfg(feature = "sources-stdin")]

@@ -48,13 +48,13 @@ pub use bytesize::{parse_byte_size, ByteSize};
 pub use diagnostic::{Diagnostic, Severity};
 pub use interpolate::{interpolate, Interpolated, InterpolationError};
 pub use sinks::{
-    Auth, AuthStrategy, Batch, BlackholeSink, Encoding, FileSink, HttpSink, NatsSink, PostgresSink,
-    Protocol, SinkConfig,
+    Auth, AuthStrategy, Batch, BlackholeSink, Encoding, FileSink, HttpSink, NatsMessage, NatsSink,
+    OnRejected, PostgresSink, Protocol, Retry, SinkConfig,
 };
 pub use sources::{
     FileSource, Framing, GeneratorFormat, GeneratorSource, HttpSource, InvalidUtf8, MqttSource,
-    Multiline, OnLongLine, ParseFormat, ReadFrom, SocketMode, SocketSource, SourceConfig,
-    StdinSource, GENERATOR_MAX_RECORD_BYTES, MQTT_DEFAULT_PORT,
+    Multiline, OnLongLine, ParseFormat, ReadFrom, ShipperSource, SocketMode, SocketSource,
+    SourceConfig, StdinSource, GENERATOR_MAX_RECORD_BYTES, MQTT_DEFAULT_PORT,
 };
 pub use transforms::{
     FilterAction, FilterTransform, RemapTransform, SampleTransform, TransformConfig,
@@ -484,18 +484,38 @@ fn check_document(root: &Node<'_>, reporter: &mut Reporter<'_>) -> Option<Config
         ));
     }
     for (name, transform) in &config.transforms {
-        transform.check(&mut Checker::new(
+        let mut check = Checker::new(
             reporter,
             root,
             KeyPath::root().join("transforms").join(name),
-        ));
+        );
+        transform.check(&mut check);
+        for input in transform.inputs() {
+            if matches!(config.sources.get(input), Some(SourceConfig::Shipper(_))) {
+                check.error(
+                    &["inputs"],
+                    format!(
+                        "`{input}` is a `shipper` source: it stores received chunks as they are, compressed, so no transform can read it; connect sinks to it directly"
+                    ),
+                );
+            }
+        }
     }
+    // A nats sink finds what it stored on `<subject>.<producer>`: two sinks
+    // sharing it would take each other's records for their own.
+    let mut nats_subjects: BTreeMap<(&str, &str), &str> = BTreeMap::new();
     for (name, sink) in &config.sinks {
-        sink.check(&mut Checker::new(
-            reporter,
-            root,
-            KeyPath::root().join("sinks").join(name),
-        ));
+        let mut check = Checker::new(reporter, root, KeyPath::root().join("sinks").join(name));
+        sink.check(&mut check);
+        if let SinkConfig::Nats(nats) = sink {
+            let key = (nats.url.as_str(), nats.subject.as_str());
+            if let Some(other) = nats_subjects.insert(key, name) {
+                check.error(
+                    &["subject"],
+                    format!("sink `{other}` publishes to the same subject on the same server; each nats sink needs a subject of its own"),
+                );
+            }
+        }
     }
     validate::check_graph(&components, reporter);
     complete.then_some(config)
@@ -608,6 +628,7 @@ fn load_source(
         "generator" => reporter
             .deserialize(body, path)
             .map(SourceConfig::Generator),
+        "shipper" => reporter.deserialize(body, path).map(SourceConfig::Shipper),
         _ => None,
     }
 }

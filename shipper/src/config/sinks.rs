@@ -54,25 +54,8 @@ impl SinkConfig {
                 file.compression.check(check, "compression");
             }
             SinkConfig::Blackhole(_) => {}
-            SinkConfig::Postgres(postgres) => {
-                if postgres.connection.is_empty() {
-                    check.error(&["connection"], "must not be empty");
-                }
-                if postgres.table.is_empty() {
-                    check.error(&["table"], "must not be empty");
-                }
-            }
-            SinkConfig::Nats(nats) => {
-                if !["nats://", "tls://", "ws://", "wss://"]
-                    .iter()
-                    .any(|scheme| nats.url.starts_with(scheme))
-                {
-                    check.error(&["url"], "must start with nats:// or tls://");
-                }
-                if nats.subject.is_empty() {
-                    check.error(&["subject"], "must not be empty");
-                }
-            }
+            SinkConfig::Postgres(postgres) => postgres.check(check),
+            SinkConfig::Nats(nats) => nats.check(check),
         }
     }
 }
@@ -164,6 +147,62 @@ fn default_timeout_ms() -> u64 {
     30_000
 }
 
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+
+/// `retry = { initial_ms = 200, max_ms = 30000, attempts = 3 }`: how an
+/// HTTP sink retries a failed request (capped exponential backoff with
+/// jitter, or the receiver's `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    #[serde(default = "Retry::default_initial_ms")]
+    pub initial_ms: u64,
+    #[serde(default = "Retry::default_max_ms")]
+    pub max_ms: u64,
+    /// Tries of one request within one delivery before the runtime gets
+    /// the failure (and offers the batch again later).
+    #[serde(default = "Retry::default_attempts")]
+    pub attempts: u32,
+}
+
+impl Retry {
+    fn default_initial_ms() -> u64 {
+        200
+    }
+
+    fn default_max_ms() -> u64 {
+        30_000
+    }
+
+    fn default_attempts() -> u32 {
+        3
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            initial_ms: Retry::default_initial_ms(),
+            max_ms: Retry::default_max_ms(),
+            attempts: Retry::default_attempts(),
+        }
+    }
+}
+
+/// What an HTTP sink does with a batch refused for good (a `4xx` other
+/// than 408 and 429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRejected {
+    /// Append it to the dead-letter file and move on.
+    #[default]
+    DeadLetter,
+    /// Retry it like a 5xx.
+    Retry,
+}
+
 /// `type = "http"`: POSTs batches to an HTTP endpoint.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,6 +222,15 @@ pub struct HttpSink {
     pub headers: BTreeMap<String, String>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default)]
+    pub retry: Retry,
+    #[serde(default)]
+    pub on_rejected: OnRejected,
+    /// Where refused batches go; `None`: `DATA_DIR/sinks/NAME.dead-letter.ndjson`.
+    #[serde(default)]
+    pub dead_letter: Option<String>,
 }
 
 impl HttpSink {
@@ -199,6 +247,35 @@ impl HttpSink {
         }
         if self.timeout_ms == 0 {
             check.error(&["timeout_ms"], "must be at least 1");
+        }
+        if self.connect_timeout_ms == 0 {
+            check.error(&["connect_timeout_ms"], "must be at least 1");
+        }
+        if self.retry.initial_ms == 0 {
+            check.error(&["retry", "initial_ms"], "must be at least 1");
+        }
+        if self.retry.max_ms < self.retry.initial_ms {
+            check.error(&["retry", "max_ms"], "must be at least `initial_ms`");
+        }
+        if self.retry.attempts == 0 {
+            check.error(&["retry", "attempts"], "must be at least 1");
+        }
+        if self.dead_letter.as_deref() == Some("") {
+            check.error(&["dead_letter"], "must not be empty");
+        }
+        for (name, value) in &self.headers {
+            use shipper_plugins::sinks::http::RESERVED_HEADERS;
+            let lower = name.to_ascii_lowercase();
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                check.error(&["headers", name], "is not a valid header name");
+            } else if RESERVED_HEADERS.contains(&lower.as_str()) {
+                check.error(&["headers", name], "is set by the sink");
+            } else if lower == "authorization" && self.auth.is_some() {
+                check.error(&["headers", name], "conflicts with `auth`");
+            }
+            if axum::http::HeaderValue::from_str(value).is_err() {
+                check.error(&["headers", name], "is not a valid header value");
+            }
         }
         if let Some(auth) = &self.auth {
             match auth.strategy {
@@ -265,7 +342,46 @@ pub struct PostgresSink {
     pub inputs: Vec<String>,
     /// A libpq connection string or URL; it may hold a password.
     pub connection: String,
+    /// The table for records (`name` or `schema.name`).
     pub table: String,
+    /// A table per stream, named after it when the name is a plain
+    /// identifier; `false`: every record into `table`.
+    #[serde(default = "PostgresSink::default_true")]
+    pub table_per_stream: bool,
+    /// The high-water-mark table; default `shipper_hwm` in `table`'s schema.
+    #[serde(default)]
+    pub hwm_table: Option<String>,
+    /// `CREATE TABLE IF NOT EXISTS` the tables the sink needs.
+    #[serde(default = "PostgresSink::default_true")]
+    pub create_tables: bool,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl PostgresSink {
+    fn default_true() -> bool {
+        true
+    }
+
+    fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        use shipper_plugins::sinks::postgres::check_table_name;
+        if self.connection.is_empty() {
+            check.error(&["connection"], "must not be empty");
+        }
+        if let Err(reason) = check_table_name(&self.table) {
+            check.error(&["table"], reason);
+        }
+        if let Some(hwm_table) = &self.hwm_table {
+            if let Err(reason) = check_table_name(hwm_table) {
+                check.error(&["hwm_table"], reason);
+            } else if *hwm_table == self.table {
+                check.error(&["hwm_table"], "must not be the records table");
+            }
+        }
+        if self.timeout_ms == 0 {
+            check.error(&["timeout_ms"], "must be at least 1");
+        }
+    }
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -275,11 +391,26 @@ impl std::fmt::Debug for PostgresSink {
             .field("inputs", &self.inputs)
             .field("connection", &"<redacted>")
             .field("table", &self.table)
+            .field("table_per_stream", &self.table_per_stream)
+            .field("hwm_table", &self.hwm_table)
+            .field("create_tables", &self.create_tables)
+            .field("timeout_ms", &self.timeout_ms)
             .finish()
     }
 }
 
-/// `type = "nats"`: publishes to a NATS JetStream subject.
+/// What one message of a nats sink carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatsMessage {
+    #[default]
+    Record,
+    /// A stored chunk, compressed, as the shipper protocol sends it.
+    Chunk,
+}
+
+/// `type = "nats"`: publishes to NATS JetStream, exactly once, on the
+/// subject `<subject>.<producer id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSink {
@@ -289,4 +420,61 @@ pub struct NatsSink {
     pub subject: String,
     #[serde(default)]
     pub stream: Option<String>,
+    /// Create the stream when no stream captures `<subject>.*`.
+    #[serde(default = "NatsSink::default_create_stream")]
+    pub create_stream: bool,
+    /// The duplicate window of a stream the sink creates.
+    #[serde(default = "NatsSink::default_duplicate_window_ms")]
+    pub duplicate_window_ms: u64,
+    #[serde(default)]
+    pub message: NatsMessage,
+    /// Messages published and not yet acknowledged, at most.
+    #[serde(default = "NatsSink::default_max_pending")]
+    pub max_pending: usize,
+    #[serde(default = "NatsSink::default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl NatsSink {
+    fn default_create_stream() -> bool {
+        true
+    }
+
+    fn default_duplicate_window_ms() -> u64 {
+        120_000
+    }
+
+    fn default_max_pending() -> usize {
+        1024
+    }
+
+    fn default_timeout_ms() -> u64 {
+        10_000
+    }
+
+    fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        use shipper_plugins::sinks::nats::{check_stream_name, check_subject};
+        // The client is built without websockets.
+        if !["nats://", "tls://"]
+            .iter()
+            .any(|scheme| self.url.starts_with(scheme))
+        {
+            check.error(&["url"], "must start with nats:// or tls://");
+        }
+        if let Err(message) = check_subject(&self.subject) {
+            check.error(&["subject"], message);
+        }
+        if let Some(Err(message)) = self.stream.as_deref().map(check_stream_name) {
+            check.error(&["stream"], message);
+        }
+        if self.duplicate_window_ms == 0 {
+            check.error(&["duplicate_window_ms"], "must be at least 1");
+        }
+        if self.max_pending == 0 {
+            check.error(&["max_pending"], "must be at least 1");
+        }
+        if self.timeout_ms == 0 {
+            check.error(&["timeout_ms"], "must be at least 1");
+        }
+    }
 }

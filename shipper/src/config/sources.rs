@@ -18,11 +18,20 @@ pub enum SourceConfig {
     Mqtt(MqttSource),
     Stdin(StdinSource),
     Generator(GeneratorSource),
+    Shipper(ShipperSource),
 }
 
 impl SourceConfig {
     /// The values `type` may take.
-    pub const TYPES: [&'static str; 6] = ["file", "socket", "http", "mqtt", "stdin", "generator"];
+    pub const TYPES: [&'static str; 7] = [
+        "file",
+        "socket",
+        "http",
+        "mqtt",
+        "stdin",
+        "generator",
+        "shipper",
+    ];
 
     /// The value of `type` that selects this variant.
     pub fn type_name(&self) -> &'static str {
@@ -33,6 +42,7 @@ impl SourceConfig {
             SourceConfig::Mqtt(_) => "mqtt",
             SourceConfig::Stdin(_) => "stdin",
             SourceConfig::Generator(_) => "generator",
+            SourceConfig::Shipper(_) => "shipper",
         }
     }
 
@@ -48,6 +58,7 @@ impl SourceConfig {
             SourceConfig::Mqtt(mqtt) => mqtt.check(check),
             SourceConfig::Stdin(_) => {}
             SourceConfig::Generator(generator) => generator.check(check),
+            SourceConfig::Shipper(shipper) => shipper.check(check),
         }
     }
 }
@@ -297,6 +308,65 @@ pub struct HttpSource {
     pub path: String,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: ByteSize,
+}
+
+/// `type = "shipper"`: receives chunks from other shippers' `http` sinks
+/// (shipper's wire protocol, docs/protocol.md): an aggregator.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipperSource {
+    /// `IP:port` to listen on.
+    pub address: SocketAddr,
+    #[serde(default = "default_shipper_path")]
+    pub path: String,
+    /// A bearer token senders must present.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default = "default_shipper_max_bytes")]
+    pub max_body_bytes: ByteSize,
+    /// The largest decompressed body of one chunk.
+    #[serde(default = "default_shipper_max_bytes")]
+    pub max_chunk_bytes: ByteSize,
+}
+
+impl std::fmt::Debug for ShipperSource {
+    /// The token is a secret: never log it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShipperSource")
+            .field("address", &self.address)
+            .field("path", &self.path)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_chunk_bytes", &self.max_chunk_bytes)
+            .finish()
+    }
+}
+
+fn default_shipper_path() -> String {
+    "/v1/chunks".into()
+}
+
+fn default_shipper_max_bytes() -> ByteSize {
+    ByteSize::mib(64)
+}
+
+impl ShipperSource {
+    fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        if !self.path.starts_with('/') {
+            check.error(&["path"], "must start with `/`");
+        }
+        if self.token.as_deref().is_some_and(str::is_empty) {
+            check.error(&["token"], "must not be empty (leave it out for no token)");
+        }
+        for (key, size) in [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_chunk_bytes", self.max_chunk_bytes),
+        ] {
+            if size.bytes() == 0 || size.bytes() > 1 << 30 {
+                check.error(&[key], "must be between 1 byte and 1GiB");
+            }
+        }
+    }
 }
 
 fn default_qos() -> u8 {

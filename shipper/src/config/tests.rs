@@ -76,6 +76,17 @@ fn every_error_with_its_path_and_line() {
             ],
         ),
         (
+            "nats sinks: scheme, wildcard subject, stream name, limits, a subject shared",
+            format!("{WIRED}[sinks.a]\ntype = \"nats\"\ninputs = [\"in\"]\nurl = \"ws://x:1\"\nsubject = \"logs.*\"\nstream = \"a.b\"\nmax_pending = 0\n[sinks.b]\ntype = \"nats\"\ninputs = [\"in\"]\nurl = \"nats://x:4222\"\nsubject = \"events\"\n[sinks.c]\ntype = \"nats\"\ninputs = [\"in\"]\nurl = \"nats://x:4222\"\nsubject = \"events\"\n"),
+            &[
+                (9, "sinks.a.url", "nats:// or tls://"),
+                (10, "sinks.a.subject", "wildcards"),
+                (11, "sinks.a.stream", "must not contain"),
+                (12, "sinks.a.max_pending", "at least 1"),
+                (22, "sinks.c.subject", "sink `b` publishes to the same subject"),
+            ],
+        ),
+        (
             "a required key of the wrong type is one error, not two",
             "[sources.logs]\ntype = \"file\"\ninclude = 5\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"logs\"]\n".into(),
             &[(3, "sources.logs.include", "expected an array")],
@@ -129,6 +140,24 @@ fn every_error_with_its_path_and_line() {
             ],
         ),
         (
+            "http sink retries, timeouts, headers and the dead-letter file",
+            format!("{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://x\"\nretry = {{ initial_ms = 500, max_ms = 100, attempts = 0 }}\nconnect_timeout_ms = 0\nheaders = {{ Content-Type = \"text/plain\", \"bad name\" = \"x\", x-ok = \"a\\u0007b\" }}\ndead_letter = \"\"\n"),
+            &[
+                (10, "sinks.web.retry.max_ms", "must be at least `initial_ms`"),
+                (10, "sinks.web.retry.attempts", "must be at least 1"),
+                (11, "sinks.web.connect_timeout_ms", "must be at least 1"),
+                (12, "sinks.web.headers.Content-Type", "is set by the sink"),
+                (12, "sinks.web.headers.\"bad name\"", "not a valid header name"),
+                (12, "sinks.web.headers.x-ok", "not a valid header value"),
+                (13, "sinks.web.dead_letter", "must not be empty"),
+            ],
+        ),
+        (
+            "an http sink's on_rejected",
+            format!("{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://x\"\non_rejected = \"drop\"\n"),
+            &[(10, "sinks.web.on_rejected", "unknown variant `drop`, expected `dead_letter` or `retry`")],
+        ),
+        (
             "a regex that does not compile",
             "[sources.app]\ntype = \"file\"\ninclude = [\"/var/log/*.log\"]\nmultiline = { start_pattern = \"^(\\\\d+\" }\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"app\"]\n".into(),
             &[(4, "sources.app.multiline.start_pattern", "invalid regex `^(\\d+`: unclosed group")],
@@ -172,6 +201,17 @@ fn every_error_with_its_path_and_line() {
                 (8, "sources.g.count", "must be at least 1"),
                 (9, "sources.g.rate", "must be at least 1 record per second"),
                 (10, "sources.g.record_bytes", "must be at most 1MiB"),
+            ],
+        ),
+        (
+            "postgres table names and timeout",
+            format!("{WIRED}[sinks.pg]\ntype = \"postgres\"\ninputs = [\"in\"]\nconnection = \"host=db\"\ntable = \"Logs\"\nhwm_table = \"a.b.c\"\ntimeout_ms = 0\n[sinks.pg2]\ntype = \"postgres\"\ninputs = [\"in\"]\nconnection = \"\"\ntable = \"audit.events\"\nhwm_table = \"audit.events\"\n"),
+            &[
+                (10, "sinks.pg.table", "must be lowercase letters, digits and _"),
+                (11, "sinks.pg.hwm_table", "\"b.c\" must be lowercase"),
+                (12, "sinks.pg.timeout_ms", "must be at least 1"),
+                (16, "sinks.pg2.connection", "must not be empty"),
+                (18, "sinks.pg2.hwm_table", "must not be the records table"),
             ],
         ),
         (
@@ -378,6 +418,10 @@ batch = { max_records = 500, max_bytes = "1MiB", max_age_ms = 100 }
 auth = { strategy = "basic", user = "u", password = "p" }
 headers = { x-tenant = "a" }
 timeout_ms = 5000
+connect_timeout_ms = 1000
+retry = { initial_ms = 100, max_ms = 10000, attempts = 3 }
+on_rejected = "retry"
+dead_letter = "./dead/web.ndjson"
 [sinks.disk]
 type = "file"
 inputs = ["fix"]
@@ -525,4 +569,26 @@ fn the_quickstart_config_validates() {
     assert_eq!(generator.count, Some(2_000_000));
     assert_eq!(config.sinks["archive"].type_name(), "file");
     assert_eq!(config.admin.address.to_string(), "127.0.0.1:8686");
+}
+
+#[test]
+fn the_sidecar_and_aggregator_examples_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let lookup = |name: &str| (name == "SHIPPER_DATA_DIR").then(|| data.clone());
+    for (file, source, sink) in [
+        ("sidecar.toml", "file", "http"),
+        ("aggregator.toml", "shipper", "postgres"),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let loaded = parse(&text, &lookup).unwrap_or_else(|invalid| panic!("{file}: {invalid}"));
+        assert!(loaded.warnings.is_empty(), "{file}: {:?}", loaded.warnings);
+        let config = loaded.config;
+        assert_eq!(config.sources.len(), 1, "{file}");
+        assert_eq!(config.sources.values().next().unwrap().type_name(), source);
+        assert_eq!(config.sinks.values().next().unwrap().type_name(), sink);
+    }
 }

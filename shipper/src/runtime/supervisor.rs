@@ -488,6 +488,9 @@ impl Supervisor {
         let started = built.and_then(|built| {
             let start = tokio::task::block_in_place(|| self.log.open_cursor(name))
                 .with_context(|| format!("sink {name}: opening its cursor"))?;
+            if let Some(http) = built.http_stats {
+                stats.attach_http(http);
+            }
             let stop = Shutdown::new();
             let task = tokio::spawn(deliver(SinkTask {
                 log: self.log.clone(),
