@@ -58,7 +58,8 @@ pub mod parse;
     feature = "sinks-file",
     feature = "sinks-http",
     feature = "sinks-postgres",
-    feature = "sinks-nats"
+    feature = "sinks-nats",
+    feature = "sinks-stdout"
 ))]
 pub mod sinks;
 #[cfg(any(

@@ -44,6 +44,7 @@ use shipper_plugins::sinks::nats::{MessagePer, NatsSink, NatsSinkOptions};
 use shipper_plugins::sinks::postgres::{
     PostgresSink, PostgresSinkOptions, TableCreation, TableRouting,
 };
+use shipper_plugins::sinks::stdout::StdoutSink;
 use shipper_plugins::sources::file::{FileOptions, FileSource};
 use shipper_plugins::sources::generator::{GeneratorOptions, GeneratorSource};
 use shipper_plugins::sources::http::{HttpOptions, HttpSource};
@@ -316,6 +317,7 @@ fn build_sinks(config: &Config, wanted: impl Fn(&str) -> bool) -> anyhow::Result
     for (name, sink) in config.sinks.iter().filter(|(name, _)| wanted(name)) {
         let mut http_stats = None;
         let (built, inputs): (Box<dyn Sink>, &Vec<String>) = match sink {
+            SinkConfig::Stdout(stdout) => (Box::new(StdoutSink::default()), &stdout.inputs),
             SinkConfig::Blackhole(blackhole) => {
                 (Box::new(BlackholeSink::default()), &blackhole.inputs)
             }

@@ -404,3 +404,103 @@ timeout_ms = 3000
     assert_eq!(len as u64, TOTAL, "and only once");
     assert_eq!(messages, TOTAL);
 }
+
+/// `GET path` on `port`; the status line and body, or `None`.
+fn get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+#[test]
+fn an_outage_fills_the_budget_then_everything_drains_and_the_disk_empties() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let admin = free_port();
+    const COUNT: u64 = 300_000;
+    let sidecar = write(
+        &dir.path().join("sidecar.toml"),
+        format!(
+            r#"data_dir = "{data}"
+
+[admin]
+address = "127.0.0.1:{admin}"
+
+[log]
+segment_bytes = "1MiB"
+max_bytes = "6MiB"
+when_full = "block"
+
+[sources.gen]
+type = "generator"
+format = "events"
+count = {COUNT}
+
+[sinks.aggregator]
+type = "http"
+inputs = ["gen"]
+uri = "http://127.0.0.1:{port}/v1/chunks"
+protocol = "shipper"
+auth = {{ strategy = "bearer", token = "s3cret" }}
+timeout_ms = 2000
+"#,
+            data = dir.path().join("sidecar-data").display(),
+        ),
+    );
+    let aggregator = aggregator_config(dir.path(), port);
+    let out = dir.path().join("out/records.ndjson");
+
+    // The aggregator is down: the sidecar fills its budget and waits.
+    let running_sidecar = Guard::start(&sidecar);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = get(admin, "/health").unwrap_or_default();
+        if health.contains("disk budget reached") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never full: {health}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report = inspect(&dir.path().join("sidecar-data"));
+    let disk: u64 = report["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["bytes"].as_u64().unwrap())
+        .sum();
+    assert!(disk <= 6 << 20, "within the budget: {disk} bytes");
+    assert!(report["cursors"][0]["lag_records"].as_u64().unwrap() > 0);
+
+    // It comes back: everything drains, and the sidecar, its generator
+    // done, ends by itself with nothing left on its disk.
+    let running_aggregator = Guard::start(&aggregator);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (seen(&out).len() as u64) < COUNT && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    running_sidecar.wait_for_exit(Duration::from_secs(60));
+    running_aggregator.terminate();
+    let counts = seen(&out);
+    assert_eq!(counts.len() as u64, COUNT, "every record arrived");
+    assert!(counts.values().all(|&n| n == 1), "once");
+    let report = inspect(&dir.path().join("sidecar-data"));
+    assert_eq!(report["cursors"][0]["lag_records"], 0, "{report:#}");
+    assert_eq!(
+        report["segments"].as_array().unwrap().len(),
+        1,
+        "only the active segment is left: {report:#}"
+    );
+}
+
+fn inspect(dir: &Path) -> serde_json::Value {
+    let output = std::process::Command::new(common::SHIPPER)
+        .args(["inspect", "--json"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}

@@ -10,3 +10,5 @@ pub mod http;
 pub mod nats;
 #[cfg(feature = "sinks-postgres")]
 pub mod postgres;
+#[cfg(feature = "sinks-stdout")]
+pub mod stdout;

@@ -49,7 +49,7 @@ pub use diagnostic::{Diagnostic, Severity};
 pub use interpolate::{interpolate, Interpolated, InterpolationError};
 pub use sinks::{
     Auth, AuthStrategy, Batch, BlackholeSink, Encoding, FileSink, HttpSink, NatsMessage, NatsSink,
-    OnRejected, PostgresSink, Protocol, Retry, SinkConfig,
+    OnRejected, PostgresSink, Protocol, Retry, SinkConfig, StdoutSink,
 };
 pub use sources::{
     FileSource, Framing, GeneratorFormat, GeneratorSource, HttpSource, InvalidUtf8, MqttSource,
@@ -661,6 +661,7 @@ fn load_sink(
         "http" => reporter.deserialize(body, path).map(SinkConfig::Http),
         "file" => reporter.deserialize(body, path).map(SinkConfig::File),
         "blackhole" => reporter.deserialize(body, path).map(SinkConfig::Blackhole),
+        "stdout" => reporter.deserialize(body, path).map(SinkConfig::Stdout),
         "postgres" => reporter.deserialize(body, path).map(SinkConfig::Postgres),
         "nats" => reporter.deserialize(body, path).map(SinkConfig::Nats),
         _ => None,

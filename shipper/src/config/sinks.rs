@@ -16,11 +16,13 @@ pub enum SinkConfig {
     Blackhole(BlackholeSink),
     Postgres(PostgresSink),
     Nats(NatsSink),
+    Stdout(StdoutSink),
 }
 
 impl SinkConfig {
     /// The values `type` may take.
-    pub const TYPES: [&'static str; 5] = ["http", "file", "blackhole", "postgres", "nats"];
+    pub const TYPES: [&'static str; 6] =
+        ["http", "file", "blackhole", "postgres", "nats", "stdout"];
 
     /// The value of `type` that selects this variant.
     pub fn type_name(&self) -> &'static str {
@@ -30,6 +32,7 @@ impl SinkConfig {
             SinkConfig::Blackhole(_) => "blackhole",
             SinkConfig::Postgres(_) => "postgres",
             SinkConfig::Nats(_) => "nats",
+            SinkConfig::Stdout(_) => "stdout",
         }
     }
 
@@ -41,6 +44,7 @@ impl SinkConfig {
             SinkConfig::Blackhole(s) => &s.inputs,
             SinkConfig::Postgres(s) => &s.inputs,
             SinkConfig::Nats(s) => &s.inputs,
+            SinkConfig::Stdout(s) => &s.inputs,
         }
     }
 
@@ -56,6 +60,7 @@ impl SinkConfig {
             SinkConfig::Blackhole(_) => {}
             SinkConfig::Postgres(postgres) => postgres.check(check),
             SinkConfig::Nats(nats) => nats.check(check),
+            SinkConfig::Stdout(_) => {}
         }
     }
 }
@@ -330,6 +335,14 @@ pub struct FileSink {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlackholeSink {
+    #[serde(default)]
+    pub inputs: Vec<String>,
+}
+
+/// `type = "stdout"`: records to standard output, for debugging.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSink {
     #[serde(default)]
     pub inputs: Vec<String>,
 }

@@ -41,6 +41,27 @@ impl Guard {
         child.wait().unwrap();
     }
 
+    /// Waits for the run to end by itself (every source ended); it must
+    /// exit 0.
+    pub fn wait_for_exit(mut self, patience: Duration) -> String {
+        let mut child = self.0.take().unwrap();
+        let deadline = std::time::Instant::now() + patience;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let stderr = std::fs::read_to_string(&self.1).unwrap_or_default();
+                panic!("the run did not end within {patience:?}\n{stderr}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = std::fs::read_to_string(&self.1).unwrap_or_default();
+        assert!(status.success(), "exit {status:?}\n{stderr}");
+        stderr
+    }
+
     /// SIGTERM; the run must exit 0. Returns everything the child (and
     /// earlier runs with the same config) wrote to stderr.
     pub fn terminate(mut self) -> String {
