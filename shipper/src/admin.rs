@@ -24,7 +24,7 @@ use shipper_core::chunk::now_nanos;
 use shipper_core::emit::{EmitterCounters, EmitterStats};
 use shipper_core::log::Log;
 use shipper_core::plugin::Shutdown;
-use shipper_plugins::sinks::http::HttpSinkStats;
+use shipper_plugins::sinks::http::{HttpSinkStats, LatencyHistogram, LatencySnapshot};
 
 use crate::runtime::{ReloadHandle, ReloadTrigger};
 
@@ -41,6 +41,12 @@ pub struct SinkStats {
     pub retries: AtomicU64,
     /// Deliveries that failed (retryable or not).
     pub errors: AtomicU64,
+    /// Uncompressed bytes (record bytes plus framing) acknowledged: with
+    /// `bytes`, the compression ratio of what the sink delivered.
+    pub raw_bytes: AtomicU64,
+    /// How long each acknowledged `deliver` call took, retries inside the
+    /// sink included.
+    pub deliver_seconds: LatencyHistogram,
     /// An http sink's own counters (requests, latency, dead letters).
     http: Mutex<Option<Arc<HttpSinkStats>>>,
 }
@@ -278,19 +284,22 @@ fn render_http_sinks(out: &mut String, sinks: &[(&String, Arc<HttpSinkStats>)]) 
         "Time from sending an HTTP request to having read its answer or failure.",
     );
     for (sink, stats) in sinks {
-        let sink = label(sink);
-        let latency = stats.latency.snapshot();
-        for (bound, count) in &latency.buckets {
-            let le = if bound.is_infinite() {
-                String::from("+Inf")
-            } else {
-                bound.to_string()
-            };
-            let _ = writeln!(out, "{name}_bucket{{sink=\"{sink}\",le=\"{le}\"}} {count}");
-        }
-        let _ = writeln!(out, "{name}_sum{{sink=\"{sink}\"}} {}", latency.sum_seconds);
-        let _ = writeln!(out, "{name}_count{{sink=\"{sink}\"}} {}", latency.count);
+        write_histogram(out, name, &label(sink), &stats.latency.snapshot());
     }
+}
+
+/// One histogram's buckets, sum and count for `sink` (a label, escaped).
+fn write_histogram(out: &mut String, name: &str, sink: &str, latency: &LatencySnapshot) {
+    for (bound, count) in &latency.buckets {
+        let le = if bound.is_infinite() {
+            String::from("+Inf")
+        } else {
+            bound.to_string()
+        };
+        let _ = writeln!(out, "{name}_bucket{{sink=\"{sink}\",le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_sum{{sink=\"{sink}\"}} {}", latency.sum_seconds);
+    let _ = writeln!(out, "{name}_count{{sink=\"{sink}\"}} {}", latency.count);
 }
 
 /// The metrics in Prometheus' text format.
@@ -384,6 +393,55 @@ pub fn render(state: &AdminState) -> String {
         for (sink, stats) in &pipeline.sinks {
             let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", label(sink), value(stats));
         }
+    }
+    family(
+        &mut out,
+        "shipper_sink_raw_bytes_out_total",
+        "counter",
+        "Uncompressed bytes the backend acknowledged.",
+    );
+    for (sink, stats) in &pipeline.sinks {
+        let _ = writeln!(
+            out,
+            "shipper_sink_raw_bytes_out_total{{sink=\"{}\"}} {}",
+            label(sink),
+            stats.raw_bytes.load(Ordering::Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "shipper_sink_compression_ratio",
+        "gauge",
+        "Uncompressed over stored bytes of what the sink delivered.",
+    );
+    for (sink, stats) in &pipeline.sinks {
+        let stored = stats.bytes.load(Ordering::Relaxed);
+        let raw = stats.raw_bytes.load(Ordering::Relaxed);
+        let ratio = if stored == 0 {
+            0.0
+        } else {
+            raw as f64 / stored as f64
+        };
+        let _ = writeln!(
+            out,
+            "shipper_sink_compression_ratio{{sink=\"{}\"}} {ratio:.3}",
+            label(sink)
+        );
+    }
+    let name = "shipper_sink_deliver_seconds";
+    family(
+        &mut out,
+        name,
+        "histogram",
+        "Time of each acknowledged delivery, the sink's own retries included.",
+    );
+    for (sink, stats) in &pipeline.sinks {
+        write_histogram(
+            &mut out,
+            name,
+            &label(sink),
+            &stats.deliver_seconds.snapshot(),
+        );
     }
     let http_sinks: Vec<(&String, Arc<HttpSinkStats>)> = pipeline
         .sinks

@@ -27,7 +27,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use shipper_core::chunk::ChunkOptions;
@@ -667,14 +667,21 @@ async fn deliver(task: SinkTask) -> anyhow::Result<()> {
         if !batch.is_empty() {
             let mut backoff = Duration::from_millis(100);
             loop {
+                let started = Instant::now();
                 match sink.deliver(&batch).await {
                     Ok(()) => {
+                        stats.deliver_seconds.observe(started.elapsed());
                         let records: u64 = batch
                             .iter()
                             .map(|c| c.end_offset() - c.first_offset())
                             .sum();
+                        let raw: u64 = batch
+                            .iter()
+                            .map(|c| c.view().uncompressed_len() as u64)
+                            .sum();
                         stats.records.fetch_add(records, Ordering::Relaxed);
                         stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                        stats.raw_bytes.fetch_add(raw, Ordering::Relaxed);
                         stats.batches.fetch_add(1, Ordering::Relaxed);
                         break;
                     }

@@ -510,6 +510,10 @@ fn the_admin_endpoint_reports_health_and_metrics() {
         "shipper_sink_errors_total{sink=\"out\"} 0",
         "shipper_log_records_appended_total 1000",
         "# TYPE shipper_sink_lag_seconds gauge",
+        "# TYPE shipper_sink_deliver_seconds histogram",
+        "shipper_sink_deliver_seconds_bucket{sink=\"out\",le=\"+Inf\"}",
+        "shipper_sink_raw_bytes_out_total{sink=\"out\"}",
+        "shipper_sink_compression_ratio{sink=\"out\"}",
     ] {
         assert!(
             metrics.contains(expected),
