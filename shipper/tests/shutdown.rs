@@ -20,6 +20,20 @@ fn get(address: SocketAddr, path: &str) -> Option<String> {
     Some(answer)
 }
 
+/// Sends SIGKILL to `pid` when dropped (after a normal exit the pid is
+/// gone and the kill does nothing).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
 #[test]
 fn a_full_log_with_a_dead_sink_keeps_the_runtime_responsive_and_sigterm_ends_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,6 +77,8 @@ path = "{out}"
         .spawn()
         .unwrap();
     let pid = child.id();
+    // Killed if an assertion below fails, so no shipper outlives the test.
+    let _guard = KillOnDrop(pid);
     let (lines_tx, lines) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {

@@ -600,6 +600,23 @@ impl Log {
         done.recv().unwrap_or_else(|_| Err(self.closed_error()))
     }
 
+    /// Asks the writer to flush once it has written what is queued before
+    /// this request, without waiting (group commit: one flush serves every
+    /// append before it). Returns false when the writer's queue is full;
+    /// the caller may then [`Log::flush`] on a thread that can block.
+    /// Under `interval` durability, someone who must answer only once data
+    /// is durable (an aggregator's receiver) asks for this instead of
+    /// waiting up to the interval.
+    pub fn request_flush(&self) -> bool {
+        let (reply, _ignored) = crossbeam_channel::bounded(1);
+        match self.inner.commands.try_send(Command::Flush(reply)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => false,
+            // Closed: whoever waits for durability learns it there.
+            Err(TrySendError::Disconnected(_)) => true,
+        }
+    }
+
     /// [`Log::flush`] that gives up after `timeout` and returns whether
     /// the flush completed. A writer waiting for disk space (the log is at
     /// its budget under `block`) answers no flush until space frees; what

@@ -431,6 +431,13 @@ impl ShipperSource {
             Some(ticket) => {
                 let (written, receiver) = watch::channel(None);
                 state.written = receiver;
+                // The sender waits for the answer: flush as soon as this is
+                // written instead of at the next interval (requests arriving
+                // meanwhile share the flush).
+                if !log.request_flush() {
+                    let log = log.clone();
+                    tokio::task::spawn_blocking(move || log.flush());
+                }
                 answering.spawn(async move {
                     let outcome = async {
                         let end = ticket.written().await?.end;
