@@ -460,10 +460,8 @@ pub fn render(state: &AdminState) -> String {
     let mut lags = Vec::new();
     for (sink, _) in &pipeline.sinks {
         let cursor = state.log.cursor(sink).unwrap_or(0);
-        let seconds = match state.log.reader(cursor).next() {
-            Some(Ok(chunk)) if cursor < next => {
-                now.saturating_sub(chunk.view().min_ts()) as f64 / 1e9
-            }
+        let seconds = match state.log.record_time_at(cursor) {
+            Some(time) if cursor < next => now.saturating_sub(time) as f64 / 1e9,
             _ => 0.0,
         };
         lags.push((sink, next.saturating_sub(cursor), seconds));

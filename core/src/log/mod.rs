@@ -674,6 +674,47 @@ impl Log {
         self.shared().start_offset()
     }
 
+    /// The earliest record time (unix nanoseconds) of the first durable
+    /// chunk ending after `offset`, read from chunk headers only: no CRC
+    /// check and no decompression, so a metrics scrape can ask it often.
+    /// `None` when no such chunk is stored.
+    pub fn record_time_at(&self, offset: u64) -> Option<u64> {
+        use crate::chunk::frame::{padded_len, peek_frame_len, ChunkView, FIXED_HEADER_LEN};
+        let shared = self.shared();
+        let durable = shared.durable_offset.load(Ordering::Acquire);
+        let segments = shared
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let first = segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        for segment in &segments[first..] {
+            let bytes = segment.map.published_bytes();
+            let mut position = segment::SEGMENT_HEADER_LEN;
+            while position < bytes.len() {
+                if let Some(&(_, to)) = segment.holes.iter().find(|(from, _)| *from == position) {
+                    position = to;
+                    continue;
+                }
+                let len = match peek_frame_len(&bytes[position..]) {
+                    Some(len) if len >= FIXED_HEADER_LEN && position + len <= bytes.len() => len,
+                    _ => break,
+                };
+                let view = ChunkView::trusted_header(&bytes[position..position + len]);
+                if view.end_offset() > durable && view.record_count() > 0 {
+                    return None;
+                }
+                if view.end_offset() > offset && !view.is_loss_marker() && view.record_count() > 0 {
+                    return Some(view.min_ts());
+                }
+                position += padded_len(len);
+            }
+        }
+        None
+    }
+
     /// A reader of durable chunks from `offset` (the chunk holding `offset`
     /// comes first; offsets already deleted start at the oldest stored).
     pub fn reader(&self, offset: u64) -> Reader {

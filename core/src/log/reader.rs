@@ -260,3 +260,33 @@ impl Iterator for Reader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::chunk::{ChunkBuilder, ChunkOptions};
+    use crate::log::{Log, LogOptions};
+
+    #[test]
+    fn record_time_at_reads_the_header_of_the_chunk_holding_an_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        assert_eq!(log.record_time_at(0), None);
+        for (chunk, time) in [(0u64, 1_000u64), (1, 2_000), (2, 3_000)] {
+            let mut builder = ChunkBuilder::new("s", "c", ChunkOptions::default()).unwrap();
+            for i in 0..10 {
+                builder.push(b"record", time + i, None).unwrap();
+            }
+            let range = log
+                .append(builder.finish().unwrap().unwrap())
+                .unwrap()
+                .wait_durable()
+                .unwrap();
+            assert_eq!(range.start, chunk * 10);
+        }
+        assert_eq!(log.record_time_at(0), Some(1_000));
+        assert_eq!(log.record_time_at(9), Some(1_000));
+        assert_eq!(log.record_time_at(10), Some(2_000));
+        assert_eq!(log.record_time_at(25), Some(3_000));
+        assert_eq!(log.record_time_at(30), None);
+    }
+}
