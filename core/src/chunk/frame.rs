@@ -259,6 +259,18 @@ impl<'a> ChunkView<'a> {
     /// Validates the frame at the start of `bytes` (magic, lengths, CRC, codec)
     /// and returns it. Trailing bytes after the frame are ignored.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FrameError> {
+        Self::parse_checked(bytes, true)
+    }
+
+    /// [`ChunkView::parse`] without the CRC: every length and field is
+    /// still checked, so reading the header is safe, but the bytes may be
+    /// damaged. For scans of a log's own segments, which were verified
+    /// when it was opened and never change below the watermark.
+    pub(crate) fn parse_without_crc(bytes: &'a [u8]) -> Result<Self, FrameError> {
+        Self::parse_checked(bytes, false)
+    }
+
+    fn parse_checked(bytes: &'a [u8], check_crc: bool) -> Result<Self, FrameError> {
         if bytes.len() < FIXED_HEADER_LEN {
             if bytes.len() >= 4 && bytes[..4] != CHUNK_MAGIC {
                 return Err(FrameError::BadMagic);
@@ -291,10 +303,12 @@ impl<'a> ChunkView<'a> {
             Some(end) if end <= MAX_OFFSET => {}
             _ => return Err(FrameError::BadLength("offset range")),
         }
-        let stored = u32_at(frame, OFF_CRC);
-        let computed = frame_crc(frame);
-        if stored != computed {
-            return Err(FrameError::BadCrc { stored, computed });
+        if check_crc {
+            let stored = u32_at(frame, OFF_CRC);
+            let computed = frame_crc(frame);
+            if stored != computed {
+                return Err(FrameError::BadCrc { stored, computed });
+            }
         }
         let variable = frame[52] as usize + frame[53] as usize + u16_at(frame, 54) as usize;
         if FIXED_HEADER_LEN + variable != header_len {
@@ -312,8 +326,6 @@ impl<'a> ChunkView<'a> {
         Ok(ChunkView { frame })
     }
 
-    /// A frame that was validated before and has not changed since (bytes
-    /// below a segment's watermark never change).
     /// A view whose fixed header fields may be read without any check
     /// (the body and names are not looked at): for header-only scans of
     /// frames already verified when the log was opened.
@@ -321,6 +333,8 @@ impl<'a> ChunkView<'a> {
         ChunkView { frame }
     }
 
+    /// A frame that was validated before and has not changed since (bytes
+    /// below a segment's watermark never change).
     pub(crate) fn trusted(frame: &'a [u8]) -> Self {
         debug_assert!(ChunkView::parse(frame).is_ok());
         ChunkView { frame }
