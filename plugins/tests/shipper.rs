@@ -228,6 +228,15 @@ async fn bad_requests_are_refused_with_their_status_and_store_nothing() {
         frame
     };
 
+    // A valid frame whose stream name is not UTF-8 ("app" → "\xffpp").
+    let bad_stream = {
+        let mut frame = chunks[0].frame().to_vec();
+        assert_eq!(&frame[56..59], b"app");
+        frame[56] = 0xff;
+        seal_for_test(&mut frame, 0);
+        frame
+    };
+
     // (what, headers, body, expected status, a part of the answer)
     type Case = (
         &'static str,
@@ -301,6 +310,13 @@ async fn bad_requests_are_refused_with_their_status_and_store_nothing() {
             bomb,
             413,
             "does not decompress to its declared size",
+        ),
+        (
+            "stream not UTF-8",
+            good_headers(),
+            bad_stream,
+            400,
+            "not UTF-8",
         ),
         ("too large", good_headers(), vec![0u8; 5 << 20], 413, ""),
     ];

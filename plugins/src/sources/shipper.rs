@@ -278,6 +278,12 @@ fn check_frames(
                 ),
             );
         }
+        if std::str::from_utf8(view.stream()).is_err() {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                format!("chunk {index} at byte {position}: its stream name is not UTF-8"),
+            );
+        }
         if view.dict_id() != 0 {
             return bad(
                 StatusCode::UNPROCESSABLE_ENTITY,
