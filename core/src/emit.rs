@@ -287,11 +287,11 @@ impl Emitter {
         let index = match self.builders.iter().position(|b| b.stream() == stream) {
             Some(index) => index,
             None => {
-                self.builders.push(ChunkBuilder::new(
-                    stream,
-                    &self.component,
-                    self.options.clone(),
-                )?);
+                let mut builder = ChunkBuilder::new(stream, &self.component, self.options.clone())?;
+                if self.options.dictionary.is_some() {
+                    builder.set_dictionaries(self.log.dictionaries());
+                }
+                self.builders.push(builder);
                 self.builders.len() - 1
             }
         };
@@ -472,6 +472,74 @@ mod tests {
     use crate::chunk::decode_body;
     use crate::chunk::Decoder;
     use crate::log::{Durability, Faults, LogOptions};
+
+    #[test]
+    fn a_trained_dictionary_compresses_small_chunks_and_decodes_after_a_reopen() {
+        use crate::chunk::DictionaryTraining;
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        let options = ChunkOptions {
+            // Small chunks: a quiet source's linger-time chunks.
+            max_bytes: 2 << 10,
+            dictionary: Some(DictionaryTraining {
+                sample_records: 500,
+                max_bytes: 16 << 10,
+            }),
+            ..ChunkOptions::default()
+        };
+        let mut emitter = Emitter::new(log.clone(), "src", options).unwrap();
+        let record = |i: u32| {
+            format!(
+                r#"{{"ts":"2026-11-27T10:{:02}:{:02}Z","host":"web-{}","method":"GET","path":"/api/v1/items/{}","status":{},"bytes":{}}}"#,
+                i / 60 % 60,
+                i % 60,
+                i % 7,
+                i * 31 % 1000,
+                [200, 200, 404, 500][i as usize % 4],
+                i * 17 % 5000
+            )
+        };
+        for i in 0..3_000 {
+            emitter.emit("web", record(i).as_bytes(), 1, None).unwrap();
+        }
+        emitter.wait_durable().unwrap();
+        assert_eq!(log.dictionaries().len(), 1);
+        let (mut with, mut without) = ((0usize, 0usize), (0usize, 0usize));
+        let mut decoder = Decoder::with_dictionaries(log.dictionaries());
+        let mut plain = Decoder::default();
+        let mut seen = 0u32;
+        for chunk in log.reader(0) {
+            let chunk = chunk.unwrap();
+            let view = chunk.view();
+            let sizes = (view.uncompressed_len(), view.body().len());
+            if view.dict_id() != 0 {
+                with = (with.0 + sizes.0, with.1 + sizes.1);
+                let error = decode_body(&view, &mut plain).unwrap_err().to_string();
+                assert!(error.contains("needs zstd dictionary"), "{error}");
+            } else {
+                without = (without.0 + sizes.0, without.1 + sizes.1);
+            }
+            for got in decode_body(&view, &mut decoder).unwrap().records() {
+                assert_eq!(got.unwrap(), record(seen).as_bytes());
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 3_000);
+        let ratio = |(raw, stored): (usize, usize)| raw as f64 / stored as f64;
+        assert!(
+            ratio(with) > ratio(without) * 1.2,
+            "with a dictionary {:.2}, without {:.2}",
+            ratio(with),
+            ratio(without)
+        );
+        log.close().unwrap();
+        drop(log);
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        let mut decoder = Decoder::with_dictionaries(log.dictionaries());
+        let last = log.reader(0).last().unwrap().unwrap();
+        assert_ne!(last.view().dict_id(), 0);
+        decode_body(&last.view(), &mut decoder).unwrap();
+    }
 
     #[test]
     fn a_full_log_waits_through_the_blocking_hook_and_flush_times_out() {

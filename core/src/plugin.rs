@@ -141,6 +141,16 @@ pub struct SinkContext {
     pub data_dir: std::path::PathBuf,
     /// The sink's committed cursor: every record below it was acknowledged.
     pub committed: u64,
+    /// The log's trained dictionaries: a sink that decodes chunks builds
+    /// its [`crate::chunk::Decoder`] with them.
+    pub dictionaries: std::sync::Arc<crate::chunk::Dictionaries>,
+}
+
+impl SinkContext {
+    /// A decoder for the chunks this sink is given.
+    pub fn decoder(&self) -> crate::chunk::Decoder {
+        crate::chunk::Decoder::with_dictionaries(self.dictionaries.clone())
+    }
 }
 
 /// A sink delivers stored chunks to a backend.

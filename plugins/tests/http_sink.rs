@@ -311,6 +311,7 @@ async fn opened(options: HttpSinkOptions, stored: &Stored) -> HttpSink {
         producer_id: stored.log.producer_id(),
         data_dir: stored.log.dir().to_owned(),
         committed: 0,
+        dictionaries: stored.log.dictionaries(),
     };
     sink.open(&cx).await.unwrap();
     sink

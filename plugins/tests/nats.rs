@@ -82,6 +82,7 @@ fn context(log: &Log, committed: u64) -> SinkContext {
         producer_id: log.producer_id(),
         data_dir: log.dir().to_owned(),
         committed,
+        dictionaries: log.dictionaries(),
     }
 }
 

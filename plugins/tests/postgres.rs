@@ -128,6 +128,7 @@ fn context(log: &Log, sink: &str, committed: u64) -> SinkContext {
         producer_id: log.producer_id(),
         data_dir: log.dir().to_owned(),
         committed,
+        dictionaries: log.dictionaries(),
     }
 }
 

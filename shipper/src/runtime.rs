@@ -508,10 +508,14 @@ fn build_emitter(
             routes.push(Route::new(build_transform(name, transform)?, emitter));
         }
     }
+    let options = ChunkOptions {
+        dictionary: config.log.dictionary_training(),
+        ..ChunkOptions::default()
+    };
     Ok(Emitter::with_routes(
         log.clone(),
         component,
-        ChunkOptions::default(),
+        options,
         store,
         routes,
     )?)
@@ -616,6 +620,7 @@ async fn deliver(task: SinkTask) -> anyhow::Result<()> {
         producer_id: log.producer_id(),
         data_dir: log.dir().to_owned(),
         committed: start,
+        dictionaries: log.dictionaries(),
     };
     let mut backoff = Duration::from_millis(100);
     loop {

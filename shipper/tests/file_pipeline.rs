@@ -132,3 +132,44 @@ fn sigterm_while_busy_loses_nothing_and_the_restart_finishes() {
     assert_eq!(counts.len() as u64, TOTAL, "every line arrived");
     assert!(counts.values().all(|&n| n == 1), "and only once");
 }
+
+#[test]
+fn records_compressed_with_a_trained_dictionary_reach_the_sink_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let config = dir.path().join("shipper.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{data}"
+
+[admin]
+address = "127.0.0.1:0"
+
+[log]
+dictionary = {{ sample_records = 500, max_bytes = "16KiB" }}
+
+[sources.gen]
+type = "generator"
+format = "iot"
+count = 20000
+
+[sinks.out]
+type = "file"
+inputs = ["gen"]
+path = "{out}"
+"#,
+            data = dir.path().join("data").display(),
+            out = out.display(),
+        ),
+    )
+    .unwrap();
+    Guard::start(&config).wait_for_exit(Duration::from_secs(60));
+    let counts = seen(&out);
+    assert_eq!(counts.len(), 20_000);
+    assert!(counts.values().all(|&n| n == 1));
+    let dictionaries: Vec<_> = std::fs::read_dir(dir.path().join("data/dictionaries"))
+        .unwrap()
+        .collect();
+    assert_eq!(dictionaries.len(), 1, "one stream, one dictionary");
+}

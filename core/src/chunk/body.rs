@@ -2,15 +2,68 @@
 //! decompressed size (a zstd bomb costs no memory beyond what the header
 //! declares, and the header's figure is itself bounded).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::dictionary::Dictionaries;
 use super::frame::{BodyLayout, ChunkView, MAX_UNCOMPRESSED_LEN};
 use super::Codec;
 use crate::{Error, Result};
 
-/// A reusable decompression context and output buffer.
+/// A reusable decompression context and output buffer, and the
+/// dictionaries it may decode with.
 #[derive(Default)]
 pub struct Decoder {
     context: Option<zstd::bulk::Decompressor<'static>>,
     buffer: Vec<u8>,
+    dictionaries: Option<Arc<Dictionaries>>,
+    /// A context per dictionary used so far, the dictionary loaded.
+    with_dictionary: HashMap<u32, zstd::bulk::Decompressor<'static>>,
+}
+
+impl Decoder {
+    /// A decoder that finds the dictionaries chunks name in `dictionaries`
+    /// (a log's, [`crate::log::Log::dictionaries`]). A default decoder
+    /// refuses chunks compressed with a dictionary.
+    pub fn with_dictionaries(dictionaries: Arc<Dictionaries>) -> Decoder {
+        Decoder {
+            dictionaries: Some(dictionaries),
+            ..Decoder::default()
+        }
+    }
+
+    /// The context for `chunk`: the plain one, or the one of its dictionary.
+    fn context_for(
+        &mut self,
+        chunk: &ChunkView<'_>,
+    ) -> Result<&mut zstd::bulk::Decompressor<'static>> {
+        let id = chunk.dict_id();
+        if id == 0 {
+            return match self.context {
+                Some(ref mut context) => Ok(context),
+                None => Ok(self.context.insert(
+                    zstd::bulk::Decompressor::new()
+                        .map_err(|e| Error::Codec(format!("zstd context: {e}")))?,
+                )),
+            };
+        }
+        if !self.with_dictionary.contains_key(&id) {
+            let dictionary = self
+                .dictionaries
+                .as_ref()
+                .and_then(|d| d.get(id))
+                .ok_or_else(|| {
+                    Error::Codec(format!(
+                        "chunk at offset {} needs zstd dictionary {id}, which this reader does not hold",
+                        chunk.first_offset()
+                    ))
+                })?;
+            let context = zstd::bulk::Decompressor::with_dictionary(&dictionary)
+                .map_err(|e| Error::Codec(format!("zstd dictionary {id}: {e}")))?;
+            self.with_dictionary.insert(id, context);
+        }
+        Ok(self.with_dictionary.get_mut(&id).expect("inserted above"))
+    }
 }
 
 impl std::fmt::Debug for Decoder {
@@ -52,32 +105,27 @@ pub fn decode_body<'a>(chunk: &ChunkView<'a>, decoder: &'a mut Decoder) -> Resul
             chunk.body()
         }
         Codec::Zstd => {
-            if chunk.dict_id() != 0 {
-                return Err(Error::Codec(format!(
-                    "chunk at offset {} needs zstd dictionary {}, which this reader does not hold",
-                    chunk.first_offset(),
-                    chunk.dict_id()
-                )));
-            }
             if declared > MAX_UNCOMPRESSED_LEN {
                 return Err(Error::Corruption(format!(
                     "declared body size {declared} too large"
                 )));
             }
-            let context = match decoder.context.as_mut() {
-                Some(context) => context,
-                None => decoder.context.insert(
-                    zstd::bulk::Decompressor::new()
-                        .map_err(|e| Error::Codec(format!("zstd context: {e}")))?,
-                ),
+            let mut buffer = std::mem::take(&mut decoder.buffer);
+            buffer.clear();
+            buffer.reserve(declared);
+            let context = match decoder.context_for(chunk) {
+                Ok(context) => context,
+                Err(error) => {
+                    decoder.buffer = buffer;
+                    return Err(error);
+                }
             };
-            decoder.buffer.clear();
-            decoder.buffer.reserve(declared);
             // decompress_to_buffer never writes past the Vec's capacity, so a
             // body that inflates beyond its declared size fails here instead
             // of allocating.
-            let written = context
-                .decompress_to_buffer(chunk.body(), &mut decoder.buffer)
+            let written = context.decompress_to_buffer(chunk.body(), &mut buffer);
+            decoder.buffer = buffer;
+            let written = written
                 .map_err(|e| {
                     Error::Corruption(format!(
                         "chunk at offset {}: zstd body does not decode to its declared {declared} bytes: {e}",

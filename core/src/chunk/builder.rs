@@ -4,9 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use super::dictionary::{Dictionaries, DictionaryTraining};
 use super::frame::{BodyLayout, ChunkView, HeaderFields, MAX_FRAME_LEN};
 use super::{Codec, Compression};
 use crate::{Error, Result};
+use std::sync::Arc;
 
 /// Limits and codec of a [`ChunkBuilder`].
 #[derive(Debug, Clone)]
@@ -19,6 +21,10 @@ pub struct ChunkOptions {
     pub compression: Compression,
     /// Larger records are refused with [`Error::RecordTooLarge`].
     pub max_record_bytes: usize,
+    /// Train a zstd dictionary from the stream's first records and compress
+    /// later chunks with it (see [`super::dictionary`]); needs a store
+    /// ([`ChunkBuilder::set_dictionaries`]) and zstd.
+    pub dictionary: Option<DictionaryTraining>,
 }
 
 impl Default for ChunkOptions {
@@ -28,6 +34,7 @@ impl Default for ChunkOptions {
             linger: Duration::from_millis(5),
             compression: Compression::default(),
             max_record_bytes: 16 * 1024 * 1024,
+            dictionary: None,
         }
     }
 }
@@ -138,6 +145,13 @@ pub struct ChunkBuilder {
     compressor: Option<zstd::bulk::Compressor<'static>>,
     level: i32,
     scratch: Vec<u8>,
+    /// Where a trained dictionary goes, when training is on.
+    dictionaries: Option<Arc<Dictionaries>>,
+    /// Copies of the first records, back to back, and their lengths, until
+    /// the dictionary is trained.
+    samples: Option<(Vec<u8>, Vec<usize>)>,
+    /// The dictionary the compressor uses (0: none).
+    dict_id: u32,
 }
 
 impl std::fmt::Debug for ChunkBuilder {
@@ -201,7 +215,78 @@ impl ChunkBuilder {
             compressor,
             level,
             scratch: Vec::new(),
+            dictionaries: None,
+            samples: None,
+            dict_id: 0,
         })
+    }
+
+    /// Gives the builder a dictionary store: with
+    /// [`ChunkOptions::dictionary`] set and zstd compression, it starts
+    /// sampling records to train its stream's dictionary.
+    pub fn set_dictionaries(&mut self, dictionaries: Arc<Dictionaries>) {
+        if self.options.dictionary.is_some() && self.compressor.is_some() && self.dict_id == 0 {
+            self.samples = Some((Vec::new(), Vec::new()));
+            self.dictionaries = Some(dictionaries);
+        }
+    }
+
+    /// The dictionary later chunks are compressed with (0: none yet).
+    pub fn dictionary_id(&self) -> u32 {
+        self.dict_id
+    }
+
+    /// Keeps a copy of `payload` for training; trains once enough are kept.
+    fn sample(&mut self, payload: &[u8]) {
+        let Some(training) = self.options.dictionary else {
+            return;
+        };
+        let Some((bytes, sizes)) = self.samples.as_mut() else {
+            return;
+        };
+        // zstd wants samples of at most 128 KiB; the total stays bounded.
+        if !payload.is_empty() && payload.len() <= 128 << 10 {
+            bytes.extend_from_slice(payload);
+            sizes.push(payload.len());
+        }
+        if sizes.len() >= training.sample_records || bytes.len() >= 64 << 20 {
+            self.train(training);
+        }
+    }
+
+    /// Trains the dictionary from the samples and switches the compressor
+    /// to it. A failure (too few or too uniform samples) leaves the builder
+    /// compressing without one, for good.
+    fn train(&mut self, training: DictionaryTraining) {
+        let Some((bytes, sizes)) = self.samples.take() else {
+            return;
+        };
+        let Some(dictionaries) = self.dictionaries.take() else {
+            return;
+        };
+        let trained = zstd::dict::from_continuous(&bytes, &sizes, training.max_bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|dict| {
+                let id = dictionaries.insert(&dict).map_err(|e| e.to_string())?;
+                let mut compressor = zstd::bulk::Compressor::with_dictionary(self.level, &dict)
+                    .map_err(|e| e.to_string())?;
+                // The header names the dictionary: keep zstd's id out of
+                // the frame, so a receiver may store it under another id.
+                compressor
+                    .set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false))
+                    .map_err(|e| e.to_string())?;
+                Ok((id, compressor, dict.len()))
+            });
+        match trained {
+            Ok((id, compressor, len)) => {
+                tracing::debug!(stream = %self.stream, id, bytes = len, samples = sizes.len(), "trained a zstd dictionary");
+                self.compressor = Some(compressor);
+                self.dict_id = id;
+            }
+            Err(error) => {
+                tracing::debug!(stream = %self.stream, %error, samples = sizes.len(), "no dictionary: training failed");
+            }
+        }
     }
 
     /// The stream this builder collects.
@@ -249,6 +334,9 @@ impl ChunkBuilder {
                     position.len()
                 )));
             }
+        }
+        if self.samples.is_some() {
+            self.sample(payload);
         }
         if self.record_count == 0 {
             self.opened_at = Some(Instant::now());
@@ -330,7 +418,11 @@ impl ChunkBuilder {
             codec,
             layout: self.layout,
             record_count: self.record_count,
-            dict_id: 0,
+            dict_id: if codec == Codec::Zstd {
+                self.dict_id
+            } else {
+                0
+            },
             min_ts: self.min_ts,
             max_ts: self.max_ts,
             uncompressed_len: self.body.len() as u32,

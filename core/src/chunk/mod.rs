@@ -20,10 +20,12 @@
 
 mod body;
 mod builder;
+pub mod dictionary;
 pub mod frame;
 
 pub use body::{decode_body, Body, Decoder, RecordError, Records};
 pub use builder::{ChunkBuilder, ChunkOptions, ClosedChunk};
+pub use dictionary::{Dictionaries, DictionaryTraining};
 pub use frame::{BodyLayout, ChunkView, FrameError};
 
 /// The compression codec of a chunk body.

@@ -217,6 +217,8 @@ pub(crate) struct Shared {
     /// The last source positions of deleted segments; also serialises
     /// segment deletion (see `budget`).
     pub deleted_positions: Mutex<positions::Positions>,
+    /// Trained zstd dictionaries, in `DATA_DIR/dictionaries`.
+    pub dictionaries: Arc<crate::chunk::Dictionaries>,
     pub disk_bytes: AtomicU64,
     pub full: AtomicBool,
     pub closing: AtomicBool,
@@ -522,6 +524,12 @@ impl Log {
     /// The producer id of the data directory.
     pub fn producer_id(&self) -> ProducerId {
         self.shared().producer_id
+    }
+
+    /// The log's dictionary store: where builders put trained dictionaries
+    /// and where a [`crate::chunk::Decoder`] of its chunks finds them.
+    pub fn dictionaries(&self) -> Arc<crate::chunk::Dictionaries> {
+        self.shared().dictionaries.clone()
     }
 
     /// What recovery repaired when the log was opened.

@@ -106,6 +106,9 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
         space_freed: Condvar::new(),
         cursors: Mutex::new(cursors),
         deleted_positions: Mutex::new(positions),
+        dictionaries: crate::chunk::Dictionaries::open(
+            &dir.join(crate::chunk::dictionary::DICTIONARIES_DIR),
+        )?,
         disk_bytes: AtomicU64::new(disk_bytes),
         full: AtomicBool::new(false),
         closing: AtomicBool::new(false),

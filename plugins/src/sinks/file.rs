@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use shipper_core::chunk::{decode_body, BodyLayout, Decoder};
 use shipper_core::log::StoredChunk;
-use shipper_core::plugin::{PluginError, Sink};
+use shipper_core::plugin::{PluginError, Sink, SinkContext};
 
 /// How the file sink compresses what it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,6 +297,11 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), PluginError> {
 
 #[async_trait]
 impl Sink for FileSink {
+    async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
+        self.decoder = cx.decoder();
+        Ok(())
+    }
+
     async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
         // File I/O and fdatasync block: keep them off the async workers' queue.
         tokio::task::block_in_place(|| self.write_all(chunks))

@@ -523,6 +523,7 @@ impl HttpSink {
 impl Sink for HttpSink {
     async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
         self.name.clone_from(&cx.name);
+        self.encoder.set_decoder(cx.decoder());
         if self.options.dead_letter.is_none() {
             self.dead_letter = cx
                 .data_dir

@@ -280,6 +280,7 @@ async fn stream_for(
 #[async_trait]
 impl Sink for NatsSink {
     async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
+        self.decoder = cx.decoder();
         let options = &self.options;
         let producer = cx.producer_id.to_string();
         let subject = format!("{}.{producer}", options.subject);

@@ -695,6 +695,7 @@ impl PostgresSink {
 #[async_trait]
 impl Sink for PostgresSink {
     async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
+        self.decoder = cx.decoder();
         let identity = Identity {
             sink: cx.name.clone(),
             producer: cx.producer_id.to_string(),

@@ -8,7 +8,7 @@ use std::io::Write;
 use async_trait::async_trait;
 use shipper_core::chunk::{decode_body, Decoder};
 use shipper_core::log::StoredChunk;
-use shipper_core::plugin::{PluginError, Sink};
+use shipper_core::plugin::{PluginError, Sink, SinkContext};
 
 /// Writes records to `W` (standard output unless a test gives another).
 #[derive(Debug)]
@@ -58,6 +58,11 @@ impl<W: Write> StdoutSink<W> {
 
 #[async_trait]
 impl<W: Write + Send> Sink for StdoutSink<W> {
+    async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
+        self.decoder = cx.decoder();
+        Ok(())
+    }
+
     async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
         // A pipe to a slow reader blocks: keep that off the async workers.
         tokio::task::block_in_place(|| self.write(chunks))

@@ -142,6 +142,28 @@ pub struct LogConfig {
     pub durability: DurabilityPolicy,
     /// Flush period under `durability = "interval"`.
     pub interval_ms: u64,
+    /// Train a zstd dictionary per stream from its first records.
+    pub dictionary: Option<DictionaryConfig>,
+}
+
+/// `[log] dictionary = { sample_records = 2000, max_bytes = "64KiB" }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DictionaryConfig {
+    /// Records sampled before training.
+    pub sample_records: u32,
+    /// The largest dictionary.
+    pub max_bytes: ByteSize,
+}
+
+impl Default for DictionaryConfig {
+    fn default() -> Self {
+        let training = shipper_core::chunk::DictionaryTraining::default();
+        DictionaryConfig {
+            sample_records: training.sample_records as u32,
+            max_bytes: ByteSize(training.max_bytes as u64),
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -153,6 +175,7 @@ impl Default for LogConfig {
             when_full: WhenFullPolicy::Block,
             durability: DurabilityPolicy::Interval,
             interval_ms: 100,
+            dictionary: None,
         }
     }
 }
@@ -204,6 +227,26 @@ impl LogConfig {
         if self.durability == DurabilityPolicy::Interval && self.interval_ms == 0 {
             check.error(&["interval_ms"], "must be at least 1");
         }
+        if let Some(dictionary) = &self.dictionary {
+            if dictionary.sample_records < 10 {
+                check.error(&["dictionary", "sample_records"], "must be at least 10");
+            }
+            if !(1024..=1 << 20).contains(&dictionary.max_bytes.bytes()) {
+                check.error(
+                    &["dictionary", "max_bytes"],
+                    "must be between 1KiB and 1MiB",
+                );
+            }
+        }
+    }
+
+    /// How emitters train dictionaries, if they do.
+    pub fn dictionary_training(&self) -> Option<shipper_core::chunk::DictionaryTraining> {
+        self.dictionary
+            .map(|d| shipper_core::chunk::DictionaryTraining {
+                sample_records: d.sample_records as usize,
+                max_bytes: d.max_bytes.bytes() as usize,
+            })
     }
 }
 
@@ -507,6 +550,14 @@ fn check_document(root: &Node<'_>, reporter: &mut Reporter<'_>) -> Option<Config
     for (name, sink) in &config.sinks {
         let mut check = Checker::new(reporter, root, KeyPath::root().join("sinks").join(name));
         sink.check(&mut check);
+        if let SinkConfig::Http(http) = sink {
+            if config.log.dictionary.is_some() && http.protocol == Protocol::Shipper {
+                check.error(
+                    &["protocol"],
+                    "protocol \"shipper\" version 1 does not carry dictionaries yet: leave `[log] dictionary` out, or use protocol \"ndjson\"",
+                );
+            }
+        }
         if let SinkConfig::Nats(nats) = sink {
             let key = (nats.url.as_str(), nats.subject.as_str());
             if let Some(other) = nats_subjects.insert(key, name) {

@@ -81,6 +81,14 @@ pub(super) struct Encoder {
     zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
 }
 
+impl Encoder {
+    /// Decodes with `decoder` from now on (one that holds the log's
+    /// dictionaries).
+    pub(super) fn set_decoder(&mut self, decoder: Decoder) {
+        self.decoder = decoder;
+    }
+}
+
 impl std::fmt::Debug for Encoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Encoder")

@@ -1,0 +1,152 @@
+//! Trained zstd dictionaries.
+//!
+//! Small chunks (a quiet source closes one every linger time) compress
+//! poorly: each starts with an empty window. A dictionary trained on a
+//! stream's first records gives them the context up front (on this
+//! project's machine: 1.4-1.8× the ratio at 2 KiB chunks, and faster;
+//! nothing at 256 KiB, see `benches/benches/dictionary.rs`).
+//!
+//! A [`ChunkBuilder`](super::ChunkBuilder) with
+//! [`ChunkOptions::dictionary`](super::ChunkOptions::dictionary) set keeps
+//! copies of its stream's first records, trains a dictionary from them
+//! once, stores it here and compresses every later chunk with it; the chunk
+//! header names the dictionary's id. Frames are written without zstd's own
+//! dictionary id, so the header's id is the only reference.
+//!
+//! The store keeps each dictionary in `DATA_DIR/dictionaries/<id>.zdict`
+//! (8 hex digits), written atomically before any chunk that needs it is
+//! compressed, so a reader always finds it. An id is derived from the
+//! content (CRC-32C, never 0, the next free one on a collision), so the
+//! same dictionary gets the same id in every store.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::{Error, Result};
+
+/// The folder of the data directory that holds dictionaries.
+pub const DICTIONARIES_DIR: &str = "dictionaries";
+const SUFFIX: &str = ".zdict";
+
+/// How a builder trains its stream's dictionary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DictionaryTraining {
+    /// Records sampled before training (copies are kept until then).
+    pub sample_records: usize,
+    /// The largest dictionary.
+    pub max_bytes: usize,
+}
+
+impl Default for DictionaryTraining {
+    fn default() -> Self {
+        DictionaryTraining {
+            sample_records: 2_000,
+            max_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Dictionaries by id, on disk or only in memory.
+#[derive(Debug, Default)]
+pub struct Dictionaries {
+    dir: Option<PathBuf>,
+    map: RwLock<HashMap<u32, Arc<[u8]>>>,
+}
+
+impl Dictionaries {
+    /// A store that keeps nothing on disk (tests, tools).
+    pub fn in_memory() -> Arc<Dictionaries> {
+        Arc::new(Dictionaries::default())
+    }
+
+    /// The store in `dir`, created if missing; every readable `*.zdict`
+    /// there is loaded. A file that cannot be read is skipped with a
+    /// warning (its chunks then fail to decode, each with a clear error).
+    pub fn open(dir: &Path) -> Result<Arc<Dictionaries>> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        let mut map = HashMap::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io("reading", dir, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_suffix(SUFFIX)
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .filter(|&id| id != 0)
+            else {
+                continue;
+            };
+            match std::fs::read(entry.path()) {
+                Ok(bytes) => {
+                    map.insert(id, Arc::from(bytes));
+                }
+                Err(error) => {
+                    tracing::warn!(path = %entry.path().display(), %error, "dictionary not loaded")
+                }
+            }
+        }
+        Ok(Arc::new(Dictionaries {
+            dir: Some(dir.to_owned()),
+            map: RwLock::new(map),
+        }))
+    }
+
+    /// The dictionary `id`, if stored.
+    pub fn get(&self, id: u32) -> Option<Arc<[u8]>> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Stores `bytes` (durably, with a directory) and returns its id; the
+    /// same bytes always get the same id.
+    pub fn insert(&self, bytes: &[u8]) -> Result<u32> {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut id = crc32c::crc32c(bytes).max(1);
+        loop {
+            match map.get(&id) {
+                Some(existing) if **existing == *bytes => return Ok(id),
+                Some(_) => id = id.checked_add(1).unwrap_or(1),
+                None => break,
+            }
+        }
+        if let Some(dir) = &self.dir {
+            crate::log::dir::write_atomically(dir, &format!("{id:08x}{SUFFIX}"), bytes)?;
+        }
+        map.insert(id, Arc::from(bytes));
+        Ok(id)
+    }
+
+    /// How many dictionaries are stored.
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether none is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_content_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Dictionaries::open(dir.path()).unwrap();
+        let a = store.insert(b"dictionary a").unwrap();
+        assert_eq!(store.insert(b"dictionary a").unwrap(), a);
+        let b = store.insert(b"dictionary b").unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a, 0);
+        std::fs::write(dir.path().join("junk.txt"), b"ignored").unwrap();
+        let reopened = Dictionaries::open(dir.path()).unwrap();
+        assert_eq!(reopened.len(), 2);
+        assert_eq!(&*reopened.get(a).unwrap(), b"dictionary a");
+        assert_eq!(reopened.insert(b"dictionary b").unwrap(), b);
+    }
+}
