@@ -3,7 +3,7 @@
 //! after a restart, and every bad request refused with its status, the
 //! zstd bomb and the truncated body included.
 
-#![cfg(feature = "sources-shipper")]
+#![cfg(all(feature = "sources-shipper", feature = "sinks-http"))]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -331,4 +331,78 @@ async fn bad_requests_are_refused_with_their_status_and_store_nothing() {
     assert_eq!(status, 200, "{answer}");
     receiver.stop().await;
     assert_eq!(log.durable_offset(), 300);
+}
+
+/// A sender whose chunks use a trained dictionary, through the real `http`
+/// sink: the receiver asks for the dictionary (422), gets it, stores the
+/// chunks, and asks again after a restart (it forgets who sent what, not
+/// the dictionary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dictionaries_travel_when_the_receiver_asks_for_them() {
+    use shipper_core::chunk::{decode_body, Decoder, DictionaryTraining};
+    use shipper_core::plugin::{Sink, SinkContext};
+    use shipper_plugins::sinks::http::{HttpAuth, HttpProtocol, HttpSink, HttpSinkOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sender = Log::open(dir.path().join("sender"), LogOptions::default()).unwrap();
+    let options = ChunkOptions {
+        max_bytes: 2 << 10,
+        dictionary: Some(DictionaryTraining {
+            sample_records: 200,
+            max_bytes: 8 << 10,
+        }),
+        ..ChunkOptions::default()
+    };
+    let mut emitter = Emitter::new(sender.clone(), "app", options).unwrap();
+    let record = |i: u32| {
+        format!(
+            r#"{{"seq":{i},"device":"sensor-{}","temp":{}.5,"unit":"C"}}"#,
+            i % 9,
+            i % 40
+        )
+    };
+    for i in 0..2_000 {
+        emitter.emit("app", record(i).as_bytes(), 1, None).unwrap();
+    }
+    emitter.wait_durable().unwrap();
+    let chunks: Vec<StoredChunk> = sender.reader(0).map(Result::unwrap).collect();
+    assert!(chunks.iter().any(|c| c.view().dict_id() != 0));
+    let (first, second) = chunks.split_at(chunks.len() / 2);
+
+    let receiver_log = Log::open(dir.path().join("receiver"), LogOptions::default()).unwrap();
+    let sink_for = |address: SocketAddr| {
+        let mut options = HttpSinkOptions::new(format!("http://{address}/v1/chunks"));
+        options.protocol = HttpProtocol::Shipper;
+        options.auth = Some(HttpAuth::Bearer {
+            token: "secret".into(),
+        });
+        HttpSink::new(options).unwrap()
+    };
+    let cx = SinkContext {
+        name: "aggregator".into(),
+        producer_id: sender.producer_id(),
+        data_dir: sender.dir().to_owned(),
+        committed: 0,
+        dictionaries: sender.dictionaries(),
+    };
+    for half in [first, second] {
+        // A fresh receiver each time: it has forgotten the upload.
+        let receiver = start(&receiver_log).await;
+        let mut sink = sink_for(receiver.address);
+        sink.open(&cx).await.unwrap();
+        sink.deliver(half).await.unwrap();
+        receiver.stop().await;
+    }
+    assert_eq!(receiver_log.durable_offset(), 2_000);
+    let mut decoder = Decoder::with_dictionaries(receiver_log.dictionaries());
+    let mut seen = 0;
+    for chunk in receiver_log.reader(0) {
+        let chunk = chunk.unwrap();
+        for got in decode_body(&chunk.view(), &mut decoder).unwrap().records() {
+            assert_eq!(got.unwrap(), record(seen).as_bytes());
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 2_000);
+    assert_eq!(receiver_log.dictionaries().len(), 1);
 }

@@ -80,6 +80,9 @@ address = "127.0.0.1:0"
 durability = "interval"
 interval_ms = 20
 segment_bytes = "1MiB"
+# Chunks travel with a trained dictionary: the aggregator asks for it
+# after every restart, and its sinks decode with it.
+dictionary = {{ sample_records = 500 }}
 
 [sources.app]
 type = "file"
@@ -145,6 +148,13 @@ fn sidecar_to_aggregator_is_exactly_once_under_random_sigkills() {
     }
     running_sidecar.take().unwrap().terminate();
     running_aggregator.take().unwrap().terminate();
+    let received_dictionaries = std::fs::read_dir(dir.path().join("aggregator-data/dictionaries"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        received_dictionaries, 1,
+        "the sidecar's dictionary reached the aggregator"
+    );
     let counts = seen(&out);
     let missing: Vec<u64> = (0..TOTAL).filter(|s| !counts.contains_key(s)).collect();
     let twice: Vec<(&u64, &u32)> = counts.iter().filter(|(_, &n)| n > 1).collect();

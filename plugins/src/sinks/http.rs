@@ -66,6 +66,8 @@ use stats::{Event, FailureKind};
 
 /// `Content-Type` of a shipper-protocol request.
 pub const SHIPPER_CONTENT_TYPE: &str = "application/vnd.shipper.chunks";
+/// The content type of a dictionary sent to a receiver.
+pub const DICTIONARY_CONTENT_TYPE: &str = "application/vnd.shipper.dictionary";
 /// The protocol version this sink speaks.
 pub const SHIPPER_PROTOCOL_VERSION: &str = "1";
 /// Answers longer than this are not read further (what was read is kept
@@ -179,6 +181,9 @@ enum Outcome {
     Acked,
     /// The backend refuses it for good.
     Rejected { status: StatusCode, answer: String },
+    /// The receiver needs the dictionary with this id first (protocol
+    /// `shipper`: `422` with `Shipper-Need-Dictionary`).
+    NeedDictionary(u32),
     /// Worth another try.
     Failed {
         reason: String,
@@ -216,6 +221,8 @@ pub struct HttpSink {
     /// delivery offered again skips those chunks.
     acked_through: u64,
     rng: SmallRng,
+    /// The log's dictionaries, sent to a receiver that asks for one.
+    dictionaries: Option<Arc<shipper_core::chunk::Dictionaries>>,
 }
 
 impl HttpSink {
@@ -318,6 +325,7 @@ impl HttpSink {
             not_before: None,
             acked_through: 0,
             rng: SmallRng::seed_from_u64(seed),
+            dictionaries: None,
             options,
         })
     }
@@ -338,6 +346,7 @@ impl HttpSink {
             self.encoder.encode(protocol, compression, chunks)?
         };
         let mut attempts = 0;
+        let mut uploaded = Vec::new();
         loop {
             if let Some(at) = self.not_before.take() {
                 tokio::time::sleep_until(at.into()).await;
@@ -345,6 +354,19 @@ impl HttpSink {
             let outcome = self.send(&request).await;
             let (reason, kind, retry_after) = match outcome {
                 Outcome::Acked => break,
+                Outcome::NeedDictionary(id) if !uploaded.contains(&id) => {
+                    uploaded.push(id);
+                    match self.upload_dictionary(id).await {
+                        // Sent: the same request again, at once.
+                        Ok(()) => continue,
+                        Err(reason) => (reason, FailureKind::Protocol, None),
+                    }
+                }
+                Outcome::NeedDictionary(id) => (
+                    format!("the receiver asked again for dictionary {id} after it was sent"),
+                    FailureKind::Protocol,
+                    None,
+                ),
                 Outcome::Rejected { status, answer } => {
                     if self.options.on_rejected == OnRejected::DeadLetter {
                         self.dead_letter(chunks, &request, status, &answer)?;
@@ -386,6 +408,46 @@ impl HttpSink {
         Ok(())
     }
 
+    /// Sends dictionary `id` to the receiver (docs/protocol.md).
+    async fn upload_dictionary(&mut self, id: u32) -> Result<(), String> {
+        let dictionary = self
+            .dictionaries
+            .as_ref()
+            .and_then(|d| d.get(id))
+            .ok_or_else(|| {
+                format!("the receiver needs dictionary {id}, which this log does not hold")
+            })?;
+        let mut headers = self.headers.clone();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(DICTIONARY_CONTENT_TYPE),
+        );
+        headers.remove(CONTENT_ENCODING);
+        headers.insert(
+            HeaderName::from_static("shipper-dictionary"),
+            HeaderValue::from(id),
+        );
+        let response = self
+            .client
+            .post(self.url.clone())
+            .headers(headers)
+            .body(dictionary.to_vec())
+            .send()
+            .await
+            .map_err(|e| format!("sending dictionary {id}: {}", describe(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            tracing::info!(sink = %self.name, id, bytes = dictionary.len(), "sent a dictionary the receiver asked for");
+            Ok(())
+        } else {
+            let answer = response.text().await.unwrap_or_default();
+            Err(format!(
+                "dictionary {id} refused with {status}: {}",
+                answer.trim()
+            ))
+        }
+    }
+
     /// Sends `request` once and judges the answer.
     async fn send(&mut self, request: &Request) -> Outcome {
         Event::RequestSent {
@@ -424,6 +486,11 @@ impl HttpSink {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| retry::parse_retry_after(value.as_bytes(), SystemTime::now()));
+        let need_dictionary = response
+            .headers()
+            .get("shipper-need-dictionary")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u32>().ok());
         let mut answer = Vec::new();
         let read = loop {
             match response.chunk().await {
@@ -470,6 +537,13 @@ impl HttpSink {
                     FailureKind::Protocol,
                 ),
             };
+        }
+        if status == StatusCode::UNPROCESSABLE_ENTITY
+            && self.options.protocol == HttpProtocol::Shipper
+        {
+            if let Some(id) = need_dictionary {
+                return Outcome::NeedDictionary(id);
+            }
         }
         let retryable = status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS
@@ -524,6 +598,7 @@ impl Sink for HttpSink {
     async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
         self.name.clone_from(&cx.name);
         self.encoder.set_decoder(cx.decoder());
+        self.dictionaries = Some(cx.dictionaries.clone());
         if self.options.dead_letter.is_none() {
             self.dead_letter = cx
                 .data_dir

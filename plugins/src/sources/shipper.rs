@@ -28,8 +28,9 @@
 //! answer) is answered once the earlier append it repeats is durable, never
 //! before: the sender must not move on while the data could still be lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::body::Bytes;
@@ -46,6 +47,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// The content type of a request body of stored chunks.
 pub const CONTENT_TYPE: &str = "application/vnd.shipper.chunks";
+/// The content type of a dictionary a sender uploads.
+pub const DICTIONARY_CONTENT_TYPE: &str = "application/vnd.shipper.dictionary";
+/// The largest dictionary accepted.
+const MAX_DICTIONARY_BYTES: usize = 1 << 20;
+
 /// The protocol versions this receiver speaks.
 pub const PROTOCOL_VERSION: &str = "1";
 
@@ -148,6 +154,9 @@ struct Shared {
     requests: mpsc::Sender<Checked>,
     log: Log,
     options: ShipperOptions,
+    /// The (producer, dictionary id) pairs uploaded since start: a
+    /// producer's chunks may use exactly these.
+    dictionaries: Arc<Mutex<HashSet<(ProducerId, u32)>>>,
 }
 
 fn answer(status: StatusCode, message: impl Into<String>) -> Response {
@@ -175,7 +184,7 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if content_type != CONTENT_TYPE {
+    if content_type != CONTENT_TYPE && content_type != DICTIONARY_CONTENT_TYPE {
         return answer(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be {CONTENT_TYPE}, not {content_type:?}"),
@@ -202,6 +211,9 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
             "Shipper-Producer must be 32 hex digits",
         );
     };
+    if content_type == DICTIONARY_CONTENT_TYPE {
+        return receive_dictionary(&shared, producer, &headers, &body);
+    }
     if shared.log.is_full() {
         let mut response = answer(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -215,11 +227,30 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
     let max_chunk_bytes = shared.options.max_chunk_bytes;
     let checked = {
         let body = body.clone();
-        tokio::task::spawn_blocking(move || check_frames(&body, max_chunk_bytes)).await
+        let known = shared.dictionaries.clone();
+        let mut decoder = Decoder::with_dictionaries(shared.log.dictionaries());
+        tokio::task::spawn_blocking(move || {
+            let known = |id| {
+                known
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&(producer, id))
+            };
+            check_frames(&body, max_chunk_bytes, &known, &mut decoder)
+        })
+        .await
     };
     let frames = match checked {
         Ok(Ok(frames)) => frames,
-        Ok(Err((status, message))) => return answer(status, message),
+        Ok(Err((status, message))) => {
+            let mut response = answer(status, message.text);
+            if let Some(id) = message.need_dictionary {
+                response
+                    .headers_mut()
+                    .insert("shipper-need-dictionary", id.into());
+            }
+            return response;
+        }
         Err(panic) => return answer(StatusCode::INTERNAL_SERVER_ERROR, panic.to_string()),
     };
     let (reply, answered) = oneshot::channel();
@@ -242,15 +273,24 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
 fn check_frames(
     body: &[u8],
     max_chunk_bytes: usize,
-) -> Result<Vec<(usize, usize)>, (StatusCode, String)> {
-    let bad = |status, message: String| Err((status, message));
+    known: &dyn Fn(u32) -> bool,
+    decoder: &mut Decoder,
+) -> Result<Vec<(usize, usize)>, (StatusCode, Refusal)> {
+    let bad = |status, text: String| {
+        Err((
+            status,
+            Refusal {
+                text,
+                need_dictionary: None,
+            },
+        ))
+    };
     if body.is_empty() {
         return bad(StatusCode::BAD_REQUEST, "the body holds no chunk".into());
     }
     let mut frames = Vec::new();
     let mut position = 0;
     let mut previous_end = None;
-    let mut decoder = Decoder::default();
     while position < body.len() {
         let index = frames.len();
         let view = match ChunkView::parse(&body[position..]) {
@@ -284,14 +324,17 @@ fn check_frames(
                 format!("chunk {index} at byte {position}: its stream name is not UTF-8"),
             );
         }
-        if view.dict_id() != 0 {
-            return bad(
+        if view.dict_id() != 0 && !known(view.dict_id()) {
+            return Err((
                 StatusCode::UNPROCESSABLE_ENTITY,
-                format!(
-                    "chunk {index} uses dictionary {}: dictionaries are not part of protocol version 1",
-                    view.dict_id()
-                ),
-            );
+                Refusal {
+                    text: format!(
+                        "chunk {index} uses dictionary {}, which this producer has not sent yet",
+                        view.dict_id()
+                    ),
+                    need_dictionary: Some(view.dict_id()),
+                },
+            ));
         }
         if view.uncompressed_len() > max_chunk_bytes {
             return bad(
@@ -302,7 +345,7 @@ fn check_frames(
                 ),
             );
         }
-        if let Err(error) = decode_body(&view, &mut decoder) {
+        if let Err(error) = decode_body(&view, decoder) {
             return bad(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("chunk {index} at byte {position}: its body does not decompress to its declared size: {error}"),
@@ -314,6 +357,60 @@ fn check_frames(
         position += len;
     }
     Ok(frames)
+}
+
+/// Why a request is refused, and the dictionary it lacks, if that is why.
+struct Refusal {
+    text: String,
+    need_dictionary: Option<u32>,
+}
+
+/// Stores a dictionary a sender uploads (after a 422 naming it). Its id
+/// must be the one this receiver's store gives the same bytes (ids come
+/// from content), so chunks keep their id when stored here.
+fn receive_dictionary(
+    shared: &Shared,
+    producer: ProducerId,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let Some(id) = headers
+        .get("shipper-dictionary")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|&id| id != 0)
+    else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "Shipper-Dictionary must name the dictionary's id",
+        );
+    };
+    if body.is_empty() || body.len() > MAX_DICTIONARY_BYTES {
+        return answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a dictionary is 1 to {MAX_DICTIONARY_BYTES} bytes"),
+        );
+    }
+    if zstd::bulk::Decompressor::with_dictionary(body).is_err() {
+        return answer(StatusCode::BAD_REQUEST, "not a zstd dictionary");
+    }
+    match shared.log.dictionaries().insert(body) {
+        Ok(stored) if stored == id => {
+            shared
+                .dictionaries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((producer, id));
+            ok_json(format!("{{\"dictionary\":{id}}}\n"))
+        }
+        Ok(stored) => answer(
+            StatusCode::CONFLICT,
+            format!(
+                "dictionary {id} is stored here as {stored}: its id does not match its content"
+            ),
+        ),
+        Err(error) => answer(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
 }
 
 #[async_trait]
@@ -331,6 +428,7 @@ impl Source for ShipperSource {
             requests: sender,
             log: log.clone(),
             options: self.options.clone(),
+            dictionaries: Arc::default(),
         };
         let router = Router::new()
             .route(&self.options.path, post(receive))

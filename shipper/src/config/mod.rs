@@ -550,14 +550,6 @@ fn check_document(root: &Node<'_>, reporter: &mut Reporter<'_>) -> Option<Config
     for (name, sink) in &config.sinks {
         let mut check = Checker::new(reporter, root, KeyPath::root().join("sinks").join(name));
         sink.check(&mut check);
-        if let SinkConfig::Http(http) = sink {
-            if config.log.dictionary.is_some() && http.protocol == Protocol::Shipper {
-                check.error(
-                    &["protocol"],
-                    "protocol \"shipper\" version 1 does not carry dictionaries yet: leave `[log] dictionary` out, or use protocol \"ndjson\"",
-                );
-            }
-        }
         if let SinkConfig::Nats(nats) = sink {
             let key = (nats.url.as_str(), nats.subject.as_str());
             if let Some(other) = nats_subjects.insert(key, name) {

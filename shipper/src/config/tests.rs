@@ -130,12 +130,11 @@ fn every_error_with_its_path_and_line() {
             ],
         ),
         (
-            "dictionaries: bounds, and not with the shipper protocol yet",
-            format!("[log]\ndictionary = {{ sample_records = 2, max_bytes = \"8MiB\" }}\n{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"https://x\"\nprotocol = \"shipper\"\n"),
+            "dictionary bounds",
+            format!("[log]\ndictionary = {{ sample_records = 2, max_bytes = \"8MiB\" }}\n{WIRED}"),
             &[
                 (2, "log.dictionary.sample_records", "must be at least 10"),
                 (2, "log.dictionary.max_bytes", "must be between 1KiB and 1MiB"),
-                (12, "sinks.web.protocol", "does not carry dictionaries yet"),
             ],
         ),
         (
