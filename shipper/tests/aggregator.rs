@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{seen, unique, writer, Database, Guard, Proxy};
+use common::{assert_exactly_once, seen, unique, writer, Database, Guard, Proxy};
 
 /// A port free right now on 127.0.0.1.
 fn free_port() -> u16 {
@@ -104,6 +104,65 @@ timeout_ms = 2000
     )
 }
 
+/// A sidecar and an aggregator, each a `shipper run` process.
+struct Pair {
+    sidecar: PathBuf,
+    aggregator: PathBuf,
+    running: [Option<Guard>; 2],
+}
+
+impl Pair {
+    fn start(sidecar: PathBuf, aggregator: PathBuf) -> Pair {
+        let running = [
+            Some(Guard::start(&sidecar)),
+            Some(Guard::start(&aggregator)),
+        ];
+        Pair {
+            sidecar,
+            aggregator,
+            running,
+        }
+    }
+
+    /// Ten rounds: after a pseudo-random while (fixed by `seed`, so a
+    /// failure replays) SIGKILL the sidecar or the aggregator, leave it down
+    /// for a moment, start it again. With a `proxy`, the backend behind it
+    /// is cut off from round 3 to round 6.
+    fn chaos(&mut self, seed: u64, proxy: Option<&Proxy>) {
+        let mut x = seed;
+        for round in 0..10 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let alive = 200 + (x >> 33) % 600;
+            std::thread::sleep(Duration::from_millis(alive));
+            match (round, proxy) {
+                (3, Some(proxy)) => proxy.cut(),
+                (6, Some(proxy)) => proxy.restore(),
+                _ => {}
+            }
+            let which = ((x >> 17) & 1) as usize;
+            self.running[which].take().unwrap().kill();
+            let name = ["sidecar", "aggregator"][which];
+            eprintln!("round {round}: killed the {name} after {alive} ms");
+            // Down for a moment: the other side keeps going (or retrying).
+            std::thread::sleep(Duration::from_millis((x >> 40) % 300));
+            let config = [&self.sidecar, &self.aggregator][which];
+            self.running[which] = Some(Guard::start(config));
+        }
+        if let Some(proxy) = proxy {
+            proxy.restore();
+        }
+    }
+
+    /// SIGTERM to both; each must exit 0.
+    fn stop(mut self) {
+        for running in &mut self.running {
+            running.take().unwrap().terminate();
+        }
+    }
+}
+
 #[test]
 fn sidecar_to_aggregator_is_exactly_once_under_random_sigkills() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,35 +178,15 @@ fn sidecar_to_aggregator_is_exactly_once_under_random_sigkills() {
         let done = done.clone();
         std::thread::spawn(move || writer(dir, TOTAL, 50_000, done))
     };
-    let mut running_aggregator = Some(Guard::start(&aggregator));
-    let mut running_sidecar = Some(Guard::start(&sidecar));
-    // Pseudo-random kills, fixed by the seed so a failure replays.
-    let mut x: u64 = 0xa66e_6a7e;
-    for round in 0..10 {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let alive = 200 + (x >> 33) % 600;
-        std::thread::sleep(Duration::from_millis(alive));
-        let (which, slot, config) = if (x >> 17) & 1 == 0 {
-            ("sidecar", &mut running_sidecar, &sidecar)
-        } else {
-            ("aggregator", &mut running_aggregator, &aggregator)
-        };
-        slot.take().unwrap().kill();
-        eprintln!("round {round}: killed the {which} after {alive} ms");
-        // Down for a moment: the other side keeps going (or retrying).
-        std::thread::sleep(Duration::from_millis((x >> 40) % 300));
-        *slot = Some(Guard::start(config));
-    }
+    let mut pair = Pair::start(sidecar, aggregator);
+    pair.chaos(0xa66e_6a7e, None);
     writing.join().unwrap();
     assert!(done.load(Ordering::Acquire));
     let deadline = Instant::now() + Duration::from_secs(120);
     while (seen(&out).len() as u64) < TOTAL && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    running_sidecar.take().unwrap().terminate();
-    running_aggregator.take().unwrap().terminate();
+    pair.stop();
     let received_dictionaries = std::fs::read_dir(dir.path().join("aggregator-data/dictionaries"))
         .unwrap()
         .count();
@@ -155,21 +194,7 @@ fn sidecar_to_aggregator_is_exactly_once_under_random_sigkills() {
         received_dictionaries, 1,
         "the sidecar's dictionary reached the aggregator"
     );
-    let counts = seen(&out);
-    let missing: Vec<u64> = (0..TOTAL).filter(|s| !counts.contains_key(s)).collect();
-    let twice: Vec<(&u64, &u32)> = counts.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(
-        missing.is_empty(),
-        "{} lines lost, first {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    assert!(
-        twice.is_empty(),
-        "{} lines duplicated, first {:?}",
-        twice.len(),
-        &twice[..twice.len().min(10)]
-    );
+    assert_exactly_once(&seen(&out), TOTAL);
 }
 
 #[test]
@@ -208,46 +233,15 @@ timeout_ms = 3000
         let done = done.clone();
         std::thread::spawn(move || writer(dir, TOTAL, 40_000, done))
     };
-    let mut running_aggregator = Some(Guard::start(&aggregator));
-    let mut running_sidecar = Some(Guard::start(&sidecar));
-    let mut x: u64 = 0x9057_6e55;
-    for round in 0..10 {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let alive = 200 + (x >> 33) % 600;
-        std::thread::sleep(Duration::from_millis(alive));
-        // The database is unreachable for a few rounds in the middle.
-        match round {
-            3 => {
-                proxy.cut();
-                eprintln!("round {round}: PostgreSQL cut off");
-            }
-            6 => {
-                proxy.restore();
-                eprintln!("round {round}: PostgreSQL back");
-            }
-            _ => {}
-        }
-        let (which, slot, config) = if (x >> 17) & 1 == 0 {
-            ("sidecar", &mut running_sidecar, &sidecar)
-        } else {
-            ("aggregator", &mut running_aggregator, &aggregator)
-        };
-        slot.take().unwrap().kill();
-        eprintln!("round {round}: killed the {which} after {alive} ms");
-        std::thread::sleep(Duration::from_millis((x >> 40) % 300));
-        *slot = Some(Guard::start(config));
-    }
-    proxy.restore();
+    let mut pair = Pair::start(sidecar, aggregator);
+    pair.chaos(0x9057_6e55, Some(&proxy));
     writing.join().unwrap();
     assert!(done.load(Ordering::Acquire));
     let deadline = Instant::now() + Duration::from_secs(120);
     while db.rows(&table) < TOTAL as i64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    running_sidecar.take().unwrap().terminate();
-    running_aggregator.take().unwrap().terminate();
+    pair.stop();
     let rows = db.rows(&table);
     let distinct = db.number(&format!(
         "SELECT count(DISTINCT (payload->>'seq')::int8) FROM {table}"
@@ -367,39 +361,15 @@ timeout_ms = 3000
         let done = done.clone();
         std::thread::spawn(move || writer(dir, TOTAL, 25_000, done))
     };
-    let mut running_aggregator = Some(Guard::start(&aggregator));
-    let mut running_sidecar = Some(Guard::start(&sidecar));
-    let mut x: u64 = 0x4a75_1234;
-    for round in 0..10 {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let alive = 200 + (x >> 33) % 600;
-        std::thread::sleep(Duration::from_millis(alive));
-        match round {
-            3 => proxy.cut(),
-            6 => proxy.restore(),
-            _ => {}
-        }
-        let (which, slot, config) = if (x >> 17) & 1 == 0 {
-            ("sidecar", &mut running_sidecar, &sidecar)
-        } else {
-            ("aggregator", &mut running_aggregator, &aggregator)
-        };
-        slot.take().unwrap().kill();
-        eprintln!("round {round}: killed the {which} after {alive} ms");
-        std::thread::sleep(Duration::from_millis((x >> 40) % 300));
-        *slot = Some(Guard::start(config));
-    }
-    proxy.restore();
+    let mut pair = Pair::start(sidecar, aggregator);
+    pair.chaos(0x4a75_1234, Some(&proxy));
     writing.join().unwrap();
     assert!(done.load(Ordering::Acquire));
     let deadline = Instant::now() + Duration::from_secs(120);
     while nats_messages(&stream) < TOTAL && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    running_sidecar.take().unwrap().terminate();
-    running_aggregator.take().unwrap().terminate();
+    pair.stop();
     let messages = nats_messages(&stream);
     let mut seqs = nats_sequences(&stream, TOTAL);
     nats_delete(&stream);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{seen, writer, Guard};
+use common::{assert_exactly_once, seen, writer, Guard};
 
 fn write_config(dir: &Path) -> PathBuf {
     let config = format!(
@@ -81,22 +81,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_no_line() {
         std::thread::sleep(Duration::from_millis(100));
     }
     shipper.terminate();
-    let counts = seen(&out);
-    let missing: Vec<u64> = (0..TOTAL).filter(|s| !counts.contains_key(s)).collect();
-    let twice: Vec<(&u64, &u32)> = counts.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(
-        missing.is_empty(),
-        "{} lines lost, first {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    assert!(
-        twice.is_empty(),
-        "{} lines duplicated, first {:?}",
-        twice.len(),
-        &twice[..twice.len().min(10)]
-    );
-    assert_eq!(counts.len() as u64, TOTAL);
+    assert_exactly_once(&seen(&out), TOTAL);
 }
 
 #[test]

@@ -112,11 +112,34 @@ pub fn writer(dir: PathBuf, total: u64, rotate_every: u64, done: Arc<AtomicBool>
     done.store(true, Ordering::Release);
 }
 
+/// Asserts that `counts` (as [`seen`] returns) holds every sequence number
+/// below `total` exactly once, naming the first lost and repeated ones.
+pub fn assert_exactly_once(counts: &BTreeMap<u64, u32>, total: u64) {
+    let missing: Vec<u64> = (0..total).filter(|s| !counts.contains_key(s)).collect();
+    let twice: Vec<(&u64, &u32)> = counts.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(
+        missing.is_empty(),
+        "{} lines lost, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        twice.is_empty(),
+        "{} lines duplicated, first {:?}",
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
+    assert_eq!(counts.len() as u64, total);
+}
+
 /// How often each sequence number appears in the output.
 pub fn seen(out: &Path) -> BTreeMap<u64, u32> {
     let mut counts = BTreeMap::new();
     let text = std::fs::read_to_string(out).unwrap_or_default();
-    for line in text.lines() {
+    // A sink may be writing right now: a last line without its newline is
+    // not complete yet (a finished output always ends with one).
+    let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    for line in complete.lines() {
         let value: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not JSON in the output ({e}): {line:?}"));
         *counts.entry(value["seq"].as_u64().unwrap()).or_insert(0) += 1;
