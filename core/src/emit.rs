@@ -18,13 +18,13 @@
 //! assert_eq!(end, Some(2));
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::chunk::{ChunkBuilder, ChunkOptions, ClosedChunk};
+use crate::chunk::{ChunkBuilder, ChunkOptions, ClosedChunk, Compressors, OpenChunk};
 use crate::log::{AppendTicket, Log, Offer};
 use crate::plugin::{Transform, TransformOutcome};
 use crate::{Error, Result};
@@ -79,7 +79,37 @@ pub struct Emitter {
     stored_end: Option<u64>,
     stats: Arc<EmitterStats>,
     blocking: Option<BlockingHook>,
+    /// A thread compressing closed chunks while the source goes on, if
+    /// [`Emitter::compress_in_background`] was called.
+    compressing: Option<Compressing>,
+    /// Room for compression on the caller's thread.
+    scratch: Vec<u8>,
 }
+
+/// Compression threads and their queues. Threads take chunks in the order
+/// they were closed; the answers are put back in that order before they
+/// are appended, so the log sees the same order as without them.
+struct Compressing {
+    jobs: Option<crossbeam_channel::Sender<(u64, usize, OpenChunk)>>,
+    results: crossbeam_channel::Receiver<CompressedResult>,
+    /// Sequence number of the next chunk handed over, and of the next to append.
+    next_sent: u64,
+    next_appended: u64,
+    /// Answers that came back ahead of an earlier chunk's.
+    early: BTreeMap<u64, (usize, Result<(ClosedChunk, Vec<u8>)>)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+type CompressedResult = (u64, usize, Result<(ClosedChunk, Vec<u8>)>);
+
+impl Compressing {
+    fn pending(&self) -> u64 {
+        self.next_sent - self.next_appended
+    }
+}
+
+/// Chunks waiting for a compression thread at most.
+const COMPRESSING_DEPTH: usize = 4;
 
 impl std::fmt::Debug for Emitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,6 +176,8 @@ impl Emitter {
             stored_end: None,
             stats: Arc::default(),
             blocking: None,
+            compressing: None,
+            scratch: Vec::new(),
         })
     }
 
@@ -173,6 +205,131 @@ impl Emitter {
             route.emitter.set_blocking_hook(hook.clone());
         }
         self.blocking = Some(hook);
+    }
+
+    /// Compresses this emitter's chunks (and its transforms') on a thread
+    /// of their own, so a busy source keeps splitting and copying records
+    /// while the previous chunk is compressed: two cores instead of one.
+    /// Chunks are still appended in the order they closed.
+    pub fn compress_in_background(&mut self) -> Result<()> {
+        for route in &mut self.routes {
+            route.emitter.compress_in_background()?;
+        }
+        if self.compressing.is_some() {
+            return Ok(());
+        }
+        let (jobs, job_rx) =
+            crossbeam_channel::bounded::<(u64, usize, OpenChunk)>(COMPRESSING_DEPTH);
+        let (result_tx, results) = crossbeam_channel::unbounded::<CompressedResult>();
+        // Two threads: with the source's own, that fills two cores and
+        // more is only contention on this class of machine.
+        let count = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 2));
+        let mut threads = Vec::new();
+        for n in 0..count {
+            let (job_rx, result_tx) = (job_rx.clone(), result_tx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("shipper-zstd-{n}"))
+                .spawn(move || {
+                    let mut compressors = Compressors::default();
+                    let mut scratch = Vec::new();
+                    for (seq, index, open) in job_rx {
+                        let result = open.compress_with(&mut compressors, &mut scratch);
+                        if result_tx.send((seq, index, result)).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| Error::Config(format!("starting a compression thread: {e}")))?;
+            threads.push(thread);
+        }
+        self.compressing = Some(Compressing {
+            jobs: Some(jobs),
+            results,
+            next_sent: 0,
+            next_appended: 0,
+            early: BTreeMap::new(),
+            threads,
+        });
+        Ok(())
+    }
+
+    /// Hands a closed chunk of builder `index` on: compressed here, or by
+    /// the compression threads; appends whatever is compressed by now.
+    fn hand_over(&mut self, index: usize, open: OpenChunk) -> Result<()> {
+        if self.compressing.is_none() {
+            let (chunk, body) = open.compress(&mut self.scratch)?;
+            self.builders[index].give_back(body);
+            return self.append(chunk);
+        }
+        let seq = self.compressing.as_ref().expect("checked above").next_sent;
+        let mut job = (seq, index, open);
+        loop {
+            let compressing = self.compressing.as_mut().expect("checked above");
+            let jobs = compressing.jobs.as_ref().ok_or(Error::Closed)?;
+            match jobs.try_send(job) {
+                Ok(()) => {
+                    compressing.next_sent += 1;
+                    break;
+                }
+                Err(crossbeam_channel::TrySendError::Full(back)) => {
+                    job = back;
+                    self.take_compressed(true)?;
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                    return Err(Error::Config("the compression threads stopped".into()))
+                }
+            }
+        }
+        while self.take_compressed(false)? {}
+        Ok(())
+    }
+
+    /// Appends the next compressed chunk in order (waiting for it if
+    /// `wait`); returns whether there was one.
+    fn take_compressed(&mut self, wait: bool) -> Result<bool> {
+        let Some(compressing) = self.compressing.as_mut() else {
+            return Ok(false);
+        };
+        if compressing.pending() == 0 {
+            return Ok(false);
+        }
+        let next = compressing.next_appended;
+        let (index, result) = loop {
+            let compressing = self.compressing.as_mut().expect("checked above");
+            if let Some(ready) = compressing.early.remove(&next) {
+                break ready;
+            }
+            let results = compressing.results.clone();
+            let received = if wait {
+                self.blocking(|| results.recv().ok())
+            } else {
+                results.try_recv().ok()
+            };
+            let Some((seq, index, result)) = received else {
+                if wait {
+                    return Err(Error::Config("the compression threads stopped".into()));
+                }
+                return Ok(false);
+            };
+            let compressing = self.compressing.as_mut().expect("checked above");
+            if seq == next {
+                break (index, result);
+            }
+            compressing.early.insert(seq, (index, result));
+        };
+        if let Some(compressing) = self.compressing.as_mut() {
+            compressing.next_appended += 1;
+        }
+        let (chunk, body) = result?;
+        self.builders[index].give_back(body);
+        self.append(chunk)?;
+        Ok(true)
+    }
+
+    /// Waits until every chunk handed to the compression threads is appended.
+    fn drain_compressed(&mut self) -> Result<()> {
+        while self.take_compressed(true)? {}
+        Ok(())
     }
 
     /// Runs `wait` through the blocking hook, if one is installed.
@@ -295,13 +452,13 @@ impl Emitter {
                 self.builders.len() - 1
             }
         };
-        let closed = self.builders[index].push(payload, timestamp, source_position)?;
+        let closed = self.builders[index].push_open(payload, timestamp, source_position)?;
         self.stats.records.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        if let Some(chunk) = closed {
-            self.append(chunk)?;
+        if let Some(open) = closed {
+            self.hand_over(index, open)?;
         }
         Ok(())
     }
@@ -318,7 +475,13 @@ impl Emitter {
             .iter()
             .filter_map(|r| r.emitter.deadline())
             .min();
-        own.into_iter().chain(routed).min()
+        // A chunk being compressed is appended at the next call: soon.
+        let compressing = self
+            .compressing
+            .as_ref()
+            .filter(|c| c.pending() > 0)
+            .map(|_| Instant::now() + std::time::Duration::from_millis(1));
+        own.into_iter().chain(routed).chain(compressing).min()
     }
 
     /// Closes and appends every open chunk whose linger time has passed.
@@ -327,10 +490,11 @@ impl Emitter {
             route.emitter.poll(now)?;
         }
         for index in 0..self.builders.len() {
-            if let Some(chunk) = self.builders[index].poll(now)? {
-                self.append(chunk)?;
+            if let Some(open) = self.builders[index].poll_open(now) {
+                self.hand_over(index, open)?;
             }
         }
+        while self.take_compressed(false)? {}
         Ok(())
     }
 
@@ -340,11 +504,11 @@ impl Emitter {
             route.emitter.close_chunks()?;
         }
         for index in 0..self.builders.len() {
-            if let Some(chunk) = self.builders[index].finish()? {
-                self.append(chunk)?;
+            if let Some(open) = self.builders[index].take_open() {
+                self.hand_over(index, open)?;
             }
         }
-        Ok(())
+        self.drain_compressed()
     }
 
     fn append(&mut self, chunk: ClosedChunk) -> Result<()> {
@@ -461,6 +625,13 @@ impl Drop for Emitter {
                 tracing::error!(component = %self.component, %error, "records of a dropped emitter could not be appended");
             }
         }
+        if let Some(mut compressing) = self.compressing.take() {
+            // Closing the queue ends the thread.
+            compressing.jobs.take();
+            for thread in compressing.threads.drain(..) {
+                let _ = thread.join();
+            }
+        }
     }
 }
 
@@ -472,6 +643,56 @@ mod tests {
     use crate::chunk::decode_body;
     use crate::chunk::Decoder;
     use crate::log::{Durability, Faults, LogOptions};
+
+    #[test]
+    fn background_compression_keeps_the_order_of_every_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        let mut emitter = Emitter::new(
+            log.clone(),
+            "src",
+            ChunkOptions {
+                max_bytes: 4 << 10,
+                ..ChunkOptions::default()
+            },
+        )
+        .unwrap();
+        emitter.compress_in_background().unwrap();
+        for i in 0..20_000u32 {
+            let stream = ["a", "b", "c"][i as usize % 3];
+            let position = i.to_le_bytes();
+            emitter
+                .emit(stream, format!("record {i}").as_bytes(), 1, Some(&position))
+                .unwrap();
+            if i % 5_000 == 0 {
+                emitter
+                    .poll(Instant::now() + Duration::from_secs(1))
+                    .unwrap();
+            }
+        }
+        assert_eq!(emitter.wait_durable().unwrap(), Some(20_000));
+        let mut decoder = Decoder::default();
+        let mut last = [None::<u32>; 3];
+        let mut count = 0;
+        for chunk in log.reader(0) {
+            let chunk = chunk.unwrap();
+            let view = chunk.view();
+            let stream = (view.stream()[0] - b'a') as usize;
+            let position = u32::from_le_bytes(view.source_position().unwrap().try_into().unwrap());
+            for record in decode_body(&view, &mut decoder).unwrap().records() {
+                let text = std::str::from_utf8(record.unwrap()).unwrap();
+                let i: u32 = text.strip_prefix("record ").unwrap().parse().unwrap();
+                assert_eq!(i as usize % 3, stream);
+                assert!(last[stream].is_none_or(|l| l < i), "stream order kept");
+                last[stream] = Some(i);
+                count += 1;
+            }
+            // The position is the one of the chunk's last record.
+            assert_eq!(Some(position), last[stream]);
+        }
+        assert_eq!(count, 20_000);
+        drop(emitter);
+    }
 
     #[test]
     fn a_trained_dictionary_compresses_small_chunks_and_decodes_after_a_reopen() {

@@ -8,7 +8,7 @@ use super::dictionary::{Dictionaries, DictionaryTraining};
 use super::frame::{BodyLayout, ChunkView, HeaderFields, MAX_FRAME_LEN};
 use super::{Codec, Compression};
 use crate::{Error, Result};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Limits and codec of a [`ChunkBuilder`].
 #[derive(Debug, Clone)]
@@ -142,16 +142,22 @@ pub struct ChunkBuilder {
     max_ts: u64,
     source_position: Vec<u8>,
     opened_at: Option<Instant>,
-    compressor: Option<zstd::bulk::Compressor<'static>>,
+    /// Shared with whoever compresses this builder's chunks (the builder
+    /// itself in [`ChunkBuilder::finish`], or an emitter's compression
+    /// thread); replaced when a dictionary is trained.
+    compressor: Option<Arc<Mutex<zstd::bulk::Compressor<'static>>>>,
     level: i32,
     scratch: Vec<u8>,
+    /// A body buffer given back after compression, for the next chunk.
+    spare: Vec<u8>,
     /// Where a trained dictionary goes, when training is on.
     dictionaries: Option<Arc<Dictionaries>>,
     /// Copies of the first records, back to back, and their lengths, until
     /// the dictionary is trained.
     samples: Option<(Vec<u8>, Vec<usize>)>,
-    /// The dictionary the compressor uses (0: none).
+    /// The dictionary the compressor uses (0: none), and its bytes.
     dict_id: u32,
+    dictionary: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for ChunkBuilder {
@@ -198,7 +204,7 @@ impl ChunkBuilder {
             Compression::Zstd { level } => {
                 let compressor = zstd::bulk::Compressor::new(level)
                     .map_err(|e| Error::Codec(format!("zstd level {level}: {e}")))?;
-                (Some(compressor), level)
+                (Some(Arc::new(Mutex::new(compressor))), level)
             }
         };
         Ok(ChunkBuilder {
@@ -215,9 +221,11 @@ impl ChunkBuilder {
             compressor,
             level,
             scratch: Vec::new(),
+            spare: Vec::new(),
             dictionaries: None,
             samples: None,
             dict_id: 0,
+            dictionary: None,
         })
     }
 
@@ -275,12 +283,14 @@ impl ChunkBuilder {
                 compressor
                     .set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false))
                     .map_err(|e| e.to_string())?;
-                Ok((id, compressor, dict.len()))
+                Ok((id, compressor, dict))
             });
         match trained {
-            Ok((id, compressor, len)) => {
+            Ok((id, compressor, dict)) => {
+                let len = dict.len();
+                self.dictionary = Some(Arc::from(dict));
                 tracing::debug!(stream = %self.stream, id, bytes = len, samples = sizes.len(), "trained a zstd dictionary");
-                self.compressor = Some(compressor);
+                self.compressor = Some(Arc::new(Mutex::new(compressor)));
                 self.dict_id = id;
             }
             Err(error) => {
@@ -321,6 +331,41 @@ impl ChunkBuilder {
         timestamp: u64,
         source_position: Option<&[u8]>,
     ) -> Result<Option<ClosedChunk>> {
+        if self.add(payload, timestamp, source_position)? {
+            return self.finish();
+        }
+        Ok(None)
+    }
+
+    /// [`ChunkBuilder::push`] that returns the chunk it closed uncompressed
+    /// ([`ChunkBuilder::take_open`]), for compression elsewhere.
+    pub fn push_open(
+        &mut self,
+        payload: &[u8],
+        timestamp: u64,
+        source_position: Option<&[u8]>,
+    ) -> Result<Option<OpenChunk>> {
+        if self.add(payload, timestamp, source_position)? {
+            return Ok(self.take_open());
+        }
+        Ok(None)
+    }
+
+    /// [`ChunkBuilder::poll`] that returns the chunk uncompressed.
+    pub fn poll_open(&mut self, now: Instant) -> Option<OpenChunk> {
+        match self.deadline() {
+            Some(deadline) if now >= deadline => self.take_open(),
+            _ => None,
+        }
+    }
+
+    /// Adds a record; returns whether the chunk reached its size.
+    fn add(
+        &mut self,
+        payload: &[u8],
+        timestamp: u64,
+        source_position: Option<&[u8]>,
+    ) -> Result<bool> {
         if payload.len() > self.options.max_record_bytes {
             return Err(Error::RecordTooLarge {
                 len: payload.len(),
@@ -359,10 +404,7 @@ impl ChunkBuilder {
             self.source_position.clear();
             self.source_position.extend_from_slice(position);
         }
-        if self.body.len() >= self.options.max_bytes {
-            return self.finish();
-        }
-        Ok(None)
+        Ok(self.body.len() >= self.options.max_bytes)
     }
 
     fn push_length_prefixed(&mut self, payload: &[u8]) {
@@ -398,21 +440,172 @@ impl ChunkBuilder {
 
     /// Closes the open chunk, if any, and compresses it.
     pub fn finish(&mut self) -> Result<Option<ClosedChunk>> {
-        if self.record_count == 0 {
-            return Ok(None);
-        }
-        let (codec, stored_len) = match self.compressor.as_mut() {
-            None => (Codec::None, self.body.len()),
-            Some(compressor) => {
-                let bound = zstd::zstd_safe::compress_bound(self.body.len());
-                if self.scratch.len() < bound {
-                    self.scratch.resize(bound, 0);
-                }
-                let written = compressor
-                    .compress_to_buffer(&self.body, &mut self.scratch[..])
-                    .map_err(|e| Error::Codec(format!("zstd level {}: {e}", self.level)))?;
-                (Codec::Zstd, written)
+        match self.take_open() {
+            Some(open) => {
+                let (chunk, body) = open.compress(&mut self.scratch)?;
+                self.give_back(body);
+                Ok(Some(chunk))
             }
+            None => Ok(None),
+        }
+    }
+
+    /// Closes the open chunk, if any, without compressing it: the returned
+    /// [`OpenChunk`] is compressed by [`OpenChunk::compress`], on any
+    /// thread, with this builder's compressor. The builder goes on with a
+    /// fresh body (hand the old one back with [`ChunkBuilder::give_back`]).
+    pub fn take_open(&mut self) -> Option<OpenChunk> {
+        if self.record_count == 0 {
+            return None;
+        }
+        let spare = std::mem::take(&mut self.spare);
+        let body = std::mem::replace(&mut self.body, spare);
+        let open = OpenChunk {
+            body,
+            layout: self.layout,
+            record_count: self.record_count,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+            stream: self.stream.clone(),
+            component: self.component.clone(),
+            source_position: self.source_position.clone(),
+            compressor: self.compressor.clone(),
+            dict_id: self.dict_id,
+            dictionary: self.dictionary.clone(),
+            level: self.level,
+        };
+        self.body.clear();
+        if self.body.capacity() == 0 {
+            self.body
+                .reserve(self.options.max_bytes + self.options.max_bytes / 8);
+        }
+        self.layout = BodyLayout::Lines;
+        self.record_count = 0;
+        self.min_ts = u64::MAX;
+        self.max_ts = 0;
+        self.source_position.clear();
+        self.opened_at = None;
+        Some(open)
+    }
+
+    /// Returns a body buffer after its chunk was compressed, so the next
+    /// chunk reuses its allocation.
+    pub fn give_back(&mut self, mut body: Vec<u8>) {
+        body.clear();
+        if body.capacity() > self.spare.capacity() {
+            self.spare = body;
+        }
+    }
+}
+
+/// A closed but not yet compressed chunk; see [`ChunkBuilder::take_open`].
+pub struct OpenChunk {
+    body: Vec<u8>,
+    layout: BodyLayout,
+    record_count: u32,
+    min_ts: u64,
+    max_ts: u64,
+    stream: String,
+    component: String,
+    source_position: Vec<u8>,
+    compressor: Option<Arc<Mutex<zstd::bulk::Compressor<'static>>>>,
+    dict_id: u32,
+    dictionary: Option<Arc<[u8]>>,
+    level: i32,
+}
+
+/// Compression contexts of one compressing thread, by level and dictionary.
+#[derive(Default)]
+pub struct Compressors {
+    contexts: std::collections::HashMap<(i32, u32), zstd::bulk::Compressor<'static>>,
+}
+
+impl std::fmt::Debug for Compressors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compressors")
+            .field("contexts", &self.contexts.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for OpenChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenChunk")
+            .field("stream", &self.stream)
+            .field("records", &self.record_count)
+            .field("bytes", &self.body.len())
+            .finish()
+    }
+}
+
+impl OpenChunk {
+    /// Compresses the chunk with its builder's context (using `scratch` as
+    /// room) and returns it with its body buffer, for
+    /// [`ChunkBuilder::give_back`].
+    pub fn compress(self, scratch: &mut Vec<u8>) -> Result<(ClosedChunk, Vec<u8>)> {
+        let stored_len = match &self.compressor {
+            None => None,
+            Some(compressor) => {
+                let mut compressor = compressor.lock().unwrap_or_else(|e| e.into_inner());
+                Some(self.compress_into(&mut compressor, scratch)?)
+            }
+        };
+        self.seal(stored_len, scratch)
+    }
+
+    /// [`OpenChunk::compress`] with a context of `compressors` (one per
+    /// level and dictionary), so several threads compress chunks of one
+    /// builder at once.
+    pub fn compress_with(
+        self,
+        compressors: &mut Compressors,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(ClosedChunk, Vec<u8>)> {
+        if self.compressor.is_none() {
+            return self.seal(None, scratch);
+        }
+        let key = (self.level, self.dict_id);
+        if !compressors.contexts.contains_key(&key) {
+            let context = match &self.dictionary {
+                Some(dictionary) if self.dict_id != 0 => {
+                    let mut context =
+                        zstd::bulk::Compressor::with_dictionary(self.level, dictionary)
+                            .map_err(|e| Error::Codec(format!("zstd dictionary: {e}")))?;
+                    context
+                        .set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false))
+                        .map_err(|e| Error::Codec(format!("zstd dictionary: {e}")))?;
+                    context
+                }
+                _ => zstd::bulk::Compressor::new(self.level)
+                    .map_err(|e| Error::Codec(format!("zstd level {}: {e}", self.level)))?,
+            };
+            compressors.contexts.insert(key, context);
+        }
+        let context = compressors.contexts.get_mut(&key).expect("inserted above");
+        let stored_len = self.compress_into(context, scratch)?;
+        self.seal(Some(stored_len), scratch)
+    }
+
+    fn compress_into(
+        &self,
+        compressor: &mut zstd::bulk::Compressor<'static>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<usize> {
+        let bound = zstd::zstd_safe::compress_bound(self.body.len());
+        if scratch.len() < bound {
+            scratch.resize(bound, 0);
+        }
+        compressor
+            .compress_to_buffer(&self.body, &mut scratch[..])
+            .map_err(|e| Error::Codec(format!("zstd level {}: {e}", self.level)))
+    }
+
+    /// The frame, from the compressed body in `scratch` (`Some(len)`) or
+    /// the body as it is.
+    fn seal(self, stored: Option<usize>, scratch: &[u8]) -> Result<(ClosedChunk, Vec<u8>)> {
+        let (codec, stored_len) = match stored {
+            Some(len) => (Codec::Zstd, len),
+            None => (Codec::None, self.body.len()),
         };
         let header = HeaderFields {
             codec,
@@ -434,7 +627,7 @@ impl ChunkBuilder {
         header.write(stored_len, &mut frame);
         match codec {
             Codec::None => frame.extend_from_slice(&self.body),
-            Codec::Zstd => frame.extend_from_slice(&self.scratch[..stored_len]),
+            Codec::Zstd => frame.extend_from_slice(&scratch[..stored_len]),
         }
         let chunk = ClosedChunk {
             tail_crc: super::frame::tail_crc(&frame),
@@ -442,14 +635,7 @@ impl ChunkBuilder {
             record_count: self.record_count,
             uncompressed_len: self.body.len(),
         };
-        self.body.clear();
-        self.layout = BodyLayout::Lines;
-        self.record_count = 0;
-        self.min_ts = u64::MAX;
-        self.max_ts = 0;
-        self.source_position.clear();
-        self.opened_at = None;
-        Ok(Some(chunk))
+        Ok((chunk, self.body))
     }
 }
 

@@ -24,7 +24,7 @@ pub mod dictionary;
 pub mod frame;
 
 pub use body::{decode_body, Body, Decoder, RecordError, Records};
-pub use builder::{ChunkBuilder, ChunkOptions, ClosedChunk};
+pub use builder::{ChunkBuilder, ChunkOptions, ClosedChunk, Compressors, OpenChunk};
 pub use dictionary::{Dictionaries, DictionaryTraining};
 pub use frame::{BodyLayout, ChunkView, FrameError};
 

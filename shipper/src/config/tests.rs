@@ -305,7 +305,7 @@ fn the_log_section_maps_to_log_options() {
             WhenFull::Block,
             Durability::Interval(Duration::from_millis(250)),
         ),
-        ("durability = \"never\"", 16 << 20, 10 << 30, WhenFull::Block, Durability::Never),
+        ("durability = \"never\"", 8 << 20, 10 << 30, WhenFull::Block, Durability::Never),
     ] {
         let text = format!("[log]\n{section}\n{WIRED}");
         let options = parse(&text, &env).unwrap().config.log_options();

@@ -428,6 +428,10 @@ impl Supervisor {
             emitter.set_blocking_hook(Arc::new(|wait: &mut dyn FnMut()| {
                 tokio::task::block_in_place(wait)
             }));
+            // A busy source splits records while its last chunk compresses.
+            emitter
+                .compress_in_background()
+                .with_context(|| format!("source {name}"))?;
             Ok((source, emitter))
         });
         let (mut source, emitter) = match started {
