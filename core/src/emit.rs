@@ -96,11 +96,14 @@ struct Compressing {
     next_sent: u64,
     next_appended: u64,
     /// Answers that came back ahead of an earlier chunk's.
-    early: BTreeMap<u64, (usize, Result<(ClosedChunk, Vec<u8>)>)>,
+    early: BTreeMap<u64, (usize, Compressed)>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-type CompressedResult = (u64, usize, Result<(ClosedChunk, Vec<u8>)>);
+/// A compressed chunk with its body buffer, or why compression failed.
+type Compressed = Result<(ClosedChunk, Vec<u8>)>;
+/// A compression thread's answer: sequence number, builder, outcome.
+type CompressedResult = (u64, usize, Compressed);
 
 impl Compressing {
     fn pending(&self) -> u64 {

@@ -565,23 +565,25 @@ impl OpenChunk {
             return self.seal(None, scratch);
         }
         let key = (self.level, self.dict_id);
-        if !compressors.contexts.contains_key(&key) {
-            let context = match &self.dictionary {
-                Some(dictionary) if self.dict_id != 0 => {
-                    let mut context =
-                        zstd::bulk::Compressor::with_dictionary(self.level, dictionary)
+        let context = match compressors.contexts.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let context = match &self.dictionary {
+                    Some(dictionary) if self.dict_id != 0 => {
+                        let mut context =
+                            zstd::bulk::Compressor::with_dictionary(self.level, dictionary)
+                                .map_err(|e| Error::Codec(format!("zstd dictionary: {e}")))?;
+                        context
+                            .set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false))
                             .map_err(|e| Error::Codec(format!("zstd dictionary: {e}")))?;
-                    context
-                        .set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false))
-                        .map_err(|e| Error::Codec(format!("zstd dictionary: {e}")))?;
-                    context
-                }
-                _ => zstd::bulk::Compressor::new(self.level)
-                    .map_err(|e| Error::Codec(format!("zstd level {}: {e}", self.level)))?,
-            };
-            compressors.contexts.insert(key, context);
-        }
-        let context = compressors.contexts.get_mut(&key).expect("inserted above");
+                        context
+                    }
+                    _ => zstd::bulk::Compressor::new(self.level)
+                        .map_err(|e| Error::Codec(format!("zstd level {}: {e}", self.level)))?,
+                };
+                entry.insert(context)
+            }
+        };
         let stored_len = self.compress_into(context, scratch)?;
         self.seal(Some(stored_len), scratch)
     }
