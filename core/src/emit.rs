@@ -236,7 +236,16 @@ impl Emitter {
                     let mut compressors = Compressors::default();
                     let mut scratch = Vec::new();
                     for (seq, index, open) in job_rx {
-                        let result = open.compress_with(&mut compressors, &mut scratch);
+                        // A panic becomes this chunk's error: the emitter
+                        // waits for every sequence number, so none may go
+                        // missing.
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            open.compress_with(&mut compressors, &mut scratch)
+                        }))
+                        .unwrap_or_else(|_| {
+                            compressors = Compressors::default();
+                            Err(Error::Codec("the compression thread panicked".into()))
+                        });
                         if result_tx.send((seq, index, result)).is_err() {
                             return;
                         }
