@@ -276,13 +276,8 @@ impl ChunkBuilder {
             .map_err(|e| e.to_string())
             .and_then(|dict| {
                 let id = dictionaries.insert(&dict).map_err(|e| e.to_string())?;
-                let mut compressor = zstd::bulk::Compressor::with_dictionary(self.level, &dict)
-                    .map_err(|e| e.to_string())?;
-                // The header names the dictionary: keep zstd's id out of
-                // the frame, so a receiver may store it under another id.
-                compressor
-                    .set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false))
-                    .map_err(|e| e.to_string())?;
+                let compressor =
+                    dictionary_compressor(self.level, &dict).map_err(|e| e.to_string())?;
                 Ok((id, compressor, dict))
             });
         match trained {
@@ -498,6 +493,18 @@ impl ChunkBuilder {
     }
 }
 
+/// A compression context with `dictionary` loaded. The chunk header names
+/// the dictionary: zstd's own id stays out of the frame, so a receiver may
+/// store the dictionary under another id.
+fn dictionary_compressor(level: i32, dictionary: &[u8]) -> Result<zstd::bulk::Compressor<'static>> {
+    let mut compressor = zstd::bulk::Compressor::with_dictionary(level, dictionary)
+        .map_err(|e| Error::Codec(format!("zstd dictionary: {e}")))?;
+    compressor
+        .set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false))
+        .map_err(|e| Error::Codec(format!("zstd dictionary: {e}")))?;
+    Ok(compressor)
+}
+
 /// A closed but not yet compressed chunk; see [`ChunkBuilder::take_open`].
 pub struct OpenChunk {
     body: Vec<u8>,
@@ -570,13 +577,7 @@ impl OpenChunk {
             std::collections::hash_map::Entry::Vacant(entry) => {
                 let context = match &self.dictionary {
                     Some(dictionary) if self.dict_id != 0 => {
-                        let mut context =
-                            zstd::bulk::Compressor::with_dictionary(self.level, dictionary)
-                                .map_err(|e| Error::Codec(format!("zstd dictionary: {e}")))?;
-                        context
-                            .set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false))
-                            .map_err(|e| Error::Codec(format!("zstd dictionary: {e}")))?;
-                        context
+                        dictionary_compressor(self.level, dictionary)?
                     }
                     _ => zstd::bulk::Compressor::new(self.level)
                         .map_err(|e| Error::Codec(format!("zstd level {}: {e}", self.level)))?,
