@@ -149,7 +149,7 @@ pub struct ChunkBuilder {
     level: i32,
     scratch: Vec<u8>,
     /// A body buffer given back after compression, for the next chunk.
-    spare: Vec<u8>,
+    spare: Vec<Vec<u8>>,
     /// Where a trained dictionary goes, when training is on.
     dictionaries: Option<Arc<Dictionaries>>,
     /// Copies of the first records, back to back, and their lengths, until
@@ -453,7 +453,7 @@ impl ChunkBuilder {
         if self.record_count == 0 {
             return None;
         }
-        let spare = std::mem::take(&mut self.spare);
+        let spare = self.spare.pop().unwrap_or_default();
         let body = std::mem::replace(&mut self.body, spare);
         let open = OpenChunk {
             body,
@@ -486,9 +486,11 @@ impl ChunkBuilder {
     /// Returns a body buffer after its chunk was compressed, so the next
     /// chunk reuses its allocation.
     pub fn give_back(&mut self, mut body: Vec<u8>) {
-        body.clear();
-        if body.capacity() > self.spare.capacity() {
-            self.spare = body;
+        // As many as can be in flight at once (see the emitter's
+        // compression threads), so none is allocated again.
+        if self.spare.len() < 8 && body.capacity() > 0 {
+            body.clear();
+            self.spare.push(body);
         }
     }
 }
