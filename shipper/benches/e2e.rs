@@ -810,6 +810,85 @@ inputs = ["app"]
     }
 }
 
+/// Scenario 4: file → log → `postgres` sink (binary COPY, exactly once),
+/// into the local PostgreSQL; `None` when it cannot be reached.
+fn file_to_postgres(dir: &Path, input: &Input) -> Option<ScenarioResult> {
+    const SERVER: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let client = match runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(
+            &format!("{SERVER} connect_timeout=3"),
+            tokio_postgres::NoTls,
+        )
+        .await?;
+        tokio::spawn(connection);
+        Ok::<_, tokio_postgres::Error>(client)
+    }) {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!(
+                "e2e: scenario 4 skipped: PostgreSQL not reachable on 127.0.0.1:5432: {error}"
+            );
+            return None;
+        }
+    };
+    let table = format!("shipper_e2e_{}", std::process::id());
+    let hwm = format!("{table}_hwm");
+    let drop_tables = |client: &tokio_postgres::Client| {
+        let sql = format!("DROP TABLE IF EXISTS {table}; DROP TABLE IF EXISTS {hwm}");
+        let _ = runtime.block_on(client.batch_execute(&sql));
+    };
+    drop_tables(&client);
+    let started = Instant::now();
+    let mut shipper = Shipper::start(
+        dir,
+        "s4-shipper",
+        &format!(
+            r#"{source}
+[sinks.db]
+type = "postgres"
+inputs = ["app"]
+connection = "{SERVER}"
+table = "{table}"
+table_per_stream = false
+hwm_table = "{hwm}"
+"#,
+            source = file_source(input)
+        ),
+    );
+    let done = shipper.wait_for_metric(
+        "shipper_sink_records_out_total",
+        r#"sink="db""#,
+        input.records,
+    );
+    let shipper_usage = shipper.usage();
+    let result = ProcessResult::polled("shipper", &mut shipper, shipper_usage);
+    let log = shipper.stop();
+    let rows: i64 = runtime
+        .block_on(client.query_one(&format!("SELECT count(*) FROM {table}"), &[]))
+        .map(|row| row.get(0))
+        .unwrap_or(-1);
+    drop_tables(&client);
+    let mut notes = notable("shipper", &log);
+    notes.push(format!(
+        "postgres: {rows} rows in the table (expected {})",
+        input.records
+    ));
+    Some(ScenarioResult {
+        key: "file_postgres",
+        name: "4 file → log → PostgreSQL (COPY, exactly once)",
+        seconds: (done - started).as_secs_f64(),
+        wire_ratio: None,
+        requests: None,
+        mean_request_seconds: None,
+        processes: vec![result],
+        notes,
+    })
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -847,11 +926,12 @@ fn main() {
         ratio: 0.0,
     };
     zstd_baseline(&input, 3, &mut baseline);
-    let scenarios = vec![
+    let mut scenarios = vec![
         file_to_http_receiver(dir.path(), &input),
         sidecar_to_aggregator(dir.path(), &input),
         file_to_blackhole(dir.path(), &input),
     ];
+    scenarios.extend(file_to_postgres(dir.path(), &input));
     // Again after the scenarios: the machine's load may have moved.
     zstd_baseline(&input, 3, &mut baseline);
 
