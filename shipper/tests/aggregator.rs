@@ -28,19 +28,20 @@ fn write(path: &Path, text: String) -> PathBuf {
     path.to_owned()
 }
 
-fn aggregator_config(dir: &Path, port: u16) -> PathBuf {
-    aggregator_config_with(
-        dir,
-        port,
-        &format!(
-            r#"[sinks.out]
+/// A `file` sink of the aggregator writing to `dir/out/records.ndjson`.
+fn file_sink(dir: &Path) -> String {
+    format!(
+        r#"[sinks.out]
 type = "file"
 inputs = ["sidecars"]
 path = "{}"
 "#,
-            dir.join("out/records.ndjson").display()
-        ),
+        dir.join("out/records.ndjson").display()
     )
+}
+
+fn aggregator_config(dir: &Path, port: u16) -> PathBuf {
+    aggregator_config_with(dir, port, &file_sink(dir))
 }
 
 fn aggregator_config_with(dir: &Path, port: u16, sinks: &str) -> PathBuf {
@@ -163,25 +164,47 @@ impl Pair {
     }
 }
 
+/// Writes `total` numbered lines into `dir/logs` (rotating every
+/// `rotate_every`) while a sidecar ships them to an aggregator whose sinks
+/// are `sinks` and `Pair::chaos` kills them; returns the pair, still
+/// running, once the writer is done.
+fn write_under_chaos(
+    dir: &Path,
+    sinks: &str,
+    total: u64,
+    rotate_every: u64,
+    seed: u64,
+    proxy: Option<&Proxy>,
+) -> Pair {
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let port = free_port();
+    let aggregator = aggregator_config_with(dir, port, sinks);
+    let sidecar = sidecar_config(dir, port);
+    let done = Arc::new(AtomicBool::new(false));
+    let writing = {
+        let (dir, done) = (dir.to_owned(), done.clone());
+        std::thread::spawn(move || writer(dir, total, rotate_every, done))
+    };
+    let mut pair = Pair::start(sidecar, aggregator);
+    pair.chaos(seed, proxy);
+    writing.join().unwrap();
+    assert!(done.load(Ordering::Acquire));
+    pair
+}
+
 #[test]
 fn sidecar_to_aggregator_is_exactly_once_under_random_sigkills() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-    let port = free_port();
-    let aggregator = aggregator_config(dir.path(), port);
-    let sidecar = sidecar_config(dir.path(), port);
     let out = dir.path().join("out/records.ndjson");
     const TOTAL: u64 = 150_000;
-    let done = Arc::new(AtomicBool::new(false));
-    let writing = {
-        let dir = dir.path().to_owned();
-        let done = done.clone();
-        std::thread::spawn(move || writer(dir, TOTAL, 50_000, done))
-    };
-    let mut pair = Pair::start(sidecar, aggregator);
-    pair.chaos(0xa66e_6a7e, None);
-    writing.join().unwrap();
-    assert!(done.load(Ordering::Acquire));
+    let pair = write_under_chaos(
+        dir.path(),
+        &file_sink(dir.path()),
+        TOTAL,
+        50_000,
+        0xa66e_6a7e,
+        None,
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     while (seen(&out).len() as u64) < TOTAL && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -207,13 +230,9 @@ fn sidecar_to_aggregator_to_postgres_is_exactly_once_under_sigkills_and_an_outag
     db.tables.extend([table.clone(), hwm.clone()]);
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-    let port = free_port();
-    let aggregator = aggregator_config_with(
-        dir.path(),
-        port,
-        &format!(
-            r#"[sinks.database]
+    const TOTAL: u64 = 100_000;
+    let sinks = format!(
+        r#"[sinks.database]
 type = "postgres"
 inputs = ["sidecars"]
 connection = "host=127.0.0.1 port={proxy} user=postgres dbname=test connect_timeout=2"
@@ -222,21 +241,9 @@ table_per_stream = false
 hwm_table = "{hwm}"
 timeout_ms = 3000
 "#,
-            proxy = proxy.port
-        ),
+        proxy = proxy.port,
     );
-    let sidecar = sidecar_config(dir.path(), port);
-    const TOTAL: u64 = 100_000;
-    let done = Arc::new(AtomicBool::new(false));
-    let writing = {
-        let dir = dir.path().to_owned();
-        let done = done.clone();
-        std::thread::spawn(move || writer(dir, TOTAL, 40_000, done))
-    };
-    let mut pair = Pair::start(sidecar, aggregator);
-    pair.chaos(0x9057_6e55, Some(&proxy));
-    writing.join().unwrap();
-    assert!(done.load(Ordering::Acquire));
+    let pair = write_under_chaos(dir.path(), &sinks, TOTAL, 40_000, 0x9057_6e55, Some(&proxy));
     let deadline = Instant::now() + Duration::from_secs(120);
     while db.rows(&table) < TOTAL as i64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
@@ -336,13 +343,9 @@ fn sidecar_to_aggregator_to_nats_is_exactly_once_under_sigkills_and_an_outage() 
     let stream = subject.clone();
     let proxy = Proxy::start("127.0.0.1:4222".parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-    let port = free_port();
-    let aggregator = aggregator_config_with(
-        dir.path(),
-        port,
-        &format!(
-            r#"[sinks.jetstream]
+    const TOTAL: u64 = 60_000;
+    let sinks = format!(
+        r#"[sinks.jetstream]
 type = "nats"
 inputs = ["sidecars"]
 url = "nats://127.0.0.1:{proxy}"
@@ -350,21 +353,9 @@ subject = "{subject}"
 stream = "{stream}"
 timeout_ms = 3000
 "#,
-            proxy = proxy.port
-        ),
+        proxy = proxy.port,
     );
-    let sidecar = sidecar_config(dir.path(), port);
-    const TOTAL: u64 = 60_000;
-    let done = Arc::new(AtomicBool::new(false));
-    let writing = {
-        let dir = dir.path().to_owned();
-        let done = done.clone();
-        std::thread::spawn(move || writer(dir, TOTAL, 25_000, done))
-    };
-    let mut pair = Pair::start(sidecar, aggregator);
-    pair.chaos(0x4a75_1234, Some(&proxy));
-    writing.join().unwrap();
-    assert!(done.load(Ordering::Acquire));
+    let pair = write_under_chaos(dir.path(), &sinks, TOTAL, 25_000, 0x4a75_1234, Some(&proxy));
     let deadline = Instant::now() + Duration::from_secs(120);
     while nats_messages(&stream) < TOTAL && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
