@@ -491,11 +491,14 @@ fn the_admin_endpoint_reports_health_and_metrics() {
     }
     let (status, body) = http_get(port, "/health");
     assert_eq!((status, body.as_str()), (200, "{\"status\":\"ready\"}"));
-    // The cursor of the second sink may trail by a delivery: wait for it.
+    // The lines are in the file before its delivery has returned (the
+    // counters move after it), and the other sink may trail by a
+    // delivery: wait for both.
     let metrics = loop {
         let (status, body) = http_get(port, "/metrics");
         assert_eq!(status, 200);
-        if body.contains("shipper_sink_records_out_total{sink=\"void\"} 1000")
+        if (body.contains("shipper_sink_records_out_total{sink=\"void\"} 1000")
+            && body.contains("shipper_sink_records_out_total{sink=\"out\"} 1000"))
             || Instant::now() > deadline
         {
             break body;
