@@ -89,6 +89,28 @@ pub enum PluginError {
     /// The log refused an operation.
     #[error(transparent)]
     Log(#[from] crate::Error),
+    /// A sink cannot decode the chunk that starts at `first_offset`: its
+    /// body is damaged although its CRC holds (a peer sent it so; see the
+    /// `shipper` source's `verify`). The runtime puts that chunk in
+    /// quarantine, counts it and offers the rest of the batch again: one
+    /// bad chunk never stalls a sink or costs the records around it.
+    #[error("chunk at offset {first_offset} cannot be decoded: {reason}")]
+    Undecodable {
+        /// The chunk's first offset.
+        first_offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl PluginError {
+    /// [`PluginError::Undecodable`] for the chunk starting at `first_offset`.
+    pub fn undecodable(first_offset: u64, reason: impl std::fmt::Display) -> PluginError {
+        PluginError::Undecodable {
+            first_offset,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// What the runtime hands a source.

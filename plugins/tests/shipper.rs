@@ -10,11 +10,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use shipper_core::chunk::{seal_for_test, ChunkBuilder, ChunkOptions, ChunkView};
+use shipper_core::chunk::{
+    lying_body_for_test, seal_for_test, ChunkBuilder, ChunkOptions, ChunkView,
+};
 use shipper_core::emit::Emitter;
 use shipper_core::log::{Log, LogOptions, StoredChunk};
 use shipper_core::plugin::{Shutdown, Source, SourceContext};
-use shipper_plugins::sources::shipper::{ShipperOptions, ShipperSource, CONTENT_TYPE};
+use shipper_plugins::sources::shipper::{ShipperOptions, ShipperSource, Verify, CONTENT_TYPE};
 
 const PRODUCER: &str = "0123456789abcdef0123456789abcdef";
 
@@ -83,18 +85,19 @@ struct Receiver {
 }
 
 async fn start(log: &Log) -> Receiver {
-    let mut source = ShipperSource::bind(
-        ShipperOptions {
-            address: "127.0.0.1:0".parse().unwrap(),
-            token: Some("secret".into()),
-            max_body_bytes: 4 << 20,
-            max_chunk_bytes: 1 << 20,
-            ..ShipperOptions::default()
-        },
-        "sidecars",
-    )
-    .await
-    .unwrap();
+    start_with(log, |_| {}).await
+}
+
+async fn start_with(log: &Log, change: impl FnOnce(&mut ShipperOptions)) -> Receiver {
+    let mut options = ShipperOptions {
+        address: "127.0.0.1:0".parse().unwrap(),
+        token: Some("secret".into()),
+        max_body_bytes: 4 << 20,
+        max_chunk_bytes: 1 << 20,
+        ..ShipperOptions::default()
+    };
+    change(&mut options);
+    let mut source = ShipperSource::bind(options, "sidecars").await.unwrap();
     let address = source.local_addr().unwrap();
     let shutdown = Shutdown::new();
     let mut cx = SourceContext {
@@ -405,4 +408,202 @@ async fn dictionaries_travel_when_the_receiver_asks_for_them() {
     }
     assert_eq!(seen, 2_000);
     assert_eq!(receiver_log.dictionaries().len(), 1);
+}
+
+/// `verify = "frame"` (the default) stores a chunk whose compressed body
+/// lies about its size (it passes the frame check; the sink that decodes
+/// it later puts it in quarantine), `verify = "full"` refuses it with 413.
+/// A body that is not a zstd frame at all is refused either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_frame_checks_headers_and_verify_full_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sender, chunks) = sender_log(&dir.path().join("sender"), 3);
+    let lying = lying_body_for_test(chunks[0].frame());
+    let not_zstd = {
+        let view = chunks[0].view();
+        let mut frame = view.frame().to_vec();
+        let header_len = frame.len() - view.body().len();
+        frame[header_len..].fill(0x55);
+        seal_for_test(&mut frame, 0);
+        frame
+    };
+    for (verify, dir_name, lying_status) in
+        [(Verify::Frame, "frame", 200), (Verify::Full, "full", 413)]
+    {
+        let log = Log::open(dir.path().join(dir_name), LogOptions::default()).unwrap();
+        let receiver = start_with(&log, |o| o.verify = verify).await;
+        let (status, answer) = receiver.post(good_headers(), not_zstd.clone()).await;
+        assert_eq!(status, 413, "{verify:?}, not zstd: {answer}");
+        assert!(
+            answer.contains("not a zstd frame") || answer.contains("does not decode"),
+            "{answer}"
+        );
+        let (status, answer) = receiver.post(good_headers(), lying.clone()).await;
+        assert_eq!(status, lying_status, "{verify:?}, lying body: {answer}");
+        receiver.stop().await;
+        let stored = if lying_status == 200 { 100 } else { 0 };
+        assert_eq!(log.durable_offset(), stored, "{verify:?}");
+    }
+}
+
+/// Pipelined requests: one that arrives before the request it follows
+/// (`Shipper-After` above the high-water mark) waits for it, so chunks are
+/// stored in the sender's order; one whose predecessor never comes is
+/// answered 503 after `parked_at_most`, storing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_arrives_early_waits_for_the_one_it_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sender, chunks) = sender_log(&dir.path().join("sender"), 9);
+    let log = Log::open(dir.path().join("receiver"), LogOptions::default()).unwrap();
+    let receiver = start_with(&log, |o| o.parked_at_most = Duration::from_millis(800)).await;
+    let with_after = |after: &'static str| {
+        let mut headers = good_headers();
+        headers.push(("Shipper-After", after));
+        headers
+    };
+    let post_later = |headers: Vec<(&'static str, &'static str)>, body: Vec<u8>| {
+        let address = receiver.address;
+        tokio::task::spawn_blocking(move || post(address, &headers, &body))
+    };
+
+    // The third request, then the second, then the first.
+    let third = post_later(with_after("600"), body_of(&chunks[6..]));
+    let second = post_later(with_after("300"), body_of(&chunks[3..6]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!third.is_finished() && !second.is_finished(), "they wait");
+    assert_eq!(log.next_offset(), 0, "nothing stored before the first");
+    let (status, answer) = receiver.post(good_headers(), body_of(&chunks[..3])).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""high_water":300"#), "{answer}");
+    let (status, answer) = second.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""high_water":600"#), "{answer}");
+    let (status, answer) = third.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""high_water":900"#), "{answer}");
+    let stored: Vec<StoredChunk> = log.reader(0).map(Result::unwrap).collect();
+    assert_eq!(stored.len(), 9);
+    for (got, sent) in stored.iter().zip(&chunks) {
+        assert_eq!(
+            got.view().body(),
+            sent.view().body(),
+            "in the sender's order"
+        );
+    }
+
+    // A request that follows an offset nothing reaches.
+    let (status, answer) = receiver
+        .post(with_after("5000"), body_of(&chunks[..3]))
+        .await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("send it again"), "{answer}");
+    // A replay that follows what is stored is answered at once.
+    let (status, answer) = receiver
+        .post(with_after("600"), body_of(&chunks[6..]))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""duplicate":300"#), "{answer}");
+    let (status, answer) = receiver.post(with_after("x"), body_of(&chunks[..3])).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("Shipper-After"), "{answer}");
+    receiver.stop().await;
+    assert_eq!(log.durable_offset(), 900);
+}
+
+/// In front of a receiver: forwards every request but the `fail`-th it
+/// sees (counting from 1), which it answers `500` without forwarding.
+async fn failing_proxy(target: SocketAddr, fail: u64) -> SocketAddr {
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let seen = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::new();
+    let handler = move |State(seen): State<Arc<AtomicU64>>, headers: HeaderMap, body: Bytes| {
+        let client = client.clone();
+        async move {
+            if seen.fetch_add(1, Ordering::SeqCst) + 1 == fail {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "injected".to_owned());
+            }
+            let mut forward = client.post(format!("http://{target}/v1/chunks"));
+            for (name, value) in &headers {
+                if name != "host" && name != "content-length" {
+                    forward = forward.header(name.as_str(), value.as_bytes());
+                }
+            }
+            let answer = forward.body(body).send().await.unwrap();
+            let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+            (status, answer.text().await.unwrap())
+        }
+    };
+    let router = axum::Router::new()
+        .route("/v1/chunks", axum::routing::post(handler))
+        .with_state(seen);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address
+}
+
+/// The real `http` sink with several requests in flight against the real
+/// receiver: every record stored once, in order, when one request in the
+/// middle of a pipeline fails (the sink goes on one at a time from there,
+/// and the requests after it wait at the receiver instead of overtaking
+/// it), and across a receiver restart with the batch offered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelining_sink_stores_everything_in_order() {
+    use shipper_core::plugin::{Sink, SinkContext};
+    use shipper_plugins::sinks::http::{HttpAuth, HttpSink, HttpSinkOptions, HttpSinkStats};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (sender, chunks) = sender_log(&dir.path().join("sender"), 60);
+    let log = Log::open(dir.path().join("receiver"), LogOptions::default()).unwrap();
+    let sink_to = |address: SocketAddr, committed: u64| {
+        let mut options = HttpSinkOptions::new(format!("http://{address}/v1/chunks"));
+        options.auth = Some(HttpAuth::Bearer {
+            token: "secret".into(),
+        });
+        options.max_records = 200; // 2 chunks a request
+        options.max_in_flight = 8;
+        options.retry.initial = Duration::from_millis(5);
+        let mut sink = HttpSink::new(options).unwrap();
+        let cx = SinkContext {
+            name: "aggregator".into(),
+            producer_id: sender.producer_id(),
+            data_dir: sender.dir().to_owned(),
+            committed,
+            dictionaries: sender.dictionaries(),
+        };
+        async move {
+            sink.open(&cx).await.unwrap();
+            sink
+        }
+    };
+
+    let receiver = start(&log).await;
+    let proxy = failing_proxy(receiver.address, 3).await;
+    let mut sink = sink_to(proxy, 0).await;
+    sink.deliver(&chunks[..24]).await.unwrap();
+    let stats = sink.stats();
+    assert_eq!(HttpSinkStats::get(&stats.failures), 1, "the injected 500");
+    assert_eq!(log.durable_offset(), 2_400);
+
+    // The receiver restarts; a new sink offers part of it again.
+    receiver.stop().await;
+    let receiver = start(&log).await;
+    let mut sink = sink_to(receiver.address, 2_000).await;
+    sink.deliver(&chunks[20..]).await.unwrap();
+    receiver.stop().await;
+    assert_eq!(log.durable_offset(), 6_000);
+    let stored: Vec<StoredChunk> = log.reader(0).map(Result::unwrap).collect();
+    assert_eq!(stored.len(), 60);
+    for (got, sent) in stored.iter().zip(&chunks) {
+        assert_eq!(
+            got.view().body(),
+            sent.view().body(),
+            "in the sender's order"
+        );
+    }
 }

@@ -41,6 +41,8 @@ pub struct SinkStats {
     pub retries: AtomicU64,
     /// Deliveries that failed (retryable or not).
     pub errors: AtomicU64,
+    /// Chunks the sink could not decode, put in quarantine.
+    pub quarantined: AtomicU64,
     /// Uncompressed bytes (record bytes plus framing) acknowledged: with
     /// `bytes`, the compression ratio of what the sink delivered.
     pub raw_bytes: AtomicU64,
@@ -361,7 +363,7 @@ pub fn render(state: &AdminState) -> String {
             c.chunks
         );
     }
-    let sink_counters: [(&str, &str, SinkCounter); 5] = [
+    let sink_counters: [(&str, &str, SinkCounter); 6] = [
         (
             "shipper_sink_records_out_total",
             "Records the backend acknowledged.",
@@ -386,6 +388,11 @@ pub fn render(state: &AdminState) -> String {
             "shipper_sink_errors_total",
             "Deliveries that failed.",
             |s| s.errors.load(Ordering::Relaxed),
+        ),
+        (
+            "shipper_sink_quarantined_chunks_total",
+            "Chunks the sink could not decode, moved to DATA_DIR/quarantine.",
+            |s| s.quarantined.load(Ordering::Relaxed),
         ),
     ];
     for (name, help, value) in sink_counters {

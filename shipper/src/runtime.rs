@@ -24,7 +24,7 @@ mod stdin;
 mod supervisor;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +49,7 @@ use shipper_plugins::sources::file::{FileOptions, FileSource};
 use shipper_plugins::sources::generator::{GeneratorOptions, GeneratorSource};
 use shipper_plugins::sources::http::{HttpOptions, HttpSource};
 use shipper_plugins::sources::mqtt::{self, MqttOptions, MqttQos, MqttSource};
-use shipper_plugins::sources::shipper::{ShipperOptions, ShipperSource};
+use shipper_plugins::sources::shipper::{ShipperOptions, ShipperSource, Verify};
 use shipper_plugins::sources::socket::{
     Listen, SocketFraming, SocketOptions, SocketParse, SocketSource,
 };
@@ -150,6 +150,11 @@ async fn build_sources(
                         .unwrap_or(usize::MAX),
                     max_chunk_bytes: usize::try_from(shipper.max_chunk_bytes.bytes())
                         .unwrap_or(usize::MAX),
+                    verify: match shipper.verify {
+                        crate::config::ShipperVerify::Frame => Verify::Frame,
+                        crate::config::ShipperVerify::Full => Verify::Full,
+                    },
+                    ..ShipperOptions::default()
                 };
                 Box::new(
                     ShipperSource::bind(options, name)
@@ -293,6 +298,10 @@ fn http_sink_options(http: &crate::config::HttpSink) -> HttpSinkOptions {
         },
         max_records: http.batch.max_records,
         max_bytes: http.batch.max_bytes.bytes(),
+        max_in_flight: http.max_in_flight.unwrap_or(match http.protocol {
+            Protocol::Shipper => 4,
+            Protocol::Ndjson | Protocol::Json => 1,
+        }),
         auth,
         headers: http.headers.clone().into_iter().collect(),
         connect_timeout: Duration::from_millis(http.connect_timeout_ms),
@@ -582,6 +591,32 @@ pub async fn run(
     }
 }
 
+/// Where sink `sink` keeps the chunks it could not decode.
+pub fn quarantine_path(data_dir: &Path, sink: &str) -> PathBuf {
+    data_dir.join("quarantine").join(format!("{sink}.chunks"))
+}
+
+/// Appends `frame` (a whole stored chunk, self-describing) to the
+/// quarantine file at `path` and syncs it: the log may delete the chunk
+/// once the cursor passes it.
+fn quarantine(path: &Path, frame: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    file.write_all(frame)?;
+    file.sync_data()?;
+    // The file's name, if it was just created, is durable too.
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
 /// What one sink's delivery task runs with.
 struct SinkTask {
     log: Log,
@@ -689,6 +724,42 @@ async fn deliver(task: SinkTask) -> anyhow::Result<()> {
                         stats.raw_bytes.fetch_add(raw, Ordering::Relaxed);
                         stats.batches.fetch_add(1, Ordering::Relaxed);
                         break;
+                    }
+                    Err(PluginError::Undecodable {
+                        first_offset,
+                        reason,
+                    }) => {
+                        let Some(index) =
+                            batch.iter().position(|c| c.first_offset() == first_offset)
+                        else {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                            return Err(anyhow!(
+                                "the sink reports chunk {first_offset} undecodable, which it was not given: {reason}"
+                            ));
+                        };
+                        let chunk = batch.remove(index);
+                        bytes -= chunk.frame().len();
+                        let path = quarantine_path(log.dir(), &name);
+                        tokio::task::block_in_place(|| quarantine(&path, chunk.frame()))
+                            .with_context(|| {
+                                format!(
+                                    "putting chunk {first_offset} in quarantine at {}",
+                                    path.display()
+                                )
+                            })?;
+                        stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            sink = %name,
+                            first_offset,
+                            end_offset = chunk.end_offset(),
+                            %reason,
+                            quarantine = %path.display(),
+                            "a chunk the sink cannot decode is in quarantine; delivering the rest"
+                        );
+                        if batch.is_empty() {
+                            break;
+                        }
                     }
                     Err(PluginError::Retryable(reason)) => {
                         stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -475,3 +475,97 @@ fn inspect(dir: &Path) -> serde_json::Value {
         .unwrap();
     serde_json::from_slice(&output.stdout).unwrap()
 }
+
+/// POSTs `body` to a shipper source on `port` (token `s3cret`) until it
+/// listens; returns the status line and the answer.
+fn post_chunks(port: u16, producer: &str, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            write!(
+                stream,
+                "POST /v1/chunks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                 Content-Type: application/vnd.shipper.chunks\r\nShipper-Protocol: 1\r\n\
+                 Shipper-Producer: {producer}\r\nAuthorization: Bearer s3cret\r\n\
+                 Content-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            stream.write_all(body).unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).unwrap();
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shipper source never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A chunk whose body passes the aggregator's frame check (`verify =
+/// "frame"`, the default) but cannot be decoded — a peer damaged it on
+/// purpose, CRC intact: the aggregator's file sink puts it in quarantine
+/// and delivers the chunks around it; nothing stalls, nothing else is lost.
+#[test]
+fn a_chunk_no_sink_can_decode_goes_to_quarantine_and_the_rest_is_delivered() {
+    use shipper_core::chunk::{lying_body_for_test, ChunkBuilder, ChunkOptions, ChunkView};
+    use shipper_core::log::{Log, LogOptions, StoredChunk};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sender = Log::open(dir.path().join("sender"), LogOptions::default()).unwrap();
+    for c in 0..3u64 {
+        let mut builder = ChunkBuilder::new("app", "files", ChunkOptions::default()).unwrap();
+        for i in 0..50 {
+            let seq = c * 50 + i;
+            let line = format!(r#"{{"seq":{seq},"msg":"line number {seq}"}}"#);
+            builder.push(line.as_bytes(), 1, None).unwrap();
+        }
+        let chunk = builder.finish().unwrap().unwrap();
+        sender.append(chunk).unwrap().wait_durable().unwrap();
+    }
+    let chunks: Vec<StoredChunk> = sender.reader(0).map(Result::unwrap).collect();
+    let lying = lying_body_for_test(chunks[1].frame());
+    let mut body = chunks[0].frame().to_vec();
+    body.extend_from_slice(&lying);
+    body.extend_from_slice(chunks[2].frame());
+
+    let port = free_port();
+    let aggregator = Guard::start(&aggregator_config(dir.path(), port));
+    let answer = post_chunks(port, &sender.producer_id().to_string(), &body);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""high_water":150"#), "{answer}");
+
+    let out = dir.path().join("out/records.ndjson");
+    let quarantine = dir.path().join("aggregator-data/quarantine/out.chunks");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen(&out).len() < 100 || !quarantine.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "delivered {:?}",
+            seen(&out).len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stderr = aggregator.terminate();
+    let counts = seen(&out);
+    let expected: Vec<u64> = (0..50).chain(100..150).collect();
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), expected);
+    assert!(counts.values().all(|&n| n == 1), "once");
+    // The quarantine holds the chunk as the aggregator stored it: its
+    // records' range and the very body that was sent.
+    let held = std::fs::read(&quarantine).unwrap();
+    let view = ChunkView::parse(&held).unwrap();
+    assert_eq!(view.frame().len(), held.len(), "one chunk");
+    assert_eq!(view.record_count(), 50);
+    assert_eq!(view.body(), ChunkView::parse(&lying).unwrap().body());
+    assert!(
+        stderr.contains("cannot decode is in quarantine"),
+        "{stderr}"
+    );
+}

@@ -82,6 +82,65 @@ pub struct Body<'a> {
     record_count: u32,
 }
 
+/// Checks, without decompressing, that the body of `chunk` is what its
+/// header says: for zstd exactly one frame whose header declares the
+/// chunk's uncompressed size (which zstd enforces when it decodes: a body
+/// that inflates beyond it fails instead of allocating); for `none` a body
+/// of that size. Costs a walk over the frame's block headers.
+///
+/// A body can pass this and still fail to decode (its compressed blocks
+/// can be damaged on purpose with a valid CRC); [`decode_body`] is the full
+/// check.
+pub fn check_body(chunk: &ChunkView<'_>) -> Result<()> {
+    let declared = chunk.uncompressed_len();
+    let body = chunk.body();
+    let at = chunk.first_offset();
+    match chunk.codec() {
+        _ if chunk.is_loss_marker() => Ok(()),
+        Codec::None if body.len() == declared => Ok(()),
+        Codec::None => Err(Error::Corruption(format!(
+            "chunk at offset {at} declares {declared} bytes but stores {}",
+            body.len()
+        ))),
+        Codec::Zstd => {
+            if declared > MAX_UNCOMPRESSED_LEN {
+                return Err(Error::Corruption(format!(
+                    "chunk at offset {at}: declared body size {declared} too large"
+                )));
+            }
+            match zstd::zstd_safe::get_frame_content_size(body) {
+                Ok(Some(size)) if size == declared as u64 => {}
+                Ok(Some(size)) => {
+                    return Err(Error::Corruption(format!(
+                        "chunk at offset {at}: its zstd frame declares {size} bytes, the chunk {declared}"
+                    )))
+                }
+                Ok(None) => {
+                    return Err(Error::Corruption(format!(
+                        "chunk at offset {at}: its zstd frame does not declare its size"
+                    )))
+                }
+                Err(_) => {
+                    return Err(Error::Corruption(format!(
+                        "chunk at offset {at}: its body is not a zstd frame"
+                    )))
+                }
+            }
+            match zstd::zstd_safe::find_frame_compressed_size(body) {
+                Ok(len) if len == body.len() => Ok(()),
+                Ok(len) => Err(Error::Corruption(format!(
+                    "chunk at offset {at}: its zstd frame ends at byte {len} of a {}-byte body",
+                    body.len()
+                ))),
+                Err(code) => Err(Error::Corruption(format!(
+                    "chunk at offset {at}: broken zstd frame: {}",
+                    zstd::zstd_safe::get_error_name(code)
+                ))),
+            }
+        }
+    }
+}
+
 /// Decompresses (if needed) the body of `chunk`, checking that it has the
 /// declared size. The result borrows `decoder`'s buffer or the chunk.
 pub fn decode_body<'a>(chunk: &ChunkView<'a>, decoder: &'a mut Decoder) -> Result<Body<'a>> {

@@ -23,7 +23,7 @@ mod builder;
 pub mod dictionary;
 pub mod frame;
 
-pub use body::{decode_body, Body, Decoder, RecordError, Records};
+pub use body::{check_body, decode_body, Body, Decoder, RecordError, Records};
 pub use builder::{ChunkBuilder, ChunkOptions, ClosedChunk, Compressors, OpenChunk};
 pub use dictionary::{Dictionaries, DictionaryTraining};
 pub use frame::{BodyLayout, ChunkView, FrameError};
@@ -68,6 +68,31 @@ impl Default for Compression {
 /// the log writer does. For tests and examples that build frames without a log.
 pub fn seal_for_test(frame: &mut [u8], first_offset: u64) {
     frame::seal_frame(frame, first_offset);
+}
+
+/// A copy of the sealed zstd chunk `frame` whose body is replaced by a zstd
+/// frame that declares the chunk's uncompressed size but decodes to 1 MiB
+/// of zeros, sealed again: its CRC and frame header are valid, only a
+/// decoder finds it out. For tests of what receivers and sinks do with a
+/// chunk damaged on purpose.
+pub fn lying_body_for_test(frame: &[u8]) -> Vec<u8> {
+    let view = ChunkView::parse(frame).expect("a sealed chunk frame");
+    let header_len = frame.len() - view.body().len();
+    let mut body = zstd::bulk::compress(&vec![0u8; 1 << 20], 19).expect("zstd compresses");
+    // Frame header: magic (4), descriptor, [window], [dictionary id], size.
+    let descriptor = body[4];
+    assert_eq!(descriptor >> 6, 2, "a 4-byte content size field");
+    let window = usize::from(descriptor & 0x20 == 0);
+    let dictionary = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let at = 5 + window + dictionary;
+    let declared = u32::try_from(view.uncompressed_len()).expect("a small chunk");
+    body[at..at + 4].copy_from_slice(&declared.to_le_bytes());
+    let mut lying = frame[..header_len].to_vec();
+    lying.extend_from_slice(&body);
+    let len = u32::try_from(lying.len()).expect("a small chunk");
+    lying[8..12].copy_from_slice(&len.to_le_bytes());
+    seal_for_test(&mut lying, view.first_offset());
+    lying
 }
 
 /// Current wall-clock time in unix nanoseconds (0 before 1970).

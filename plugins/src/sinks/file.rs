@@ -180,20 +180,15 @@ impl FileSink {
                 render(&self.options.path, view.max_ts()).map_err(PluginError::Fatal)?,
             );
             let out = outputs.entry(path).or_default();
-            let body = decode_body(&view, &mut self.decoder).map_err(|e| {
-                PluginError::Fatal(format!("chunk at offset {}: {e}", chunk.first_offset()))
-            })?;
+            let body = decode_body(&view, &mut self.decoder)
+                .map_err(|e| PluginError::undecodable(chunk.first_offset(), e))?;
             match body.layout() {
                 // Stored newline-terminated: the body is NDJSON as it is.
                 BodyLayout::Lines => out.extend_from_slice(body.bytes()),
                 BodyLayout::LengthPrefixed => {
                     for record in body.records() {
-                        let record = record.map_err(|e| {
-                            PluginError::Fatal(format!(
-                                "chunk at offset {}: {e}",
-                                chunk.first_offset()
-                            ))
-                        })?;
+                        let record = record
+                            .map_err(|e| PluginError::undecodable(chunk.first_offset(), e))?;
                         out.extend_from_slice(record);
                         out.push(b'\n');
                     }

@@ -17,8 +17,14 @@
 //!
 //! A delivery (up to 256 chunks / 8 MiB from the runtime) is split into
 //! requests of at most `max_records` records and `max_bytes` stored bytes,
-//! never inside a chunk; they go out one after the other, in order, and the
-//! delivery is acknowledged once all of them were.
+//! never inside a chunk, and the delivery is acknowledged once all of them
+//! were. With the shipper protocol up to `max_in_flight` of them are in
+//! flight at once, each after the first naming the end offset of the one
+//! before it (`Shipper-After`), so the receiver stores them in order
+//! whatever order they arrive in; the first failure ends the pipeline and
+//! the sink goes on one request at a time from the request that failed.
+//! Other protocols send one request at a time (a generic endpoint has no
+//! way to keep order).
 //!
 //! Retries happen inside the sink, so that `Retry-After` is honoured: a
 //! request that fails with a connection error, a timeout, `408`, `429`,
@@ -50,6 +56,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
@@ -138,6 +145,9 @@ pub struct HttpSinkOptions {
     /// Stored (compressed) chunk bytes per request at most (a larger chunk
     /// goes alone).
     pub max_bytes: u64,
+    /// Requests in flight at once (protocol shipper; others send one at a
+    /// time).
+    pub max_in_flight: usize,
     /// Authentication.
     pub auth: Option<HttpAuth>,
     /// Extra request headers (none of [`RESERVED_HEADERS`]).
@@ -164,6 +174,7 @@ impl HttpSinkOptions {
             compression: HttpCompression::Zstd { level: 3 },
             max_records: 10_000,
             max_bytes: 4 << 20,
+            max_in_flight: 4,
             auth: None,
             headers: Vec::new(),
             connect_timeout: Duration::from_secs(5),
@@ -237,8 +248,10 @@ impl HttpSink {
                 options.uri
             )));
         }
-        if options.max_records == 0 || options.max_bytes == 0 {
-            return Err(fatal("max_records and max_bytes must be at least 1".into()));
+        if options.max_records == 0 || options.max_bytes == 0 || options.max_in_flight == 0 {
+            return Err(fatal(
+                "max_records, max_bytes and max_in_flight must be at least 1".into(),
+            ));
         }
         if options.timeout.is_zero() || options.connect_timeout.is_zero() {
             return Err(fatal("timeouts must be at least 1 ms".into()));
@@ -337,7 +350,12 @@ impl HttpSink {
 
     /// Sends one request of a delivery until it is acknowledged or
     /// dead-lettered (`Ok`), or `attempts` tries failed (`Retryable`).
-    async fn deliver_request(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
+    /// `first` is the outcome of a try already made (in a pipeline).
+    async fn deliver_request(
+        &mut self,
+        chunks: &[StoredChunk],
+        mut first: Option<Outcome>,
+    ) -> Result<(), PluginError> {
         let (protocol, compression) = (self.options.protocol, self.options.compression);
         let request = if encode::needs_work(protocol, compression, chunks) {
             let encoder = &mut self.encoder;
@@ -351,7 +369,10 @@ impl HttpSink {
             if let Some(at) = self.not_before.take() {
                 tokio::time::sleep_until(at.into()).await;
             }
-            let outcome = self.send(&request).await;
+            let outcome = match first.take() {
+                Some(outcome) => outcome,
+                None => self.send(&request, self.failures > 0).await,
+            };
             let (reason, kind, retry_after) = match outcome {
                 Outcome::Acked => break,
                 Outcome::NeedDictionary(id) if !uploaded.contains(&id) => {
@@ -448,19 +469,23 @@ impl HttpSink {
         }
     }
 
-    /// Sends `request` once and judges the answer.
-    async fn send(&mut self, request: &Request) -> Outcome {
+    /// Sends `request` once (`retry`: again) and judges the answer.
+    async fn send(&self, request: &Request, retry: bool) -> Outcome {
         Event::RequestSent {
             body_bytes: request.len,
             raw_bytes: request.raw_len,
-            retry: self.failures > 0,
+            retry,
         }
         .emit(&self.name, &self.stats);
         let started = Instant::now();
-        let sent = self
+        let mut post = self
             .client
             .post(self.url.clone())
-            .headers(self.headers.clone())
+            .headers(self.headers.clone());
+        if let Some(after) = request.after {
+            post = post.header("shipper-after", after);
+        }
+        let sent = post
             .body(reqwest::Body::wrap(Pieces::new(request)))
             .send()
             .await;
@@ -631,10 +656,79 @@ impl Sink for HttpSink {
                 chunk.frame().len() as u64,
             )
         });
-        for range in encode::split(sizes, self.options.max_records, self.options.max_bytes) {
-            self.deliver_request(&chunks[range]).await?;
+        let ranges = encode::split(sizes, self.options.max_records, self.options.max_bytes);
+        let mut pending = ranges.as_slice();
+        let pipelined = self.options.protocol == HttpProtocol::Shipper
+            && self.options.max_in_flight > 1
+            && ranges.len() > 1
+            && self.failures == 0
+            && self.not_before.is_none();
+        if pipelined {
+            let (acked, failed) = self.deliver_pipelined(chunks, &ranges).await;
+            pending = &ranges[acked..];
+            if let Some(outcome) = failed {
+                let range = pending[0].clone();
+                self.deliver_request(&chunks[range], Some(outcome)).await?;
+                pending = &pending[1..];
+            }
+        }
+        for range in pending {
+            self.deliver_request(&chunks[range.clone()], None).await?;
         }
         Ok(())
+    }
+}
+
+impl HttpSink {
+    /// Sends the requests of `ranges` with up to `max_in_flight` in flight,
+    /// each naming the end of the one before (`Shipper-After`). Returns how
+    /// many were acknowledged, in order, and the outcome of the first that
+    /// was not (the requests after it are abandoned: the receiver stores
+    /// none of them before that one).
+    async fn deliver_pipelined(
+        &mut self,
+        chunks: &[StoredChunk],
+        ranges: &[std::ops::Range<usize>],
+    ) -> (usize, Option<Outcome>) {
+        let mut requests = Vec::with_capacity(ranges.len());
+        let mut after = None;
+        for range in ranges {
+            // Shipper-protocol requests are pieces of the stored chunks: no
+            // work, no failure.
+            let Ok(mut request) = self.encoder.encode(
+                HttpProtocol::Shipper,
+                self.options.compression,
+                &chunks[range.clone()],
+            ) else {
+                break;
+            };
+            request.after = after;
+            after = Some(request.end_offset);
+            requests.push(request);
+        }
+        let (mut acked, mut failed) = (0usize, None);
+        {
+            let this = &*self;
+            let mut queued = requests.iter();
+            let mut window = futures_util::stream::FuturesOrdered::new();
+            for request in queued.by_ref().take(this.options.max_in_flight) {
+                window.push_back(this.send(request, false));
+            }
+            while let Some(outcome) = window.next().await {
+                if !matches!(outcome, Outcome::Acked) {
+                    failed = Some(outcome);
+                    break;
+                }
+                acked += 1;
+                if let Some(request) = queued.next() {
+                    window.push_back(this.send(request, false));
+                }
+            }
+        }
+        if let Some(last) = acked.checked_sub(1) {
+            self.acked_through = requests[last].end_offset;
+        }
+        (acked, failed)
     }
 }
 

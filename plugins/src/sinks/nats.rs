@@ -380,16 +380,13 @@ impl Sink for NatsSink {
                 // across a crash: part of the chunk is stored as records.
                 tracing::warn!(subject = %connection.subject, first = offsets.start, end = offsets.end, "nats sink: chunk partly stored as record messages; its other records go out as record messages too");
             }
-            let body = decode_body(&view, &mut self.decoder).map_err(|e| {
-                PluginError::Fatal(format!("chunk at offset {}: {e}", offsets.start))
-            })?;
+            let body = decode_body(&view, &mut self.decoder)
+                .map_err(|e| PluginError::undecodable(offsets.start, e))?;
             let bytes = Bytes::copy_from_slice(body.bytes());
             let base = body.bytes().as_ptr() as usize;
             let stream = HeaderValue::from(view.stream_str().into_owned());
             for (offset, record) in offsets.clone().zip(body.records()) {
-                let record = record.map_err(|e| {
-                    PluginError::Fatal(format!("chunk at offset {}: {e}", offsets.start))
-                })?;
+                let record = record.map_err(|e| PluginError::undecodable(offsets.start, e))?;
                 if stored.contains(offset) {
                     skipped += 1;
                     continue;

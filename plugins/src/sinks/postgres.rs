@@ -756,11 +756,10 @@ impl RowEncoder<'_> {
         let micros = (seconds - POSTGRES_EPOCH_SECONDS) * 1_000_000
             + ((view.max_ts() % 1_000_000_000) / 1_000) as i64;
         let stream = view.stream_str();
-        let body = decode_body(&view, self.decoder)
-            .map_err(|e| PluginError::Fatal(format!("chunk at offset {first}: {e}")))?;
+        let body =
+            decode_body(&view, self.decoder).map_err(|e| PluginError::undecodable(first, e))?;
         for (index, record) in body.records().enumerate() {
-            let record =
-                record.map_err(|e| PluginError::Fatal(format!("chunk at offset {first}: {e}")))?;
+            let record = record.map_err(|e| PluginError::undecodable(first, e))?;
             let offset = first + index as u64;
             if offset < self.mark {
                 self.skipped += 1;

@@ -41,13 +41,11 @@ impl<W: Write> StdoutSink<W> {
         let failed = |e: std::io::Error| PluginError::Retryable(format!("writing to stdout: {e}"));
         for chunk in chunks {
             let view = chunk.view();
-            let body = decode_body(&view, &mut self.decoder).map_err(|e| {
-                PluginError::Fatal(format!("chunk at offset {}: {e}", chunk.first_offset()))
-            })?;
+            let body = decode_body(&view, &mut self.decoder)
+                .map_err(|e| PluginError::undecodable(chunk.first_offset(), e))?;
             for record in body.records() {
-                let record = record.map_err(|e| {
-                    PluginError::Fatal(format!("chunk at offset {}: {e}", chunk.first_offset()))
-                })?;
+                let record =
+                    record.map_err(|e| PluginError::undecodable(chunk.first_offset(), e))?;
                 self.out.write_all(record).map_err(failed)?;
                 self.out.write_all(b"\n").map_err(failed)?;
             }

@@ -8,8 +8,10 @@
 //! # Where the work happens
 //!
 //! Each request is checked in its own handler task: headers, token, every
-//! frame's CRC, order, declared size, and a bounded decompression of every
-//! body (a zstd bomb is refused with 413 before it costs memory). The
+//! frame's CRC, order and declared size, and each body against that size:
+//! by default its zstd frame header and block structure ([`Verify::Frame`],
+//! no decompression), with `verify = "full"` a bounded decompression (a
+//! zstd bomb is refused with 413 before it costs memory either way). The
 //! checked request then goes to the source's own task, the only place that
 //! reads and moves high-water marks, so two requests of one producer (a
 //! retry overtaking the original) can never both store the same chunk. That
@@ -31,6 +33,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::body::Bytes;
@@ -39,7 +42,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use shipper_core::chunk::{decode_body, ChunkView, ClosedChunk, Decoder};
+use shipper_core::chunk::{check_body, decode_body, ChunkView, ClosedChunk, Decoder};
 use shipper_core::log::{source_position, Log, Offer, ProducerId};
 use shipper_core::plugin::{PluginError, Source, SourceContext};
 use tokio::net::TcpListener;
@@ -68,6 +71,28 @@ pub struct ShipperOptions {
     pub max_body_bytes: usize,
     /// Largest decompressed body of one chunk.
     pub max_chunk_bytes: usize,
+    /// How far each chunk's body is checked before it is stored.
+    pub verify: Verify,
+    /// How long a request waits for the request it follows
+    /// (`Shipper-After`) before it is answered `503`.
+    pub parked_at_most: Duration,
+}
+
+/// How far the receiver checks a chunk's body before storing it (its
+/// frame's CRC, order and declared size are always checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verify {
+    /// The zstd frame's structure and its declared size, without
+    /// decompressing ([`shipper_core::chunk::check_body`]): a bomb that
+    /// declares its size is refused, one that lies fails wherever it is
+    /// decoded, bounded by the size it declared. A body damaged with a
+    /// valid CRC is stored, and the sink that cannot decode it puts it in
+    /// quarantine.
+    #[default]
+    Frame,
+    /// Decompress every body (bounded): nothing undecodable is stored.
+    /// Costs one decompression per chunk.
+    Full,
 }
 
 impl Default for ShipperOptions {
@@ -78,6 +103,8 @@ impl Default for ShipperOptions {
             token: None,
             max_body_bytes: 64 << 20,
             max_chunk_bytes: 64 << 20,
+            verify: Verify::default(),
+            parked_at_most: Duration::from_secs(30),
         }
     }
 }
@@ -85,6 +112,9 @@ impl Default for ShipperOptions {
 /// A checked request on its way to the source's task.
 struct Checked {
     producer: ProducerId,
+    /// `Shipper-After`: store only once the producer's high-water mark has
+    /// reached this offset (the sender has earlier requests in flight).
+    after: Option<u64>,
     body: Bytes,
     /// Byte ranges of the frames in `body`.
     frames: Vec<(usize, usize)>,
@@ -98,6 +128,19 @@ struct Producer {
     /// Resolves to the end offset, in this log, of the last append made
     /// for this producer once it is written (`Some(0)`: nothing pending).
     written: watch::Receiver<Option<u64>>,
+    /// Requests that arrived before the one they follow (`Shipper-After`
+    /// above the high-water mark), with when they arrived.
+    parked: Vec<(Checked, Instant)>,
+}
+
+impl Producer {
+    fn new(high_water: u64) -> Producer {
+        Producer {
+            high_water,
+            written: watch::channel(Some(0)).1,
+            parked: Vec::new(),
+        }
+    }
 }
 
 /// Receives chunks from other shippers; see the module docs.
@@ -139,10 +182,7 @@ impl ShipperSource {
                 continue;
             };
             let end = u64::from_le_bytes(end);
-            let entry = marks.entry(producer).or_insert_with(|| Producer {
-                high_water: 0,
-                written: watch::channel(Some(0)).1,
-            });
+            let entry = marks.entry(producer).or_insert_with(|| Producer::new(0));
             entry.high_water = entry.high_water.max(end);
         }
         marks
@@ -211,6 +251,22 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
             "Shipper-Producer must be 32 hex digits",
         );
     };
+    let after = match headers.get("shipper-after") {
+        None => None,
+        Some(value) => match value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(after) => Some(after),
+            None => {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    "Shipper-After must be an offset (decimal u64)",
+                )
+            }
+        },
+    };
     if content_type == DICTIONARY_CONTENT_TYPE {
         return receive_dictionary(&shared, producer, &headers, &body);
     }
@@ -224,7 +280,7 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
             .insert(header::RETRY_AFTER, "1".parse().expect("valid"));
         return response;
     }
-    let max_chunk_bytes = shared.options.max_chunk_bytes;
+    let (max_chunk_bytes, verify) = (shared.options.max_chunk_bytes, shared.options.verify);
     let checked = {
         let body = body.clone();
         let known = shared.dictionaries.clone();
@@ -236,7 +292,7 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
                     .unwrap_or_else(|e| e.into_inner())
                     .contains(&(producer, id))
             };
-            check_frames(&body, max_chunk_bytes, &known, &mut decoder)
+            check_frames(&body, max_chunk_bytes, verify, &known, &mut decoder)
         })
         .await
     };
@@ -256,6 +312,7 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
     let (reply, answered) = oneshot::channel();
     let request = Checked {
         producer,
+        after,
         body,
         frames,
         reply,
@@ -269,10 +326,11 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
 }
 
 /// Checks every frame of a body: CRC, order, sizes, and that each body
-/// decompresses to its declared size (bounded). Returns their byte ranges.
+/// holds its declared size (`verify`). Returns their byte ranges.
 fn check_frames(
     body: &[u8],
     max_chunk_bytes: usize,
+    verify: Verify,
     known: &dyn Fn(u32) -> bool,
     decoder: &mut Decoder,
 ) -> Result<Vec<(usize, usize)>, (StatusCode, Refusal)> {
@@ -345,7 +403,11 @@ fn check_frames(
                 ),
             );
         }
-        if let Err(error) = decode_body(&view, decoder) {
+        let checked = match verify {
+            Verify::Frame => check_body(&view),
+            Verify::Full => decode_body(&view, decoder).map(drop),
+        };
+        if let Err(error) = checked {
             return bad(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("chunk {index} at byte {position}: its body does not decompress to its declared size: {error}"),
@@ -441,12 +503,16 @@ impl Source for ShipperSource {
                 .await
         });
         let mut answering = tokio::task::JoinSet::new();
+        let parked_at_most = self.options.parked_at_most;
+        let mut sweep = tokio::time::interval((parked_at_most / 4).max(Duration::from_millis(10)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 request = requests.recv() => match request {
-                    Some(request) => self.store(cx, &log, &mut producers, request, &mut answering)?,
+                    Some(request) => self.receive(cx, &log, &mut producers, request, &mut answering)?,
                     None => break,
                 },
+                _ = sweep.tick() => sweep_parked(&mut producers, parked_at_most),
                 () = cx.shutdown.wait() => break,
             }
             while answering.try_join_next().is_some() {}
@@ -454,8 +520,9 @@ impl Source for ShipperSource {
         // Requests already checked are stored and answered; the server
         // finishes its open requests and stops.
         while let Ok(request) = requests.try_recv() {
-            self.store(cx, &log, &mut producers, request, &mut answering)?;
+            self.receive(cx, &log, &mut producers, request, &mut answering)?;
         }
+        sweep_parked(&mut producers, Duration::ZERO);
         drop(requests);
         let _ = server.await;
         while answering.join_next().await.is_some() {}
@@ -463,7 +530,78 @@ impl Source for ShipperSource {
     }
 }
 
+/// Answers `503` to the parked requests older than `age` (all with zero)
+/// and forgets those whose sender stopped waiting.
+fn sweep_parked(producers: &mut HashMap<ProducerId, Producer>, age: Duration) {
+    for (producer, state) in producers.iter_mut() {
+        let high_water = state.high_water;
+        state.parked.retain_mut(|(request, since)| {
+            if request.reply.is_closed() {
+                return false;
+            }
+            if since.elapsed() < age {
+                return true;
+            }
+            let after = request.after.unwrap_or(0);
+            let (reply, _) = oneshot::channel();
+            let reply = std::mem::replace(&mut request.reply, reply);
+            let mut response = answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "this request follows offset {after} of producer {producer}, but nothing reached it (the high-water mark is {high_water}); send it again"
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, "1".parse().expect("valid"));
+            let _ = reply.send(response);
+            false
+        });
+    }
+}
+
 impl ShipperSource {
+    /// Stores a checked request, or parks it until the request it follows
+    /// is stored; then stores the parked requests that this one unblocks.
+    fn receive(
+        &self,
+        cx: &SourceContext,
+        log: &Log,
+        producers: &mut HashMap<ProducerId, Producer>,
+        request: Checked,
+        answering: &mut tokio::task::JoinSet<()>,
+    ) -> Result<(), PluginError> {
+        let producer = request.producer;
+        let state = producers
+            .entry(producer)
+            .or_insert_with(|| Producer::new(0));
+        if request.after.is_some_and(|after| after > state.high_water) {
+            state.parked.push((request, Instant::now()));
+            return Ok(());
+        }
+        self.store(cx, log, producers, request, answering)?;
+        loop {
+            let state = producers.get_mut(&producer).expect("inserted above");
+            let high_water = state.high_water;
+            // The earliest of those it unblocks first: they follow each other.
+            let Some((ready, _)) = state
+                .parked
+                .iter()
+                .enumerate()
+                .filter_map(|(index, (r, _))| r.after.map(|after| (index, after)))
+                .filter(|&(_, after)| after <= high_water)
+                .min_by_key(|&(_, after)| after)
+            else {
+                return Ok(());
+            };
+            let (request, _) = state.parked.swap_remove(ready);
+            if request.reply.is_closed() {
+                continue;
+            }
+            self.store(cx, log, producers, request, answering)?;
+        }
+    }
+
     /// De-duplicates and appends one checked request, then leaves the
     /// answer to a task that waits for durability.
     fn store(
@@ -476,14 +614,14 @@ impl ShipperSource {
     ) -> Result<(), PluginError> {
         let Checked {
             producer,
+            after: _,
             body,
             frames,
             reply,
         } = request;
-        let state = producers.entry(producer).or_insert_with(|| Producer {
-            high_water: 0,
-            written: watch::channel(Some(0)).1,
-        });
+        let state = producers
+            .entry(producer)
+            .or_insert_with(|| Producer::new(0));
         let views: Vec<ChunkView<'_>> = frames
             .iter()
             .map(|&(from, to)| ChunkView::parse(&body[from..to]).expect("checked by the handler"))

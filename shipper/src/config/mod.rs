@@ -53,8 +53,8 @@ pub use sinks::{
 };
 pub use sources::{
     FileSource, Framing, GeneratorFormat, GeneratorSource, HttpSource, InvalidUtf8, MqttSource,
-    Multiline, OnLongLine, ParseFormat, ReadFrom, ShipperSource, SocketMode, SocketSource,
-    SourceConfig, StdinSource, GENERATOR_MAX_RECORD_BYTES, MQTT_DEFAULT_PORT,
+    Multiline, OnLongLine, ParseFormat, ReadFrom, ShipperSource, ShipperVerify, SocketMode,
+    SocketSource, SourceConfig, StdinSource, GENERATOR_MAX_RECORD_BYTES, MQTT_DEFAULT_PORT,
 };
 pub use transforms::{
     FilterAction, FilterTransform, RemapTransform, SampleTransform, TransformConfig,

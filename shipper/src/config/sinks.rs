@@ -221,6 +221,9 @@ pub struct HttpSink {
     pub compression: Compression,
     #[serde(default)]
     pub batch: Batch,
+    /// Requests in flight at once; `None`: 4 with protocol shipper, else 1.
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
     #[serde(default)]
     pub auth: Option<Auth>,
     #[serde(default)]
@@ -249,6 +252,14 @@ impl HttpSink {
         }
         if self.batch.max_bytes.bytes() == 0 {
             check.error(&["batch", "max_bytes"], "must be at least 1 byte");
+        }
+        match self.max_in_flight {
+            Some(0) => check.error(&["max_in_flight"], "must be at least 1"),
+            Some(n) if n > 1 && self.protocol != Protocol::Shipper => check.error(
+                &["max_in_flight"],
+                "more than 1 needs protocol \"shipper\" (a generic endpoint cannot keep requests in order)",
+            ),
+            _ => {}
         }
         if self.timeout_ms == 0 {
             check.error(&["timeout_ms"], "must be at least 1");

@@ -327,6 +327,20 @@ pub struct ShipperSource {
     /// The largest decompressed body of one chunk.
     #[serde(default = "default_shipper_max_bytes")]
     pub max_chunk_bytes: ByteSize,
+    /// How far each chunk's body is checked before it is stored.
+    #[serde(default)]
+    pub verify: ShipperVerify,
+}
+
+/// `verify` of a shipper source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShipperVerify {
+    /// The zstd frame's header and structure, no decompression.
+    #[default]
+    Frame,
+    /// A bounded decompression of every body.
+    Full,
 }
 
 impl std::fmt::Debug for ShipperSource {
@@ -338,6 +352,7 @@ impl std::fmt::Debug for ShipperSource {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_chunk_bytes", &self.max_chunk_bytes)
+            .field("verify", &self.verify)
             .finish()
     }
 }

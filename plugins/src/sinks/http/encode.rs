@@ -71,6 +71,9 @@ pub(super) struct Request {
     pub first_offset: u64,
     /// One past the last record of the last chunk.
     pub end_offset: u64,
+    /// `Shipper-After`: the end offset of the request sent before this one
+    /// and still unanswered (pipelined shipper-protocol requests).
+    pub after: Option<u64>,
 }
 
 /// Builds request bodies; keeps its decompression and compression
@@ -133,10 +136,7 @@ pub(super) fn needs_work(
 }
 
 fn corrupt(chunk: &StoredChunk, error: impl std::fmt::Display) -> PluginError {
-    PluginError::Fatal(format!(
-        "http sink: chunk at offset {} cannot be decoded: {error}",
-        chunk.first_offset()
-    ))
+    PluginError::undecodable(chunk.first_offset(), error)
 }
 
 impl Encoder {
@@ -285,6 +285,7 @@ impl Encoder {
             raw_len,
             first_offset: chunks.first().map_or(0, StoredChunk::first_offset),
             end_offset: chunks.last().map_or(0, StoredChunk::end_offset),
+            after: None,
         })
     }
 }
