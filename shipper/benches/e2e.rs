@@ -1025,22 +1025,31 @@ fn main() {
         }
     }
 
-    // Issue 4's targets, against Fluent Bit 5.1 on the scenario-1 workload
-    // on the development machine: ~150 MB/s, ~2 µs CPU per line.
+    // Issue 4's targets, against Fluent Bit 5.1 on the scenario-1 workload,
+    // measured on the development machine while this baseline ran at
+    // 677 MB/s: ~150 MB/s and ~2 µs CPU per line. The machine is shared and
+    // its speed moves (the baseline has ranged 280-680 MB/s), so the targets
+    // (3× the throughput, half the CPU per line) scale with this run's
+    // baseline.
+    const BASELINE_WHEN_MEASURED: f64 = 677.0;
+    let speed = baseline_mbps / BASELINE_WHEN_MEASURED;
     let find = |key: &str| scenarios.iter().find(|s| s.key == key);
     println!();
-    println!("issue 4 targets (Fluent Bit 5.1: ~150 MB/s, ~2 µs CPU/line, 309 MB peak RSS):");
+    println!(
+        "issue 4 targets (Fluent Bit 5.1: ~150 MB/s, ~2 µs CPU/line, 309 MB peak RSS, with zstd-1 at {BASELINE_WHEN_MEASURED} MB/s; this run's zstd-1: {baseline_mbps:.0} MB/s, so × {speed:.2}):"
+    );
     if let Some(one) = find("file_http_receiver") {
         let one_mbps = payload / one.seconds / 1e6;
         let one_cpu_line = one.shipper_cpu_seconds() * 1e6 / lines;
         let one_hwm = one.processes[0].usage.vm_hwm;
+        let (want_mbps, want_cpu) = (450.0 * speed, 1.0 / speed);
         println!(
-            "  scenario 1 throughput ≥ 450 MB/s: {one_mbps:.0} MB/s {}",
-            check(one_mbps >= 450.0)
+            "  scenario 1 throughput ≥ 3× Fluent Bit ({want_mbps:.0} MB/s): {one_mbps:.0} MB/s {}",
+            check(one_mbps >= want_mbps)
         );
         println!(
-            "  scenario 1 sidecar CPU ≤ 1 µs/line: {one_cpu_line:.2} µs {}",
-            check(one_cpu_line <= 1.0)
+            "  scenario 1 sidecar CPU ≤ ½ Fluent Bit's ({want_cpu:.2} µs/line): {one_cpu_line:.2} µs {}",
+            check(one_cpu_line <= want_cpu)
         );
         println!(
             "  scenario 1 sidecar peak RSS < 64 MiB: {} (RssAnon at the end {}) {}",

@@ -23,7 +23,7 @@ use std::fs::File;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use memmap2::{Advice, MmapRaw};
+use memmap2::{Advice, MmapRaw, UncheckedAdvice};
 
 /// A mapped segment file, shared by the writer and any number of readers.
 pub(crate) struct SegmentMap {
@@ -115,6 +115,22 @@ impl SegmentMap {
     /// writes into fallocated extents map their blocks page by page.
     pub(crate) fn prefault(&self) {
         let _ = self.map.advise(Advice::PopulateWrite);
+    }
+
+    /// Drops the mapping's pages from this process's memory (its resident
+    /// set), leaving them in the page cache: a sealed, flushed segment that
+    /// waits for its readers costs no resident memory, and a reader that
+    /// comes to it faults in what it reads (minor faults, no I/O while the
+    /// page cache holds the file). Failure only costs memory.
+    pub(crate) fn release_pages(&self) {
+        // SAFETY: MADV_DONTNEED on a *shared* file mapping discards no
+        // data: the pages stay in the page cache (dirty ones are still
+        // written back) and the next access maps the same bytes again. So
+        // bytes borrowed from the map (`published_bytes`) keep their
+        // content, and nothing above the watermark is ever released
+        // while written: this is called on sealed segments only, which no
+        // writer writes any more.
+        let _ = unsafe { self.map.unchecked_advise(UncheckedAdvice::DontNeed) };
     }
 
     /// Faults in `[from, len)` writable: the unwritten rest of a segment the
@@ -238,6 +254,44 @@ mod tests {
         writer.zero(5, 11);
         assert_eq!(writer.read_own(5, 11), &[0; 6]);
         map.flush(0, 11).unwrap();
+    }
+
+    /// The resident size of the mapping that starts at `start`, from
+    /// /proc/self/smaps.
+    fn resident_bytes(start: *const u8) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let head = format!("{:x}-", start as usize);
+        let mut lines = smaps.lines().skip_while(|line| !line.starts_with(&head));
+        assert!(lines.next().is_some(), "the mapping is in smaps");
+        let rss = lines.find(|line| line.starts_with("Rss:")).unwrap();
+        let kib: u64 = rss.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
+    #[test]
+    fn released_pages_leave_the_resident_set_and_keep_their_bytes() {
+        let len = 1 << 20;
+        let (_dir, file) = file_of(len as u64);
+        let (map, mut writer) = SegmentMap::map(&file, len, 0).unwrap();
+        let pattern: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        writer.write(0, &pattern);
+        writer.publish(len);
+        assert!(resident_bytes(map.map.as_ptr()) >= len as u64 / 2);
+        // Not flushed: the pages are dirty, and released all the same.
+        map.release_pages();
+        assert!(
+            resident_bytes(map.map.as_ptr()) < len as u64 / 8,
+            "released"
+        );
+        assert_eq!(
+            map.published_bytes(),
+            &pattern[..],
+            "same bytes, faulted back"
+        );
+        map.flush(0, len).unwrap();
+        drop((map, writer));
+        let path = _dir.path().join("m");
+        assert_eq!(std::fs::read(path).unwrap(), pattern, "the file holds them");
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub struct LogOptions {
 impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
-            segment_bytes: 8 << 20,
+            segment_bytes: 4 << 20,
             max_bytes: 10 << 30,
             when_full: WhenFull::Block,
             durability: Durability::Interval(Duration::from_millis(100)),

@@ -427,6 +427,9 @@ impl Writer {
                 .map
                 .flush(from, to)
                 .map_err(|e| Error::io("flushing segment", &segment.path, e))?;
+            // Sealed and durable: its pages leave the resident set until a
+            // reader touches them (they stay in the page cache).
+            segment.map.release_pages();
         }
         let to = self.active_writer.map().published();
         self.active

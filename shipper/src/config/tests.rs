@@ -161,6 +161,19 @@ fn every_error_with_its_path_and_line() {
             ],
         ),
         (
+            "max_in_flight: 0, or more than 1 without the shipper protocol",
+            format!("{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://x\"\nmax_in_flight = 0\n[sinks.nd]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://x\"\nprotocol = \"ndjson\"\nmax_in_flight = 2\n"),
+            &[
+                (10, "sinks.web.max_in_flight", "must be at least 1"),
+                (16, "sinks.nd.max_in_flight", "needs protocol \"shipper\""),
+            ],
+        ),
+        (
+            "a shipper source's verify",
+            "[sources.in]\ntype = \"shipper\"\naddress = \"127.0.0.1:1\"\nverify = \"none\"\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\n".into(),
+            &[(4, "sources.in.verify", "unknown variant `none`, expected `frame` or `full`")],
+        ),
+        (
             "an http sink's on_rejected",
             format!("{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://x\"\non_rejected = \"drop\"\n"),
             &[(10, "sinks.web.on_rejected", "unknown variant `drop`, expected `dead_letter` or `retry`")],
@@ -305,7 +318,7 @@ fn the_log_section_maps_to_log_options() {
             WhenFull::Block,
             Durability::Interval(Duration::from_millis(250)),
         ),
-        ("durability = \"never\"", 8 << 20, 10 << 30, WhenFull::Block, Durability::Never),
+        ("durability = \"never\"", 4 << 20, 10 << 30, WhenFull::Block, Durability::Never),
     ] {
         let text = format!("[log]\n{section}\n{WIRED}");
         let options = parse(&text, &env).unwrap().config.log_options();
