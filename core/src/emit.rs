@@ -720,7 +720,7 @@ mod tests {
             }),
             ..ChunkOptions::default()
         };
-        let mut emitter = Emitter::new(log.clone(), "src", options).unwrap();
+        let mut emitter = Emitter::new(log.clone(), "src", options.clone()).unwrap();
         let record = |i: u32| {
             format!(
                 r#"{{"ts":"2026-11-27T10:{:02}:{:02}Z","host":"web-{}","method":"GET","path":"/api/v1/items/{}","status":{},"bytes":{}}}"#,
@@ -770,8 +770,21 @@ mod tests {
         let log = Log::open(dir.path(), LogOptions::default()).unwrap();
         let mut decoder = Decoder::with_dictionaries(log.dictionaries());
         let last = log.reader(0).last().unwrap().unwrap();
-        assert_ne!(last.view().dict_id(), 0);
+        let trained = last.view().dict_id();
+        assert_ne!(trained, 0);
         decode_body(&last.view(), &mut decoder).unwrap();
+        // Restarted, the stream goes on with its dictionary from its first
+        // chunk: nothing trained, nothing new stored (or sent).
+        let mut emitter = Emitter::new(log.clone(), "src", options).unwrap();
+        let resumed = log.next_offset();
+        for i in 0..100 {
+            emitter.emit("web", record(i).as_bytes(), 1, None).unwrap();
+        }
+        emitter.wait_durable().unwrap();
+        assert_eq!(log.dictionaries().len(), 1);
+        for chunk in log.reader(resumed) {
+            assert_eq!(chunk.unwrap().view().dict_id(), trained);
+        }
     }
 
     #[test]

@@ -232,11 +232,28 @@ impl ChunkBuilder {
     /// Gives the builder a dictionary store: with
     /// [`ChunkOptions::dictionary`] set and zstd compression, it starts
     /// sampling records to train its stream's dictionary.
+    ///
+    /// A stream that already has a dictionary in the store (trained before
+    /// a restart) goes on with it instead of training a new one.
     pub fn set_dictionaries(&mut self, dictionaries: Arc<Dictionaries>) {
-        if self.options.dictionary.is_some() && self.compressor.is_some() && self.dict_id == 0 {
-            self.samples = Some((Vec::new(), Vec::new()));
-            self.dictionaries = Some(dictionaries);
+        if self.options.dictionary.is_none() || self.compressor.is_none() || self.dict_id != 0 {
+            return;
         }
+        if let Some((id, dict)) = dictionaries.for_stream(&self.stream) {
+            match dictionary_compressor(self.level, &dict) {
+                Ok(compressor) => {
+                    self.compressor = Some(Arc::new(Mutex::new(compressor)));
+                    self.dictionary = Some(dict);
+                    self.dict_id = id;
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(stream = %self.stream, id, %error, "the stream's dictionary cannot be loaded; training a new one");
+                }
+            }
+        }
+        self.samples = Some((Vec::new(), Vec::new()));
+        self.dictionaries = Some(dictionaries);
     }
 
     /// The dictionary later chunks are compressed with (0: none yet).
@@ -276,6 +293,9 @@ impl ChunkBuilder {
             .map_err(|e| e.to_string())
             .and_then(|dict| {
                 let id = dictionaries.insert(&dict).map_err(|e| e.to_string())?;
+                dictionaries
+                    .assign(&self.stream, id)
+                    .map_err(|e| e.to_string())?;
                 let compressor =
                     dictionary_compressor(self.level, &dict).map_err(|e| e.to_string())?;
                 Ok((id, compressor, dict))

@@ -18,6 +18,12 @@
 //! compressed, so a reader always finds it. An id is derived from the
 //! content (CRC-32C, never 0, the next free one on a collision), so the
 //! same dictionary gets the same id in every store.
+//!
+//! Which dictionary each stream compresses with is kept in
+//! `DATA_DIR/dictionaries/streams` (lines of `<id hex> <stream>`, written
+//! atomically), so a restarted shipper goes on with its streams'
+//! dictionaries instead of training (and storing, and sending) a new one
+//! after every restart.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +34,8 @@ use crate::{Error, Result};
 /// The folder of the data directory that holds dictionaries.
 pub const DICTIONARIES_DIR: &str = "dictionaries";
 const SUFFIX: &str = ".zdict";
+/// The file naming each stream's dictionary.
+const STREAMS_FILE: &str = "streams";
 
 /// How a builder trains its stream's dictionary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +60,8 @@ impl Default for DictionaryTraining {
 pub struct Dictionaries {
     dir: Option<PathBuf>,
     map: RwLock<HashMap<u32, Arc<[u8]>>>,
+    /// The dictionary each stream compresses with.
+    streams: RwLock<HashMap<String, u32>>,
 }
 
 impl Dictionaries {
@@ -85,10 +95,64 @@ impl Dictionaries {
                 }
             }
         }
+        let mut streams = HashMap::new();
+        let path = dir.join(STREAMS_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                for line in text.lines() {
+                    let parsed = line.split_once(' ').and_then(|(hex, stream)| {
+                        let id = u32::from_str_radix(hex, 16).ok()?;
+                        map.contains_key(&id).then(|| (stream.to_owned(), id))
+                    });
+                    match parsed {
+                        Some((stream, id)) => {
+                            streams.insert(stream, id);
+                        }
+                        None => {
+                            tracing::warn!(path = %path.display(), %line, "a stream's dictionary line ignored (unreadable or its dictionary is missing)")
+                        }
+                    }
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "streams' dictionaries not loaded; they train again")
+            }
+        }
         Ok(Arc::new(Dictionaries {
             dir: Some(dir.to_owned()),
             map: RwLock::new(map),
+            streams: RwLock::new(streams),
         }))
+    }
+
+    /// The dictionary `stream` compresses with, if one was assigned.
+    pub fn for_stream(&self, stream: &str) -> Option<(u32, Arc<[u8]>)> {
+        let id = *self
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)?;
+        Some((id, self.get(id)?))
+    }
+
+    /// Makes `id` (stored) the dictionary `stream` compresses with, durably.
+    /// A stream name holding a newline is not kept on disk (it trains again
+    /// after a restart).
+    pub fn assign(&self, stream: &str, id: u32) -> Result<()> {
+        let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
+        if streams.get(stream) == Some(&id) {
+            return Ok(());
+        }
+        streams.insert(stream.to_owned(), id);
+        if let Some(dir) = &self.dir {
+            let mut text = String::new();
+            for (stream, id) in streams.iter().filter(|(s, _)| !s.contains('\n')) {
+                text.push_str(&format!("{id:08x} {stream}\n"));
+            }
+            crate::log::dir::write_atomically(dir, STREAMS_FILE, text.as_bytes())?;
+        }
+        Ok(())
     }
 
     /// The dictionary `id`, if stored.
@@ -148,5 +212,30 @@ mod tests {
         assert_eq!(reopened.len(), 2);
         assert_eq!(&*reopened.get(a).unwrap(), b"dictionary a");
         assert_eq!(reopened.insert(b"dictionary b").unwrap(), b);
+    }
+
+    #[test]
+    fn streams_keep_their_dictionary_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Dictionaries::open(dir.path()).unwrap();
+        let a = store.insert(b"dictionary a").unwrap();
+        let b = store.insert(b"dictionary b").unwrap();
+        store.assign("weather", a).unwrap();
+        store.assign("app logs", b).unwrap();
+        store.assign("weather", b).unwrap();
+        store.assign("bad\nname", a).unwrap();
+        assert!(store.for_stream("other").is_none());
+        let reopened = Dictionaries::open(dir.path()).unwrap();
+        let (id, bytes) = reopened.for_stream("weather").unwrap();
+        assert_eq!((id, &*bytes), (b, &b"dictionary b"[..]));
+        assert_eq!(reopened.for_stream("app logs").unwrap().0, b);
+        assert!(
+            reopened.for_stream("bad\nname").is_none(),
+            "not kept on disk"
+        );
+        // A line whose dictionary is gone is ignored, not an error.
+        std::fs::remove_file(dir.path().join(format!("{b:08x}{SUFFIX}"))).unwrap();
+        let without = Dictionaries::open(dir.path()).unwrap();
+        assert!(without.for_stream("weather").is_none());
     }
 }
