@@ -10,4 +10,5 @@
 
 pub mod admin;
 pub mod config;
+pub mod ingest;
 pub mod runtime;

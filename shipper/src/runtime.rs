@@ -132,6 +132,9 @@ async fn build_sources(
     let mut sources: Built<dyn Source> = Vec::new();
     for (name, source) in config.sources.iter().filter(|(name, _)| wanted(name)) {
         let built: Box<dyn Source> = match source {
+            SourceConfig::Sdk(_) => bail!(
+                "source {name}: type \"sdk\" takes the records of an application that embeds shipper (shipper::ingest::Ingestor); `shipper run` has nothing to feed it"
+            ),
             SourceConfig::Stdin(_) => Box::new(StdinSource::from_reader(
                 stdin::process_stdin(),
                 name,
@@ -496,7 +499,7 @@ fn build_transform(name: &str, config: &TransformConfig) -> anyhow::Result<Box<d
 
 /// The emitter of `component`: it stores the records when a sink reads the
 /// component, and routes them through every transform that consumes it.
-fn build_emitter(
+pub(crate) fn build_emitter(
     config: &Config,
     log: &Log,
     component: &str,
@@ -588,6 +591,84 @@ pub async fn run(
         Ok(())
     } else {
         Err(anyhow!(failed.join("; ")))
+    }
+}
+
+/// The sinks of a pipeline embedded in an application ([`crate::ingest`]):
+/// a delivery task per sink, as `shipper run` runs them, without the
+/// supervisor (no reloads).
+pub(crate) struct EmbeddedSinks {
+    /// Each sink's name and counters.
+    pub stats: Vec<(String, Arc<SinkStats>)>,
+    tasks: Vec<(String, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    drain: Shutdown,
+    stop: Shutdown,
+}
+
+/// Builds the sinks of `config` and starts their delivery tasks on the
+/// current tokio runtime, each from its cursor in `log`.
+pub(crate) fn start_embedded_sinks(config: &Config, log: &Log) -> anyhow::Result<EmbeddedSinks> {
+    let (drain, stop) = (Shutdown::new(), Shutdown::new());
+    let mut sinks = EmbeddedSinks {
+        stats: Vec::new(),
+        tasks: Vec::new(),
+        drain: drain.clone(),
+        stop: stop.clone(),
+    };
+    for built in build_sinks(config, |_| true)? {
+        let name = built.name.clone();
+        let start = log
+            .open_cursor(&name)
+            .with_context(|| format!("sink {name}: opening its cursor"))?;
+        let stats = Arc::new(SinkStats::default());
+        if let Some(http) = built.http_stats {
+            stats.attach_http(http);
+        }
+        let task = tokio::spawn(deliver(SinkTask {
+            log: log.clone(),
+            name: name.clone(),
+            sink: built.sink,
+            inputs: built.inputs,
+            start,
+            stats: stats.clone(),
+            drain: drain.clone(),
+            stop: stop.clone(),
+        }));
+        sinks.stats.push((name.clone(), stats));
+        sinks.tasks.push((name, task));
+    }
+    Ok(sinks)
+}
+
+impl EmbeddedSinks {
+    /// Lets every sink deliver what is durable for up to `patience`, then
+    /// stops them after their delivery in progress. Returns each failure.
+    pub async fn shutdown(self, patience: Duration) -> Vec<String> {
+        self.drain.trigger();
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut failed = Vec::new();
+        for (name, mut task) in self.tasks {
+            let outcome = match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    self.stop.trigger();
+                    match tokio::time::timeout(Duration::from_secs(5), &mut task).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => {
+                            task.abort();
+                            failed.push(format!("sink {name}: did not stop"));
+                            continue;
+                        }
+                    }
+                }
+            };
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => failed.push(format!("sink {name}: {error:#}")),
+                Err(error) => failed.push(format!("sink {name}: {error}")),
+            }
+        }
+        failed
     }
 }
 

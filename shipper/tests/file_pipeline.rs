@@ -155,6 +155,8 @@ path = "{out}"
     assert!(counts.values().all(|&n| n == 1));
     let dictionaries: Vec<_> = std::fs::read_dir(dir.path().join("data/dictionaries"))
         .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".zdict"))
         .collect();
     assert_eq!(dictionaries.len(), 1, "one stream, one dictionary");
 }

@@ -53,8 +53,9 @@ pub use sinks::{
 };
 pub use sources::{
     FileSource, Framing, GeneratorFormat, GeneratorSource, HttpSource, InvalidUtf8, MqttSource,
-    Multiline, OnLongLine, ParseFormat, ReadFrom, ShipperSource, ShipperVerify, SocketMode,
-    SocketSource, SourceConfig, StdinSource, GENERATOR_MAX_RECORD_BYTES, MQTT_DEFAULT_PORT,
+    Multiline, OnLongLine, ParseFormat, ReadFrom, SdkSource, ShipperSource, ShipperVerify,
+    SocketMode, SocketSource, SourceConfig, StdinSource, GENERATOR_MAX_RECORD_BYTES,
+    MQTT_DEFAULT_PORT,
 };
 pub use transforms::{
     FilterAction, FilterTransform, RemapTransform, SampleTransform, TransformConfig,
@@ -672,6 +673,7 @@ fn load_source(
             .deserialize(body, path)
             .map(SourceConfig::Generator),
         "shipper" => reporter.deserialize(body, path).map(SourceConfig::Shipper),
+        "sdk" => reporter.deserialize(body, path).map(SourceConfig::Sdk),
         _ => None,
     }
 }

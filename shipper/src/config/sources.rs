@@ -19,11 +19,13 @@ pub enum SourceConfig {
     Stdin(StdinSource),
     Generator(GeneratorSource),
     Shipper(ShipperSource),
+    /// Records an application inserts through [`crate::ingest`].
+    Sdk(SdkSource),
 }
 
 impl SourceConfig {
     /// The values `type` may take.
-    pub const TYPES: [&'static str; 7] = [
+    pub const TYPES: [&'static str; 8] = [
         "file",
         "socket",
         "http",
@@ -31,6 +33,7 @@ impl SourceConfig {
         "stdin",
         "generator",
         "shipper",
+        "sdk",
     ];
 
     /// The value of `type` that selects this variant.
@@ -43,6 +46,7 @@ impl SourceConfig {
             SourceConfig::Stdin(_) => "stdin",
             SourceConfig::Generator(_) => "generator",
             SourceConfig::Shipper(_) => "shipper",
+            SourceConfig::Sdk(_) => "sdk",
         }
     }
 
@@ -56,7 +60,7 @@ impl SourceConfig {
                 }
             }
             SourceConfig::Mqtt(mqtt) => mqtt.check(check),
-            SourceConfig::Stdin(_) => {}
+            SourceConfig::Stdin(_) | SourceConfig::Sdk(_) => {}
             SourceConfig::Generator(generator) => generator.check(check),
             SourceConfig::Shipper(shipper) => shipper.check(check),
         }
@@ -451,6 +455,12 @@ impl MqttSource {
         }
     }
 }
+
+/// `type = "sdk"`: the records an application embedding shipper inserts
+/// ([`crate::ingest::Ingestor`]); `shipper run` has nothing to feed it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdkSource {}
 
 /// `type = "stdin"`: lines from standard input.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

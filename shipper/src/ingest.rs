@@ -1,0 +1,501 @@
+//! Embedded, write-only ingest: an application inserts objects, shipper
+//! stores them in its own log on local disk and its sinks ship them, with
+//! no sidecar process.
+//!
+//! ```no_run
+//! use shipper::ingest::{Ingest, Ingestor};
+//!
+//! #[derive(serde::Serialize)]
+//! struct Reading { sensor: u32, celsius: f32 }
+//! impl Ingest for Reading { const STREAM: &'static str = "weather"; }
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! let ingestor = Ingestor::open_toml(r#"
+//!     data_dir = "./sensor-data"
+//!     [sources.app]
+//!     type = "sdk"
+//!     [sinks.backend]
+//!     type = "http"
+//!     inputs = ["app"]
+//!     uri = "http://aggregator:8687/v1/chunks"
+//! "#)?;
+//! ingestor.insert(&Reading { sensor: 7, celsius: 21.5 })?;
+//! ingestor.wait_for_upload(std::time::Duration::from_secs(10)).await?;
+//! ingestor.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Write-only
+//!
+//! There is no way to read, query, update or delete what was inserted.
+//! That is the point: the log is a buffer on its way to a backend, not a
+//! database. Objects leave the disk once every sink's backend has
+//! acknowledged them; an API that read them back would have to keep them,
+//! and one that changed them would make delivery into the backend
+//! ambiguous (which version arrived?). Query the backend.
+//!
+//! # The hot path
+//!
+//! [`Ingestor::insert`] serializes the object with serde_json into a
+//! buffer of the calling thread and copies it into that thread's own chunk
+//! builder (an [`Emitter`] behind a mutex only that thread locks, except for
+//! a ticker that closes lingering chunks every few milliseconds with
+//! `try_lock`, never waiting): no syscall and no contended lock. A chunk
+//! that fills is compressed on the emitter's background threads and
+//! appended to the log; its durability follows `[log] durability`.
+//! [`Ingestor::insert_durable`] waits until that object is durable.
+//!
+//! # Offline first
+//!
+//! While the backend is unreachable, chunks accumulate in the log within
+//! its budget (`[log] max_bytes`). When the budget is reached, `insert`
+//! blocks until the sinks catch up (`when_full = "block"`, the default) or
+//! returns [`InsertError::Full`] ([`IngestOptions::refuse_when_full`]).
+//! Once a backend acknowledges them the segments are deleted.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use shipper_core::emit::Emitter;
+use shipper_core::log::Log;
+use shipper_core::plugin::Shutdown;
+
+use crate::config::{Config, SourceConfig};
+use crate::runtime::{build_emitter, start_embedded_sinks, EmbeddedSinks};
+
+/// An object an application inserts: serializable, and naming the stream
+/// (collection) it belongs to.
+pub trait Ingest: serde::Serialize {
+    /// The stream: a table in PostgreSQL, a subject in NATS, a field of
+    /// each chunk everywhere.
+    const STREAM: &'static str;
+}
+
+/// Why an insert did not take the object.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    /// The log is at its disk budget and the ingestor refuses instead of
+    /// blocking ([`IngestOptions::refuse_when_full`]).
+    #[error("the log is at its disk budget: the backend has not acknowledged enough yet")]
+    Full,
+    /// The ingestor was closed.
+    #[error("the ingestor is closed")]
+    Closed,
+    /// The object did not serialize to JSON.
+    #[error("serializing the object: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The log refused the record (too large, a failed disk).
+    #[error(transparent)]
+    Log(#[from] shipper_core::Error),
+}
+
+/// How an [`Ingestor`] behaves beyond its config file.
+#[derive(Debug, Clone, Default)]
+pub struct IngestOptions {
+    /// Return [`InsertError::Full`] instead of blocking when the log is at
+    /// its disk budget.
+    pub refuse_when_full: bool,
+}
+
+/// The handle an application inserts through; cheap to clone, usable from
+/// any number of threads. See the module docs.
+#[derive(Clone)]
+pub struct Ingestor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Ingestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingestor")
+            .field("data_dir", &self.inner.log.dir())
+            .field("component", &self.inner.component)
+            .finish()
+    }
+}
+
+struct Inner {
+    id: u64,
+    log: Log,
+    config: Config,
+    /// The `sdk` source's name: the component inserted records carry.
+    component: String,
+    options: IngestOptions,
+    /// Every thread's emitter (threads keep theirs in a thread local).
+    emitters: Mutex<Vec<Arc<Mutex<Emitter>>>>,
+    closed: AtomicBool,
+    /// Runs the sinks' delivery tasks.
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    sinks: Mutex<Option<EmbeddedSinks>>,
+    sink_names: Vec<String>,
+    ticker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stop_ticker: Shutdown,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How often lingering chunks are closed.
+const TICK: Duration = Duration::from_millis(5);
+
+thread_local! {
+    /// This thread's emitter and serialization buffer, per ingestor.
+    static LOCAL: RefCell<Vec<Local>> = const { RefCell::new(Vec::new()) };
+}
+
+struct Local {
+    ingestor: u64,
+    /// Gone once the ingestor is: the entry is dropped then.
+    owner: Weak<Inner>,
+    emitter: Arc<Mutex<Emitter>>,
+    scratch: Vec<u8>,
+}
+
+impl Ingestor {
+    /// Opens an ingestor from a config file's text (the format of
+    /// docs/config.md): `data_dir`, `[log]`, exactly one source of
+    /// `type = "sdk"`, transforms and sinks. Starts the sinks; they ship
+    /// what earlier runs left on disk too.
+    pub fn open_toml(text: &str) -> anyhow::Result<Ingestor> {
+        Ingestor::open_toml_with(text, IngestOptions::default())
+    }
+
+    /// [`Ingestor::open_toml`] of the file at `path`.
+    pub fn open_file(path: &Path) -> anyhow::Result<Ingestor> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ingestor::open_toml(&text)
+    }
+
+    /// [`Ingestor::open_toml`] with options.
+    pub fn open_toml_with(text: &str, options: IngestOptions) -> anyhow::Result<Ingestor> {
+        let loaded = crate::config::parse(text, &|name| std::env::var(name).ok())
+            .map_err(|invalid| anyhow!("{invalid}"))?;
+        Ingestor::open_config(loaded.config, options)
+    }
+
+    /// Opens an ingestor from a parsed config.
+    pub fn open_config(config: Config, options: IngestOptions) -> anyhow::Result<Ingestor> {
+        let mut sdk = config
+            .sources
+            .iter()
+            .filter(|(_, source)| matches!(source, SourceConfig::Sdk(_)));
+        let Some((component, _)) = sdk.next() else {
+            bail!("the config needs a source of type \"sdk\": the records the application inserts");
+        };
+        if let Some((other, _)) = sdk.next() {
+            bail!("one source of type \"sdk\" per ingestor ({component} and {other})");
+        }
+        if let Some((name, source)) = config
+            .sources
+            .iter()
+            .find(|(_, source)| !matches!(source, SourceConfig::Sdk(_)))
+        {
+            bail!(
+                "source {name}: type {:?} runs in `shipper run`, not inside an application",
+                source.type_name()
+            );
+        }
+        let component = component.clone();
+        let log = Log::open(&config.data_dir, config.log_options())
+            .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("shipper-ingest")
+            .enable_all()
+            .build()
+            .context("starting the sinks' runtime")?;
+        // `enter`, not `block_on`: the application may open the ingestor
+        // from inside its own tokio runtime.
+        let sinks = {
+            let _context = runtime.enter();
+            start_embedded_sinks(&config, &log)?
+        };
+        let sink_names = sinks.stats.iter().map(|(name, _)| name.clone()).collect();
+        let inner = Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            log,
+            config,
+            component,
+            options,
+            emitters: Mutex::default(),
+            closed: AtomicBool::new(false),
+            runtime: Mutex::new(Some(runtime)),
+            sinks: Mutex::new(Some(sinks)),
+            sink_names,
+            ticker: Mutex::default(),
+            stop_ticker: Shutdown::new(),
+        });
+        let weak = Arc::downgrade(&inner);
+        let stop = inner.stop_ticker.clone();
+        let ticker = std::thread::Builder::new()
+            .name("shipper-ingest-linger".into())
+            .spawn(move || tick(&weak, &stop))
+            .context("starting the linger thread")?;
+        *lock(&inner.ticker) = Some(ticker);
+        Ok(Ingestor { inner })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.inner.log.dir()
+    }
+
+    /// The log, for inspection (offsets, cursors).
+    pub fn log(&self) -> &Log {
+        &self.inner.log
+    }
+
+    /// Serializes `object` (JSON) and stores it with the thread's open
+    /// chunk; see the module docs. Durable per `[log] durability`.
+    pub fn insert<T: Ingest + ?Sized>(&self, object: &T) -> Result<(), InsertError> {
+        self.with_local(|local| {
+            local.scratch.clear();
+            serde_json::to_writer(&mut local.scratch, object)?;
+            let mut emitter = lock(&local.emitter);
+            emitter.emit(T::STREAM, &local.scratch, now(), None)?;
+            Ok(())
+        })
+    }
+
+    /// Stores `record` (bytes as they are, e.g. JSON an application
+    /// already has) in `stream`.
+    pub fn insert_bytes(&self, stream: &str, record: &[u8]) -> Result<(), InsertError> {
+        self.with_local(|local| {
+            let mut emitter = lock(&local.emitter);
+            emitter.emit(stream, record, now(), None)?;
+            Ok(())
+        })
+    }
+
+    /// [`Ingestor::insert`], then waits until the object is durable on
+    /// local disk (it closes the thread's open chunk to get there).
+    pub async fn insert_durable<T: Ingest + ?Sized>(&self, object: &T) -> Result<(), InsertError> {
+        let end = self.with_local(|local| {
+            local.scratch.clear();
+            serde_json::to_writer(&mut local.scratch, object)?;
+            let mut emitter = lock(&local.emitter);
+            emitter.emit(T::STREAM, &local.scratch, now(), None)?;
+            emitter.close_chunks()?;
+            Ok(emitter.wait_stored()?)
+        })?;
+        if let Some(end) = end {
+            self.inner.log.request_flush();
+            self.inner.log.durable(end).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes every thread's open chunk and waits until everything
+    /// inserted before the call is durable on local disk.
+    pub async fn flush(&self) -> Result<(), InsertError> {
+        let end = self.inner.close_all()?;
+        if let Some(end) = end {
+            self.inner.log.request_flush();
+            self.inner.log.durable(end).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every object inserted before the call is acknowledged
+    /// by every sink's backend (and so removed from the disk when its
+    /// segment is passed). Returns `false` if `timeout` passed first: the
+    /// objects stay on disk and go out when the backend is back.
+    pub async fn wait_for_upload(&self, timeout: Duration) -> Result<bool, InsertError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let Some(end) = self.inner.close_all()? else {
+            return Ok(true);
+        };
+        self.inner.log.request_flush();
+        loop {
+            let uploaded = self
+                .inner
+                .sink_names
+                .iter()
+                .all(|name| self.inner.log.cursor(name).is_some_and(|at| at >= end));
+            if uploaded {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stores every open chunk, lets the sinks deliver for up to
+    /// `shutdown_timeout_ms`, stops them and closes the log. What the
+    /// backend has not acknowledged stays on disk for the next open.
+    pub async fn close(self) -> anyhow::Result<()> {
+        let inner = self.inner.clone();
+        drop(self);
+        let patience = inner.config.shutdown_timeout();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("shipper-ingest-close".into())
+            .spawn(move || {
+                let _ = done.send(inner.shut_down(patience));
+            })
+            .context("starting the closing thread")?;
+        finished
+            .await
+            .map_err(|_| anyhow!("closing the ingestor panicked"))?
+    }
+
+    /// Runs `insert` with this thread's emitter, creating it on first use.
+    fn with_local<R>(
+        &self,
+        insert: impl FnOnce(&mut Local) -> Result<R, InsertError>,
+    ) -> Result<R, InsertError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(InsertError::Closed);
+        }
+        if inner.options.refuse_when_full && inner.log.is_full() {
+            return Err(InsertError::Full);
+        }
+        LOCAL.with(|cell| {
+            let mut locals = cell.borrow_mut();
+            let index = match locals.iter().position(|l| l.ingestor == inner.id) {
+                Some(index) => index,
+                None => {
+                    locals.retain(|local| local.owner.strong_count() > 0);
+                    let emitter = inner.new_emitter()?;
+                    locals.push(Local {
+                        ingestor: inner.id,
+                        owner: Arc::downgrade(inner),
+                        emitter,
+                        scratch: Vec::with_capacity(1024),
+                    });
+                    locals.len() - 1
+                }
+            };
+            insert(&mut locals[index])
+        })
+    }
+}
+
+impl Inner {
+    /// A new thread's emitter, registered for the ticker and flushes.
+    fn new_emitter(&self) -> Result<Arc<Mutex<Emitter>>, InsertError> {
+        let mut emitter = build_emitter(&self.config, &self.log, &self.component, 0)
+            .map_err(|e| InsertError::Log(shipper_core::Error::Config(format!("{e:#}"))))?;
+        emitter.compress_in_background()?;
+        let emitter = Arc::new(Mutex::new(emitter));
+        lock(&self.emitters).push(emitter.clone());
+        Ok(emitter)
+    }
+
+    /// Closes every emitter's open chunks; returns the end offset of what
+    /// they stored.
+    fn close_all(&self) -> Result<Option<u64>, InsertError> {
+        let emitters = lock(&self.emitters).clone();
+        for emitter in emitters {
+            let mut emitter = lock(&emitter);
+            emitter.close_chunks()?;
+            emitter.wait_stored()?;
+        }
+        Ok(Some(self.log.next_offset()).filter(|&end| end > 0))
+    }
+
+    /// [`Ingestor::close`] on a thread of its own (it blocks).
+    fn shut_down(&self, patience: Duration) -> anyhow::Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.stop_ticker.trigger();
+        if let Some(ticker) = lock(&self.ticker).take() {
+            let _ = ticker.join();
+        }
+        let mut failed = Vec::new();
+        // Storing the open chunks waits for room in the log: at its budget
+        // with a backend that does not acknowledge, that is forever. Give
+        // it `patience` (at least a second), then close the log, which
+        // ends the wait: those records were never acknowledged as durable.
+        std::thread::scope(|scope| {
+            let (done, outcome) = std::sync::mpsc::channel();
+            scope.spawn(move || {
+                let _ = done.send(self.close_all());
+            });
+            match outcome.recv_timeout(patience.max(Duration::from_secs(1))) {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => failed.push(format!("storing the last chunks: {error}")),
+                Err(_) => {
+                    failed.push(
+                        "the log stayed at its disk budget: the last open chunks were not stored"
+                            .into(),
+                    );
+                    let _ = self.log.close();
+                }
+            }
+        });
+        if let Err(error) = self.log.flush() {
+            failed.push(format!("flushing the log: {error}"));
+        }
+        let runtime = lock(&self.runtime).take();
+        if let (Some(runtime), Some(sinks)) = (runtime, lock(&self.sinks).take()) {
+            failed.extend(runtime.block_on(sinks.shutdown(patience)));
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+        // The emitters go with their threads or here; either way their
+        // chunks were stored above.
+        lock(&self.emitters).clear();
+        if let Err(error) = self.log.close() {
+            failed.push(format!("closing the log: {error}"));
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!(failed.join("; ")))
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle went without `close`: store what is open, flush,
+    /// stop the sinks without waiting for the backend. Nothing durable is
+    /// lost; it ships on the next open.
+    fn drop(&mut self) {
+        // On a thread of its own: the last handle may go inside an async
+        // task, where blocking on the sinks' runtime is not allowed.
+        let this = &*self;
+        std::thread::scope(|scope| {
+            let closing = scope.spawn(|| this.shut_down(Duration::ZERO));
+            if let Ok(Err(error)) = closing.join() {
+                tracing::warn!(%error, "ingestor dropped without close");
+            }
+        });
+    }
+}
+
+/// Closes lingering chunks every [`TICK`] until the ingestor goes.
+fn tick(inner: &Weak<Inner>, stop: &Shutdown) {
+    while !stop.wait_timeout(TICK) {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let emitters = lock(&inner.emitters).clone();
+        drop(inner);
+        let now = Instant::now();
+        for emitter in emitters {
+            // Never wait for an inserting thread: it goes next tick.
+            if let Ok(mut emitter) = emitter.try_lock() {
+                if let Err(error) = emitter.poll(now) {
+                    tracing::error!(%error, "closing a lingering chunk failed");
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now() -> u64 {
+    shipper_core::chunk::now_nanos()
+}

@@ -1,0 +1,275 @@
+//! The embedded ingest API (`shipper::ingest`): objects inserted by an
+//! application reach real sinks (a file; a real aggregator process over
+//! loopback), from many threads, offline first, with the budget's `Full`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{seen, Guard};
+use shipper::ingest::{Ingest, IngestOptions, Ingestor, InsertError};
+
+#[derive(serde::Serialize)]
+struct Reading {
+    seq: u64,
+    sensor: u32,
+    celsius: f64,
+}
+
+impl Ingest for Reading {
+    const STREAM: &'static str = "weather";
+}
+
+fn reading(seq: u64) -> Reading {
+    Reading {
+        seq,
+        sensor: (seq % 7) as u32,
+        celsius: 20.0 + (seq % 100) as f64 / 10.0,
+    }
+}
+
+/// A config with an `sdk` source and `sinks`.
+fn config(dir: &Path, log: &str, sinks: &str) -> String {
+    format!(
+        r#"data_dir = "{data}"
+shutdown_timeout_ms = 5000
+
+[log]
+durability = "interval"
+interval_ms = 20
+{log}
+
+[sources.app]
+type = "sdk"
+
+{sinks}"#,
+        data = dir.join("data").display(),
+    )
+}
+
+fn file_sink(dir: &Path) -> String {
+    format!(
+        r#"[sinks.out]
+type = "file"
+inputs = ["app"]
+path = "{}"
+"#,
+        dir.join("out/records.ndjson").display()
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserted_objects_reach_the_sink_and_wait_for_upload_sees_the_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor = Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path()))).unwrap();
+    for seq in 0..20_000 {
+        ingestor.insert(&reading(seq)).unwrap();
+    }
+    assert!(ingestor
+        .wait_for_upload(Duration::from_secs(30))
+        .await
+        .unwrap());
+    let out = dir.path().join("out/records.ndjson");
+    common::assert_exactly_once(&seen(&out), 20_000);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["sensor"], 0);
+    assert_eq!(first["celsius"], 20.0);
+    // Raw bytes too, and a durable insert.
+    ingestor
+        .insert_bytes("weather", br#"{"seq":20000,"raw":true}"#)
+        .unwrap();
+    ingestor.insert_durable(&reading(20_001)).await.unwrap();
+    assert!(ingestor.log().durable_offset() >= 20_002);
+    let handle = ingestor.clone();
+    ingestor.close().await.unwrap();
+    assert!(matches!(
+        handle.insert(&reading(1)),
+        Err(InsertError::Closed)
+    ));
+    drop(handle);
+    common::assert_exactly_once(&seen(&out), 20_002);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_threads_insert_at_once_and_nothing_is_lost_or_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor = Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path()))).unwrap();
+    const THREADS: u64 = 4;
+    const EACH: u64 = 25_000;
+    std::thread::scope(|scope| {
+        for thread in 0..THREADS {
+            let ingestor = ingestor.clone();
+            scope.spawn(move || {
+                for i in 0..EACH {
+                    ingestor.insert(&reading(thread * EACH + i)).unwrap();
+                }
+            });
+        }
+    });
+    // The threads are gone; their open chunks are not lost.
+    assert!(ingestor
+        .wait_for_upload(Duration::from_secs(60))
+        .await
+        .unwrap());
+    ingestor.close().await.unwrap();
+    common::assert_exactly_once(
+        &seen(&dir.path().join("out/records.ndjson")),
+        THREADS * EACH,
+    );
+}
+
+/// The backend (an aggregator: `shipper run` with a shipper source and a
+/// file sink) is down while the app inserts: the objects wait on the app's
+/// disk; once it is up they upload and the app's disk empties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_first_objects_wait_on_disk_then_upload_when_the_backend_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sink = format!(
+        r#"[sinks.backend]
+type = "http"
+inputs = ["app"]
+uri = "http://127.0.0.1:{port}/v1/chunks"
+timeout_ms = 2000
+retry = {{ initial_ms = 50, max_ms = 200 }}
+"#
+    );
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let ingestor = Ingestor::open_toml(&config(&app, "segment_bytes = \"64KiB\"", &sink)).unwrap();
+    const COUNT: u64 = 30_000;
+    for seq in 0..COUNT {
+        ingestor.insert(&reading(seq)).unwrap();
+    }
+    ingestor.flush().await.unwrap();
+    assert!(
+        !ingestor
+            .wait_for_upload(Duration::from_millis(300))
+            .await
+            .unwrap(),
+        "nothing can be acknowledged while the backend is down"
+    );
+    assert!(
+        ingestor.log().durable_offset() >= COUNT,
+        "on disk meanwhile"
+    );
+
+    let aggregator_dir = dir.path().join("aggregator");
+    std::fs::create_dir_all(&aggregator_dir).unwrap();
+    let aggregator_config = aggregator_dir.join("aggregator.toml");
+    std::fs::write(
+        &aggregator_config,
+        format!(
+            r#"data_dir = "{data}"
+[admin]
+address = "127.0.0.1:0"
+[sources.apps]
+type = "shipper"
+address = "127.0.0.1:{port}"
+[sinks.out]
+type = "file"
+inputs = ["apps"]
+path = "{out}"
+"#,
+            data = aggregator_dir.join("data").display(),
+            out = aggregator_dir.join("out/records.ndjson").display(),
+        ),
+    )
+    .unwrap();
+    let aggregator = Guard::start(&aggregator_config);
+    assert!(
+        ingestor
+            .wait_for_upload(Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "uploaded once the backend is back"
+    );
+    let out = aggregator_dir.join("out/records.ndjson");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (seen(&out).len() as u64) < COUNT && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    aggregator.terminate();
+    common::assert_exactly_once(&seen(&out), COUNT);
+    // Acknowledged segments are deleted: only the active one is left.
+    let segments = std::fs::read_dir(app.join("data/segments"))
+        .unwrap()
+        .count();
+    ingestor.close().await.unwrap();
+    assert!(segments <= 2, "{segments} segments left on the app's disk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_budget_refuses_with_full_when_so_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    // A backend that never answers: nothing is ever acknowledged.
+    let sink = format!(
+        r#"[sinks.backend]
+type = "http"
+inputs = ["app"]
+uri = "http://127.0.0.1:{}/v1/chunks"
+"#,
+        free_port()
+    );
+    let log = "segment_bytes = \"16KiB\"\nmax_bytes = \"48KiB\"\nwhen_full = \"block\"";
+    let ingestor = Ingestor::open_toml_with(
+        &config(dir.path(), log, &sink),
+        IngestOptions {
+            refuse_when_full: true,
+        },
+    )
+    .unwrap();
+    let mut outcomes = BTreeMap::new();
+    for seq in 0..200_000 {
+        let outcome = match ingestor.insert(&reading(seq)) {
+            Ok(()) => "stored",
+            Err(InsertError::Full) => "full",
+            Err(error) => panic!("{error}"),
+        };
+        *outcomes.entry(outcome).or_insert(0u64) += 1;
+        if outcome == "full" {
+            break;
+        }
+    }
+    assert_eq!(outcomes.get("full"), Some(&1), "{outcomes:?}");
+    assert!(outcomes["stored"] > 0);
+    // Closing gives up on what cannot be stored instead of hanging.
+    let started = std::time::Instant::now();
+    let error = ingestor.close().await.unwrap_err().to_string();
+    assert!(error.contains("disk budget"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn an_ingestor_needs_one_sdk_source_and_shipper_run_refuses_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let without = format!(
+        "data_dir = \"{}\"\n[sources.in]\ntype = \"stdin\"\n{}",
+        dir.path().join("data").display(),
+        file_sink(dir.path()).replace("[\"app\"]", "[\"in\"]")
+    );
+    let error = Ingestor::open_toml(&without).unwrap_err().to_string();
+    assert!(error.contains("type \"sdk\""), "{error}");
+
+    let path = dir.path().join("sdk.toml");
+    std::fs::write(&path, config(dir.path(), "", &file_sink(dir.path()))).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shipper"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("embeds shipper"), "{stderr}");
+}
