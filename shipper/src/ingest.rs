@@ -25,6 +25,20 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Or derive the trait; the stream is required:
+//!
+//! ```
+//! #[derive(serde::Serialize, shipper::ingest::Ingest)]
+//! #[ingest(stream = "invoices")]
+//! struct Invoice { number: u64, cents: i64 }
+//! assert_eq!(<Invoice as shipper::ingest::Ingest>::STREAM, "invoices");
+//! ```
+//!
+//! ```compile_fail
+//! #[derive(serde::Serialize, shipper::ingest::Ingest)]
+//! struct NoStream { number: u64 }
+//! ```
+//!
 //! # Write-only
 //!
 //! There is no way to read, query, update or delete what was inserted.
@@ -67,8 +81,12 @@ use shipper_core::plugin::Shutdown;
 use crate::config::{Config, SourceConfig};
 use crate::runtime::{build_emitter, start_embedded_sinks, EmbeddedSinks};
 
+/// `#[derive(Ingest)]` with `#[ingest(stream = "...")]`.
+pub use shipper_derive::Ingest;
+
 /// An object an application inserts: serializable, and naming the stream
-/// (collection) it belongs to.
+/// (collection) it belongs to. Derive it with `#[derive(Ingest)]` and
+/// `#[ingest(stream = "weather")]`, or implement it by hand.
 pub trait Ingest: serde::Serialize {
     /// The stream: a table in PostgreSQL, a subject in NATS, a field of
     /// each chunk everywhere.

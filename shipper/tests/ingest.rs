@@ -11,15 +11,23 @@ use std::time::Duration;
 use common::{seen, Guard};
 use shipper::ingest::{Ingest, IngestOptions, Ingestor, InsertError};
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, Ingest)]
+#[ingest(stream = "weather")]
 struct Reading {
     seq: u64,
     sensor: u32,
     celsius: f64,
 }
 
-impl Ingest for Reading {
-    const STREAM: &'static str = "weather";
+/// The trait by hand, for a generic type.
+#[derive(serde::Serialize)]
+struct Tagged<T> {
+    seq: u64,
+    tag: T,
+}
+
+impl<T: serde::Serialize> Ingest for Tagged<T> {
+    const STREAM: &'static str = "tags";
 }
 
 fn reading(seq: u64) -> Reading {
@@ -85,12 +93,19 @@ async fn inserted_objects_reach_the_sink_and_wait_for_upload_sees_the_acknowledg
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(first["sensor"], 0);
     assert_eq!(first["celsius"], 20.0);
-    // Raw bytes too, and a durable insert.
+    assert_eq!(<Reading as Ingest>::STREAM, "weather");
+    // Raw bytes too, a hand-made impl, and a durable insert.
     ingestor
         .insert_bytes("weather", br#"{"seq":20000,"raw":true}"#)
         .unwrap();
+    ingestor
+        .insert(&Tagged {
+            seq: 20_002,
+            tag: "x",
+        })
+        .unwrap();
     ingestor.insert_durable(&reading(20_001)).await.unwrap();
-    assert!(ingestor.log().durable_offset() >= 20_002);
+    assert!(ingestor.log().durable_offset() >= 20_003);
     let handle = ingestor.clone();
     ingestor.close().await.unwrap();
     assert!(matches!(
@@ -98,7 +113,7 @@ async fn inserted_objects_reach_the_sink_and_wait_for_upload_sees_the_acknowledg
         Err(InsertError::Closed)
     ));
     drop(handle);
-    common::assert_exactly_once(&seen(&out), 20_002);
+    common::assert_exactly_once(&seen(&out), 20_003);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
