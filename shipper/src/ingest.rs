@@ -79,7 +79,10 @@ use shipper_core::log::Log;
 use shipper_core::plugin::Shutdown;
 
 use crate::config::{Config, SourceConfig};
+
+mod events;
 use crate::runtime::{build_emitter, start_embedded_sinks, EmbeddedSinks};
+pub use events::EventLayer;
 
 /// `#[derive(Ingest)]` with `#[ingest(stream = "...")]`.
 pub use shipper_derive::Ingest;

@@ -288,3 +288,68 @@ fn an_ingestor_needs_one_sdk_source_and_shipper_run_refuses_one() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("embeds shipper"), "{stderr}");
 }
+
+/// The `tracing` layer under a storm from four threads with a small
+/// queue: the application never waits, every event that was not counted
+/// as dropped arrives once, with its level, target, message, fields and
+/// spans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracing_layer_ships_events_and_drops_a_storm_without_blocking() {
+    use shipper::ingest::EventLayer;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor = Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path()))).unwrap();
+    let layer = EventLayer::new(&ingestor, "logs", 2_000).unwrap();
+    let dropped = layer.dropped_counter();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    const THREADS: u64 = 4;
+    const EACH: u64 = 50_000;
+    std::thread::scope(|scope| {
+        for thread in 0..THREADS {
+            let dispatch = dispatch.clone();
+            scope.spawn(move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    let _request = tracing::info_span!("request", thread).entered();
+                    for i in 0..EACH {
+                        let seq = thread * EACH + i;
+                        tracing::warn!(seq, ms = 812, slow = true, "slow query");
+                    }
+                });
+            });
+        }
+    });
+    drop(dispatch);
+    let dropped = dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let expected = (THREADS * EACH - dropped) as usize;
+    assert!(expected > 0, "some events got through");
+    let out = dir.path().join("out/records.ndjson");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen(&out).len() < expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {expected}",
+            seen(&out).len()
+        );
+        ingestor
+            .wait_for_upload(Duration::from_secs(1))
+            .await
+            .unwrap();
+    }
+    ingestor.close().await.unwrap();
+    let counts = seen(&out);
+    assert_eq!(counts.len(), expected, "{dropped} dropped");
+    assert!(counts.values().all(|&n| n == 1), "once each");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let event: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(event["level"], "WARN");
+    assert_eq!(event["message"], "slow query");
+    assert_eq!(event["ms"], 812);
+    assert_eq!(event["slow"], true);
+    assert_eq!(event["spans"], serde_json::json!(["request"]));
+    assert!(
+        event["target"].as_str().unwrap().contains("ingest"),
+        "{event}"
+    );
+    assert!(event["ts"].as_str().unwrap().ends_with('Z'), "{event}");
+}
