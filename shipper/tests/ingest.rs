@@ -353,3 +353,43 @@ async fn the_tracing_layer_ships_events_and_drops_a_storm_without_blocking() {
     );
     assert!(event["ts"].as_str().unwrap().ends_with('Z'), "{event}");
 }
+
+/// The same layer as the `log` crate's backend (the only test here that
+/// installs a global logger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_backend_ships_records() {
+    use shipper::ingest::EventLayer;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor = Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path()))).unwrap();
+    let layer = EventLayer::new(&ingestor, "logs", 10_000).unwrap();
+    log::set_boxed_logger(Box::new(layer.clone())).unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+    for seq in 0..1_000 {
+        log::info!(target: "app::orders", "{{\"seq\":{seq}}} order stored");
+    }
+    log::debug!("filtered out by the max level");
+    assert_eq!(layer.dropped(), 0);
+    let out = dir.path().join("out/records.ndjson");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let lines = || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .collect::<Vec<_>>()
+    };
+    while lines().len() < 1_000 {
+        assert!(std::time::Instant::now() < deadline, "{}", lines().len());
+        ingestor
+            .wait_for_upload(Duration::from_secs(1))
+            .await
+            .unwrap();
+    }
+    let records = lines();
+    assert_eq!(records.len(), 1_000);
+    assert_eq!(records[7]["message"], r#"{"seq":7} order stored"#);
+    assert_eq!(records[7]["level"], "INFO");
+    assert_eq!(records[7]["target"], "app::orders");
+    assert!(records[7]["line"].as_u64().is_some());
+}

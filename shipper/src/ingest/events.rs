@@ -1,6 +1,6 @@
 //! The application's own events as records: a `tracing` layer
-//! ([`EventLayer`]) that ships every event it sees through an
-//! [`Ingestor`], one JSON object each:
+//! ([`EventLayer`], also a `log` backend) that ships every event it sees
+//! through an [`Ingestor`], one JSON object each:
 //!
 //! ```json
 //! {"ts":"…","level":"WARN","target":"app::db","message":"slow query","ms":812,"spans":["request","query"]}
@@ -96,7 +96,48 @@ where
                 fields.0.insert("spans".into(), Value::Array(spans));
             }
         }
-        let Ok(record) = serde_json::to_vec(&Value::Object(fields.0)) else {
+        self.send(Value::Object(fields.0));
+    }
+}
+
+/// The same layer as a `log` backend, for applications (or libraries) on
+/// the `log` crate: `log::set_boxed_logger(Box::new(layer.clone()))` and
+/// `log::set_max_level(...)`. Records carry `ts`, `level`, `target`,
+/// `message`, and `module`, `file` and `line` when known; the queue, the
+/// thread and the drop counting are the layer's.
+impl log::Log for EventLayer {
+    fn enabled(&self, _metadata: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let mut fields = Map::new();
+        fields.insert(
+            "ts".into(),
+            Value::String(humantime_rfc3339(std::time::SystemTime::now())),
+        );
+        fields.insert("level".into(), Value::String(record.level().to_string()));
+        fields.insert("target".into(), Value::String(record.target().to_owned()));
+        fields.insert("message".into(), Value::String(record.args().to_string()));
+        if let Some(module) = record.module_path() {
+            fields.insert("module".into(), Value::String(module.to_owned()));
+        }
+        if let Some(file) = record.file() {
+            fields.insert("file".into(), Value::String(file.to_owned()));
+        }
+        if let Some(line) = record.line() {
+            fields.insert("line".into(), Value::from(line));
+        }
+        self.send(Value::Object(fields));
+    }
+
+    fn flush(&self) {}
+}
+
+impl EventLayer {
+    /// Serializes `record` and queues it, or counts it dropped.
+    fn send(&self, record: Value) {
+        let Ok(record) = serde_json::to_vec(&record) else {
             return;
         };
         if self.queue.try_send(record).is_err() {
