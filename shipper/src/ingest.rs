@@ -78,7 +78,7 @@ use shipper_core::emit::Emitter;
 use shipper_core::log::Log;
 use shipper_core::plugin::Shutdown;
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, LogConfig, SdkSource, SinkConfig, SourceConfig};
 
 mod events;
 use crate::runtime::{build_emitter, start_embedded_sinks, EmbeddedSinks};
@@ -257,6 +257,30 @@ impl Ingestor {
             .context("starting the linger thread")?;
         *lock(&inner.ticker) = Some(ticker);
         Ok(Ingestor { inner })
+    }
+
+    /// Builds an ingestor in code instead of from a config file: the same
+    /// settings, the sinks given as typed configs or as their TOML tables.
+    ///
+    /// ```no_run
+    /// # fn demo() -> anyhow::Result<()> {
+    /// use shipper::config::{DurabilityPolicy, LogConfig};
+    /// let ingestor = shipper::ingest::Ingestor::builder("./sensor-data")
+    ///     .log(LogConfig { durability: DurabilityPolicy::Always, ..LogConfig::default() })
+    ///     .sink_toml("backend", r#"type = "http"
+    ///                              uri = "http://aggregator:8687/v1/chunks""#)
+    ///     .open()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(data_dir: impl Into<std::path::PathBuf>) -> IngestorBuilder {
+        IngestorBuilder {
+            config: Config {
+                data_dir: data_dir.into(),
+                ..Config::default()
+            },
+            options: IngestOptions::default(),
+            errors: Vec::new(),
+        }
     }
 
     /// The data directory.
@@ -488,6 +512,88 @@ impl Drop for Inner {
                 tracing::warn!(%error, "ingestor dropped without close");
             }
         });
+    }
+}
+
+/// An ingestor's settings in code; see [`Ingestor::builder`]. Its source
+/// is named [`IngestorBuilder::SOURCE`]; sinks read it.
+#[derive(Debug, Clone)]
+pub struct IngestorBuilder {
+    config: Config,
+    options: IngestOptions,
+    errors: Vec<String>,
+}
+
+impl IngestorBuilder {
+    /// The name of the builder's `sdk` source: the component of every
+    /// inserted record, the input of every sink.
+    pub const SOURCE: &'static str = "app";
+
+    /// The `[log]` section (segment size, budget, durability, ...).
+    pub fn log(mut self, log: LogConfig) -> Self {
+        self.config.log = log;
+        self
+    }
+
+    /// How long `close` lets the sinks deliver (`shutdown_timeout_ms`).
+    pub fn shutdown_timeout(mut self, patience: Duration) -> Self {
+        self.config.shutdown_timeout_ms = u64::try_from(patience.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Return [`InsertError::Full`] instead of blocking at the budget.
+    pub fn refuse_when_full(mut self, refuse: bool) -> Self {
+        self.options.refuse_when_full = refuse;
+        self
+    }
+
+    /// A sink from its typed config; its `inputs` should name
+    /// [`IngestorBuilder::SOURCE`].
+    pub fn sink(mut self, name: &str, sink: SinkConfig) -> Self {
+        self.config.sinks.insert(name.to_owned(), sink);
+        self
+    }
+
+    /// A sink from its table as in a config file (docs/config.md), checked
+    /// as the config file's would be; `inputs` defaults to the builder's
+    /// source.
+    pub fn sink_toml(mut self, name: &str, table: &str) -> Self {
+        let inputs = if table
+            .lines()
+            .any(|line| line.trim_start().starts_with("inputs"))
+        {
+            String::new()
+        } else {
+            format!("inputs = [\"{}\"]\n", Self::SOURCE)
+        };
+        let text = format!(
+            "[sources.{source}]\ntype = \"sdk\"\n[sinks.{name}]\n{inputs}{table}\n",
+            source = Self::SOURCE
+        );
+        match crate::config::parse(&text, &|variable| std::env::var(variable).ok()) {
+            Ok(mut loaded) => match loaded.config.sinks.remove(name) {
+                Some(sink) => {
+                    self.config.sinks.insert(name.to_owned(), sink);
+                }
+                None => self.errors.push(format!("sink {name}: not a sink table")),
+            },
+            Err(invalid) => self.errors.push(format!("sink {name}: {invalid}")),
+        }
+        self
+    }
+
+    /// Opens the ingestor (see [`Ingestor::open_config`]).
+    pub fn open(mut self) -> anyhow::Result<Ingestor> {
+        if !self.errors.is_empty() {
+            bail!("{}", self.errors.join("; "));
+        }
+        if self.config.sinks.is_empty() {
+            bail!("an ingestor needs at least one sink");
+        }
+        self.config
+            .sources
+            .insert(Self::SOURCE.to_owned(), SourceConfig::Sdk(SdkSource {}));
+        Ingestor::open_config(self.config, self.options)
     }
 }
 

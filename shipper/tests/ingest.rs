@@ -473,3 +473,56 @@ fn an_app_killed_while_inserting_loses_nothing_durable_and_repeats_nothing() {
         &missing[..missing.len().min(10)]
     );
 }
+
+/// The builder: the same ingestor in code, sinks typed or as TOML tables
+/// (checked like a config file's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builder_opens_the_same_ingestor_in_code() {
+    use shipper::config::{BlackholeSink, DurabilityPolicy, LogConfig, SinkConfig};
+    use shipper::ingest::IngestorBuilder;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out/records.ndjson");
+    let ingestor = Ingestor::builder(dir.path().join("data"))
+        .log(LogConfig {
+            durability: DurabilityPolicy::Always,
+            ..LogConfig::default()
+        })
+        .shutdown_timeout(Duration::from_secs(5))
+        .sink_toml(
+            "out",
+            &format!("type = \"file\"\npath = \"{}\"", out.display()),
+        )
+        .sink(
+            "void",
+            SinkConfig::Blackhole(BlackholeSink {
+                inputs: vec![IngestorBuilder::SOURCE.into()],
+            }),
+        )
+        .open()
+        .unwrap();
+    for seq in 0..1_000 {
+        ingestor.insert(&reading(seq)).unwrap();
+    }
+    assert!(ingestor
+        .wait_for_upload(Duration::from_secs(30))
+        .await
+        .unwrap());
+    ingestor.close().await.unwrap();
+    common::assert_exactly_once(&seen(&out), 1_000);
+
+    let error = Ingestor::builder(dir.path().join("other"))
+        .sink_toml("web", "type = \"http\"\nuri = \"ftp://x\"")
+        .open()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("sink web") && error.contains("http://"),
+        "{error}"
+    );
+    let error = Ingestor::builder(dir.path().join("other"))
+        .open()
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("at least one sink"), "{error}");
+}
