@@ -230,9 +230,17 @@ impl Ingestor {
             .context("starting the sinks' runtime")?;
         // `enter`, not `block_on`: the application may open the ingestor
         // from inside its own tokio runtime.
-        let sinks = {
+        let started = {
             let _context = runtime.enter();
-            start_embedded_sinks(&config, &log)?
+            start_embedded_sinks(&config, &log)
+        };
+        let sinks = match started {
+            Ok(sinks) => sinks,
+            Err(error) => {
+                // Dropping a runtime inside another one's task panics.
+                runtime.shutdown_background();
+                return Err(error);
+            }
         };
         let sink_names = sinks.stats.iter().map(|(name, _)| name.clone()).collect();
         let inner = Arc::new(Inner {
