@@ -33,8 +33,8 @@ enum Command {
     /// and every damaged byte range found.
     Inspect(cli::inspect::InspectArgs),
     /// Write generated access-log records into a log, read them back,
-    /// verify them and print throughput (the main job until the pipeline
-    /// lands).
+    /// verify them and print throughput: a quick check of the storage
+    /// engine on this machine's disk.
     Demo(cli::demo::DemoArgs),
     /// Check a config file without running it: print every error with its
     /// line and key path (exit 1), or a summary (exit 0).

@@ -1,4 +1,4 @@
-//! `shipper demo`: the main job until the pipeline lands. It writes
+//! `shipper demo`: a quick check of the storage engine. It writes
 //! generated access-log records into a log the way a source will (chunk
 //! builder, zstd once, in the producing threads), reads them back the way a
 //! sink will, verifies every record byte for byte, acknowledges them so
