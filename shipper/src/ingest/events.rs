@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339() {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_795_778_096_123_456);
-        assert_eq!(humantime_rfc3339(at), "2026-11-27T07:54:56.123456Z");
+        assert_eq!(humantime_rfc3339(at), "2026-11-27T11:14:56.123456Z");
         assert_eq!(
             humantime_rfc3339(std::time::UNIX_EPOCH),
             "1970-01-01T00:00:00.000000Z"
