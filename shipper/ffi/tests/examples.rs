@@ -7,17 +7,49 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Where cargo put libshipper.so for this test: next to the test binary
-/// (`target/<profile>/deps`) or one up.
+/// Builds libshipper.so (cargo does not build a cdylib for a package's
+/// tests) into this test's target directory and profile, once, and returns
+/// the folder that holds it (`target/<profile>`).
 fn library_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let found = [deps, deps.parent().unwrap()]
-        .into_iter()
-        .find(|dir| dir.join("libshipper.so").exists())
-        .unwrap_or_else(|| panic!("libshipper.so is not in {} or above", deps.display()))
-        .to_owned();
-    found
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/<test binary>
+            let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
+            let target_dir = profile_dir.parent().unwrap();
+            let mut build = Command::new(env!("CARGO"));
+            build
+                .args([
+                    "build",
+                    "--locked",
+                    "--lib",
+                    "-p",
+                    "shipper-ffi",
+                    "--manifest-path",
+                ])
+                .arg(repository().join("Cargo.toml"))
+                .arg("--target-dir")
+                .arg(target_dir);
+            if profile_dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let built = build
+                .output()
+                .expect("running cargo to build libshipper.so");
+            assert!(
+                built.status.success(),
+                "cargo build -p shipper-ffi failed:\n{}",
+                String::from_utf8_lossy(&built.stderr)
+            );
+            assert!(
+                profile_dir.join("libshipper.so").exists(),
+                "no libshipper.so in {}",
+                profile_dir.display()
+            );
+            profile_dir
+        })
+        .clone()
 }
 
 fn repository() -> PathBuf {
