@@ -6,42 +6,23 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{assert_exactly_once, seen, unique, writer, Database, Guard, Proxy};
+use common::{
+    assert_exactly_once, file_sink, free_port, seen, unique, writer, Database, Guard, Proxy,
+};
 
 /// A port free right now on 127.0.0.1.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn write(path: &Path, text: String) -> PathBuf {
     std::fs::write(path, text).unwrap();
     path.to_owned()
 }
 
-/// A `file` sink of the aggregator writing to `dir/out/records.ndjson`.
-fn file_sink(dir: &Path) -> String {
-    format!(
-        r#"[sinks.out]
-type = "file"
-inputs = ["sidecars"]
-path = "{}"
-"#,
-        dir.join("out/records.ndjson").display()
-    )
-}
-
 fn aggregator_config(dir: &Path, port: u16) -> PathBuf {
-    aggregator_config_with(dir, port, &file_sink(dir))
+    aggregator_config_with(dir, port, &file_sink(dir, "sidecars"))
 }
 
 fn aggregator_config_with(dir: &Path, port: u16, sinks: &str) -> PathBuf {
@@ -199,7 +180,7 @@ fn sidecar_to_aggregator_is_exactly_once_under_random_sigkills() {
     const TOTAL: u64 = 150_000;
     let pair = write_under_chaos(
         dir.path(),
-        &file_sink(dir.path()),
+        &file_sink(dir.path(), "sidecars"),
         TOTAL,
         50_000,
         0xa66e_6a7e,

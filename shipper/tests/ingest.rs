@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{seen, Guard};
+use common::{file_sink, free_port, seen, Guard};
 use shipper::ingest::{Ingest, IngestOptions, Ingestor, InsertError};
 
 #[derive(serde::Serialize, Ingest)]
@@ -57,29 +57,11 @@ type = "sdk"
     )
 }
 
-fn file_sink(dir: &Path) -> String {
-    format!(
-        r#"[sinks.out]
-type = "file"
-inputs = ["app"]
-path = "{}"
-"#,
-        dir.join("out/records.ndjson").display()
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inserted_objects_reach_the_sink_and_wait_for_upload_sees_the_acknowledgement() {
     let dir = tempfile::tempdir().unwrap();
-    let ingestor = Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path()))).unwrap();
+    let ingestor =
+        Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path(), "app"))).unwrap();
     for seq in 0..20_000 {
         ingestor.insert(&reading(seq)).unwrap();
     }
@@ -119,7 +101,8 @@ async fn inserted_objects_reach_the_sink_and_wait_for_upload_sees_the_acknowledg
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_threads_insert_at_once_and_nothing_is_lost_or_repeated() {
     let dir = tempfile::tempdir().unwrap();
-    let ingestor = Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path()))).unwrap();
+    let ingestor =
+        Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path(), "app"))).unwrap();
     const THREADS: u64 = 4;
     const EACH: u64 = 25_000;
     std::thread::scope(|scope| {
@@ -272,13 +255,13 @@ fn an_ingestor_needs_one_sdk_source_and_shipper_run_refuses_one() {
     let without = format!(
         "data_dir = \"{}\"\n[sources.in]\ntype = \"stdin\"\n{}",
         dir.path().join("data").display(),
-        file_sink(dir.path()).replace("[\"app\"]", "[\"in\"]")
+        file_sink(dir.path(), "app").replace("[\"app\"]", "[\"in\"]")
     );
     let error = Ingestor::open_toml(&without).unwrap_err().to_string();
     assert!(error.contains("type \"sdk\""), "{error}");
 
     let path = dir.path().join("sdk.toml");
-    std::fs::write(&path, config(dir.path(), "", &file_sink(dir.path()))).unwrap();
+    std::fs::write(&path, config(dir.path(), "", &file_sink(dir.path(), "app"))).unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_shipper"))
         .args(["run", "-c"])
         .arg(&path)
@@ -299,7 +282,8 @@ async fn the_tracing_layer_ships_events_and_drops_a_storm_without_blocking() {
     use tracing_subscriber::layer::SubscriberExt;
 
     let dir = tempfile::tempdir().unwrap();
-    let ingestor = Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path()))).unwrap();
+    let ingestor =
+        Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path(), "app"))).unwrap();
     let layer = EventLayer::new(&ingestor, "logs", 2_000).unwrap();
     let dropped = layer.dropped_counter();
     let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
@@ -361,7 +345,8 @@ async fn the_log_backend_ships_records() {
     use shipper::ingest::EventLayer;
 
     let dir = tempfile::tempdir().unwrap();
-    let ingestor = Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path()))).unwrap();
+    let ingestor =
+        Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path(), "app"))).unwrap();
     let layer = EventLayer::new(&ingestor, "logs", 10_000).unwrap();
     log::set_boxed_logger(Box::new(layer.clone())).unwrap();
     log::set_max_level(log::LevelFilter::Info);
@@ -403,7 +388,7 @@ async fn child_inserts_until_killed() {
         return;
     };
     let dir = Path::new(&dir);
-    let ingestor = Ingestor::open_toml(&config(dir, "", &file_sink(dir))).unwrap();
+    let ingestor = Ingestor::open_toml(&config(dir, "", &file_sink(dir, "app"))).unwrap();
     for seq in 0.. {
         if seq % 97 == 0 {
             ingestor.insert_durable(&reading(seq)).await.unwrap();
@@ -453,7 +438,7 @@ fn an_app_killed_while_inserting_loses_nothing_durable_and_repeats_nothing() {
         .unwrap();
     runtime.block_on(async {
         let ingestor =
-            Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path()))).unwrap();
+            Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path(), "app"))).unwrap();
         assert!(ingestor
             .wait_for_upload(Duration::from_secs(60))
             .await

@@ -12,6 +12,27 @@ use std::time::Duration;
 
 pub const SHIPPER: &str = env!("CARGO_BIN_EXE_shipper");
 
+/// A `file` sink named `out` reading `input`, writing `dir/out/records.ndjson`.
+pub fn file_sink(dir: &Path, input: &str) -> String {
+    format!(
+        r#"[sinks.out]
+type = "file"
+inputs = ["{input}"]
+path = "{}"
+"#,
+        dir.join("out/records.ndjson").display()
+    )
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A `shipper run` child whose stderr goes to `<config>.stderr` (a file, so
 /// a chatty run never blocks on a full pipe); killed if the test fails.
 pub struct Guard(Option<Child>, PathBuf);
