@@ -304,13 +304,7 @@ impl Ingestor {
     /// Serializes `object` (JSON) and stores it with the thread's open
     /// chunk; see the module docs. Durable per `[log] durability`.
     pub fn insert<T: Ingest + ?Sized>(&self, object: &T) -> Result<(), InsertError> {
-        self.with_local(|local| {
-            local.scratch.clear();
-            serde_json::to_writer(&mut local.scratch, object)?;
-            let mut emitter = lock(&local.emitter);
-            emitter.emit(T::STREAM, &local.scratch, now(), None)?;
-            Ok(())
-        })
+        self.with_local(|local| local.emit_object(object).map(drop))
     }
 
     /// Stores `record` (bytes as they are, e.g. JSON an application
@@ -327,24 +321,23 @@ impl Ingestor {
     /// local disk (it closes the thread's open chunk to get there).
     pub async fn insert_durable<T: Ingest + ?Sized>(&self, object: &T) -> Result<(), InsertError> {
         let end = self.with_local(|local| {
-            local.scratch.clear();
-            serde_json::to_writer(&mut local.scratch, object)?;
-            let mut emitter = lock(&local.emitter);
-            emitter.emit(T::STREAM, &local.scratch, now(), None)?;
+            let mut emitter = local.emit_object(object)?;
             emitter.close_chunks()?;
             Ok(emitter.wait_stored()?)
         })?;
-        if let Some(end) = end {
-            self.inner.log.request_flush();
-            self.inner.log.durable(end).await?;
-        }
-        Ok(())
+        self.durable(end).await
     }
 
     /// Closes every thread's open chunk and waits until everything
     /// inserted before the call is durable on local disk.
     pub async fn flush(&self) -> Result<(), InsertError> {
         let end = self.inner.close_all()?;
+        self.durable(end).await
+    }
+
+    /// Waits until the log is durable up to `end` (nothing to wait for
+    /// without one), asking for a flush now instead of at the interval.
+    async fn durable(&self, end: Option<u64>) -> Result<(), InsertError> {
         if let Some(end) = end {
             self.inner.log.request_flush();
             self.inner.log.durable(end).await?;
@@ -427,6 +420,21 @@ impl Ingestor {
             };
             insert(&mut locals[index])
         })
+    }
+}
+
+impl Local {
+    /// Serializes `object` into this thread's buffer and emits it; returns
+    /// the emitter, still locked, for what the caller does next.
+    fn emit_object<T: Ingest + ?Sized>(
+        &mut self,
+        object: &T,
+    ) -> Result<std::sync::MutexGuard<'_, Emitter>, InsertError> {
+        self.scratch.clear();
+        serde_json::to_writer(&mut self.scratch, object)?;
+        let mut emitter = lock(&self.emitter);
+        emitter.emit(T::STREAM, &self.scratch, now(), None)?;
+        Ok(emitter)
     }
 }
 

@@ -78,7 +78,7 @@ where
         let mut fields = Fields::default();
         fields.0.insert(
             "ts".into(),
-            Value::String(humantime_rfc3339(std::time::SystemTime::now())),
+            Value::String(rfc3339_utc(std::time::SystemTime::now())),
         );
         fields
             .0
@@ -114,7 +114,7 @@ impl log::Log for EventLayer {
         let mut fields = Map::new();
         fields.insert(
             "ts".into(),
-            Value::String(humantime_rfc3339(std::time::SystemTime::now())),
+            Value::String(rfc3339_utc(std::time::SystemTime::now())),
         );
         fields.insert("level".into(), Value::String(record.level().to_string()));
         fields.insert("target".into(), Value::String(record.target().to_owned()));
@@ -175,7 +175,7 @@ impl Visit for Fields {
 }
 
 /// `time` as RFC 3339 UTC with microseconds.
-fn humantime_rfc3339(time: std::time::SystemTime) -> String {
+fn rfc3339_utc(time: std::time::SystemTime) -> String {
     let since = time
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -198,9 +198,9 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339() {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_795_778_096_123_456);
-        assert_eq!(humantime_rfc3339(at), "2026-11-27T11:14:56.123456Z");
+        assert_eq!(rfc3339_utc(at), "2026-11-27T11:14:56.123456Z");
         assert_eq!(
-            humantime_rfc3339(std::time::UNIX_EPOCH),
+            rfc3339_utc(std::time::UNIX_EPOCH),
             "1970-01-01T00:00:00.000000Z"
         );
     }
