@@ -436,7 +436,7 @@ impl Emitter {
                 emitter,
                 scratch,
             } = route;
-            match transform.apply(payload, scratch) {
+            match transform.apply_record(stream, timestamp, payload, scratch) {
                 TransformOutcome::Keep(bytes) | TransformOutcome::Replace(bytes) => {
                     emitter.emit_skipping(stream, bytes, timestamp, source_position, skip)?
                 }

@@ -148,6 +148,20 @@ pub enum TransformOutcome<'a> {
 pub trait Transform: Send {
     /// Transforms one record; `scratch` is a buffer reused across calls.
     fn apply<'a>(&mut self, record: &'a [u8], scratch: &'a mut Vec<u8>) -> TransformOutcome<'a>;
+
+    /// [`Transform::apply`] with the record's stream and timestamp (unix
+    /// nanoseconds), for transforms that use them (a dynamic plugin is
+    /// given both). The emitter calls this one.
+    fn apply_record<'a>(
+        &mut self,
+        stream: &str,
+        timestamp: u64,
+        record: &'a [u8],
+        scratch: &'a mut Vec<u8>,
+    ) -> TransformOutcome<'a> {
+        let _ = (stream, timestamp);
+        self.apply(record, scratch)
+    }
 }
 
 /// What the runtime tells a sink before its first delivery.
