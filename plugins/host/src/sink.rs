@@ -1,0 +1,221 @@
+//! A sink plugin behind the engine's [`Sink`] trait.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use shipper_core::chunk::{decode_body, Decoder};
+use shipper_core::log::StoredChunk;
+use shipper_core::plugin::{PluginError, Sink, SinkContext};
+use shipper_plugin::abi::{self, Slice};
+
+use crate::instance::{CallError, Instance};
+use crate::loader::{Kind, Plugin};
+use crate::stats::{for_component, PluginStats};
+
+/// A dynamically loaded sink. The host decodes the stored chunks and hands
+/// the plugin their records (borrowed byte slices with stream, timestamp
+/// and offset); the plugin's `SHIPPER_OK` acknowledges the batch and the
+/// runtime moves the cursor past it. Every call runs on tokio's blocking
+/// pool, so a slow backend never stalls the runtime's workers.
+///
+/// A retryable failure offers the same batch again after a backoff; a
+/// panic also replaces the instance (created and opened again) before the
+/// batch is offered again; a fatal failure stops the sink.
+#[derive(Debug)]
+pub struct DynamicSink {
+    name: String,
+    plugin: Arc<Plugin>,
+    config: String,
+    /// Between calls; taken while a call runs on the blocking pool.
+    instance: Option<Instance>,
+    /// Whether `instance` has been opened.
+    opened: bool,
+    context: Option<OwnedContext>,
+    decoder: Decoder,
+    stats: Arc<PluginStats>,
+}
+
+/// The sink context, owned, to open new instances with.
+#[derive(Debug, Clone)]
+struct OwnedContext {
+    name: String,
+    producer_id: String,
+    data_dir: String,
+    committed: u64,
+}
+
+/// Decoded records of one delivery: all bytes in one buffer.
+#[derive(Debug, Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    records: Vec<BatchRecord>,
+}
+
+#[derive(Debug)]
+struct BatchRecord {
+    payload: Range<usize>,
+    stream: Range<usize>,
+    timestamp_ns: u64,
+    offset: u64,
+}
+
+impl Batch {
+    fn abi_records(&self) -> Vec<abi::Record> {
+        self.records
+            .iter()
+            .map(|record| abi::Record {
+                payload: Slice::of(&self.bytes[record.payload.clone()]),
+                stream: Slice::of(&self.bytes[record.stream.clone()]),
+                timestamp_ns: record.timestamp_ns,
+                offset: record.offset,
+            })
+            .collect()
+    }
+}
+
+fn plugin_error(error: CallError) -> PluginError {
+    match error {
+        CallError::Retry(message) => PluginError::Retryable(message),
+        CallError::Fatal(message) => PluginError::Fatal(message),
+        CallError::Panicked(message) => PluginError::Retryable(format!(
+            "{message}; a new instance is offered the same records"
+        )),
+    }
+}
+
+impl DynamicSink {
+    /// A sink named `name` running `plugin` (a sink) with `config` (a JSON
+    /// object). The instance is created when the sink opens.
+    pub fn new(name: &str, plugin: &Arc<Plugin>, config: &str) -> Result<Self, CallError> {
+        if plugin.kind() != Kind::Sink {
+            return Err(CallError::Fatal(format!(
+                "{} is a {} plugin, not a sink",
+                plugin.path().display(),
+                plugin.kind()
+            )));
+        }
+        Ok(DynamicSink {
+            name: name.to_owned(),
+            plugin: plugin.clone(),
+            config: config.to_owned(),
+            instance: None,
+            opened: false,
+            context: None,
+            decoder: Decoder::default(),
+            stats: for_component(name),
+        })
+    }
+
+    /// Runs `call` with the instance on the blocking pool, creating and
+    /// opening one first if there is none. The instance comes back unless
+    /// the call panicked.
+    async fn with_instance<R: Send + 'static>(
+        &mut self,
+        call: impl FnOnce(&mut Instance) -> Result<R, CallError> + Send + 'static,
+    ) -> Result<R, PluginError> {
+        let instance = self.instance.take();
+        let opened = self.opened;
+        let plugin = self.plugin.clone();
+        let config = self.config.clone();
+        let context = self.context.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut instance = match instance {
+                Some(instance) => instance,
+                None => match Instance::create(&plugin, &config) {
+                    Ok(instance) => instance,
+                    Err(error) => return (None, false, Err(error)),
+                },
+            };
+            if !opened {
+                if let Some(context) = &context {
+                    let raw = abi::SinkContext {
+                        name: Slice::of(context.name.as_bytes()),
+                        producer_id: Slice::of(context.producer_id.as_bytes()),
+                        data_dir: Slice::of(context.data_dir.as_bytes()),
+                        committed: context.committed,
+                    };
+                    if let Err(error) = instance.sink_open(&raw) {
+                        let keep = !matches!(error, CallError::Panicked(_));
+                        return (keep.then_some(instance), false, Err(error));
+                    }
+                }
+            }
+            let result = call(&mut instance);
+            let keep = !matches!(result, Err(CallError::Panicked(_)));
+            (keep.then_some(instance), true, result)
+        })
+        .await;
+        let (instance, opened, result) = joined.map_err(|e| {
+            PluginError::Fatal(format!("sink {}: the plugin call failed: {e}", self.name))
+        })?;
+        self.opened = instance.is_some() && opened;
+        self.instance = instance;
+        result.map_err(|error| {
+            self.stats.failed(matches!(error, CallError::Panicked(_)));
+            plugin_error(error)
+        })
+    }
+
+    /// Decodes `chunks` into one buffer of records.
+    fn decode(&mut self, chunks: &[StoredChunk]) -> Result<Batch, PluginError> {
+        let mut batch = Batch::default();
+        for chunk in chunks {
+            let view = chunk.view();
+            let body = decode_body(&view, &mut self.decoder)
+                .map_err(|e| PluginError::undecodable(chunk.first_offset(), e))?;
+            let stream_start = batch.bytes.len();
+            batch.bytes.extend_from_slice(view.stream());
+            let stream = stream_start..batch.bytes.len();
+            for (offset, record) in (chunk.first_offset()..).zip(body.records()) {
+                let record =
+                    record.map_err(|e| PluginError::undecodable(chunk.first_offset(), e))?;
+                let start = batch.bytes.len();
+                batch.bytes.extend_from_slice(record);
+                batch.records.push(BatchRecord {
+                    payload: start..batch.bytes.len(),
+                    stream: stream.clone(),
+                    timestamp_ns: view.max_ts(),
+                    offset,
+                });
+            }
+        }
+        Ok(batch)
+    }
+}
+
+#[async_trait]
+impl Sink for DynamicSink {
+    async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
+        self.decoder = cx.decoder();
+        self.context = Some(OwnedContext {
+            name: cx.name.clone(),
+            producer_id: cx.producer_id.to_string(),
+            data_dir: cx.data_dir.to_string_lossy().into_owned(),
+            committed: cx.committed,
+        });
+        self.opened = false;
+        self.with_instance(|_| Ok(())).await
+    }
+
+    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
+        let batch = self.decode(chunks)?;
+        if batch.records.is_empty() {
+            return Ok(());
+        }
+        self.with_instance(move |instance| instance.sink_deliver(&batch.abi_records()))
+            .await
+    }
+
+    async fn close(&mut self) -> Result<(), PluginError> {
+        if self.instance.is_none() {
+            return Ok(());
+        }
+        let result = self.with_instance(Instance::sink_close).await;
+        // Destroyed on the blocking pool too: a plugin may join threads.
+        if let Some(instance) = self.instance.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(instance)).await;
+        }
+        result
+    }
+}

@@ -1,0 +1,199 @@
+//! A source plugin behind the engine's [`Source`] trait, and the host
+//! callbacks it emits through.
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use shipper_core::emit::Emitter;
+use shipper_core::plugin::{PluginError, Shutdown, Source, SourceContext};
+use shipper_plugin::abi::{self, ErrorOut, Slice};
+use shipper_plugin::export::report;
+
+use crate::instance::{CallError, Instance};
+use crate::loader::{Kind, Plugin};
+use crate::stats::{for_component, PluginStats};
+
+/// Emits between polls of the emitter's linger deadline.
+const POLL_EVERY: u32 = 256;
+
+/// A dynamically loaded source. Its `run` is the plugin's: it blocks, so
+/// it runs where blocking is allowed (`block_in_place`, and the runtime
+/// starts plugin sources off its async workers). The plugin emits through
+/// host callbacks into the source's emitter; when it returns, the host
+/// makes what it emitted durable.
+#[derive(Debug)]
+pub struct DynamicSource {
+    name: String,
+    plugin: Arc<Plugin>,
+    config: String,
+    stats: Arc<PluginStats>,
+}
+
+impl DynamicSource {
+    /// A source named `name` running `plugin` (a source) with `config`. The
+    /// instance is created when it runs.
+    pub fn new(name: &str, plugin: &Arc<Plugin>, config: &str) -> Result<Self, CallError> {
+        if plugin.kind() != Kind::Source {
+            return Err(CallError::Fatal(format!(
+                "{} is a {} plugin, not a source",
+                plugin.path().display(),
+                plugin.kind()
+            )));
+        }
+        Ok(DynamicSource {
+            name: name.to_owned(),
+            plugin: plugin.clone(),
+            config: config.to_owned(),
+            stats: for_component(name),
+        })
+    }
+
+    fn run_blocking(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
+        let mut instance = Instance::create(&self.plugin, &self.config)
+            .map_err(|e| PluginError::Fatal(format!("source {}: {e}", self.name)))?;
+        let mut state = HostState {
+            emitter: &mut cx.emitter,
+            shutdown: &cx.shutdown,
+            since_poll: 0,
+        };
+        let host = abi::SourceHost {
+            host: (&mut state as *mut HostState<'_>).cast(),
+            emit: host_emit,
+            wait_durable: host_wait_durable,
+            wait_stop: host_wait_stop,
+        };
+        let ran = instance.source_run(&host);
+        drop(instance);
+        let durable = cx.emitter.wait_durable();
+        if let Err(error) = &ran {
+            self.stats.failed(matches!(error, CallError::Panicked(_)));
+        }
+        ran.map_err(|error| match error {
+            CallError::Retry(message) => PluginError::Retryable(message),
+            CallError::Fatal(message) | CallError::Panicked(message) => PluginError::Fatal(message),
+        })?;
+        durable?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Source for DynamicSource {
+    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
+        tokio::task::block_in_place(|| self.run_blocking(cx))
+    }
+}
+
+/// What the host callbacks reach through `SourceHost::host`.
+struct HostState<'a> {
+    emitter: &'a mut Emitter,
+    shutdown: &'a Shutdown,
+    since_poll: u32,
+}
+
+/// Runs a callback body; a panic in the host (a broken invariant) becomes
+/// a fatal status instead of unwinding into the plugin.
+///
+/// # Safety
+///
+/// `host` is the `HostState` of the running source, used by no one else
+/// during the call; `error` is null or live.
+unsafe fn callback(
+    host: *mut c_void,
+    error: *const ErrorOut,
+    body: impl FnOnce(&mut HostState<'_>) -> Result<(), String>,
+) -> i32 {
+    // SAFETY: the caller's promise; the plugin calls back only from the
+    // thread inside `source_run`, while `run_blocking` waits for it.
+    let state = unsafe { &mut *host.cast::<HostState<'_>>() };
+    let message = match catch_unwind(AssertUnwindSafe(|| body(state))) {
+        Ok(Ok(())) => return abi::STATUS_OK,
+        Ok(Err(message)) => message,
+        Err(_) => "the host panicked in a callback".to_owned(),
+    };
+    // SAFETY: passed on from the caller.
+    unsafe { report(error, &message) };
+    abi::STATUS_FATAL
+}
+
+unsafe extern "C" fn host_emit(
+    host: *mut c_void,
+    stream: Slice,
+    payload: Slice,
+    timestamp_ns: u64,
+    error: *const ErrorOut,
+) -> i32 {
+    // SAFETY: the plugin passes our host pointer and slices valid for the
+    // call (the ABI's rule for `emit`).
+    unsafe {
+        callback(host, error, |state| {
+            let stream = std::str::from_utf8(stream.as_bytes())
+                .map_err(|_| "the stream name is not UTF-8".to_owned())?;
+            state
+                .emitter
+                .emit(stream, payload.as_bytes(), timestamp_ns, None)
+                .map_err(|e| e.to_string())?;
+            state.since_poll += 1;
+            if state.since_poll >= POLL_EVERY {
+                state.since_poll = 0;
+                state
+                    .emitter
+                    .poll(Instant::now())
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+    }
+}
+
+unsafe extern "C" fn host_wait_durable(host: *mut c_void, error: *const ErrorOut) -> i32 {
+    // SAFETY: the plugin passes our host pointer.
+    unsafe {
+        callback(host, error, |state| {
+            state
+                .emitter
+                .wait_durable()
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+unsafe extern "C" fn host_wait_stop(host: *mut c_void, timeout_ms: u64) -> i32 {
+    let mut stopping = false;
+    // SAFETY: the plugin passes our host pointer; there is no error out.
+    let status = unsafe {
+        callback(host, std::ptr::null(), |state| {
+            let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+            loop {
+                // Close chunks whose linger time passed while the plugin
+                // waits for its input.
+                state
+                    .emitter
+                    .poll(Instant::now())
+                    .map_err(|e| e.to_string())?;
+                let now = Instant::now();
+                if state.shutdown.is_triggered() || now >= deadline {
+                    stopping = state.shutdown.is_triggered();
+                    return Ok(());
+                }
+                let until = state
+                    .emitter
+                    .deadline()
+                    .map_or(deadline, |d| d.min(deadline));
+                if state
+                    .shutdown
+                    .wait_timeout(until.saturating_duration_since(now))
+                {
+                    stopping = true;
+                    return Ok(());
+                }
+            }
+        })
+    };
+    // A failed poll means the log failed: the source should stop too.
+    i32::from(stopping || status != abi::STATUS_OK)
+}

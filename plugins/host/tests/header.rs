@@ -1,0 +1,216 @@
+//! The C header and the Rust ABI must agree byte for byte, and the loader
+//! must treat a library it has loaded as loaded for good: both checked
+//! with C compiled here by `cc`.
+
+use std::mem::{offset_of, size_of};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use shipper_plugin::abi;
+
+fn header_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/include")
+}
+
+/// Compiles `source` with `cc` and `args` into `out`.
+fn cc(source: &str, out: &Path, args: &[&str]) {
+    let dir = out.parent().unwrap();
+    let file = dir.join(format!("{}.c", out.file_stem().unwrap().to_string_lossy()));
+    std::fs::write(&file, source).unwrap();
+    let compiled = Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror"])
+        .args(args)
+        .arg("-I")
+        .arg(header_dir())
+        .arg("-o")
+        .arg(out)
+        .arg(&file)
+        .output()
+        .expect("running cc");
+    assert!(
+        compiled.status.success(),
+        "cc failed:\n{}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+}
+
+#[test]
+fn the_c_header_lays_out_every_struct_as_the_rust_abi_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("layout");
+    let fields: &[(&str, &[&str])] = &[
+        ("shipper_slice", &["ptr", "len"]),
+        (
+            "shipper_record",
+            &["payload", "stream", "timestamp_ns", "offset"],
+        ),
+        ("shipper_error", &["host", "set"]),
+        (
+            "shipper_sink_context",
+            &["name", "producer_id", "data_dir", "committed"],
+        ),
+        (
+            "shipper_source_host",
+            &["host", "emit", "wait_durable", "wait_stop"],
+        ),
+        (
+            "shipper_plugin_descriptor",
+            &[
+                "abi_version",
+                "size",
+                "kind",
+                "name",
+                "version",
+                "create",
+                "destroy",
+                "transform",
+                "sink_open",
+                "sink_deliver",
+                "sink_close",
+                "source_run",
+            ],
+        ),
+    ];
+    let mut source = String::from(
+        "#include <stdio.h>\n#include <stddef.h>\n#include \"shipper_plugin.h\"\nint main(void) {\n",
+    );
+    for (name, members) in fields {
+        source.push_str(&format!("    printf(\"{name} %zu\\n\", sizeof({name}));\n"));
+        for member in *members {
+            source.push_str(&format!(
+                "    printf(\"{name}.{member} %zu\\n\", offsetof({name}, {member}));\n"
+            ));
+        }
+    }
+    source.push_str(
+        "    printf(\"constants %u %d %d %d %d %u %u %u %u %u %u\\n\", SHIPPER_PLUGIN_ABI_VERSION, \
+         SHIPPER_OK, SHIPPER_RETRY, SHIPPER_FATAL, SHIPPER_PANICKED, SHIPPER_KEEP, SHIPPER_DROP, \
+         SHIPPER_REPLACE, SHIPPER_KIND_SOURCE, SHIPPER_KIND_TRANSFORM, SHIPPER_KIND_SINK);\n",
+    );
+    source.push_str("    return 0;\n}\n");
+    cc(&source, &program, &[]);
+    let output = Command::new(&program).output().unwrap();
+    let c = String::from_utf8(output.stdout).unwrap();
+
+    let mut rust = String::new();
+    macro_rules! layout {
+        ($c:literal, $ty:ty, [$($field:ident),*]) => {
+            rust.push_str(&format!("{} {}\n", $c, size_of::<$ty>()));
+            $(rust.push_str(&format!("{}.{} {}\n", $c, stringify!($field), offset_of!($ty, $field)));)*
+        };
+    }
+    layout!("shipper_slice", abi::Slice, [ptr, len]);
+    layout!(
+        "shipper_record",
+        abi::Record,
+        [payload, stream, timestamp_ns, offset]
+    );
+    layout!("shipper_error", abi::ErrorOut, [host, set]);
+    layout!(
+        "shipper_sink_context",
+        abi::SinkContext,
+        [name, producer_id, data_dir, committed]
+    );
+    layout!(
+        "shipper_source_host",
+        abi::SourceHost,
+        [host, emit, wait_durable, wait_stop]
+    );
+    layout!(
+        "shipper_plugin_descriptor",
+        abi::Descriptor,
+        [
+            abi_version,
+            size,
+            kind,
+            name,
+            version,
+            create,
+            destroy,
+            transform,
+            sink_open,
+            sink_deliver,
+            sink_close,
+            source_run
+        ]
+    );
+    rust.push_str(&format!(
+        "constants {} {} {} {} {} {} {} {} {} {} {}\n",
+        abi::ABI_VERSION,
+        abi::STATUS_OK,
+        abi::STATUS_RETRY,
+        abi::STATUS_FATAL,
+        abi::STATUS_PANICKED,
+        abi::ACTION_KEEP,
+        abi::ACTION_DROP,
+        abi::ACTION_REPLACE,
+        abi::KIND_SOURCE,
+        abi::KIND_TRANSFORM,
+        abi::KIND_SINK
+    ));
+    assert_eq!(c, rust);
+}
+
+/// A C transform that keeps every record; `marker` changes its bytes.
+fn keep_everything(marker: &str) -> String {
+    format!(
+        r#"#include <stdlib.h>
+#include "shipper_plugin.h"
+static void *create(shipper_slice config, const shipper_error *error) {{
+    (void)config; (void)error;
+    return malloc(1);
+}}
+static void destroy(void *instance) {{ free(instance); }}
+static int32_t transform(void *instance, const shipper_record *record, uint32_t *action,
+                         shipper_slice *replacement, const shipper_error *error) {{
+    (void)instance; (void)record; (void)replacement; (void)error;
+    *action = SHIPPER_KEEP;
+    return SHIPPER_OK;
+}}
+static const shipper_plugin_descriptor DESCRIPTOR = {{
+    SHIPPER_PLUGIN_ABI_VERSION, sizeof(shipper_plugin_descriptor), SHIPPER_KIND_TRANSFORM,
+    "keep", "{marker}", create, destroy, transform, NULL, NULL, NULL, NULL,
+}};
+const shipper_plugin_descriptor *shipper_plugin_entry(void) {{ return &DESCRIPTOR; }}
+"#
+    )
+}
+
+#[test]
+fn a_loaded_library_stays_loaded_and_a_changed_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("libkeep.so");
+    cc(
+        &keep_everything("1.0"),
+        &library,
+        &["-fPIC", "-shared", "-O1"],
+    );
+    let first = shipper_plugin_host::load(&library).unwrap();
+    assert_eq!(
+        (first.name(), first.version(), first.kind()),
+        ("keep", "1.0", shipper_plugin_host::Kind::Transform)
+    );
+    let again = shipper_plugin_host::load(&library).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &again), "loaded once");
+
+    // A rebuild in place cannot replace loaded code: refused, with advice.
+    std::fs::remove_file(&library).unwrap();
+    cc(
+        &keep_everything("2.0-rebuilt"),
+        &library,
+        &["-fPIC", "-shared", "-O1"],
+    );
+    let error = shipper_plugin_host::load(&library).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("install the new build under a new file name"),
+        "{error}"
+    );
+    // Under a new name it loads, beside the old one.
+    let renamed = dir.path().join("libkeep-2.so");
+    std::fs::rename(&library, &renamed).unwrap();
+    let second = shipper_plugin_host::load(&renamed).unwrap();
+    assert_eq!(second.version(), "2.0-rebuilt");
+    assert_eq!(first.version(), "1.0");
+}
