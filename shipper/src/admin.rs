@@ -456,6 +456,7 @@ pub fn render(state: &AdminState) -> String {
         .filter_map(|(sink, stats)| Some((sink, stats.http()?)))
         .collect();
     render_http_sinks(&mut out, &http_sinks);
+    render_plugins(&mut out);
     let next = state.log.next_offset();
     let now = now_nanos();
     family(
@@ -573,4 +574,39 @@ pub fn render(state: &AdminState) -> String {
         let _ = writeln!(out, "{name} {value}");
     }
     out
+}
+
+/// The dynamic plugins' counters, by component (only components that run
+/// a plugin appear).
+fn render_plugins(out: &mut String) {
+    type Counter = fn(&shipper_plugin_host::PluginStats) -> u64;
+    let plugins = shipper_plugin_host::plugin_stats();
+    let counters: [(&str, &str, Counter); 3] = [
+        (
+            "shipper_plugin_errors_total",
+            "Calls into a plugin library that failed (retryable, fatal or panicked).",
+            |s| s.errors.load(Ordering::Relaxed),
+        ),
+        (
+            "shipper_plugin_panics_total",
+            "Calls into a plugin library that panicked; each replaced the plugin's instance.",
+            |s| s.panics.load(Ordering::Relaxed),
+        ),
+        (
+            "shipper_plugin_dropped_records_total",
+            "Records a transform plugin dropped because its call failed.",
+            |s| s.dropped.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(out, name, "counter", help);
+        for (component, stats) in &plugins {
+            let _ = writeln!(
+                out,
+                "{name}{{component=\"{}\"}} {}",
+                label(component),
+                value(stats)
+            );
+        }
+    }
 }

@@ -42,6 +42,8 @@ enum Command {
     /// Run the pipeline a config describes until SIGTERM or SIGINT, or
     /// until every source has ended; SIGHUP reloads the config file.
     Run(cli::run::RunArgs),
+    /// Work with plugin libraries: `shipper plugin inspect FILE`.
+    Plugin(cli::plugin::PluginArgs),
 }
 
 /// What a command asks the process to exit with, when it did not fail.
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cli::demo::run(args),
         Command::Validate(args) => cli::validate::run(args),
         Command::Run(args) => cli::run::run(args),
+        Command::Plugin(args) => cli::plugin::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

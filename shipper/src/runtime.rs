@@ -64,8 +64,9 @@ pub use reload::{ReloadHandle, ReloadOutcome, ReloadSummary, ReloadTrigger, Relo
 use crate::admin::{AdminState, SinkStats};
 use crate::config::{
     Codec, Config, Encoding, FieldValue, FilterAction, Framing, NatsMessage, ParseFormat,
-    SinkConfig, SocketMode, SourceConfig, TransformConfig,
+    PluginComponent, SinkConfig, SocketMode, SourceConfig, TransformConfig,
 };
+use shipper_plugin_host::{DynamicSink, DynamicSource, DynamicTransform};
 use supervisor::Supervisor;
 
 /// Chunks a sink is given at most per delivery.
@@ -134,6 +135,10 @@ async fn build_sources(
         let built: Box<dyn Source> = match source {
             SourceConfig::Sdk(_) => bail!(
                 "source {name}: type \"sdk\" takes the records of an application that embeds shipper (shipper::ingest::Ingestor); `shipper run` has nothing to feed it"
+            ),
+            SourceConfig::Plugin(plugin) => Box::new(
+                DynamicSource::new(name, &load_plugin(plugin)?, &plugin.config_json())
+                    .map_err(|e| anyhow!("source {name}: {e}"))?,
             ),
             SourceConfig::Stdin(_) => Box::new(StdinSource::from_reader(
                 stdin::process_stdin(),
@@ -330,6 +335,13 @@ fn build_sinks(config: &Config, wanted: impl Fn(&str) -> bool) -> anyhow::Result
         let mut http_stats = None;
         let (built, inputs): (Box<dyn Sink>, &Vec<String>) = match sink {
             SinkConfig::Stdout(stdout) => (Box::new(StdoutSink::default()), &stdout.inputs),
+            SinkConfig::Plugin(plugin) => (
+                Box::new(
+                    DynamicSink::new(name, &load_plugin(plugin)?, &plugin.config_json())
+                        .map_err(|e| anyhow!("sink {name}: {e}"))?,
+                ),
+                &plugin.inputs,
+            ),
             SinkConfig::Blackhole(blackhole) => {
                 (Box::new(BlackholeSink::default()), &blackhole.inputs)
             }
@@ -449,6 +461,10 @@ fn field_value(value: &FieldValue) -> transform::FieldValue {
 
 fn build_transform(name: &str, config: &TransformConfig) -> anyhow::Result<Box<dyn Transform>> {
     let built: Box<dyn Transform> = match config {
+        TransformConfig::Plugin(plugin) => Box::new(
+            DynamicTransform::new(name, &load_plugin(plugin)?, &plugin.config_json())
+                .map_err(|e| anyhow!("transform {name}: {e}"))?,
+        ),
         TransformConfig::Filter(filter) => {
             let condition = match (&filter.equals, &filter.not_equals, filter.exists) {
                 (Some(value), None, None) => Condition::Equals(field_value(value)),
@@ -495,6 +511,37 @@ fn build_transform(name: &str, config: &TransformConfig) -> anyhow::Result<Box<d
         }
     };
     Ok(built)
+}
+
+/// The library of a plugin component, loaded (once per process).
+fn load_plugin(component: &PluginComponent) -> anyhow::Result<Arc<shipper_plugin_host::Plugin>> {
+    Ok(shipper_plugin_host::load(&component.plugin)?)
+}
+
+/// Whether the records of `component` pass through plugin code: it is a
+/// plugin source, or a plugin transform consumes it (directly or through
+/// other transforms). Such a source runs off the async workers, since a
+/// plugin may block.
+pub(crate) fn runs_plugin_code(config: &Config, component: &str) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut pending = vec![component.to_owned()];
+    if matches!(config.sources.get(component), Some(SourceConfig::Plugin(_))) {
+        return true;
+    }
+    while let Some(current) = pending.pop() {
+        if !seen.insert(current.clone()) {
+            continue;
+        }
+        for (name, transform) in &config.transforms {
+            if transform.inputs().contains(&current) {
+                if matches!(transform, TransformConfig::Plugin(_)) {
+                    return true;
+                }
+                pending.push(name.clone());
+            }
+        }
+    }
+    false
 }
 
 /// The emitter of `component`: it stores the records when a sink reads the

@@ -2,12 +2,16 @@
 //! blackhole sinks, an orderly SIGTERM, a run that ends with its input, and
 //! reloads (SIGHUP, `POST /reload`).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use common::http_request;
 
 const SHIPPER: &str = env!("CARGO_BIN_EXE_shipper");
 
@@ -440,23 +444,6 @@ path = "{out}"
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     http_request(port, "GET", path)
-}
-
-fn http_request(port: u16, method: &str, path: &str) -> (u16, String) {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_owned());
-    (status, body)
 }
 
 #[test]

@@ -24,6 +24,13 @@ pub(crate) fn run(args: ValidateArgs) -> anyhow::Result<Outcome> {
                 eprintln!("{file}:{warning}");
             }
             let config = &loaded.config;
+            let refused = check_plugins(config);
+            for (key, error) in &refused {
+                eprintln!("{file}: {key}: {error}");
+            }
+            if !refused.is_empty() {
+                return Ok(Outcome::Failed);
+            }
             println!(
                 "config OK: {} sources, {} transforms, {} sinks",
                 config.sources.len(),
@@ -45,4 +52,50 @@ pub(crate) fn run(args: ValidateArgs) -> anyhow::Result<Outcome> {
         }
         Err(error @ LoadError::Read { .. }) => Err(error.into()),
     }
+}
+
+/// Loads every plugin library the config names and checks that it is of
+/// the kind its section says; returns `(key path, error)` for each that
+/// is not.
+fn check_plugins(config: &config::Config) -> Vec<(String, String)> {
+    use shipper::config::{PluginComponent, SinkConfig, SourceConfig, TransformConfig};
+    use shipper_plugin_host::Kind;
+    let sources = config
+        .sources
+        .iter()
+        .filter_map(|(name, source)| match source {
+            SourceConfig::Plugin(plugin) => Some((format!("sources.{name}"), plugin, Kind::Source)),
+            _ => None,
+        });
+    let transforms = config
+        .transforms
+        .iter()
+        .filter_map(|(name, transform)| match transform {
+            TransformConfig::Plugin(plugin) => {
+                Some((format!("transforms.{name}"), plugin, Kind::Transform))
+            }
+            _ => None,
+        });
+    let sinks = config.sinks.iter().filter_map(|(name, sink)| match sink {
+        SinkConfig::Plugin(plugin) => Some((format!("sinks.{name}"), plugin, Kind::Sink)),
+        _ => None,
+    });
+    let mut refused = Vec::new();
+    for (key, plugin, kind) in sources.chain(transforms).chain(sinks) {
+        let plugin: &PluginComponent = plugin;
+        match shipper_plugin_host::load(&plugin.plugin) {
+            Ok(loaded) if loaded.kind() == kind => {}
+            Ok(loaded) => refused.push((
+                format!("{key}.plugin"),
+                format!(
+                    "{} is a {} plugin ({}), not a {kind}",
+                    plugin.plugin.display(),
+                    loaded.kind(),
+                    loaded.name()
+                ),
+            )),
+            Err(error) => refused.push((format!("{key}.plugin"), error.to_string())),
+        }
+    }
+    refused
 }

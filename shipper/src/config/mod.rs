@@ -25,6 +25,7 @@ mod bytesize;
 mod diagnostic;
 mod document;
 mod interpolate;
+mod plugin;
 mod sinks;
 mod sources;
 mod transforms;
@@ -47,6 +48,7 @@ use toml::Spanned;
 pub use bytesize::{parse_byte_size, ByteSize};
 pub use diagnostic::{Diagnostic, Severity};
 pub use interpolate::{interpolate, Interpolated, InterpolationError};
+pub use plugin::PluginComponent;
 pub use sinks::{
     Auth, AuthStrategy, Batch, BlackholeSink, Encoding, FileSink, HttpSink, NatsMessage, NatsSink,
     OnRejected, PostgresSink, Protocol, Retry, SinkConfig, StdoutSink,
@@ -606,12 +608,19 @@ fn load_section(
             continue;
         }
         components.push(Component::from_node(kind, name_str, name.span(), node));
+        if get(node.get_ref(), &["plugin".to_owned()]).is_some() {
+            complete &= load_plugin(kind, name_str, node, &path, reporter, config).is_some();
+            continue;
+        }
         let type_name = match get(node.get_ref(), &["type".to_owned()]) {
             None => {
                 reporter.error(
                     &path,
                     &name.span(),
-                    format!("missing required key `type`, one of {}", types.join(", ")),
+                    format!(
+                        "missing required key `type`, one of {}; or `plugin`, a plugin library",
+                        types.join(", ")
+                    ),
                 );
                 complete = false;
                 continue;
@@ -651,6 +660,46 @@ fn load_section(
         complete &= loaded.is_some();
     }
     complete.then_some(())
+}
+
+/// Loads a component with a `plugin` key; `type`, if given, must say
+/// `plugin`.
+fn load_plugin(
+    kind: Kind,
+    name: &str,
+    node: &Node<'_>,
+    path: &KeyPath,
+    reporter: &mut Reporter<'_>,
+    config: &mut Config,
+) -> Option<()> {
+    if let Some(value) = get(node.get_ref(), &["type".to_owned()]) {
+        if value.get_ref().as_str() != Some(PluginComponent::TYPE) {
+            reporter.error(
+                &path.join("type"),
+                &value.span(),
+                "a component with `plugin` gets its type from the library: leave `type` out",
+            );
+            return None;
+        }
+    }
+    let body = without_keys(node, &["type"]);
+    let plugin: PluginComponent = reporter.deserialize(&body, path)?;
+    let name = name.to_owned();
+    match kind {
+        Kind::Source => config
+            .sources
+            .insert(name, SourceConfig::Plugin(plugin))
+            .map(drop),
+        Kind::Transform => config
+            .transforms
+            .insert(name, TransformConfig::Plugin(plugin))
+            .map(drop),
+        Kind::Sink => config
+            .sinks
+            .insert(name, SinkConfig::Plugin(plugin))
+            .map(drop),
+    };
+    Some(())
 }
 
 // The variant is chosen by hand from `type` rather than by

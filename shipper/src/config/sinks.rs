@@ -17,6 +17,8 @@ pub enum SinkConfig {
     Postgres(PostgresSink),
     Nats(NatsSink),
     Stdout(StdoutSink),
+    /// A plugin library (`plugin = "PATH"`).
+    Plugin(super::PluginComponent),
 }
 
 impl SinkConfig {
@@ -33,6 +35,7 @@ impl SinkConfig {
             SinkConfig::Postgres(_) => "postgres",
             SinkConfig::Nats(_) => "nats",
             SinkConfig::Stdout(_) => "stdout",
+            SinkConfig::Plugin(_) => super::PluginComponent::TYPE,
         }
     }
 
@@ -45,6 +48,7 @@ impl SinkConfig {
             SinkConfig::Postgres(s) => &s.inputs,
             SinkConfig::Nats(s) => &s.inputs,
             SinkConfig::Stdout(s) => &s.inputs,
+            SinkConfig::Plugin(s) => &s.inputs,
         }
     }
 
@@ -61,6 +65,7 @@ impl SinkConfig {
             SinkConfig::Postgres(postgres) => postgres.check(check),
             SinkConfig::Nats(nats) => nats.check(check),
             SinkConfig::Stdout(_) => {}
+            SinkConfig::Plugin(plugin) => plugin.check(check, true),
         }
     }
 }

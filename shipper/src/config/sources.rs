@@ -21,6 +21,8 @@ pub enum SourceConfig {
     Shipper(ShipperSource),
     /// Records an application inserts through [`crate::ingest`].
     Sdk(SdkSource),
+    /// A plugin library (`plugin = "PATH"`).
+    Plugin(super::PluginComponent),
 }
 
 impl SourceConfig {
@@ -47,6 +49,7 @@ impl SourceConfig {
             SourceConfig::Generator(_) => "generator",
             SourceConfig::Shipper(_) => "shipper",
             SourceConfig::Sdk(_) => "sdk",
+            SourceConfig::Plugin(_) => super::PluginComponent::TYPE,
         }
     }
 
@@ -63,6 +66,7 @@ impl SourceConfig {
             SourceConfig::Stdin(_) | SourceConfig::Sdk(_) => {}
             SourceConfig::Generator(generator) => generator.check(check),
             SourceConfig::Shipper(shipper) => shipper.check(check),
+            SourceConfig::Plugin(plugin) => plugin.check(check, false),
         }
     }
 }

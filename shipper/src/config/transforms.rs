@@ -13,6 +13,8 @@ pub enum TransformConfig {
     Filter(FilterTransform),
     Sample(SampleTransform),
     Remap(RemapTransform),
+    /// A plugin library (`plugin = "PATH"`).
+    Plugin(super::PluginComponent),
 }
 
 impl TransformConfig {
@@ -25,6 +27,7 @@ impl TransformConfig {
             TransformConfig::Filter(_) => "filter",
             TransformConfig::Sample(_) => "sample",
             TransformConfig::Remap(_) => "remap",
+            TransformConfig::Plugin(_) => super::PluginComponent::TYPE,
         }
     }
 
@@ -34,11 +37,13 @@ impl TransformConfig {
             TransformConfig::Filter(t) => &t.inputs,
             TransformConfig::Sample(t) => &t.inputs,
             TransformConfig::Remap(t) => &t.inputs,
+            TransformConfig::Plugin(t) => &t.inputs,
         }
     }
 
     pub(super) fn check(&self, check: &mut Checker<'_, '_, '_>) {
         match self {
+            TransformConfig::Plugin(plugin) => plugin.check(check, true),
             TransformConfig::Filter(filter) => {
                 let conditions = [
                     filter.equals.is_some(),

@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::reload::{self, Changes, ReloadOutcome, ReloadSummary, ReloadTrigger, Reloads};
-use super::{build_emitter, build_sink, build_source, deliver, Built, BuiltSink, SinkTask};
+use super::{
+    build_emitter, build_sink, build_source, deliver, runs_plugin_code, Built, BuiltSink, SinkTask,
+};
 use crate::admin::{add_counters, AdminState, PipelineStats, SinkStats};
 use crate::config::{self, Config, LoadError};
 
@@ -467,10 +469,19 @@ impl Supervisor {
             sender: self.returned_sender.clone(),
             id,
         };
-        let task = tokio::spawn(async move {
+        let run = async move {
             let _notice = notice;
             source.run(&mut cx).await
-        });
+        };
+        let task = if runs_plugin_code(&self.config, name) {
+            // Plugin code may block (it is allowed to): the source gets a
+            // thread of the blocking pool and drives its future there, off
+            // the async workers.
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || runtime.block_on(run))
+        } else {
+            tokio::spawn(run)
+        };
         self.sources.insert(
             name.to_owned(),
             SourceSlot {

@@ -64,7 +64,15 @@ impl Guard {
 
     /// Waits for the run to end by itself (every source ended); it must
     /// exit 0.
-    pub fn wait_for_exit(mut self, patience: Duration) -> String {
+    pub fn wait_for_exit(self, patience: Duration) -> String {
+        let (status, stderr) = self.wait_for_end(patience);
+        assert!(status.success(), "exit {status:?}\n{stderr}");
+        stderr
+    }
+
+    /// Waits for the run to end by itself, however it ends: its exit
+    /// status and stderr.
+    pub fn wait_for_end(mut self, patience: Duration) -> (std::process::ExitStatus, String) {
         let mut child = self.0.take().unwrap();
         let deadline = std::time::Instant::now() + patience;
         let status = loop {
@@ -78,9 +86,7 @@ impl Guard {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let stderr = std::fs::read_to_string(&self.1).unwrap_or_default();
-        assert!(status.success(), "exit {status:?}\n{stderr}");
-        stderr
+        (status, std::fs::read_to_string(&self.1).unwrap_or_default())
     }
 
     /// SIGTERM; the run must exit 0. Returns everything the child (and
@@ -348,4 +354,23 @@ pub fn unique(name: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("shipper_e2e_{}_{nanos}_{name}", std::process::id())
+}
+
+/// One HTTP/1.1 request without a body to the admin endpoint on `port`:
+/// status and body.
+pub fn http_request(port: u16, method: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
 }
