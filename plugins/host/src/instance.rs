@@ -3,6 +3,8 @@
 //! read before the next call on the instance, calls never overlap
 //! (`&mut self`), and `destroy` runs once, last (Drop).
 
+#![allow(unsafe_code)] // See the crate docs: this module is a C boundary.
+
 use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::Arc;

@@ -30,6 +30,8 @@
 //! source they are attached to (the runtime runs sources with a dynamic
 //! transform off the async workers). A plugin never needs a runtime.
 
+#![deny(unsafe_code)]
+
 mod instance;
 mod loader;
 mod sink;

@@ -8,6 +8,8 @@
 //! is already loaded (the dynamic loader would hand back the old library),
 //! so it is refused with an error saying to install it under a new name.
 
+#![allow(unsafe_code)] // See the crate docs: this module is a C boundary.
+
 use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

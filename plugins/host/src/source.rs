@@ -1,6 +1,8 @@
 //! A source plugin behind the engine's [`Source`] trait, and the host
 //! callbacks it emits through.
 
+#![allow(unsafe_code)] // See the crate docs: this module is a C boundary.
+
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;

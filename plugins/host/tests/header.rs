@@ -6,6 +6,7 @@ use std::mem::{offset_of, size_of};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use shipper_core::plugin::{Transform, TransformOutcome};
 use shipper_plugin::abi;
 
 fn header_dir() -> PathBuf {
@@ -192,6 +193,19 @@ fn a_loaded_library_stays_loaded_and_a_changed_file_is_refused() {
     );
     let again = shipper_plugin_host::load(&library).unwrap();
     assert!(std::sync::Arc::ptr_eq(&first, &again), "loaded once");
+    let mut transform = shipper_plugin_host::DynamicTransform::new("keep", &first, "{}").unwrap();
+    let mut scratch = Vec::new();
+    assert_eq!(
+        transform.apply_record("s", 1, b"{\"a\":1}", &mut scratch),
+        TransformOutcome::Keep(b"{\"a\":1}")
+    );
+    let wrong_kind = shipper_plugin_host::DynamicSink::new("keep", &first, "{}").unwrap_err();
+    assert!(
+        wrong_kind
+            .to_string()
+            .contains("is a transform plugin, not a sink"),
+        "{wrong_kind}"
+    );
 
     // A rebuild in place cannot replace loaded code: refused, with advice.
     std::fs::remove_file(&library).unwrap();
