@@ -224,9 +224,6 @@ pub fn add_counters(total: &mut EmitterCounters, counters: &EmitterCounters) {
     total.chunks += counters.chunks;
 }
 
-/// Reads one counter of a sink.
-type SinkCounter = fn(&SinkStats) -> u64;
-
 /// The http sinks' own families: requests, retries, failures, dead
 /// letters, bytes and the request-latency histogram.
 fn render_http_sinks(out: &mut String, sinks: &[(&String, Arc<HttpSinkStats>)]) {
@@ -363,7 +360,7 @@ pub fn render(state: &AdminState) -> String {
             c.chunks
         );
     }
-    let sink_counters: [(&str, &str, SinkCounter); 6] = [
+    let sink_counters: [Counter<SinkStats>; 6] = [
         (
             "shipper_sink_records_out_total",
             "Records the backend acknowledged.",
@@ -395,12 +392,7 @@ pub fn render(state: &AdminState) -> String {
             |s| s.quarantined.load(Ordering::Relaxed),
         ),
     ];
-    for (name, help, value) in sink_counters {
-        family(&mut out, name, "counter", help);
-        for (sink, stats) in &pipeline.sinks {
-            let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", label(sink), value(stats));
-        }
-    }
+    counter_families(&mut out, "sink", &pipeline.sinks, &sink_counters);
     family(
         &mut out,
         "shipper_sink_raw_bytes_out_total",
@@ -579,9 +571,8 @@ pub fn render(state: &AdminState) -> String {
 /// The dynamic plugins' counters, by component (only components that run
 /// a plugin appear).
 fn render_plugins(out: &mut String) {
-    type Counter = fn(&shipper_plugin_host::PluginStats) -> u64;
     let plugins = shipper_plugin_host::plugin_stats();
-    let counters: [(&str, &str, Counter); 3] = [
+    let counters: [Counter<shipper_plugin_host::PluginStats>; 3] = [
         (
             "shipper_plugin_errors_total",
             "Calls into a plugin library that failed (retryable, fatal or panicked).",
@@ -598,15 +589,24 @@ fn render_plugins(out: &mut String) {
             |s| s.dropped.load(Ordering::Relaxed),
         ),
     ];
+    counter_families(out, "component", &plugins, &counters);
+}
+
+/// A counter family: its name, its help, and how to read it from a row.
+type Counter<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+/// One counter family per `(name, help, value)` of `counters`, with a
+/// sample per row labelled `key="NAME"`.
+fn counter_families<T>(
+    out: &mut String,
+    key: &str,
+    rows: &[(String, Arc<T>)],
+    counters: &[Counter<T>],
+) {
     for (name, help, value) in counters {
         family(out, name, "counter", help);
-        for (component, stats) in &plugins {
-            let _ = writeln!(
-                out,
-                "{name}{{component=\"{}\"}} {}",
-                label(component),
-                value(stats)
-            );
+        for (row, stats) in rows {
+            let _ = writeln!(out, "{name}{{{key}=\"{}\"}} {}", label(row), value(stats));
         }
     }
 }

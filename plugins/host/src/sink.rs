@@ -115,7 +115,9 @@ impl DynamicSink {
         call: impl FnOnce(&mut Instance) -> Result<R, CallError> + Send + 'static,
     ) -> Result<R, PluginError> {
         let instance = self.instance.take();
-        let opened = self.opened;
+        // Cleared until the call comes back: an instance lost on the way
+        // (the blocking task failed) must be opened again when recreated.
+        let opened = std::mem::take(&mut self.opened);
         let plugin = self.plugin.clone();
         let config = self.config.clone();
         let context = self.context.clone();

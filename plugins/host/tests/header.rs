@@ -228,3 +228,88 @@ fn a_loaded_library_stays_loaded_and_a_changed_file_is_refused() {
     assert_eq!(second.version(), "2.0-rebuilt");
     assert_eq!(first.version(), "1.0");
 }
+
+/// A C transform that rewrites each record to the number of its instance,
+/// fails the record "fail", and reports a broken invariant on "panic".
+const NUMBERED: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "shipper_plugin.h"
+static int created = 0;
+typedef struct { int number; char text[32]; } instance_t;
+static void *create(shipper_slice config, const shipper_error *error) {
+    (void)config; (void)error;
+    instance_t *instance = calloc(1, sizeof(instance_t));
+    if (instance != NULL) instance->number = ++created;
+    return instance;
+}
+static void destroy(void *instance) { free(instance); }
+static int is(const shipper_record *record, const char *text) {
+    return record->payload.len == strlen(text) && memcmp(record->payload.ptr, text, record->payload.len) == 0;
+}
+static int32_t transform(void *raw, const shipper_record *record, uint32_t *action,
+                         shipper_slice *replacement, const shipper_error *error) {
+    instance_t *instance = raw;
+    if (is(record, "fail")) return shipper_fail(error, SHIPPER_RETRY, "cannot now");
+    if (is(record, "panic")) return shipper_fail(error, SHIPPER_PANICKED, "invariant broken");
+    int len = snprintf(instance->text, sizeof instance->text, "instance %d", instance->number);
+    replacement->ptr = (const uint8_t *)instance->text;
+    replacement->len = (size_t)len;
+    *action = SHIPPER_REPLACE;
+    return SHIPPER_OK;
+}
+static const shipper_plugin_descriptor DESCRIPTOR = {
+    SHIPPER_PLUGIN_ABI_VERSION, sizeof(shipper_plugin_descriptor), SHIPPER_KIND_TRANSFORM,
+    "numbered", "1", create, destroy, transform, NULL, NULL, NULL, NULL,
+};
+const shipper_plugin_descriptor *shipper_plugin_entry(void) { return &DESCRIPTOR; }
+"#;
+
+#[test]
+fn a_failed_transform_call_drops_the_record_and_a_panic_replaces_the_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("libnumbered.so");
+    cc(
+        NUMBERED,
+        &library,
+        &["-fPIC", "-shared", "-D_POSIX_C_SOURCE=200809L"],
+    );
+    let plugin = shipper_plugin_host::load(&library).unwrap();
+    let mut transform =
+        shipper_plugin_host::DynamicTransform::new("numbered-test", &plugin, "{}").unwrap();
+    let mut apply = |record: &[u8]| {
+        let mut scratch = Vec::new();
+        match transform.apply_record("s", 1, record, &mut scratch) {
+            TransformOutcome::Replace(bytes) => Some(String::from_utf8(bytes.to_vec()).unwrap()),
+            TransformOutcome::Drop => None,
+            TransformOutcome::Keep(_) => panic!("the plugin never keeps"),
+        }
+    };
+    assert_eq!(apply(b"a").as_deref(), Some("instance 1"));
+    assert_eq!(apply(b"fail"), None, "a failed call drops its record");
+    assert_eq!(
+        apply(b"b").as_deref(),
+        Some("instance 1"),
+        "and keeps the instance"
+    );
+    assert_eq!(apply(b"panic"), None);
+    assert_eq!(
+        apply(b"c").as_deref(),
+        Some("instance 2"),
+        "a panic replaces it"
+    );
+    let stats = shipper_plugin_host::plugin_stats()
+        .into_iter()
+        .find(|(name, _)| name == "numbered-test")
+        .unwrap()
+        .1;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        (
+            stats.errors.load(Relaxed),
+            stats.panics.load(Relaxed),
+            stats.dropped.load(Relaxed)
+        ),
+        (2, 1, 2)
+    );
+}
