@@ -301,6 +301,22 @@ impl Ingestor {
         &self.inner.log
     }
 
+    /// What sink `name` has delivered so far and its backend acknowledged:
+    /// records, and stored (compressed) bytes. `None` for a sink the
+    /// config does not name, or once the ingestor is closed.
+    pub fn delivered(&self, name: &str) -> Option<(u64, u64)> {
+        let sinks = lock(&self.inner.sinks);
+        let (_, stats) = sinks
+            .as_ref()?
+            .stats
+            .iter()
+            .find(|(sink, _)| sink == name)?;
+        Some((
+            stats.records.load(Ordering::Relaxed),
+            stats.bytes.load(Ordering::Relaxed),
+        ))
+    }
+
     /// Serializes `object` (JSON) and stores it with the thread's open
     /// chunk; see the module docs. Durable per `[log] durability`.
     pub fn insert<T: Ingest + ?Sized>(&self, object: &T) -> Result<(), InsertError> {

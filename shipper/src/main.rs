@@ -42,6 +42,9 @@ enum Command {
     /// Run the pipeline a config describes until SIGTERM or SIGINT, or
     /// until every source has ended; SIGHUP reloads the config file.
     Run(cli::run::RunArgs),
+    /// Benchmark ingest: a built-in load generator through a real
+    /// pipeline, reported beside memcpy, write(2) and zstd baselines.
+    Bench(cli::bench::BenchArgs),
     /// Work with plugin libraries: `shipper plugin inspect FILE`.
     Plugin(cli::plugin::PluginArgs),
 }
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => cli::validate::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Plugin(args) => cli::plugin::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -569,6 +569,9 @@ pub(crate) fn build_emitter(
     }
     let options = ChunkOptions {
         dictionary: config.log.dictionary_training(),
+        compression: shipper_core::chunk::Compression::Zstd {
+            level: config.log.zstd_level,
+        },
         ..ChunkOptions::default()
     };
     Ok(Emitter::with_routes(

@@ -520,6 +520,50 @@ path = "{out}"
 }
 
 #[test]
+fn a_source_plugin_that_never_asks_to_stop_is_stopped_by_its_next_emit() {
+    let libraries = libraries();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out/records.ndjson");
+    let config = dir.path().join("ticker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{data}"
+shutdown_timeout_ms = 10000
+[sources.ticks]
+plugin = "{source}"
+ignore_stop = true
+interval_ms = 1
+[sinks.out]
+type = "file"
+inputs = ["ticks"]
+path = "{out}"
+"#,
+            data = dir.path().join("data").display(),
+            source = libraries.ticker_source.display(),
+            out = out.display(),
+        ),
+    )
+    .unwrap();
+    let shipper = Guard::start(&config);
+    wait_for("some records", Duration::from_secs(30), || {
+        lines(&out).len() >= 100
+    });
+    let stopping = Instant::now();
+    let stderr = shipper.terminate();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stopped in {:?}",
+        stopping.elapsed()
+    );
+    assert!(!stderr.contains("ERROR"), "an orderly stop: {stderr}");
+    // Every record it emitted before the stop was stored and delivered, in order.
+    for (n, record) in lines(&out).iter().enumerate() {
+        assert_eq!(record, &format!(r#"{{"n":{n},"source":"ticker"}}"#));
+    }
+}
+
+#[test]
 fn reload_swaps_a_plugin_for_another_library() {
     let libraries = libraries();
     let dir = tempfile::tempdir().unwrap();

@@ -46,13 +46,13 @@ pub(crate) struct Instance {
     /// Where every call on this instance reports its error: boxed, so the
     /// `ErrorOut` pointing at it stays valid wherever the instance moves,
     /// and made once instead of per call (a transform is called per record).
-    slot: Box<ErrorSlot>,
+    slot: NonNull<ErrorSlot>,
     out: abi::ErrorOut,
 }
 
 // SAFETY: the ABI lets an instance be called from any thread as long as
-// calls never overlap; every call takes `&mut self`, so they cannot. `out`
-// points into `slot`, which only this instance uses.
+// calls never overlap; every call takes `&mut self`, so they cannot. `slot`
+// (and `out`, which points at it) is this instance's alone.
 unsafe impl Send for Instance {}
 
 /// The error of a call that returned `status` (not OK), with what it reported.
@@ -83,8 +83,10 @@ impl Instance {
         let raw = unsafe { create(Slice::of(config.as_bytes()), &out) };
         match NonNull::new(raw) {
             Some(raw) => {
-                let mut slot = Box::new(ErrorSlot::default());
-                let out = slot.out();
+                // Reached only through this pointer (never reborrowed from
+                // the Box), which `out` holds too; freed in Drop.
+                let slot = NonNull::from(Box::leak(Box::new(ErrorSlot::default())));
+                let out = ErrorSlot::out_at(slot.as_ptr());
                 Ok(Instance {
                     plugin: plugin.clone(),
                     raw,
@@ -108,10 +110,15 @@ impl Instance {
         if status == abi::STATUS_OK {
             // A message set by a call that then succeeded must not be
             // blamed on a later failure.
-            drop(self.slot.take());
+            // SAFETY: the slot lives until Drop; no call is running, so
+            // nothing else writes it.
+            drop(unsafe { (*self.slot.as_ptr()).take() });
             return Ok(());
         }
-        Err(failure(&self.plugin, status, &mut self.slot))
+        // SAFETY: as above.
+        Err(failure(&self.plugin, status, unsafe {
+            &mut *self.slot.as_ptr()
+        }))
     }
 
     /// Asks a transform about one record.
@@ -193,6 +200,9 @@ impl Drop for Instance {
         let destroy = self.plugin.descriptor().destroy.expect("checked at load");
         // SAFETY: the instance came from this plugin's `create`, and this
         // is its last use.
-        unsafe { destroy(self.raw.as_ptr()) }
+        unsafe { destroy(self.raw.as_ptr()) };
+        // SAFETY: leaked from a Box in `create`; the plugin is gone, so no
+        // one reports through `out` any more.
+        drop(unsafe { Box::from_raw(self.slot.as_ptr()) });
     }
 }

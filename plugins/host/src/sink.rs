@@ -166,6 +166,14 @@ impl DynamicSink {
             let view = chunk.view();
             let body = decode_body(&view, &mut self.decoder)
                 .map_err(|e| PluginError::undecodable(chunk.first_offset(), e))?;
+            // The plugin is promised UTF-8 stream names (the SDK does not
+            // check them again); a damaged stored name is the chunk's fault.
+            if std::str::from_utf8(view.stream()).is_err() {
+                return Err(PluginError::undecodable(
+                    chunk.first_offset(),
+                    "its stream name is not UTF-8",
+                ));
+            }
             let stream_start = batch.bytes.len();
             batch.bytes.extend_from_slice(view.stream());
             let stream = stream_start..batch.bytes.len();

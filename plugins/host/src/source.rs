@@ -60,6 +60,7 @@ impl DynamicSource {
             emitter: &mut cx.emitter,
             shutdown: &cx.shutdown,
             since_poll: 0,
+            refused_for_stop: false,
         };
         let host = abi::SourceHost {
             host: (&mut state as *mut HostState<'_>).cast(),
@@ -67,8 +68,14 @@ impl DynamicSource {
             wait_durable: host_wait_durable,
             wait_stop: host_wait_stop,
         };
-        let ran = instance.source_run(&host);
+        let mut ran = instance.source_run(&host);
+        let stopped = state.refused_for_stop;
         drop(instance);
+        if stopped && !matches!(ran, Err(CallError::Panicked(_))) {
+            // The source returned the host's own "stopping" refusal (or
+            // its own error after it): an orderly stop.
+            ran = Ok(());
+        }
         let durable = cx.emitter.wait_durable();
         if let Err(error) = &ran {
             self.stats.failed(matches!(error, CallError::Panicked(_)));
@@ -84,6 +91,9 @@ impl DynamicSource {
 
 #[async_trait]
 impl Source for DynamicSource {
+    /// Blocks: call it on a multi-thread runtime or a blocking thread
+    /// (`block_in_place` panics on a current-thread runtime); the runtime
+    /// runs plugin sources on the blocking pool.
     async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
         tokio::task::block_in_place(|| self.run_blocking(cx))
     }
@@ -94,6 +104,8 @@ struct HostState<'a> {
     emitter: &'a mut Emitter,
     shutdown: &'a Shutdown,
     since_poll: u32,
+    /// `emit` refused a record because the source was asked to stop.
+    refused_for_stop: bool,
 }
 
 /// Runs a callback body; a panic in the host (a broken invariant) becomes
@@ -132,6 +144,11 @@ unsafe extern "C" fn host_emit(
     // call (the ABI's rule for `emit`).
     unsafe {
         callback(host, error, |state| {
+            if state.shutdown.is_triggered() {
+                // A source that only emits still stops: its next emit fails.
+                state.refused_for_stop = true;
+                return Err("the host is stopping: return from source_run".to_owned());
+            }
             let stream = std::str::from_utf8(stream.as_bytes())
                 .map_err(|_| "the stream name is not UTF-8".to_owned())?;
             state
@@ -169,7 +186,10 @@ unsafe extern "C" fn host_wait_stop(host: *mut c_void, timeout_ms: u64) -> i32 {
     // SAFETY: the plugin passes our host pointer; there is no error out.
     let status = unsafe {
         callback(host, std::ptr::null(), |state| {
-            let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+            // A very long timeout (u64::MAX: "until stopped") has no deadline
+            // an Instant can hold: wait a day at a time.
+            let deadline =
+                Instant::now() + Duration::from_millis(timeout_ms).min(Duration::from_secs(86_400));
             loop {
                 // Close chunks whose linger time passed while the plugin
                 // waits for its input.

@@ -35,9 +35,9 @@ extern "C" {
 
 /* Statuses every call returns. */
 #define SHIPPER_OK 0        /* success; for deliver, the acknowledgement */
-#define SHIPPER_RETRY 1     /* try again later (a backend down) */
-#define SHIPPER_FATAL 2     /* will not get better: the component stops */
-#define SHIPPER_PANICKED 3  /* a broken invariant: the host replaces the instance */
+#define SHIPPER_RETRY 1     /* try again later (a backend down): a sink's batch is offered again */
+#define SHIPPER_FATAL 2     /* will not get better: a sink or source stops, a transform's record is dropped */
+#define SHIPPER_PANICKED 3  /* a broken invariant: a sink's or transform's instance is replaced, a source ends */
 
 /* What a transform does with a record. */
 #define SHIPPER_KEEP 0u

@@ -37,12 +37,14 @@ pub const STATUS_OK: i32 = 0;
 /// A failure worth retrying later (a backend down). A sink is offered the
 /// same records again after a backoff.
 pub const STATUS_RETRY: i32 = 1;
-/// A failure that will not get better: the component stops.
+/// A failure that will not get better: a sink or source stops; a
+/// transform's record is dropped and counted.
 pub const STATUS_FATAL: i32 = 2;
 /// The plugin panicked (or hit the C equivalent of a broken invariant):
-/// the host destroys the instance, creates a new one and treats the call
-/// as failed (a sink's batch is retried; a transform's record is dropped
-/// and counted).
+/// for a sink or transform the host destroys the instance, creates a new
+/// one and treats the call as failed (a sink's batch is retried; a
+/// transform's record is dropped and counted); a source ends with the
+/// error.
 pub const STATUS_PANICKED: i32 = 3;
 
 /// A transform keeps the record as it is.

@@ -29,6 +29,17 @@ impl ErrorSlot {
         }
     }
 
+    /// [`ErrorSlot::out`] for a slot behind a raw pointer, without
+    /// reborrowing it: for a slot the caller keeps reaching through that
+    /// same pointer (a reborrow would invalidate the one `ErrorOut` holds).
+    /// `slot` must stay valid while the `ErrorOut` is used.
+    pub fn out_at(slot: *mut ErrorSlot) -> ErrorOut {
+        ErrorOut {
+            host: slot.cast(),
+            set: error_slot_set,
+        }
+    }
+
     /// The message reported, if any.
     pub fn take(&mut self) -> Option<String> {
         self.message.take()

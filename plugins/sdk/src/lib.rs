@@ -145,7 +145,9 @@ pub trait SinkPlugin: Sized + Send + 'static {
     const NAME: &'static str;
     const VERSION: &'static str;
 
-    /// An instance from its configuration (a JSON object).
+    /// An instance from its configuration (a JSON object). Any error is
+    /// fatal (the component cannot start) and the host may call this on an
+    /// async thread: parse the config here, connect later (`open`, `run`).
     fn new(config: &str) -> Result<Self, Error>;
 
     /// Called before the first delivery, and again on a new instance after
@@ -173,7 +175,9 @@ pub trait SourcePlugin: Sized + Send + 'static {
     const NAME: &'static str;
     const VERSION: &'static str;
 
-    /// An instance from its configuration (a JSON object).
+    /// An instance from its configuration (a JSON object). Any error is
+    /// fatal (the component cannot start) and the host may call this on an
+    /// async thread: parse the config here, connect later (`open`, `run`).
     fn new(config: &str) -> Result<Self, Error>;
 
     /// Reads and emits through `host` until the input ends or

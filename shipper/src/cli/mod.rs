@@ -1,5 +1,6 @@
 //! The subcommands, one module each.
 
+pub(crate) mod bench;
 pub(crate) mod demo;
 pub(crate) mod inspect;
 pub(crate) mod plugin;

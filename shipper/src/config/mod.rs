@@ -147,6 +147,8 @@ pub struct LogConfig {
     pub interval_ms: u64,
     /// Train a zstd dictionary per stream from its first records.
     pub dictionary: Option<DictionaryConfig>,
+    /// The zstd level chunks are compressed with, where they are produced.
+    pub zstd_level: i32,
 }
 
 /// `[log] dictionary = { sample_records = 2000, max_bytes = "64KiB" }`.
@@ -179,6 +181,7 @@ impl Default for LogConfig {
             durability: DurabilityPolicy::Interval,
             interval_ms: 100,
             dictionary: None,
+            zstd_level: 1,
         }
     }
 }
@@ -207,6 +210,12 @@ impl LogConfig {
 
     /// The limits `Log::open` enforces, checked here so `validate` finds them.
     fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        if !(1..=19).contains(&self.zstd_level) {
+            check.error(
+                &["zstd_level"],
+                format!("must be 1 to 19, not {}", self.zstd_level),
+            );
+        }
         let min_segment = (shipper_core::log::segment::SEGMENT_HEADER_LEN + 4096) as u64;
         let segment = self.segment_bytes.bytes();
         if segment < min_segment || segment > 1 << 40 {

@@ -9,6 +9,8 @@
 //!   early when the host says stop); 0 emits as fast as the host takes
 //!   them, asking whether to stop every 1000 records.
 //! * `"panic_at": I`: panic just before emitting record I.
+//! * `"ignore_stop": true`: never ask whether to stop (a source that only
+//!   emits); it ends when `emit` refuses a record.
 //!
 //! An error from `emit` (the host is stopping, or its log failed) is
 //! returned as it is. At the end the source waits until what it emitted is
@@ -37,6 +39,8 @@ struct Config {
     #[serde(default)]
     interval_ms: u64,
     panic_at: Option<u64>,
+    #[serde(default)]
+    ignore_stop: bool,
 }
 
 fn default_stream() -> String {
@@ -64,7 +68,7 @@ impl SourcePlugin for TickerSource {
         let mut payload = String::new();
         let mut n: u64 = 0;
         while self.config.count.is_none_or(|count| n < count) {
-            if n > 0 {
+            if n > 0 && !self.config.ignore_stop {
                 let stop = if interval.is_zero() {
                     n % STOP_CHECK_EVERY == 0 && host.should_stop()
                 } else {

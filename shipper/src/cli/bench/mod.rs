@@ -1,0 +1,660 @@
+//! `shipper bench`: the ingest benchmark. A built-in load generator feeds
+//! a real pipeline — a `shipper run` child process for the `file` and
+//! `tcp` scenarios (its sink a blackhole), or an embedded
+//! [`shipper::ingest::Ingestor`] in this process for `sdk` — and the bench
+//! reads the pipeline's own metrics (`/metrics` of the child's admin
+//! endpoint; the sink's cursor for `sdk`) every few milliseconds until the
+//! sink has acknowledged every record.
+//!
+//! The report: records/s and MB/s in, compressed MB/s out and the ratio,
+//! CPU seconds per GB (user + system of the shipper process), its peak
+//! RSS, and end-to-end latency (written by the generator → acknowledged by
+//! the sink) percentiles, estimated from the two counters' time series.
+//! Beside each, baselines measured in the same run on the same bytes:
+//! memcpy, `write(2)` to the same filesystem, zstd at the same level on
+//! one thread. `--json` prints it all as one object.
+
+mod baseline;
+mod report;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use shipper_plugins::corpus::{Corpus, CorpusKind};
+
+use crate::Outcome;
+use report::Report;
+
+/// Which pipeline the bench drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// Lines appended to a file, tailed by a `file` source → blackhole.
+    File,
+    /// Lines over TCP connections to a `socket` source → blackhole.
+    Tcp,
+    /// `Ingestor::insert_bytes` in this process → blackhole.
+    Sdk,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::File => "file → blackhole",
+            Scenario::Tcp => "tcp → blackhole",
+            Scenario::Sdk => "sdk insert → blackhole",
+        }
+    }
+}
+
+/// `[log] durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Durability {
+    Always,
+    Interval,
+    Never,
+}
+
+impl Durability {
+    fn name(self) -> &'static str {
+        match self {
+            Durability::Always => "always",
+            Durability::Interval => "interval",
+            Durability::Never => "never",
+        }
+    }
+}
+
+/// Arguments of `shipper bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// The pipeline to drive.
+    #[arg(long, value_enum, default_value = "file")]
+    scenario: Scenario,
+    /// The generated records: access_log, events or iot.
+    #[arg(long, default_value = "access_log", value_parser = parse_corpus)]
+    corpus: CorpusKind,
+    /// Send this file's lines (cycled) instead of a generated corpus.
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Pad or trim generated records to this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    record_bytes: Option<usize>,
+    /// Records to send.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Records per second (default: as fast as the pipeline takes them).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// `[log] durability` of the pipeline.
+    #[arg(long, value_enum, default_value = "interval")]
+    durability: Durability,
+    /// `[log] zstd_level` of the pipeline (and of the zstd baseline).
+    #[arg(long, default_value_t = 1)]
+    zstd_level: i32,
+    /// TCP connections (`tcp`) or inserting threads (`sdk`).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Seed of the generated corpus.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Give up waiting for the acknowledgements after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+}
+
+fn parse_corpus(name: &str) -> Result<CorpusKind, String> {
+    name.parse()
+        .map_err(|e: shipper_plugins::corpus::UnknownCorpus| e.to_string())
+}
+
+/// The records to send, one after another, newline-terminated.
+struct Workload {
+    ndjson: Vec<u8>,
+    records: u64,
+}
+
+impl Workload {
+    fn build(args: &BenchArgs) -> anyhow::Result<Workload> {
+        let mut ndjson = Vec::new();
+        match &args.input {
+            Some(path) => {
+                let text =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let lines: Vec<&[u8]> = text
+                    .split(|b| *b == b'\n')
+                    .filter(|line| !line.is_empty())
+                    .collect();
+                if lines.is_empty() {
+                    bail!("{} holds no lines", path.display());
+                }
+                for line in lines.iter().cycle().take(args.records as usize) {
+                    ndjson.extend_from_slice(line);
+                    ndjson.push(b'\n');
+                }
+            }
+            None => {
+                let mut corpus = Corpus::new(args.corpus, args.seed);
+                if let Some(bytes) = args.record_bytes {
+                    corpus = corpus.with_record_bytes(bytes);
+                }
+                let mut record = Vec::new();
+                for _ in 0..args.records {
+                    record.clear();
+                    corpus.next_into(&mut record);
+                    ndjson.extend_from_slice(&record);
+                    ndjson.push(b'\n');
+                }
+            }
+        }
+        Ok(Workload {
+            ndjson,
+            records: args.records,
+        })
+    }
+
+    /// The records, without their newlines.
+    fn lines(&self) -> impl Iterator<Item = &[u8]> {
+        self.ndjson
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+    }
+}
+
+/// One observation of the two counters.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Duration,
+    written: u64,
+    acknowledged: u64,
+}
+
+/// What one run of a pipeline gave.
+struct Measured {
+    samples: Vec<Sample>,
+    elapsed: Duration,
+    stored_bytes: u64,
+    cpu_seconds: f64,
+    peak_rss: u64,
+}
+
+pub(crate) fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
+    if !(1..=19).contains(&args.zstd_level) {
+        bail!("--zstd-level must be 1 to 19");
+    }
+    if args.records == 0 {
+        bail!("--records must be at least 1");
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("shipper-bench-")
+        .tempdir()
+        .context("creating the bench's data directory")?;
+    let workload = Workload::build(&args)?;
+    let progress = Progress::new(args.records, args.json);
+    let measured = match args.scenario {
+        Scenario::File | Scenario::Tcp => run_child(&args, dir.path(), &workload, &progress)?,
+        Scenario::Sdk => run_embedded(&args, dir.path(), &workload, &progress)?,
+    };
+    progress.finish();
+    let baselines = baseline::measure(&workload.ndjson, dir.path(), args.zstd_level)?;
+    let report = Report::new(args.scenario.name(), &args, &workload, &measured, baselines);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(Outcome::Success)
+}
+
+/// The pipeline's config for the `file` and `tcp` scenarios.
+fn child_config(args: &BenchArgs, dir: &Path, admin: u16, tcp: u16) -> String {
+    let source = match args.scenario {
+        Scenario::File => format!(
+            "type = \"file\"\ninclude = [\"{}/*.log\"]\nread_from = \"beginning\"\nglob_interval_ms = 50\nmax_line_bytes = \"16MiB\"\n",
+            dir.join("input").display()
+        ),
+        _ => format!(
+            "type = \"socket\"\nmode = \"tcp\"\naddress = \"127.0.0.1:{tcp}\"\nmax_connections = {}\n",
+            args.connections.max(1) + 1
+        ),
+    };
+    format!(
+        "data_dir = \"{data}\"\n[log]\ndurability = \"{durability}\"\nzstd_level = {level}\n[admin]\naddress = \"127.0.0.1:{admin}\"\n[logging]\nlevel = \"warn\"\n[sources.bench]\n{source}[sinks.void]\ntype = \"blackhole\"\ninputs = [\"bench\"]\n",
+        data = dir.join("data").display(),
+        durability = args.durability.name(),
+        level = args.zstd_level,
+    )
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Runs `shipper run` on the scenario's config, feeds it, and follows its
+/// metrics until the sink has acknowledged every record.
+fn run_child(
+    args: &BenchArgs,
+    dir: &Path,
+    workload: &Workload,
+    progress: &Progress,
+) -> anyhow::Result<Measured> {
+    std::fs::create_dir_all(dir.join("input"))?;
+    let (admin, tcp) = (free_port()?, free_port()?);
+    let config = dir.join("bench.toml");
+    std::fs::write(&config, child_config(args, dir, admin, tcp))?;
+    let stderr = std::fs::File::create(dir.join("shipper.stderr"))?;
+    let exe = std::env::current_exe().context("finding the shipper binary")?;
+    let child = Command::new(exe)
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .context("starting `shipper run`")?;
+    let mut child = ChildGuard(child);
+    let ready = Instant::now();
+    while metrics(admin).is_err() {
+        if let Some(status) = child.0.try_wait()? {
+            bail!(
+                "`shipper run` exited ({status}) before serving its metrics:\n{}",
+                std::fs::read_to_string(dir.join("shipper.stderr")).unwrap_or_default()
+            );
+        }
+        if ready.elapsed() > Duration::from_secs(30) {
+            bail!("`shipper run` did not serve its metrics within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let written = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let measured = std::thread::scope(|scope| -> anyhow::Result<Measured> {
+        let generator = {
+            let written = written.clone();
+            let failed = failed.clone();
+            scope.spawn(move || {
+                let sent = match args.scenario {
+                    Scenario::File => {
+                        feed_file(&dir.join("input/bench.log"), workload, args.rate, &written)
+                    }
+                    _ => feed_tcp(tcp, workload, args.rate, args.connections, &written),
+                };
+                if sent.is_err() {
+                    failed.store(true, Ordering::Release);
+                }
+                sent
+            })
+        };
+        let mut samples = Vec::new();
+        let deadline = started + Duration::from_secs(args.timeout);
+        let pid = child.0.id();
+        let (mut cpu_seconds, mut peak_rss, mut stored_bytes);
+        loop {
+            let counters = metrics(admin)?;
+            // Read while the process is alive: its CPU and peak RSS so far.
+            (cpu_seconds, peak_rss) = process_usage(pid);
+            stored_bytes = counters.stored_bytes;
+            let sample = Sample {
+                at: started.elapsed(),
+                written: written.load(Ordering::Acquire),
+                acknowledged: counters.acknowledged,
+            };
+            progress.set(sample.acknowledged, sample.at);
+            samples.push(sample);
+            if sample.acknowledged >= workload.records {
+                break;
+            }
+            if failed.load(Ordering::Acquire)
+                || generator.is_finished() && sample.written < workload.records
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the sink acknowledged {} of {} records within {} s",
+                    sample.acknowledged,
+                    workload.records,
+                    args.timeout
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let elapsed = started.elapsed();
+        generator
+            .join()
+            .map_err(|_| anyhow::anyhow!("the load generator panicked"))??;
+        Ok(Measured {
+            samples,
+            elapsed,
+            stored_bytes,
+            cpu_seconds,
+            peak_rss,
+        })
+    })?;
+    child.terminate();
+    Ok(measured)
+}
+
+/// Appends the workload to `path` (at `rate` records/s if given).
+fn feed_file(
+    path: &Path,
+    workload: &Workload,
+    rate: Option<u64>,
+    written: &AtomicU64,
+) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    feed(workload, rate, written, |bytes| Ok(file.write_all(bytes)?))
+}
+
+/// Sends the workload over `connections` TCP connections, round robin.
+fn feed_tcp(
+    port: u16,
+    workload: &Workload,
+    rate: Option<u64>,
+    connections: usize,
+    written: &AtomicU64,
+) -> anyhow::Result<()> {
+    let mut streams = (0..connections.max(1))
+        .map(|_| {
+            let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            stream.set_nodelay(true)?;
+            Ok(std::io::BufWriter::with_capacity(256 * 1024, stream))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("connecting to the tcp source")?;
+    let mut next = 0;
+    feed(workload, rate, written, |bytes| {
+        let count = streams.len();
+        let stream = &mut streams[next % count];
+        next += 1;
+        stream.write_all(bytes)?;
+        stream.flush()?;
+        Ok(())
+    })
+}
+
+/// Hands the workload to `send` in batches of whole lines (about 64 KiB,
+/// or what `rate` allows per millisecond), counting the records sent.
+fn feed(
+    workload: &Workload,
+    rate: Option<u64>,
+    written: &AtomicU64,
+    mut send: impl FnMut(&[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut lines = workload.lines().peekable();
+    let mut batch = Vec::with_capacity(80 * 1024);
+    let mut sent = 0u64;
+    while lines.peek().is_some() {
+        let allowed = match rate {
+            Some(rate) => {
+                let due = (started.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
+                if due <= sent {
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                due - sent
+            }
+            None => u64::MAX,
+        };
+        batch.clear();
+        let mut count = 0;
+        while count < allowed && batch.len() < 64 * 1024 {
+            let Some(line) = lines.next() else { break };
+            batch.extend_from_slice(line);
+            batch.push(b'\n');
+            count += 1;
+        }
+        send(&batch)?;
+        sent += count;
+        written.store(sent, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// Runs the workload through an embedded ingestor with a blackhole sink.
+fn run_embedded(
+    args: &BenchArgs,
+    dir: &Path,
+    workload: &Workload,
+    progress: &Progress,
+) -> anyhow::Result<Measured> {
+    let config = format!(
+        "data_dir = \"{data}\"\n[log]\ndurability = \"{durability}\"\nzstd_level = {level}\n[sources.bench]\ntype = \"sdk\"\n[sinks.void]\ntype = \"blackhole\"\ninputs = [\"bench\"]\n",
+        data = dir.join("data").display(),
+        durability = args.durability.name(),
+        level = args.zstd_level,
+    );
+    let ingestor = shipper::ingest::Ingestor::open_toml(&config)?;
+    let (cpu_before, _) = process_usage(std::process::id());
+    reset_peak_rss();
+    let lines: Vec<&[u8]> = workload.lines().collect();
+    let threads = args.connections.max(1);
+    let per_thread = lines.len().div_ceil(threads);
+    let written = AtomicU64::new(0);
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut stored_bytes = 0;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let workers: Vec<_> = lines
+            .chunks(per_thread)
+            .map(|part| {
+                let ingestor = ingestor.clone();
+                let written = &written;
+                scope.spawn(move || -> anyhow::Result<()> {
+                    let mut counted = 0;
+                    for (n, record) in part.iter().enumerate() {
+                        if let Some(rate) = args.rate {
+                            pace(started, n as u64, rate / threads as u64);
+                        }
+                        ingestor.insert_bytes("bench", record)?;
+                        counted += 1;
+                        if counted == 1024 {
+                            written.fetch_add(counted, Ordering::AcqRel);
+                            counted = 0;
+                        }
+                    }
+                    written.fetch_add(counted, Ordering::AcqRel);
+                    Ok(())
+                })
+            })
+            .collect();
+        let flusher = ingestor.clone();
+        let deadline = started + Duration::from_secs(args.timeout);
+        loop {
+            let inserted = written.load(Ordering::Acquire);
+            if inserted >= workload.records {
+                // The last chunks close at their linger time; ask now.
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(flusher.flush())?;
+            }
+            let (acknowledged, stored) = ingestor.delivered("void").unwrap_or((0, 0));
+            stored_bytes = stored;
+            let sample = Sample {
+                at: started.elapsed(),
+                written: inserted,
+                acknowledged,
+            };
+            progress.set(acknowledged, sample.at);
+            samples.push(sample);
+            if acknowledged >= workload.records {
+                break;
+            }
+            if workers.iter().all(|w| w.is_finished()) && inserted < workload.records {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the sink acknowledged {acknowledged} of {} records within {} s",
+                    workload.records,
+                    args.timeout
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("an inserting thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let elapsed = started.elapsed();
+    let (cpu_after, peak_rss) = process_usage(std::process::id());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(ingestor.close())?;
+    Ok(Measured {
+        samples,
+        elapsed,
+        stored_bytes,
+        cpu_seconds: cpu_after - cpu_before,
+        peak_rss,
+    })
+}
+
+/// Sleeps until record `n` is due at `rate` records/s.
+fn pace(started: Instant, n: u64, rate: u64) {
+    let due = Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
+    if let Some(wait) = due.checked_sub(started.elapsed()) {
+        std::thread::sleep(wait);
+    }
+}
+
+/// A child process killed if the bench fails.
+struct ChildGuard(Child);
+
+impl ChildGuard {
+    /// SIGTERM, then wait for the drain to end.
+    fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The counters the bench follows.
+struct Counters {
+    acknowledged: u64,
+    stored_bytes: u64,
+}
+
+/// Reads the blackhole sink's counters from the admin endpoint.
+fn metrics(port: u16) -> anyhow::Result<Counters> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let value = |name: &str| {
+        let prefix = format!("{name}{{sink=\"void\"}} ");
+        response
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Ok(Counters {
+        acknowledged: value("shipper_sink_records_out_total")
+            .context("no shipper_sink_records_out_total in /metrics")?,
+        stored_bytes: value("shipper_sink_bytes_out_total").unwrap_or(0),
+    })
+}
+
+/// User + system CPU seconds and peak RSS (bytes) of process `pid`.
+fn process_usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which may hold spaces, in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 here.
+    let cpu = (ticks(11) + ticks(12)) / clock_ticks_per_second();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024;
+    (cpu, peak)
+}
+
+/// `sysconf(_SC_CLK_TCK)`: 100 on every Linux this runs on.
+fn clock_ticks_per_second() -> f64 {
+    100.0
+}
+
+/// Resets this process's peak RSS to its current RSS (Linux `clear_refs`).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A progress bar on stderr with the current rate, when stderr is a
+/// terminal and the report is not JSON.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(total: u64, json: bool) -> Progress {
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} records acknowledged, {msg}",
+                )
+                .expect("a valid template"),
+            );
+            bar
+        });
+        Progress { bar }
+    }
+
+    fn set(&self, acknowledged: u64, at: Duration) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(acknowledged);
+            let rate = acknowledged as f64 / at.as_secs_f64().max(1e-3);
+            bar.set_message(format!("{:.2} M records/s", rate / 1e6));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! `shipper bench`: each scenario runs a real pipeline end to end and
+//! reports consistent figures with their same-run baselines. No timing is
+//! asserted (this machine is shared): only that the figures exist, agree
+//! with each other and with what was sent.
+
+mod common;
+
+use std::process::Command;
+
+use common::SHIPPER;
+
+fn bench(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(SHIPPER)
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{args:?}: {stderr}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+fn positive(report: &serde_json::Value, key: &str) -> f64 {
+    let value = report[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no {key}: {report:#}"));
+    assert!(value > 0.0, "{key} = {value}: {report:#}");
+    value
+}
+
+fn check(report: &serde_json::Value, records: u64) {
+    assert_eq!(report["records"], records, "{report:#}");
+    let raw = report["raw_bytes"].as_u64().unwrap();
+    let seconds = positive(report, "seconds");
+    let rate = positive(report, "records_per_second");
+    assert!((rate * seconds - records as f64).abs() < 1.0, "{report:#}");
+    let mb_in = positive(report, "mb_per_second_in");
+    assert!(
+        (mb_in * 1e6 * seconds - raw as f64).abs() < 1e3,
+        "{report:#}"
+    );
+    assert!(
+        positive(report, "compression_ratio") > 1.5,
+        "JSON compresses: {report:#}"
+    );
+    positive(report, "compressed_mb_per_second_out");
+    positive(report, "peak_rss_bytes");
+    let latency = &report["latency_ms"];
+    let p50 = latency["p50"].as_f64().unwrap();
+    let p99 = latency["p99"].as_f64().unwrap();
+    let max = latency["max"].as_f64().unwrap();
+    assert!(0.0 <= p50 && p50 <= p99 && p99 <= max, "{report:#}");
+    for baseline in ["memcpy", "write", "zstd"] {
+        let rate = report["baselines_mb_per_second"][baseline]
+            .as_f64()
+            .unwrap();
+        let ratio = report["ratio_to"][baseline].as_f64().unwrap();
+        assert!(
+            rate > 0.0 && (ratio * rate - mb_in).abs() < 1e-6 * mb_in.max(1.0),
+            "{report:#}"
+        );
+    }
+}
+
+#[test]
+fn the_file_scenario_reports_every_figure_with_its_baselines() {
+    let report = bench(&["--scenario", "file", "--records", "30000"]);
+    assert_eq!(report["scenario"], "file → blackhole");
+    assert_eq!(report["corpus"], "access_log");
+    check(&report, 30_000);
+    positive(&report, "cpu_seconds");
+}
+
+#[test]
+fn the_tcp_scenario_over_several_connections() {
+    let report = bench(&[
+        "--scenario",
+        "tcp",
+        "--records",
+        "30000",
+        "--connections",
+        "3",
+        "--corpus",
+        "iot",
+        "--durability",
+        "always",
+        "--zstd-level",
+        "3",
+    ]);
+    assert_eq!(report["durability"], "always");
+    assert_eq!(report["zstd_level"], 3);
+    check(&report, 30_000);
+}
+
+#[test]
+fn the_sdk_scenario_at_a_fixed_rate() {
+    let report = bench(&[
+        "--scenario",
+        "sdk",
+        "--records",
+        "20000",
+        "--rate",
+        "40000",
+        "--connections",
+        "2",
+        "--record-bytes",
+        "150",
+    ]);
+    check(&report, 20_000);
+    let mean = report["mean_record_bytes"].as_f64().unwrap();
+    assert!((mean - 150.0).abs() < 1.0, "{report:#}");
+    // 20,000 records offered at 40,000/s take half a second at least.
+    assert!(report["seconds"].as_f64().unwrap() >= 0.45, "{report:#}");
+}
+
+#[test]
+fn a_users_own_lines_are_sent_cycled() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mine.ndjson");
+    std::fs::write(&input, "{\"a\":1}\n\n{\"b\":\"two\"}\n").unwrap();
+    let report = bench(&["--input", input.to_str().unwrap(), "--records", "1001"]);
+    check(&report, 1001);
+    // 501 × {"a":1} (7 bytes) and 500 × {"b":"two"} (11 bytes).
+    assert_eq!(report["raw_bytes"], 501 * 7 + 500 * 11);
+}
+
+#[test]
+fn bad_arguments_are_refused_with_the_reason() {
+    for (args, expected) in [
+        (&["--zstd-level", "0"][..], "--zstd-level must be 1 to 19"),
+        (&["--records", "0"][..], "--records must be at least 1"),
+        (&["--corpus", "tweets"][..], "unknown corpus `tweets`"),
+        (
+            &["--input", "/nonexistent/lines"][..],
+            "reading /nonexistent/lines",
+        ),
+    ] {
+        let output = Command::new(SHIPPER)
+            .arg("bench")
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
