@@ -99,6 +99,31 @@ fn the_tcp_scenario_over_several_connections() {
 }
 
 #[test]
+fn the_http_scenario_ships_to_an_aggregator_and_draws_its_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("run.svg");
+    let report = bench(&[
+        "--scenario",
+        "http",
+        "--records",
+        "30000",
+        "--corpus",
+        "events",
+        "--chart",
+        chart.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        report["scenario"],
+        "file → zstd → http → aggregator → blackhole"
+    );
+    check(&report, 30_000);
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.starts_with("<svg "), "{svg}");
+    assert_eq!(svg.matches("<polyline ").count(), 2, "{svg}");
+    assert!(svg.trim_end().ends_with("</svg>"));
+}
+
+#[test]
 fn the_sdk_scenario_at_a_fixed_rate() {
     let report = bench(&[
         "--scenario",

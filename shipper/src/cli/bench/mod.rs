@@ -15,6 +15,7 @@
 //! one thread. `--json` prints it all as one object.
 
 mod baseline;
+mod chart;
 mod report;
 
 use std::io::{IsTerminal, Write};
@@ -39,6 +40,9 @@ enum Scenario {
     Tcp,
     /// `Ingestor::insert_bytes` in this process → blackhole.
     Sdk,
+    /// Lines appended to a file → zstd chunks → `http` sink → a second
+    /// `shipper run` (the aggregator: a `shipper` source) → blackhole.
+    Http,
 }
 
 impl Scenario {
@@ -47,6 +51,7 @@ impl Scenario {
             Scenario::File => "file → blackhole",
             Scenario::Tcp => "tcp → blackhole",
             Scenario::Sdk => "sdk insert → blackhole",
+            Scenario::Http => "file → zstd → http → aggregator → blackhole",
         }
     }
 }
@@ -105,6 +110,9 @@ pub(crate) struct BenchArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Write throughput and latency over the run as an SVG chart here.
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
     /// Give up waiting for the acknowledgements after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -199,12 +207,19 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let workload = Workload::build(&args)?;
     let progress = Progress::new(args.records, args.json);
     let measured = match args.scenario {
-        Scenario::File | Scenario::Tcp => run_child(&args, dir.path(), &workload, &progress)?,
+        Scenario::File | Scenario::Tcp | Scenario::Http => {
+            run_children(&args, dir.path(), &workload, &progress)?
+        }
         Scenario::Sdk => run_embedded(&args, dir.path(), &workload, &progress)?,
     };
     progress.finish();
     let baselines = baseline::measure(&workload.ndjson, dir.path(), args.zstd_level)?;
     let report = Report::new(args.scenario.name(), &args, &workload, &measured, baselines);
+    if let Some(path) = &args.chart {
+        let title = format!("shipper bench: {}", args.scenario.name());
+        std::fs::write(path, chart::svg(&title, &measured.samples))
+            .with_context(|| format!("writing the chart to {}", path.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -213,45 +228,120 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// The pipeline's config for the `file` and `tcp` scenarios.
-fn child_config(args: &BenchArgs, dir: &Path, admin: u16, tcp: u16) -> String {
-    let source = match args.scenario {
-        Scenario::File => format!(
-            "type = \"file\"\ninclude = [\"{}/*.log\"]\nread_from = \"beginning\"\nglob_interval_ms = 50\nmax_line_bytes = \"16MiB\"\n",
-            dir.join("input").display()
-        ),
-        _ => format!(
-            "type = \"socket\"\nmode = \"tcp\"\naddress = \"127.0.0.1:{tcp}\"\nmax_connections = {}\n",
-            args.connections.max(1) + 1
-        ),
-    };
-    format!(
-        "data_dir = \"{data}\"\n[log]\ndurability = \"{durability}\"\nzstd_level = {level}\n[admin]\naddress = \"127.0.0.1:{admin}\"\n[logging]\nlevel = \"warn\"\n[sources.bench]\n{source}[sinks.void]\ntype = \"blackhole\"\ninputs = [\"bench\"]\n",
-        data = dir.join("data").display(),
-        durability = args.durability.name(),
-        level = args.zstd_level,
-    )
+/// A `shipper run` process of the scenario: its name, config and admin port.
+struct ChildPlan {
+    name: &'static str,
+    config: String,
+    admin: u16,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// Where the bench reads a counter: an admin port and a sink name.
+#[derive(Clone, Copy)]
+struct SinkAt {
+    admin: u16,
+    sink: &'static str,
 }
 
-/// Runs `shipper run` on the scenario's config, feeds it, and follows its
-/// metrics until the sink has acknowledged every record.
-fn run_child(
+/// The `shipper run` processes of the `file`, `tcp` and `http` scenarios,
+/// in start order; where their sink acknowledges records; and where
+/// the stored (compressed) bytes are counted.
+fn child_plans(
     args: &BenchArgs,
     dir: &Path,
-    workload: &Workload,
-    progress: &Progress,
-) -> anyhow::Result<Measured> {
-    std::fs::create_dir_all(dir.join("input"))?;
-    let (admin, tcp) = (free_port()?, free_port()?);
-    let config = dir.join("bench.toml");
-    std::fs::write(&config, child_config(args, dir, admin, tcp))?;
-    let stderr = std::fs::File::create(dir.join("shipper.stderr"))?;
+    tcp: u16,
+) -> anyhow::Result<(Vec<ChildPlan>, SinkAt, SinkAt)> {
+    let log = |data: &str| {
+        format!(
+            "data_dir = \"{}\"\n[log]\ndurability = \"{}\"\nzstd_level = {}\n[logging]\nlevel = \"warn\"\n",
+            dir.join(data).display(),
+            args.durability.name(),
+            args.zstd_level,
+        )
+    };
+    let file_source = format!(
+        "[sources.bench]\ntype = \"file\"\ninclude = [\"{}/*.log\"]\nread_from = \"beginning\"\nglob_interval_ms = 50\nmax_line_bytes = \"16MiB\"\n",
+        dir.join("input").display()
+    );
+    let admin = free_port()?;
+    let blackhole =
+        |input: &str| format!("[sinks.void]\ntype = \"blackhole\"\ninputs = [\"{input}\"]\n");
+    let with_admin =
+        |text: String, port: u16| format!("{text}[admin]\naddress = \"127.0.0.1:{port}\"\n");
+    Ok(match args.scenario {
+        Scenario::Http => {
+            let (aggregator_admin, listen) = (free_port()?, free_port()?);
+            let aggregator = with_admin(
+                format!(
+                    "{}[sources.sidecars]\ntype = \"shipper\"\naddress = \"127.0.0.1:{listen}\"\n{}",
+                    log("aggregator"),
+                    blackhole("sidecars")
+                ),
+                aggregator_admin,
+            );
+            let sidecar = with_admin(
+                format!(
+                    "{}{file_source}[sinks.up]\ntype = \"http\"\ninputs = [\"bench\"]\nuri = \"http://127.0.0.1:{listen}/v1/chunks\"\nprotocol = \"shipper\"\n",
+                    log("data")
+                ),
+                admin,
+            );
+            (
+                vec![
+                    ChildPlan {
+                        name: "aggregator",
+                        config: aggregator,
+                        admin: aggregator_admin,
+                    },
+                    ChildPlan {
+                        name: "sidecar",
+                        config: sidecar,
+                        admin,
+                    },
+                ],
+                SinkAt {
+                    admin: aggregator_admin,
+                    sink: "void",
+                },
+                SinkAt { admin, sink: "up" },
+            )
+        }
+        Scenario::File | Scenario::Tcp | Scenario::Sdk => {
+            let source = if args.scenario == Scenario::File {
+                file_source
+            } else {
+                format!(
+                    "[sources.bench]\ntype = \"socket\"\nmode = \"tcp\"\naddress = \"127.0.0.1:{tcp}\"\nmax_connections = {}\n",
+                    args.connections.max(1) + 1
+                )
+            };
+            let config = with_admin(
+                format!("{}{source}{}", log("data"), blackhole("bench")),
+                admin,
+            );
+            let at = SinkAt {
+                admin,
+                sink: "void",
+            };
+            (
+                vec![ChildPlan {
+                    name: "shipper",
+                    config,
+                    admin,
+                }],
+                at,
+                at,
+            )
+        }
+    })
+}
+
+/// Starts `shipper run` on `plan`'s config and waits until its admin
+/// endpoint answers.
+fn start_child(dir: &Path, plan: &ChildPlan) -> anyhow::Result<ChildGuard> {
+    let config = dir.join(format!("{}.toml", plan.name));
+    std::fs::write(&config, &plan.config)?;
+    let log = dir.join(format!("{}.stderr", plan.name));
+    let stderr = std::fs::File::create(&log)?;
     let exe = std::env::current_exe().context("finding the shipper binary")?;
     let child = Command::new(exe)
         .args(["run", "-c"])
@@ -260,20 +350,54 @@ fn run_child(
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
-        .context("starting `shipper run`")?;
+        .with_context(|| format!("starting `shipper run` ({})", plan.name))?;
     let mut child = ChildGuard(child);
     let ready = Instant::now();
-    while metrics(admin).is_err() {
+    while metrics(SinkAt {
+        admin: plan.admin,
+        sink: "-",
+    })
+    .is_err()
+    {
         if let Some(status) = child.0.try_wait()? {
             bail!(
-                "`shipper run` exited ({status}) before serving its metrics:\n{}",
-                std::fs::read_to_string(dir.join("shipper.stderr")).unwrap_or_default()
+                "`shipper run` ({}) exited ({status}) before serving its metrics:\n{}",
+                plan.name,
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
         if ready.elapsed() > Duration::from_secs(30) {
-            bail!("`shipper run` did not serve its metrics within 30 s");
+            bail!(
+                "`shipper run` ({}) did not serve its metrics within 30 s",
+                plan.name
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Runs the scenario's `shipper run` processes, feeds the first stage,
+/// and follows the metrics until the last sink has acknowledged every
+/// record.
+fn run_children(
+    args: &BenchArgs,
+    dir: &Path,
+    workload: &Workload,
+    progress: &Progress,
+) -> anyhow::Result<Measured> {
+    std::fs::create_dir_all(dir.join("input"))?;
+    let tcp = free_port()?;
+    let (plans, acknowledged_at, stored_at) = child_plans(args, dir, tcp)?;
+    let mut children = Vec::new();
+    for plan in &plans {
+        children.push(start_child(dir, plan)?);
     }
     let written = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
@@ -284,10 +408,8 @@ fn run_child(
             let failed = failed.clone();
             scope.spawn(move || {
                 let sent = match args.scenario {
-                    Scenario::File => {
-                        feed_file(&dir.join("input/bench.log"), workload, args.rate, &written)
-                    }
-                    _ => feed_tcp(tcp, workload, args.rate, args.connections, &written),
+                    Scenario::Tcp => feed_tcp(tcp, workload, args.rate, args.connections, &written),
+                    _ => feed_file(&dir.join("input/bench.log"), workload, args.rate, &written),
                 };
                 if sent.is_err() {
                     failed.store(true, Ordering::Release);
@@ -297,17 +419,21 @@ fn run_child(
         };
         let mut samples = Vec::new();
         let deadline = started + Duration::from_secs(args.timeout);
-        let pid = child.0.id();
+        let pids: Vec<u32> = children.iter().map(|child| child.0.id()).collect();
         let (mut cpu_seconds, mut peak_rss, mut stored_bytes);
         loop {
-            let counters = metrics(admin)?;
-            // Read while the process is alive: its CPU and peak RSS so far.
-            (cpu_seconds, peak_rss) = process_usage(pid);
-            stored_bytes = counters.stored_bytes;
+            let acknowledged = metrics(acknowledged_at)?.acknowledged;
+            stored_bytes = metrics(stored_at)?.stored_bytes;
+            // Read while the processes are alive: CPU and peak RSS so far,
+            // summed over every process of the pipeline.
+            (cpu_seconds, peak_rss) = pids.iter().fold((0.0, 0), |(cpu, rss), pid| {
+                let (more_cpu, more_rss) = process_usage(*pid);
+                (cpu + more_cpu, rss + more_rss)
+            });
             let sample = Sample {
                 at: started.elapsed(),
                 written: written.load(Ordering::Acquire),
-                acknowledged: counters.acknowledged,
+                acknowledged,
             };
             progress.set(sample.acknowledged, sample.at);
             samples.push(sample);
@@ -341,7 +467,10 @@ fn run_child(
             peak_rss,
         })
     })?;
-    child.terminate();
+    // The last stage first: it acknowledges what the first still sends.
+    for child in children.into_iter().rev() {
+        child.terminate();
+    }
     Ok(measured)
 }
 
@@ -566,8 +695,10 @@ struct Counters {
     stored_bytes: u64,
 }
 
-/// Reads the blackhole sink's counters from the admin endpoint.
-fn metrics(port: u16) -> anyhow::Result<Counters> {
+/// Reads a sink's counters from a child's admin endpoint (sink `-`: only
+/// checks that it answers).
+fn metrics(at: SinkAt) -> anyhow::Result<Counters> {
+    let port = at.admin;
     use std::io::Read;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -575,12 +706,18 @@ fn metrics(port: u16) -> anyhow::Result<Counters> {
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let value = |name: &str| {
-        let prefix = format!("{name}{{sink=\"void\"}} ");
+        let prefix = format!("{name}{{sink=\"{}\"}} ", at.sink);
         response
             .lines()
             .find_map(|line| line.strip_prefix(&prefix))
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
+    if at.sink == "-" {
+        return Ok(Counters {
+            acknowledged: 0,
+            stored_bytes: 0,
+        });
+    }
     Ok(Counters {
         acknowledged: value("shipper_sink_records_out_total")
             .context("no shipper_sink_records_out_total in /metrics")?,
