@@ -176,3 +176,36 @@ fn bad_arguments_are_refused_with_the_reason() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn markdown_prints_the_readme_table_header_and_one_row() {
+    let output = Command::new(SHIPPER)
+        .args([
+            "bench",
+            "--scenario",
+            "sdk",
+            "--records",
+            "5000",
+            "--markdown",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("| scenario | records |"), "{text}");
+    assert!(
+        lines[2].starts_with("| sdk insert → blackhole | 5000 × "),
+        "{text}"
+    );
+    assert_eq!(
+        lines[0].matches('|').count(),
+        lines[2].matches('|').count(),
+        "{text}"
+    );
+}

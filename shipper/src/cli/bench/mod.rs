@@ -108,8 +108,12 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Print the report as one JSON object.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "markdown")]
     json: bool,
+    /// Print the report as a Markdown table (header and one row), as the
+    /// README's performance section shows it.
+    #[arg(long)]
+    markdown: bool,
     /// Write throughput and latency over the run as an SVG chart here.
     #[arg(long, value_name = "FILE")]
     chart: Option<PathBuf>,
@@ -205,7 +209,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         .tempdir()
         .context("creating the bench's data directory")?;
     let workload = Workload::build(&args)?;
-    let progress = Progress::new(args.records, args.json);
+    let progress = Progress::new(args.records, args.json || args.markdown);
     let measured = match args.scenario {
         Scenario::File | Scenario::Tcp | Scenario::Http => {
             run_children(&args, dir.path(), &workload, &progress)?
@@ -220,7 +224,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         std::fs::write(path, chart::svg(&title, &measured.samples))
             .with_context(|| format!("writing the chart to {}", path.display()))?;
     }
-    if args.json {
+    if args.markdown {
+        print!("{}{}", Report::markdown_header(), report.markdown_row());
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.table());
@@ -570,7 +576,10 @@ fn run_embedded(
     );
     let ingestor = shipper::ingest::Ingestor::open_toml(&config)?;
     let (cpu_before, _) = process_usage(std::process::id());
+    // The workload lives in this process: count only what the pipeline
+    // adds to it.
     reset_peak_rss();
+    let resident_before = resident_bytes();
     let lines: Vec<&[u8]> = workload.lines().collect();
     let threads = args.connections.max(1);
     let per_thread = lines.len().div_ceil(threads);
@@ -655,7 +664,7 @@ fn run_embedded(
         elapsed,
         stored_bytes,
         cpu_seconds: cpu_after - cpu_before,
-        peak_rss,
+        peak_rss: peak_rss.saturating_sub(resident_before),
     })
 }
 
@@ -753,6 +762,18 @@ fn process_usage(pid: u32) -> (f64, u64) {
 /// `sysconf(_SC_CLK_TCK)`: 100 on every Linux this runs on.
 fn clock_ticks_per_second() -> f64 {
     100.0
+}
+
+/// This process's resident set now, in bytes.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
 }
 
 /// Resets this process's peak RSS to its current RSS (Linux `clear_refs`).

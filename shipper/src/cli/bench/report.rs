@@ -25,6 +25,8 @@ pub(super) struct Report {
     compression_ratio: f64,
     cpu_seconds: f64,
     cpu_seconds_per_gb: f64,
+    /// The shipper processes' peak RSS (summed); for `sdk`, what the
+    /// pipeline added to the bench process, the workload excluded.
     peak_rss_bytes: u64,
     /// Written by the generator → acknowledged by the sink, in ms, from the
     /// two counters sampled about every 10 ms (the resolution).
@@ -172,6 +174,36 @@ impl Report {
             let _ = writeln!(out, "  {what:<32} {rate:>8.1}  {ratio:>8.3}");
         }
         out
+    }
+}
+
+impl Report {
+    /// One Markdown table row (see [`Report::markdown_header`]).
+    pub(super) fn markdown_row(&self) -> String {
+        format!(
+            "| {} | {} × {:.0} B {} | {} | {:.0} k | {:.1} | {:.1} ({:.2}×) | {:.2} | {:.0} MiB | {:.0} / {:.0} ms | {:.2} / {:.2} / {:.2} |\n",
+            self.scenario,
+            self.records,
+            self.mean_record_bytes,
+            self.corpus,
+            self.durability,
+            self.records_per_second / 1e3,
+            self.mb_per_second_in,
+            self.compressed_mb_per_second_out,
+            self.compression_ratio,
+            self.cpu_seconds_per_gb,
+            self.peak_rss_bytes as f64 / (1 << 20) as f64,
+            self.latency_ms.p50,
+            self.latency_ms.p99,
+            self.ratio_to.memcpy,
+            self.ratio_to.write,
+            self.ratio_to.zstd,
+        )
+    }
+
+    /// The header of [`Report::markdown_row`]'s table.
+    pub(super) fn markdown_header() -> &'static str {
+        "| scenario | records | durability | records/s | MB/s in | compressed MB/s out (ratio) | CPU s/GB | peak RSS | latency p50 / p99 | ÷ memcpy / write(2) / zstd |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
     }
 }
 
