@@ -209,3 +209,106 @@ fn markdown_prints_the_readme_table_header_and_one_row() {
         "{text}"
     );
 }
+
+/// A user's config: a file source and an http source through a remap
+/// into a file sink, with a data dir and admin port the bench must not use.
+fn user_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("pipeline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"data_dir = "{data}"
+[admin]
+address = "127.0.0.1:1"
+[sources.app]
+type = "file"
+include = ["{logs}/*.log"]
+read_from = "beginning"
+[sources.web]
+type = "http"
+address = "127.0.0.1:{port}"
+[transforms.scrub]
+type = "remap"
+inputs = ["app", "web"]
+delete = ["ua"]
+[sinks.archive]
+type = "file"
+inputs = ["scrub"]
+path = "{out}"
+"#,
+            data = dir.join("not-used").display(),
+            logs = dir.join("logs").display(),
+            port = common::free_port(),
+            out = dir.join("out/archive.ndjson").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_users_config_is_fed_through_its_file_or_http_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = user_config(dir.path());
+    let config = config.to_str().unwrap();
+    let archive = dir.path().join("out/archive.ndjson");
+    for (source, records) in [("app", 20_000), ("web", 5_000)] {
+        let _ = std::fs::remove_file(&archive);
+        let report = bench(&[
+            "--scenario",
+            "config",
+            "--config",
+            config,
+            "--source",
+            source,
+            "--records",
+            &records.to_string(),
+        ]);
+        check(&report, records);
+        let scenario = report["scenario"].as_str().unwrap();
+        assert!(
+            scenario.ends_with(&format!("(source {source}, sinks archive)")),
+            "{scenario}"
+        );
+        // The sink delivered for real, through the transform.
+        let text = std::fs::read_to_string(&archive).unwrap();
+        assert_eq!(text.lines().count() as u64, records);
+        assert!(text.lines().all(|line| !line.contains("\"ua\"")));
+    }
+    assert!(
+        !dir.path().join("not-used").exists(),
+        "the bench runs a copy with its own data dir"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("logs"))
+        .unwrap()
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the bench removes the file it fed: {left:?}"
+    );
+}
+
+#[test]
+fn a_config_without_a_source_the_bench_can_feed_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stdin.toml");
+    std::fs::write(
+        &config,
+        "[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\n",
+    )
+    .unwrap();
+    let output = Command::new(SHIPPER)
+        .args(["bench", "--scenario", "config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("no source the bench can feed"), "{stderr}");
+    let output = Command::new(SHIPPER)
+        .args(["bench", "--scenario", "config"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--config"));
+}

@@ -17,6 +17,7 @@
 mod baseline;
 mod chart;
 mod report;
+mod user_config;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,9 @@ enum Scenario {
     Tcp,
     /// `Ingestor::insert_bytes` in this process → blackhole.
     Sdk,
+    /// Your own config (`--config FILE`): the bench feeds one of its
+    /// sources and follows its sinks.
+    Config,
     /// Lines appended to a file → zstd chunks → `http` sink → a second
     /// `shipper run` (the aggregator: a `shipper` source) → blackhole.
     Http,
@@ -52,6 +56,7 @@ impl Scenario {
             Scenario::Tcp => "tcp → blackhole",
             Scenario::Sdk => "sdk insert → blackhole",
             Scenario::Http => "file → zstd → http → aggregator → blackhole",
+            Scenario::Config => "config",
         }
     }
 }
@@ -95,6 +100,14 @@ pub(crate) struct BenchArgs {
     /// Records per second (default: as fast as the pipeline takes them).
     #[arg(long)]
     rate: Option<u64>,
+    /// With `--scenario config`: the config file to run (a copy, with the
+    /// bench's own data directory and admin port).
+    #[arg(long, value_name = "FILE", required_if_eq("scenario", "config"))]
+    config: Option<PathBuf>,
+    /// With `--scenario config`: the source to feed (default: the first
+    /// `file`, TCP `socket` or `http` source).
+    #[arg(long, value_name = "NAME")]
+    source: Option<String>,
     /// `[log] durability` of the pipeline.
     #[arg(long, value_enum, default_value = "interval")]
     durability: Durability,
@@ -210,17 +223,43 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         .context("creating the bench's data directory")?;
     let workload = Workload::build(&args)?;
     let progress = Progress::new(args.records, args.json || args.markdown);
+    let mut scenario = args.scenario.name().to_owned();
     let measured = match args.scenario {
         Scenario::File | Scenario::Tcp | Scenario::Http => {
             run_children(&args, dir.path(), &workload, &progress)?
         }
         Scenario::Sdk => run_embedded(&args, dir.path(), &workload, &progress)?,
+        Scenario::Config => {
+            let config = args.config.as_deref().expect("clap requires --config");
+            let prepared = user_config::prepare(config, dir.path(), args.source.as_deref())?;
+            scenario = format!(
+                "{} (source {}, sinks {})",
+                config.display(),
+                prepared.source,
+                prepared.sinks.join(", ")
+            );
+            let observe = || user_config::observe(&prepared);
+            let plans = [prepared.plan.clone()];
+            let measured = drive(
+                &args,
+                dir.path(),
+                &workload,
+                &progress,
+                &plans,
+                &prepared.feed,
+                &observe,
+            );
+            if let Feed::File(input) = &prepared.feed {
+                let _ = std::fs::remove_file(input);
+            }
+            measured?
+        }
     };
     progress.finish();
     let baselines = baseline::measure(&workload.ndjson, dir.path(), args.zstd_level)?;
-    let report = Report::new(args.scenario.name(), &args, &workload, &measured, baselines);
+    let report = Report::new(scenario.clone(), &args, &workload, &measured, baselines);
     if let Some(path) = &args.chart {
-        let title = format!("shipper bench: {}", args.scenario.name());
+        let title = format!("shipper bench: {scenario}");
         std::fs::write(path, chart::svg(&title, &measured.samples))
             .with_context(|| format!("writing the chart to {}", path.display()))?;
     }
@@ -235,6 +274,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
 }
 
 /// A `shipper run` process of the scenario: its name, config and admin port.
+#[derive(Clone)]
 struct ChildPlan {
     name: &'static str,
     config: String,
@@ -311,7 +351,7 @@ fn child_plans(
                 SinkAt { admin, sink: "up" },
             )
         }
-        Scenario::File | Scenario::Tcp | Scenario::Sdk => {
+        Scenario::File | Scenario::Tcp | Scenario::Sdk | Scenario::Config => {
             let source = if args.scenario == Scenario::File {
                 file_source
             } else {
@@ -389,6 +429,21 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Where the generator sends the workload.
+#[derive(Debug, Clone)]
+enum Feed {
+    /// Appends to this file.
+    File(PathBuf),
+    /// Lines over TCP connections to this address.
+    Tcp(std::net::SocketAddr),
+    /// NDJSON POSTs to this address and path.
+    Http(std::net::SocketAddr, String),
+}
+
+/// What the bench reads from the pipeline at each sample: records
+/// acknowledged, stored (compressed) bytes acknowledged.
+type Observe<'a> = dyn Fn() -> anyhow::Result<(u64, u64)> + Sync + 'a;
+
 /// Runs the scenario's `shipper run` processes, feeds the first stage,
 /// and follows the metrics until the last sink has acknowledged every
 /// record.
@@ -401,8 +456,33 @@ fn run_children(
     std::fs::create_dir_all(dir.join("input"))?;
     let tcp = free_port()?;
     let (plans, acknowledged_at, stored_at) = child_plans(args, dir, tcp)?;
+    let feed = match args.scenario {
+        Scenario::Tcp => Feed::Tcp(([127, 0, 0, 1], tcp).into()),
+        _ => Feed::File(dir.join("input/bench.log")),
+    };
+    let observe = || -> anyhow::Result<(u64, u64)> {
+        Ok((
+            metrics(acknowledged_at)?.acknowledged,
+            metrics(stored_at)?.stored_bytes,
+        ))
+    };
+    drive(args, dir, workload, progress, &plans, &feed, &observe)
+}
+
+/// Starts `plans`' processes in order, feeds `feed` from a generator
+/// thread, samples `observe` and the processes' CPU and peak RSS every
+/// ~10 ms until every record is acknowledged, then stops the processes.
+fn drive(
+    args: &BenchArgs,
+    dir: &Path,
+    workload: &Workload,
+    progress: &Progress,
+    plans: &[ChildPlan],
+    feed: &Feed,
+    observe: &Observe<'_>,
+) -> anyhow::Result<Measured> {
     let mut children = Vec::new();
-    for plan in &plans {
+    for plan in plans {
         children.push(start_child(dir, plan)?);
     }
     let written = Arc::new(AtomicU64::new(0));
@@ -413,9 +493,14 @@ fn run_children(
             let written = written.clone();
             let failed = failed.clone();
             scope.spawn(move || {
-                let sent = match args.scenario {
-                    Scenario::Tcp => feed_tcp(tcp, workload, args.rate, args.connections, &written),
-                    _ => feed_file(&dir.join("input/bench.log"), workload, args.rate, &written),
+                let sent = match feed {
+                    Feed::File(path) => feed_file(path, workload, args.rate, &written),
+                    Feed::Tcp(address) => {
+                        feed_tcp(*address, workload, args.rate, args.connections, &written)
+                    }
+                    Feed::Http(address, path) => {
+                        feed_http(*address, path, workload, args.rate, &written)
+                    }
                 };
                 if sent.is_err() {
                     failed.store(true, Ordering::Release);
@@ -428,8 +513,8 @@ fn run_children(
         let pids: Vec<u32> = children.iter().map(|child| child.0.id()).collect();
         let (mut cpu_seconds, mut peak_rss, mut stored_bytes);
         loop {
-            let acknowledged = metrics(acknowledged_at)?.acknowledged;
-            stored_bytes = metrics(stored_at)?.stored_bytes;
+            let (acknowledged, stored) = observe()?;
+            stored_bytes = stored;
             // Read while the processes are alive: CPU and peak RSS so far,
             // summed over every process of the pipeline.
             (cpu_seconds, peak_rss) = pids.iter().fold((0.0, 0), |(cpu, rss), pid| {
@@ -453,7 +538,7 @@ fn run_children(
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the sink acknowledged {} of {} records within {} s",
+                    "the sinks acknowledged {} of {} records within {} s",
                     sample.acknowledged,
                     workload.records,
                     args.timeout
@@ -497,7 +582,7 @@ fn feed_file(
 
 /// Sends the workload over `connections` TCP connections, round robin.
 fn feed_tcp(
-    port: u16,
+    address: std::net::SocketAddr,
     workload: &Workload,
     rate: Option<u64>,
     connections: usize,
@@ -505,7 +590,7 @@ fn feed_tcp(
 ) -> anyhow::Result<()> {
     let mut streams = (0..connections.max(1))
         .map(|_| {
-            let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            let stream = std::net::TcpStream::connect(address)?;
             stream.set_nodelay(true)?;
             Ok(std::io::BufWriter::with_capacity(256 * 1024, stream))
         })
@@ -518,6 +603,60 @@ fn feed_tcp(
         next += 1;
         stream.write_all(bytes)?;
         stream.flush()?;
+        Ok(())
+    })
+}
+
+/// POSTs the workload as NDJSON bodies of about 64 KiB to an `http`
+/// source; each must be answered 2xx (the source's acknowledgement).
+fn feed_http(
+    address: std::net::SocketAddr,
+    path: &str,
+    workload: &Workload,
+    rate: Option<u64>,
+    written: &AtomicU64,
+) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut stream = BufReader::new(
+        std::net::TcpStream::connect(address).context("connecting to the http source")?,
+    );
+    feed(workload, rate, written, |body| {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let socket = stream.get_mut();
+        socket.write_all(head.as_bytes())?;
+        socket.write_all(body)?;
+        let mut status = String::new();
+        stream.read_line(&mut status)?;
+        let code: u16 = status
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            stream.read_line(&mut line)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut answer = vec![0; length];
+        stream.read_exact(&mut answer)?;
+        if !(200..300).contains(&code) {
+            bail!(
+                "the http source answered {}: {}",
+                status.trim(),
+                String::from_utf8_lossy(&answer)
+            );
+        }
         Ok(())
     })
 }
@@ -704,33 +843,41 @@ struct Counters {
     stored_bytes: u64,
 }
 
-/// Reads a sink's counters from a child's admin endpoint (sink `-`: only
-/// checks that it answers).
-fn metrics(at: SinkAt) -> anyhow::Result<Counters> {
-    let port = at.admin;
+/// The text of `/metrics` of the admin endpoint on `port`.
+fn scrape(port: u16) -> anyhow::Result<String> {
     use std::io::Read;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let value = |name: &str| {
-        let prefix = format!("{name}{{sink=\"{}\"}} ", at.sink);
-        response
-            .lines()
-            .find_map(|line| line.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
+    Ok(response)
+}
+
+/// The value of sample `family{labels}` in a `/metrics` text.
+fn sample_of(text: &str, family: &str, labels: &str) -> Option<u64> {
+    let prefix = format!("{family}{{{labels}}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+}
+
+/// Reads a sink's counters from a child's admin endpoint (sink `-`: only
+/// checks that it answers).
+fn metrics(at: SinkAt) -> anyhow::Result<Counters> {
+    let text = scrape(at.admin)?;
     if at.sink == "-" {
         return Ok(Counters {
             acknowledged: 0,
             stored_bytes: 0,
         });
     }
+    let labels = format!("sink=\"{}\"", at.sink);
     Ok(Counters {
-        acknowledged: value("shipper_sink_records_out_total")
+        acknowledged: sample_of(&text, "shipper_sink_records_out_total", &labels)
             .context("no shipper_sink_records_out_total in /metrics")?,
-        stored_bytes: value("shipper_sink_bytes_out_total").unwrap_or(0),
+        stored_bytes: sample_of(&text, "shipper_sink_bytes_out_total", &labels).unwrap_or(0),
     })
 }
 

@@ -8,7 +8,7 @@ use super::{BenchArgs, Measured, Workload};
 /// Everything a run measured.
 #[derive(Debug, serde::Serialize)]
 pub(super) struct Report {
-    scenario: &'static str,
+    scenario: String,
     corpus: String,
     durability: &'static str,
     zstd_level: i32,
@@ -54,7 +54,7 @@ struct BaselineRates {
 
 impl Report {
     pub(super) fn new(
-        scenario: &'static str,
+        scenario: String,
         args: &BenchArgs,
         workload: &Workload,
         measured: &Measured,
