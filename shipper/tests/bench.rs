@@ -312,3 +312,44 @@ fn a_config_without_a_source_the_bench_can_feed_is_refused() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--config"));
 }
+
+#[test]
+fn record_sizes_from_a_range_and_a_duration_at_a_rate() {
+    let report = bench(&[
+        "--scenario",
+        "sdk",
+        "--record-bytes",
+        "100..1000",
+        "--records",
+        "20000",
+        "--seed",
+        "7",
+    ]);
+    check(&report, 20_000);
+    let mean = report["mean_record_bytes"].as_f64().unwrap();
+    assert!(
+        (500.0..600.0).contains(&mean),
+        "uniform over 100..1000: {mean}"
+    );
+
+    let report = bench(&["--scenario", "sdk", "--duration", "0.5", "--rate", "20000"]);
+    check(&report, 10_000);
+    assert!(report["seconds"].as_f64().unwrap() >= 0.45, "{report:#}");
+
+    for (args, expected) in [
+        (
+            &["--record-bytes", "10..5"][..],
+            "the smallest size comes first",
+        ),
+        (&["--duration", "1"][..], "--rate"),
+    ] {
+        let output = Command::new(SHIPPER)
+            .arg("bench")
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

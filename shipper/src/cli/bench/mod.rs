@@ -91,12 +91,21 @@ pub(crate) struct BenchArgs {
     /// Send this file's lines (cycled) instead of a generated corpus.
     #[arg(long, value_name = "FILE")]
     input: Option<PathBuf>,
-    /// Pad or trim generated records to this many bytes.
-    #[arg(long, value_name = "BYTES")]
-    record_bytes: Option<usize>,
+    /// Pad or trim generated records to this many bytes, or to a size
+    /// drawn uniformly from MIN..MAX for each record (from the seed).
+    #[arg(long, value_name = "BYTES|MIN..MAX", value_parser = parse_record_bytes)]
+    record_bytes: Option<RecordBytes>,
     /// Records to send.
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
+    /// Send for this many seconds at `--rate` instead of a record count.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        requires = "rate",
+        conflicts_with = "records"
+    )]
+    duration: Option<f64>,
     /// Records per second (default: as fast as the pipeline takes them).
     #[arg(long)]
     rate: Option<u64>,
@@ -135,6 +144,50 @@ pub(crate) struct BenchArgs {
     timeout: u64,
 }
 
+/// `--record-bytes`: one size, or a range sizes are drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordBytes {
+    Fixed(usize),
+    Uniform(usize, usize),
+}
+
+impl RecordBytes {
+    /// The size of record `seq`.
+    fn of(self, seed: u64, seq: u64) -> usize {
+        match self {
+            RecordBytes::Fixed(bytes) => bytes,
+            RecordBytes::Uniform(min, max) => {
+                // splitmix64 of (seed, seq): deterministic, no state.
+                let mut z = seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                min + (z % (max - min + 1) as u64) as usize
+            }
+        }
+    }
+}
+
+fn parse_record_bytes(text: &str) -> Result<RecordBytes, String> {
+    let number = |n: &str| {
+        n.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("`{n}` is not a positive number of bytes"))
+    };
+    match text.split_once("..") {
+        None => Ok(RecordBytes::Fixed(number(text)?)),
+        Some((min, max)) => {
+            let (min, max) = (number(min)?, number(max)?);
+            if min > max {
+                return Err(format!("{min}..{max}: the smallest size comes first"));
+            }
+            Ok(RecordBytes::Uniform(min, max))
+        }
+    }
+}
+
 fn parse_corpus(name: &str) -> Result<CorpusKind, String> {
     name.parse()
         .map_err(|e: shipper_plugins::corpus::UnknownCorpus| e.to_string())
@@ -166,14 +219,17 @@ impl Workload {
                 }
             }
             None => {
-                let mut corpus = Corpus::new(args.corpus, args.seed);
-                if let Some(bytes) = args.record_bytes {
-                    corpus = corpus.with_record_bytes(bytes);
-                }
+                let corpus = Corpus::new(args.corpus, args.seed);
                 let mut record = Vec::new();
-                for _ in 0..args.records {
+                for seq in 0..args.records {
                     record.clear();
-                    corpus.next_into(&mut record);
+                    match args.record_bytes {
+                        None => corpus.record_into(seq, &mut record),
+                        Some(size) => corpus
+                            .clone()
+                            .with_record_bytes(size.of(args.seed, seq))
+                            .record_into(seq, &mut record),
+                    };
                     ndjson.extend_from_slice(&record);
                     ndjson.push(b'\n');
                 }
@@ -210,7 +266,13 @@ struct Measured {
     peak_rss: u64,
 }
 
-pub(crate) fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
+pub(crate) fn run(mut args: BenchArgs) -> anyhow::Result<Outcome> {
+    if let (Some(seconds), Some(rate)) = (args.duration, args.rate) {
+        if !(seconds > 0.0 && seconds.is_finite()) {
+            bail!("--duration must be a positive number of seconds");
+        }
+        args.records = (seconds * rate as f64).round() as u64;
+    }
     if !(1..=19).contains(&args.zstd_level) {
         bail!("--zstd-level must be 1 to 19");
     }
