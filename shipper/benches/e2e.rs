@@ -50,6 +50,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use serde_json::json;
+use shipper::procstat::{usage, Usage};
 use shipper_plugins::corpus::{Corpus, CorpusKind};
 
 const SHIPPER: &str = env!("CARGO_BIN_EXE_shipper");
@@ -59,9 +60,6 @@ const FULL_RECORDS: u64 = 2_000_000;
 const QUICK_RECORDS: u64 = 20_000;
 /// The baseline's piece size: the chunk size a source closes chunks at.
 const PIECE_BYTES: usize = 256 << 10;
-/// `/proc/PID/stat` counts CPU time in USER_HZ ticks, 100 per second on
-/// Linux whatever the kernel's own tick rate.
-const TICKS_PER_SECOND: f64 = 100.0;
 /// How long a scenario may take before the bench gives up.
 const DEADLINE: Duration = Duration::from_secs(600);
 /// How often a process is polled while starting.
@@ -75,49 +73,6 @@ const POLL_MIN: Duration = Duration::from_millis(5);
 const POLL_MAX: Duration = Duration::from_millis(100);
 /// Scrapes timed after a run to measure what one costs.
 const SCRAPES_TIMED: u32 = 50;
-
-/// CPU and memory of one process, from `/proc`.
-#[derive(Debug, Clone, Copy, Default)]
-struct Usage {
-    cpu_seconds: f64,
-    vm_hwm: u64,
-    vm_rss: u64,
-    rss_anon: u64,
-    rss_file: u64,
-}
-
-/// `pid` is a process id or `self`.
-fn usage(pid: &str) -> Usage {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name, in parentheses, may hold spaces: count after it.
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line: 11 and 12 after ')'.
-    let cpu_seconds = (ticks(11) + ticks(12)) / TICKS_PER_SECOND;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    Usage {
-        cpu_seconds,
-        vm_hwm: kib("VmHWM:"),
-        vm_rss: kib("VmRSS:"),
-        rss_anon: kib("RssAnon:"),
-        rss_file: kib("RssFile:"),
-    }
-}
 
 /// A port free right now on 127.0.0.1.
 fn free_port() -> u16 {
@@ -582,7 +537,7 @@ fn file_to_http_receiver(dir: &Path, input: &Input) -> ScenarioResult {
     runtime.spawn(async move { axum::serve(listener, router).await });
 
     // The peak RSS of this process from here on, not the baseline's buffer.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    shipper::procstat::reset_peak();
     let bench_before = usage("self");
     let started = Instant::now();
     let mut sidecar = Shipper::start(

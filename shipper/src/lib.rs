@@ -11,4 +11,5 @@
 pub mod admin;
 pub mod config;
 pub mod ingest;
+pub mod procstat;
 pub mod runtime;

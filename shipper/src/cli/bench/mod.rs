@@ -779,8 +779,8 @@ fn run_embedded(
     let (cpu_before, _) = process_usage(std::process::id());
     // The workload lives in this process: count only what the pipeline
     // adds to it.
-    reset_peak_rss();
-    let resident_before = resident_bytes();
+    shipper::procstat::reset_peak();
+    let resident_before = shipper::procstat::usage("self").vm_rss;
     let lines: Vec<&[u8]> = workload.lines().collect();
     let threads = args.connections.max(1);
     let per_thread = lines.len().div_ceil(threads);
@@ -945,49 +945,8 @@ fn metrics(at: SinkAt) -> anyhow::Result<Counters> {
 
 /// User + system CPU seconds and peak RSS (bytes) of process `pid`.
 fn process_usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which may hold spaces, in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line: 11 and 12 here.
-    let cpu = (ticks(11) + ticks(12)) / clock_ticks_per_second();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024;
-    (cpu, peak)
-}
-
-/// `sysconf(_SC_CLK_TCK)`: 100 on every Linux this runs on.
-fn clock_ticks_per_second() -> f64 {
-    100.0
-}
-
-/// This process's resident set now, in bytes.
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
-}
-
-/// Resets this process's peak RSS to its current RSS (Linux `clear_refs`).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let usage = shipper::procstat::usage(&pid.to_string());
+    (usage.cpu_seconds, usage.vm_hwm)
 }
 
 /// A progress bar on stderr with the current rate, when stderr is a
