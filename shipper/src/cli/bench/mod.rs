@@ -263,6 +263,10 @@ struct Measured {
     elapsed: Duration,
     stored_bytes: u64,
     cpu_seconds: f64,
+    /// CPU seconds of this process's load generator (child scenarios; for
+    /// `sdk` the inserting threads are the pipeline's producers and count
+    /// in `cpu_seconds`).
+    generator_cpu_seconds: f64,
     peak_rss: u64,
 }
 
@@ -549,6 +553,7 @@ fn drive(
     }
     let written = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
+    let generator_before = shipper::procstat::usage("self").cpu_seconds;
     let started = Instant::now();
     let measured = std::thread::scope(|scope| -> anyhow::Result<Measured> {
         let generator = {
@@ -617,6 +622,7 @@ fn drive(
             elapsed,
             stored_bytes,
             cpu_seconds,
+            generator_cpu_seconds: shipper::procstat::usage("self").cpu_seconds - generator_before,
             peak_rss,
         })
     })?;
@@ -865,6 +871,7 @@ fn run_embedded(
         elapsed,
         stored_bytes,
         cpu_seconds: cpu_after - cpu_before,
+        generator_cpu_seconds: 0.0,
         peak_rss: peak_rss.saturating_sub(resident_before),
     })
 }
