@@ -5,8 +5,10 @@
 //! instances, threads or thread-local destructors of the library may still
 //! be alive. Opening the same path again returns the same [`Plugin`] — as
 //! long as the file did not change; a changed file cannot replace code that
-//! is already loaded (the dynamic loader would hand back the old library),
+//! is already mapped (the dynamic loader would hand back the old library),
 //! so it is refused with an error saying to install it under a new name.
+//! That holds for a library refused after it was mapped (a wrong ABI
+//! version, say) as well: its rebuild needs a new name too.
 
 #![allow(unsafe_code)] // See the crate docs: this module is a C boundary.
 
@@ -141,8 +143,17 @@ impl FileIdentity {
     }
 }
 
-/// Every library loaded so far, by canonical path.
-static LOADED: Mutex<BTreeMap<PathBuf, (FileIdentity, Arc<Plugin>)>> = Mutex::new(BTreeMap::new());
+/// A library the loader has mapped: a plugin, or one it refused after
+/// `dlopen` (it stays mapped too, and the loader would return that mapping
+/// for the same path however the file changes).
+#[derive(Debug)]
+enum Mapped {
+    Plugin(Arc<Plugin>),
+    Refused,
+}
+
+/// Every library mapped so far, by canonical path, with the file it was.
+static LOADED: Mutex<BTreeMap<PathBuf, (FileIdentity, Mapped)>> = Mutex::new(BTreeMap::new());
 
 /// Loads the plugin library at `path` (once per process; see the module
 /// docs) and checks it: a regular file not writable by group or others, a
@@ -172,18 +183,29 @@ pub fn load(path: &Path) -> Result<Arc<Plugin>, LoadError> {
     let mut loaded = LOADED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some((known, plugin)) = loaded.get(&canonical) {
-        if *known != identity {
+    match loaded.get(&canonical) {
+        Some((known, _)) if *known != identity => {
             return Err(LoadError::ChangedOnDisk {
                 path: path.to_owned(),
-            });
+            })
         }
-        return Ok(plugin.clone());
+        Some((_, Mapped::Plugin(plugin))) => return Ok(plugin.clone()),
+        // The same refused file: checked again, refused again.
+        Some((_, Mapped::Refused)) | None => {}
     }
-    let descriptor = open(path, &canonical)?;
-    let plugin = Arc::new(check(path, &canonical, descriptor)?);
-    loaded.insert(canonical, (identity, plugin.clone()));
-    Ok(plugin)
+    let checked = open(path, &canonical)
+        .and_then(|descriptor| check(path, &canonical, descriptor).map(Arc::new));
+    match &checked {
+        Ok(plugin) => {
+            loaded.insert(canonical, (identity, Mapped::Plugin(plugin.clone())));
+        }
+        // Not mapped: nothing to remember.
+        Err(LoadError::NotALibrary { .. }) => {}
+        Err(_) => {
+            loaded.insert(canonical, (identity, Mapped::Refused));
+        }
+    }
+    checked
 }
 
 /// Opens the library and calls its entry function; checks the ABI version

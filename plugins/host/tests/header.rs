@@ -313,3 +313,24 @@ fn a_failed_transform_call_drops_the_record_and_a_panic_replaces_the_instance() 
         (2, 1, 2)
     );
 }
+
+#[test]
+fn a_refused_library_rebuilt_at_the_same_path_is_refused_with_advice_not_the_old_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("libupgraded.so");
+    let old_abi =
+        keep_everything("1.0").replace("SHIPPER_PLUGIN_ABI_VERSION, sizeof", "999u, sizeof");
+    cc(&old_abi, &library, &["-fPIC", "-shared"]);
+    let error = shipper_plugin_host::load(&library).unwrap_err();
+    assert!(error.to_string().contains("ABI version 999"), "{error}");
+    std::fs::remove_file(&library).unwrap();
+    cc(&keep_everything("2.0"), &library, &["-fPIC", "-shared"]);
+    // dlopen would hand back the mapping of the old file: say so.
+    let error = shipper_plugin_host::load(&library).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("install the new build under a new file name"),
+        "{error}"
+    );
+}
