@@ -820,14 +820,16 @@ fn run_embedded(
             .collect();
         let flusher = ingestor.clone();
         let deadline = started + Duration::from_secs(args.timeout);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut flushed = false;
         loop {
             let inserted = written.load(Ordering::Acquire);
-            if inserted >= workload.records {
-                // The last chunks close at their linger time; ask now.
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
+            if inserted >= workload.records && !flushed {
+                // The last chunks would close at their linger time: now.
                 runtime.block_on(flusher.flush())?;
+                flushed = true;
             }
             let (acknowledged, stored) = ingestor.delivered("void").unwrap_or((0, 0));
             stored_bytes = stored;
