@@ -564,6 +564,76 @@ path = "{out}"
 }
 
 #[test]
+fn a_reload_does_not_start_a_source_again_while_its_blocked_run_goes_on() {
+    let libraries = libraries();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out/records.ndjson");
+    let port = free_port();
+    let config = dir.path().join("ticker.toml");
+    let write = |stream: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"data_dir = "{data}"
+shutdown_timeout_ms = 300
+[admin]
+address = "127.0.0.1:{port}"
+[sources.ticks]
+plugin = "{source}"
+stream = "{stream}"
+interval_ms = 5
+block_ms = 3000
+[sinks.out]
+type = "file"
+inputs = ["ticks"]
+path = "{out}"
+"#,
+                data = dir.path().join("data").display(),
+                source = libraries.ticker_source.display(),
+                out = out.display(),
+            ),
+        )
+        .unwrap();
+    };
+    write("a");
+    let shipper = Guard::start(&config);
+    wait_for("the first record", Duration::from_secs(30), || {
+        lines(&out).len() == 1
+    });
+    // The source hangs in its own code: the reload's stop times out, and
+    // its new run must wait for the old one to return.
+    write("b");
+    let (status, body) = http_request(port, "POST", "/reload");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("failed [ticks, ticks]"), "{body}");
+    assert!(
+        body.contains("source ticks did not stop within 300ms"),
+        "{body}"
+    );
+    assert!(
+        body.contains("its previous run has not returned yet"),
+        "{body}"
+    );
+    // Once it has returned (at its next emit, refused), a reload starts it.
+    std::thread::sleep(Duration::from_secs(3));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_request(port, "POST", "/reload");
+        if status == 200 {
+            assert!(body.contains("started [ticks]"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = lines(&out).len();
+    wait_for("the new run's records", Duration::from_secs(30), || {
+        lines(&out).len() > before + 10
+    });
+    shipper.terminate();
+}
+
+#[test]
 fn reload_swaps_a_plugin_for_another_library() {
     let libraries = libraries();
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -17,9 +17,6 @@ use shipper_plugin::export::report;
 use crate::instance::{CallError, Instance};
 use crate::loader::{Kind, Plugin};
 use crate::stats::{for_component, PluginStats};
-
-/// Emits between polls of the emitter's linger deadline.
-const POLL_EVERY: u32 = 256;
 
 /// A dynamically loaded source. Its `run` is the plugin's: it blocks, so
 /// it runs where blocking is allowed (`block_in_place`, and the runtime
@@ -56,21 +53,38 @@ impl DynamicSource {
     fn run_blocking(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
         let mut instance = Instance::create(&self.plugin, &self.config)
             .map_err(|e| PluginError::Fatal(format!("source {}: {e}", self.name)))?;
-        let mut state = HostState {
-            emitter: &mut cx.emitter,
-            shutdown: &cx.shutdown,
-            since_poll: 0,
-            refused_for_stop: false,
-        };
-        let host = abi::SourceHost {
-            host: (&mut state as *mut HostState<'_>).cast(),
-            emit: host_emit,
-            wait_durable: host_wait_durable,
-            wait_stop: host_wait_stop,
-        };
-        let mut ran = instance.source_run(&host);
-        let stopped = state.refused_for_stop;
+        let shutdown = cx.shutdown.clone();
+        let emitter = Mutex::new(&mut cx.emitter);
+        let (ran, stopped) = std::thread::scope(|scope| {
+            // The plugin may block in its own code for as long as it likes;
+            // chunks it emitted before still close at their linger time.
+            let finished = Shutdown::new();
+            let linger = {
+                let (emitter, finished) = (&emitter, finished.clone());
+                std::thread::Builder::new()
+                    .name("shipper-plugin-linger".into())
+                    .spawn_scoped(scope, move || close_lingering(emitter, &finished))
+            };
+            let mut state = HostState {
+                emitter: &emitter,
+                shutdown: &shutdown,
+                refused_for_stop: false,
+            };
+            let host = abi::SourceHost {
+                host: (&mut state as *mut HostState<'_, '_>).cast(),
+                emit: host_emit,
+                wait_durable: host_wait_durable,
+                wait_stop: host_wait_stop,
+            };
+            let ran = instance.source_run(&host);
+            finished.trigger();
+            if let Ok(linger) = linger {
+                let _ = linger.join();
+            }
+            (ran, state.refused_for_stop)
+        });
         drop(instance);
+        let mut ran = ran;
         if stopped && !matches!(ran, Err(CallError::Panicked(_))) {
             // The source returned the host's own "stopping" refusal (or
             // its own error after it): an orderly stop.
@@ -89,6 +103,20 @@ impl DynamicSource {
     }
 }
 
+/// How often the linger thread looks at the emitter at most.
+const LINGER_TICK: Duration = Duration::from_millis(5);
+
+/// Closes the emitter's chunks whose linger time has passed, until
+/// `finished`: with `try_lock`, never waiting for the plugin's thread.
+fn close_lingering(emitter: &Mutex<&mut Emitter>, finished: &Shutdown) {
+    while !finished.wait_timeout(LINGER_TICK) {
+        if let Ok(mut emitter) = emitter.try_lock() {
+            // An error here is the log's; the plugin's next call gets it.
+            let _ = emitter.poll(Instant::now());
+        }
+    }
+}
+
 #[async_trait]
 impl Source for DynamicSource {
     /// Blocks: call it on a multi-thread runtime or a blocking thread
@@ -100,12 +128,20 @@ impl Source for DynamicSource {
 }
 
 /// What the host callbacks reach through `SourceHost::host`.
-struct HostState<'a> {
-    emitter: &'a mut Emitter,
-    shutdown: &'a Shutdown,
-    since_poll: u32,
+struct HostState<'e, 'a> {
+    /// Shared with the linger thread.
+    emitter: &'e Mutex<&'a mut Emitter>,
+    shutdown: &'e Shutdown,
     /// `emit` refused a record because the source was asked to stop.
     refused_for_stop: bool,
+}
+
+impl<'e, 'a> HostState<'e, 'a> {
+    fn emitter(&self) -> std::sync::MutexGuard<'e, &'a mut Emitter> {
+        self.emitter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Runs a callback body; a panic in the host (a broken invariant) becomes
@@ -118,11 +154,11 @@ struct HostState<'a> {
 unsafe fn callback(
     host: *mut c_void,
     error: *const ErrorOut,
-    body: impl FnOnce(&mut HostState<'_>) -> Result<(), String>,
+    body: impl FnOnce(&mut HostState<'_, '_>) -> Result<(), String>,
 ) -> i32 {
     // SAFETY: the caller's promise; the plugin calls back only from the
     // thread inside `source_run`, while `run_blocking` waits for it.
-    let state = unsafe { &mut *host.cast::<HostState<'_>>() };
+    let state = unsafe { &mut *host.cast::<HostState<'_, '_>>() };
     let message = match catch_unwind(AssertUnwindSafe(|| body(state))) {
         Ok(Ok(())) => return abi::STATUS_OK,
         Ok(Err(message)) => message,
@@ -152,18 +188,9 @@ unsafe extern "C" fn host_emit(
             let stream = std::str::from_utf8(stream.as_bytes())
                 .map_err(|_| "the stream name is not UTF-8".to_owned())?;
             state
-                .emitter
+                .emitter()
                 .emit(stream, payload.as_bytes(), timestamp_ns, None)
-                .map_err(|e| e.to_string())?;
-            state.since_poll += 1;
-            if state.since_poll >= POLL_EVERY {
-                state.since_poll = 0;
-                state
-                    .emitter
-                    .poll(Instant::now())
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
+                .map_err(|e| e.to_string())
         })
     }
 }
@@ -173,7 +200,7 @@ unsafe extern "C" fn host_wait_durable(host: *mut c_void, error: *const ErrorOut
     unsafe {
         callback(host, error, |state| {
             state
-                .emitter
+                .emitter()
                 .wait_durable()
                 .map(drop)
                 .map_err(|e| e.to_string())
@@ -186,36 +213,16 @@ unsafe extern "C" fn host_wait_stop(host: *mut c_void, timeout_ms: u64) -> i32 {
     // SAFETY: the plugin passes our host pointer; there is no error out.
     let status = unsafe {
         callback(host, std::ptr::null(), |state| {
-            // A very long timeout (u64::MAX: "until stopped") has no deadline
-            // an Instant can hold: wait a day at a time.
-            let deadline =
-                Instant::now() + Duration::from_millis(timeout_ms).min(Duration::from_secs(86_400));
-            loop {
-                // Close chunks whose linger time passed while the plugin
-                // waits for its input.
-                state
-                    .emitter
-                    .poll(Instant::now())
-                    .map_err(|e| e.to_string())?;
-                let now = Instant::now();
-                if state.shutdown.is_triggered() || now >= deadline {
-                    stopping = state.shutdown.is_triggered();
-                    return Ok(());
-                }
-                let until = state
-                    .emitter
-                    .deadline()
-                    .map_or(deadline, |d| d.min(deadline));
-                if state
-                    .shutdown
-                    .wait_timeout(until.saturating_duration_since(now))
-                {
-                    stopping = true;
-                    return Ok(());
-                }
-            }
+            // A very long timeout (u64::MAX: "until stopped") is waited a
+            // day at a time; the linger thread closes chunks meanwhile.
+            let timeout = Duration::from_millis(timeout_ms).min(Duration::from_secs(86_400));
+            stopping = if timeout.is_zero() {
+                state.shutdown.is_triggered()
+            } else {
+                state.shutdown.wait_timeout(timeout)
+            };
+            Ok(())
         })
     };
-    // A failed poll means the log failed: the source should stop too.
     i32::from(stopping || status != abi::STATUS_OK)
 }

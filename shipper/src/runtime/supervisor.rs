@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use shipper_core::emit::{EmitterCounters, EmitterStats};
 use shipper_core::log::Log;
 use shipper_core::plugin::{PluginError, Shutdown, Source, SourceContext};
@@ -49,6 +49,10 @@ pub(super) struct Supervisor {
     retired_sinks: BTreeMap<String, u64>,
     /// Errors reported at exit: components that failed while running.
     failures: Vec<String>,
+    /// Sources stopped by a reload that did not return in time (a plugin
+    /// call that blocks cannot be aborted): none is started again while
+    /// its previous run is still going.
+    lingering: Vec<(String, JoinHandle<Result<(), PluginError>>)>,
     started: Instant,
 }
 
@@ -99,20 +103,22 @@ impl Drop for ReturnNotice {
 }
 
 /// Why a task told to stop did not return a value.
-enum Unjoined {
+enum Unjoined<T> {
     Panicked(String),
-    /// It was still running at the deadline, and was aborted.
-    TimedOut,
+    /// It was still running at the deadline, and was aborted: an async
+    /// task stops at its next await, but a blocking one (plugin code) runs
+    /// on; its handle says when it has returned.
+    TimedOut(JoinHandle<T>),
 }
 
 /// Waits until `deadline` for a task told to stop.
-async fn join<T>(mut task: JoinHandle<T>, deadline: Instant) -> Result<T, Unjoined> {
+async fn join<T>(mut task: JoinHandle<T>, deadline: Instant) -> Result<T, Unjoined<T>> {
     match tokio::time::timeout_at(deadline.into(), &mut task).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(Unjoined::Panicked(error.to_string())),
         Err(_) => {
             task.abort();
-            Err(Unjoined::TimedOut)
+            Err(Unjoined::TimedOut(task))
         }
     }
 }
@@ -161,6 +167,7 @@ impl Supervisor {
             retired: BTreeMap::new(),
             retired_sinks: BTreeMap::new(),
             failures: Vec::new(),
+            lingering: Vec::new(),
             started: Instant::now(),
         }
     }
@@ -244,7 +251,7 @@ impl Supervisor {
                 Err(Unjoined::Panicked(panic)) => {
                     self.failures.push(format!("sink {name} panicked: {panic}"));
                 }
-                Err(Unjoined::TimedOut) => self.failures.push(format!(
+                Err(Unjoined::TimedOut(_)) => self.failures.push(format!(
                     "sink {name} did not drain within {timeout:?}; \
                      its records stay on disk for the next start"
                 )),
@@ -422,6 +429,15 @@ impl Supervisor {
         name: &str,
         built: anyhow::Result<Box<dyn Source>>,
     ) -> anyhow::Result<()> {
+        self.lingering.retain(|(_, task)| !task.is_finished());
+        let built = built.and_then(|source| {
+            if self.lingering.iter().any(|(running, _)| running == name) {
+                bail!(
+                    "source {name}: its previous run has not returned yet (plugin code that blocks cannot be interrupted); a reload once it has starts it"
+                );
+            }
+            Ok(source)
+        });
         let started = built.and_then(|source| {
             let mut emitter = build_emitter(&self.config, &self.log, name, 0)
                 .with_context(|| format!("source {name}"))?;
@@ -542,6 +558,7 @@ impl Supervisor {
         let timeout = self.config.shutdown_timeout();
         let deadline = Instant::now() + timeout;
         let mut failed = Vec::new();
+        let mut lingering = Vec::new();
         for name in names {
             let Some(slot) = self.sources.get_mut(name) else {
                 continue;
@@ -555,13 +572,15 @@ impl Supervisor {
                 Ok(Ok(())) => continue,
                 Ok(Err(error)) => format!("source {name}: {error}"),
                 Err(Unjoined::Panicked(panic)) => format!("source {name} panicked: {panic}"),
-                Err(Unjoined::TimedOut) => {
+                Err(Unjoined::TimedOut(task)) => {
+                    lingering.push((name.clone(), task));
                     format!("source {name} did not stop within {timeout:?}")
                 }
             };
             slot.state = SourceState::Ended { failed: true };
             failed.push((name.clone(), error));
         }
+        self.lingering.extend(lingering);
         failed
     }
 
@@ -583,7 +602,7 @@ impl Supervisor {
                 Ok(Ok(())) => continue,
                 Ok(Err(error)) => format!("sink {name}: {error:#}"),
                 Err(Unjoined::Panicked(panic)) => format!("sink {name} panicked: {panic}"),
-                Err(Unjoined::TimedOut) => format!(
+                Err(Unjoined::TimedOut(_)) => format!(
                     "sink {name} did not finish its delivery within {timeout:?}; \
                      the next start of the sink delivers it again"
                 ),

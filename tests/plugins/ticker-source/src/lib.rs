@@ -11,6 +11,8 @@
 //! * `"panic_at": I`: panic just before emitting record I.
 //! * `"ignore_stop": true`: never ask whether to stop (a source that only
 //!   emits); it ends when `emit` refuses a record.
+//! * `"block_ms": N`: after the first record, sleep N ms without asking the
+//!   host anything (a read that hangs).
 //!
 //! An error from `emit` (the host is stopping, or its log failed) is
 //! returned as it is. At the end the source waits until what it emitted is
@@ -41,6 +43,8 @@ struct Config {
     panic_at: Option<u64>,
     #[serde(default)]
     ignore_stop: bool,
+    #[serde(default)]
+    block_ms: u64,
 }
 
 fn default_stream() -> String {
@@ -68,6 +72,9 @@ impl SourcePlugin for TickerSource {
         let mut payload = String::new();
         let mut n: u64 = 0;
         while self.config.count.is_none_or(|count| n < count) {
+            if n == 1 && self.config.block_ms > 0 {
+                std::thread::sleep(Duration::from_millis(self.config.block_ms));
+            }
             if n > 0 && !self.config.ignore_stop {
                 let stop = if interval.is_zero() {
                     n % STOP_CHECK_EVERY == 0 && host.should_stop()
