@@ -573,7 +573,11 @@ impl Supervisor {
                 Ok(Err(error)) => format!("source {name}: {error}"),
                 Err(Unjoined::Panicked(panic)) => format!("source {name} panicked: {panic}"),
                 Err(Unjoined::TimedOut(task)) => {
-                    lingering.push((name.clone(), task));
+                    // An async task ends at its abort; a blocking one (a
+                    // source running plugin code) may run on.
+                    if runs_plugin_code(&self.config, name) {
+                        lingering.push((name.clone(), task));
+                    }
                     format!("source {name} did not stop within {timeout:?}")
                 }
             };
