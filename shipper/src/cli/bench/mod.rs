@@ -339,6 +339,17 @@ pub(crate) fn run(mut args: BenchArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// The top of every config the bench writes: data directory, `[log]` as
+/// the flags say, quiet logging.
+fn log_section(args: &BenchArgs, data: &Path) -> String {
+    format!(
+        "data_dir = \"{}\"\n[log]\ndurability = \"{}\"\nzstd_level = {}\n[logging]\nlevel = \"warn\"\n",
+        data.display(),
+        args.durability.name(),
+        args.zstd_level,
+    )
+}
+
 /// A `shipper run` process of the scenario: its name, config and admin port.
 #[derive(Clone)]
 struct ChildPlan {
@@ -362,14 +373,7 @@ fn child_plans(
     dir: &Path,
     tcp: u16,
 ) -> anyhow::Result<(Vec<ChildPlan>, SinkAt, SinkAt)> {
-    let log = |data: &str| {
-        format!(
-            "data_dir = \"{}\"\n[log]\ndurability = \"{}\"\nzstd_level = {}\n[logging]\nlevel = \"warn\"\n",
-            dir.join(data).display(),
-            args.durability.name(),
-            args.zstd_level,
-        )
-    };
+    let log = |data: &str| log_section(args, &dir.join(data));
     let file_source = format!(
         "[sources.bench]\ntype = \"file\"\ninclude = [\"{}/*.log\"]\nread_from = \"beginning\"\nglob_interval_ms = 50\nmax_line_bytes = \"16MiB\"\n",
         dir.join("input").display()
@@ -465,12 +469,7 @@ fn start_child(dir: &Path, plan: &ChildPlan) -> anyhow::Result<ChildGuard> {
         .with_context(|| format!("starting `shipper run` ({})", plan.name))?;
     let mut child = ChildGuard(child);
     let ready = Instant::now();
-    while metrics(SinkAt {
-        admin: plan.admin,
-        sink: "-",
-    })
-    .is_err()
-    {
+    while scrape(plan.admin).is_err() {
         if let Some(status) = child.0.try_wait()? {
             bail!(
                 "`shipper run` ({}) exited ({status}) before serving its metrics:\n{}",
@@ -527,10 +526,15 @@ fn run_children(
         _ => Feed::File(dir.join("input/bench.log")),
     };
     let observe = || -> anyhow::Result<(u64, u64)> {
-        Ok((
-            metrics(acknowledged_at)?.acknowledged,
-            metrics(stored_at)?.stored_bytes,
-        ))
+        let text = scrape(acknowledged_at.admin)?;
+        let acknowledged = counters(&text, acknowledged_at.sink)?.acknowledged;
+        // One scrape when both counters are in the same process.
+        let stored = if stored_at.admin == acknowledged_at.admin {
+            counters(&text, stored_at.sink)?
+        } else {
+            counters(&scrape(stored_at.admin)?, stored_at.sink)?
+        };
+        Ok((acknowledged, stored.stored_bytes))
     };
     drive(args, dir, workload, progress, &plans, &feed, &observe)
 }
@@ -776,10 +780,8 @@ fn run_embedded(
     progress: &Progress,
 ) -> anyhow::Result<Measured> {
     let config = format!(
-        "data_dir = \"{data}\"\n[log]\ndurability = \"{durability}\"\nzstd_level = {level}\n[sources.bench]\ntype = \"sdk\"\n[sinks.void]\ntype = \"blackhole\"\ninputs = [\"bench\"]\n",
-        data = dir.join("data").display(),
-        durability = args.durability.name(),
-        level = args.zstd_level,
+        "{}[sources.bench]\ntype = \"sdk\"\n[sinks.void]\ntype = \"blackhole\"\ninputs = [\"bench\"]\n",
+        log_section(args, &dir.join("data")),
     );
     let ingestor = shipper::ingest::Ingestor::open_toml(&config)?;
     let (cpu_before, _) = process_usage(std::process::id());
@@ -934,21 +936,13 @@ fn sample_of(text: &str, family: &str, labels: &str) -> Option<u64> {
         .map(|value| value as u64)
 }
 
-/// Reads a sink's counters from a child's admin endpoint (sink `-`: only
-/// checks that it answers).
-fn metrics(at: SinkAt) -> anyhow::Result<Counters> {
-    let text = scrape(at.admin)?;
-    if at.sink == "-" {
-        return Ok(Counters {
-            acknowledged: 0,
-            stored_bytes: 0,
-        });
-    }
-    let labels = format!("sink=\"{}\"", at.sink);
+/// Sink `sink`'s counters in a `/metrics` text.
+fn counters(text: &str, sink: &str) -> anyhow::Result<Counters> {
+    let labels = format!("sink=\"{sink}\"");
     Ok(Counters {
-        acknowledged: sample_of(&text, "shipper_sink_records_out_total", &labels)
+        acknowledged: sample_of(text, "shipper_sink_records_out_total", &labels)
             .context("no shipper_sink_records_out_total in /metrics")?,
-        stored_bytes: sample_of(&text, "shipper_sink_bytes_out_total", &labels).unwrap_or(0),
+        stored_bytes: sample_of(text, "shipper_sink_bytes_out_total", &labels).unwrap_or(0),
     })
 }
 
