@@ -98,6 +98,45 @@ async fn inserted_objects_reach_the_sink_and_wait_for_upload_sees_the_acknowledg
     common::assert_exactly_once(&seen(&out), 20_003);
 }
 
+/// `#[derive(Ingest)]` writes the fields; this type's `Serialize` does not.
+#[derive(Ingest)]
+#[ingest(stream = "weather")]
+struct Fahrenheit {
+    celsius: f64,
+}
+
+impl serde::Serialize for Fahrenheit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.celsius * 9.0 / 5.0 + 32.0)
+    }
+}
+
+#[cfg(debug_assertions)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_builds_catch_a_derived_writer_that_disagrees_with_serialize() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor =
+        Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path(), "app"))).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ingestor.insert(&Fahrenheit { celsius: 100.0 })
+    }))
+    .expect_err("the mismatch panics");
+    let message = caught.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains(r#"writes {"celsius":100.0} but its Serialize impl writes 212.0"#)
+            && message.contains("#[ingest(stream = \"...\", serde)]"),
+        "{message}"
+    );
+    // Nothing of it was stored, and the thread inserts on.
+    ingestor.insert(&reading(0)).unwrap();
+    assert!(ingestor
+        .wait_for_upload(Duration::from_secs(30))
+        .await
+        .unwrap());
+    ingestor.close().await.unwrap();
+    common::assert_exactly_once(&seen(&dir.path().join("out/records.ndjson")), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_threads_insert_at_once_and_nothing_is_lost_or_repeated() {
     let dir = tempfile::tempdir().unwrap();
