@@ -263,6 +263,22 @@ struct Borrowed<'a> {
 }
 
 #[derive(Serialize, Ingest)]
+#[ingest(stream = "packed")]
+#[repr(C, packed)]
+struct Packed {
+    flag: u8,
+    value: u64,
+    real: f64,
+}
+
+#[derive(Serialize, Ingest)]
+#[ingest(stream = "cow")]
+struct Cows<'a> {
+    text: std::borrow::Cow<'a, str>,
+    owned: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Serialize, Ingest)]
 #[ingest(stream = "generic")]
 struct Generic<T: Serialize> {
     value: T,
@@ -314,6 +330,15 @@ fn other_shapes_and_attributes_write_what_serde_writes() {
         labels: &["a", "b"],
     });
     same(&Generic { value: vec![1, 2] });
+    same(&Packed {
+        flag: 1,
+        value: u64::MAX,
+        real: 0.1,
+    });
+    same(&Cows {
+        text: "borrowed \"quote\"".into(),
+        owned: String::from("owned\n").into(),
+    });
     same(&Flattened {
         id: 1,
         inner: Inner {

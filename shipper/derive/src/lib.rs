@@ -115,6 +115,7 @@ fn json_writer(input: &DeriveInput) -> syn::Result<Option<Tokens>> {
     };
     if input.generics.type_params().next().is_some()
         || input.generics.const_params().next().is_some()
+        || is_packed(&input.attrs)
     {
         return Ok(None);
     }
@@ -295,10 +296,7 @@ fn container_rule(attrs: &[syn::Attribute]) -> Option<RenameRule> {
                 "try_from",
                 "expecting",
             ];
-            if !INERT.iter().any(|inert| meta.path.is_ident(inert)) {
-                followed = false;
-            }
-            skip_value(&meta)
+            skip_unless_inert(&meta, INERT, &mut followed)
         });
         if parsed.is_err() {
             return None;
@@ -345,10 +343,7 @@ fn field_attributes(attrs: &[syn::Attribute]) -> Option<FieldAttributes> {
                     "bound",
                     "borrow",
                 ];
-                if !INERT.iter().any(|inert| meta.path.is_ident(inert)) {
-                    followed = false;
-                }
-                skip_value(&meta)
+                skip_unless_inert(&meta, INERT, &mut followed)
             }
         });
         if parsed.is_err() {
@@ -356,6 +351,18 @@ fn field_attributes(attrs: &[syn::Attribute]) -> Option<FieldAttributes> {
         }
     }
     followed.then_some(out)
+}
+
+/// `#[repr(packed)]`: its fields cannot be borrowed where they lie.
+fn is_packed(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().filter(|a| a.path().is_ident("repr")).any(|a| {
+        let mut packed = false;
+        let _ = a.parse_nested_meta(|meta| {
+            packed |= meta.path.is_ident("packed");
+            skip_value(&meta)
+        });
+        packed
+    })
 }
 
 /// The serialization side of `key = "x"` or `key(serialize = "x", ...)`.
@@ -375,6 +382,19 @@ fn serialize_name(meta: &ParseNestedMeta<'_>) -> syn::Result<Option<String>> {
         }
     })?;
     Ok(name)
+}
+
+/// Consumes an attribute this derive does not act on; one that is not
+/// among `inert` (it shapes the output) clears `followed`.
+fn skip_unless_inert(
+    meta: &ParseNestedMeta<'_>,
+    inert: &[&str],
+    followed: &mut bool,
+) -> syn::Result<()> {
+    if !inert.iter().any(|name| meta.path.is_ident(name)) {
+        *followed = false;
+    }
+    skip_value(meta)
 }
 
 /// Consumes whatever follows a key: `= value`, `(...)` or nothing.

@@ -129,6 +129,13 @@ impl<T: Scalar + ?Sized> Scalar for Box<T> {
     }
 }
 
+impl Scalar for std::borrow::Cow<'_, str> {
+    #[inline(always)]
+    fn write_scalar(&self, out: &mut Vec<u8>) {
+        write_str(out, self);
+    }
+}
+
 impl<T: Scalar> Scalar for Option<T> {
     #[inline(always)]
     fn write_scalar(&self, out: &mut Vec<u8>) {
