@@ -59,7 +59,10 @@
 //! contended lock. A chunk that fills is compressed on the emitter's
 //! background threads and appended to the log; its durability follows
 //! `[log] durability`. [`Ingestor::insert_durable`] waits until that
-//! object is durable.
+//! object is durable; it, [`Ingestor::flush`] and
+//! [`Ingestor::wait_for_upload`] wait for the compression threads and the
+//! log's writer on tokio's blocking pool, never on the caller's runtime
+//! thread.
 //!
 //! `#[derive(Ingest)]` on a struct with named fields writes its JSON
 //! itself: each key with its punctuation is a constant, and numbers,
@@ -369,18 +372,19 @@ impl Ingestor {
     /// [`Ingestor::insert`], then waits until the object is durable on
     /// local disk (it closes the thread's open chunk to get there).
     pub async fn insert_durable<T: Ingest + ?Sized>(&self, object: &T) -> Result<(), InsertError> {
-        let end = self.with_local(|local| {
-            let mut emitter = local.emit_object(object)?;
-            emitter.close_chunks()?;
-            Ok(emitter.wait_stored()?)
+        let emitter = self.with_local(|local| {
+            drop(local.emit_object(object)?);
+            Ok(local.emitter.clone())
         })?;
+        let end = off_runtime(move || Ok(lock(&emitter).wait_stored()?)).await?;
         self.durable(end).await
     }
 
     /// Closes every thread's open chunk and waits until everything
     /// inserted before the call is durable on local disk.
     pub async fn flush(&self) -> Result<(), InsertError> {
-        let end = self.inner.close_all()?;
+        let inner = self.inner.clone();
+        let end = off_runtime(move || inner.close_all()).await?;
         self.durable(end).await
     }
 
@@ -400,7 +404,8 @@ impl Ingestor {
     /// objects stay on disk and go out when the backend is back.
     pub async fn wait_for_upload(&self, timeout: Duration) -> Result<bool, InsertError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let Some(end) = self.inner.close_all()? else {
+        let inner = self.inner.clone();
+        let Some(end) = off_runtime(move || inner.close_all()).await? else {
             return Ok(true);
         };
         self.inner.log.request_flush();
@@ -486,6 +491,21 @@ impl Local {
         let mut emitter = lock(&self.emitter);
         emitter.emit(T::STREAM, &self.scratch, now(), None)?;
         Ok(emitter)
+    }
+}
+
+/// Runs `wait` (for the compression threads, the log's writer, another
+/// thread's insert holding its emitter) on tokio's blocking pool: the
+/// caller's runtime thread runs its other tasks meanwhile, be it one of
+/// many workers or a current-thread runtime's only one.
+async fn off_runtime<R: Send + 'static>(
+    wait: impl FnOnce() -> Result<R, InsertError> + Send + 'static,
+) -> Result<R, InsertError> {
+    match tokio::task::spawn_blocking(wait).await {
+        Ok(outcome) => outcome,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => Err(InsertError::Closed),
     }
 }
 

@@ -288,6 +288,80 @@ uri = "http://127.0.0.1:{}/v1/chunks"
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+/// `flush` (like `insert_durable` and `wait_for_upload`) waits for the log
+/// off the caller's runtime thread: here a current-thread runtime, its
+/// only thread, keeps running the application's other tasks while the
+/// flush waits for room that a dead backend never makes. (A flush that
+/// blocked the thread would stop the runtime, its timeout included: the
+/// test thread watches from outside.)
+#[test]
+fn a_waiting_flush_leaves_the_applications_runtime_running() {
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(flush_beside_other_tasks());
+        let _ = done.send(());
+    });
+    outcome
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the flush blocked the runtime's only thread (or the test panicked)");
+}
+
+async fn flush_beside_other_tasks() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "[sinks.backend]\ntype = \"http\"\ninputs = [\"app\"]\nuri = \"http://127.0.0.1:{}/v1/chunks\"\n",
+        free_port()
+    );
+    let log = "segment_bytes = \"16KiB\"\nmax_bytes = \"48KiB\"\nwhen_full = \"block\"";
+    let text = config(dir.path(), log, &sink)
+        .replace("shutdown_timeout_ms = 5000", "shutdown_timeout_ms = 100");
+    let ingestor = Ingestor::open_toml(&text).unwrap();
+    // A thread of the application inserts until the budget stops it.
+    let inserting = std::thread::spawn({
+        let ingestor = ingestor.clone();
+        move || {
+            for seq in 0.. {
+                if ingestor.insert(&reading(seq)).is_err() {
+                    return seq;
+                }
+            }
+            unreachable!()
+        }
+    });
+    while !ingestor.log().is_full() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ticks = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = tokio::spawn({
+        let (ticks, stop) = (ticks.clone(), stop.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                ticks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let flushed = tokio::time::timeout(Duration::from_millis(300), ingestor.flush()).await;
+    assert!(flushed.is_err(), "the log has no room: the flush waits");
+    assert!(
+        ticks.load(Ordering::Relaxed) > 0,
+        "the runtime's only thread ran the ticker while the flush waited"
+    );
+    stop.store(true, Ordering::Relaxed);
+    ticker.await.unwrap();
+    // Closing gives up on the budget; the blocked insert returns.
+    let error = ingestor.close().await.unwrap_err().to_string();
+    assert!(error.contains("disk budget"), "{error}");
+    assert!(inserting.join().unwrap() > 0);
+}
+
 #[test]
 fn an_ingestor_needs_one_sdk_source_and_shipper_run_refuses_one() {
     let dir = tempfile::tempdir().unwrap();
