@@ -564,6 +564,64 @@ path = "{out}"
 }
 
 #[test]
+fn a_delivery_a_reload_gave_up_on_ends_before_the_next_instance_opens() {
+    let libraries = libraries();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("flaky.tsv");
+    let (config, port) = config(
+        dir.path(),
+        &format!(
+            r#"[sinks.flaky]
+plugin = "{sink}"
+inputs = ["app"]
+path = "{out}"
+block_ms = 3000
+"#,
+            sink = libraries.flaky_sink.display(),
+            out = out.display(),
+        ),
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("shutdown_timeout_ms = 10000", "shutdown_timeout_ms = 300");
+    std::fs::write(&config, &text).unwrap();
+    append(dir.path(), &numbered(0..500));
+    let shipper = Guard::start(&config);
+    wait_for("the blocked delivery", Duration::from_secs(30), || {
+        dir.path().join("flaky.tsv.blocked").exists()
+    });
+    let blocked_at = Instant::now();
+    // A changed sink: the reload stops the old one, gives up on its
+    // delivery after 300 ms, and starts the new one while the plugin call
+    // still sleeps. The new instance must open after the call has written
+    // (its high-water mark then skips those records), not beside it.
+    std::fs::write(
+        &config,
+        text.replace("block_ms = 3000\n", "block_ms = 3000\nfail_times = 0\n"),
+    )
+    .unwrap();
+    let (_, body) = http_request(port, "POST", "/reload");
+    assert!(
+        body.contains("sink flaky did not finish its delivery within 300ms"),
+        "{body}"
+    );
+    append(dir.path(), &numbered(500..1000));
+    wait_for("every record", Duration::from_secs(60), || {
+        seen_tsv(&out).len() >= 1000
+    });
+    // Whatever the sleeping call was going to write, it has written now.
+    std::thread::sleep(
+        (blocked_at + Duration::from_secs(4)).saturating_duration_since(Instant::now()),
+    );
+    let stderr = shipper.terminate();
+    assert_exactly_once(&seen_tsv(&out), 1000);
+    assert!(
+        stderr.contains("waiting for a call of the sink's previous instance to return first"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_reload_does_not_start_a_source_again_while_its_blocked_run_goes_on() {
     let libraries = libraries();
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 //! A sink plugin behind the engine's [`Sink`] trait.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use shipper_core::chunk::{decode_body, Decoder};
@@ -22,6 +23,14 @@ use crate::stats::{for_component, PluginStats};
 /// A retryable failure offers the same batch again after a backoff; a
 /// panic also replaces the instance (created and opened again) before the
 /// batch is offered again; a fatal failure stops the sink.
+///
+/// A call into plugin code cannot be interrupted: a delivery the runtime
+/// gave up on (a stop that timed out) runs on, and the sink's next
+/// instance (a reload, a restart) must not open or deliver beside it. So
+/// every call of a sink, from creating its instance to destroying it,
+/// runs in that sink's [`Lane`] (one per data directory and sink name,
+/// across instances): the next instance's first call waits for the last
+/// one of the previous instance, whose writes its `open` then sees.
 #[derive(Debug)]
 pub struct DynamicSink {
     name: String,
@@ -34,6 +43,59 @@ pub struct DynamicSink {
     context: Option<OwnedContext>,
     decoder: Decoder,
     stats: Arc<PluginStats>,
+    /// Set by `open`, from the context.
+    lane: Option<Arc<Lane>>,
+}
+
+/// One sink's calls into plugin code, one at a time, across the sink's
+/// instances; see [`DynamicSink`].
+#[derive(Debug, Default)]
+struct Lane {
+    busy: Mutex<bool>,
+    free: Condvar,
+}
+
+/// A call's place in its [`Lane`]: the next call goes once it is dropped.
+#[derive(Debug)]
+struct InLane(Arc<Lane>);
+
+impl Lane {
+    /// The lane of sink `name` over `data_dir`, made on first use.
+    fn of(data_dir: &str, name: &str) -> Arc<Lane> {
+        static LANES: Mutex<BTreeMap<(String, String), Arc<Lane>>> = Mutex::new(BTreeMap::new());
+        lock(&LANES)
+            .entry((data_dir.to_owned(), name.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// Waits (blocking) until no other call is in the lane, and enters it.
+    /// `sink` names the sink in the warning that a wait gets.
+    fn enter(self: &Arc<Lane>, sink: &str) -> InLane {
+        let mut busy = lock(&self.busy);
+        if *busy {
+            tracing::warn!(
+                sink,
+                "waiting for a call of the sink's previous instance to return first"
+            );
+        }
+        while *busy {
+            busy = self.free.wait(busy).unwrap_or_else(PoisonError::into_inner);
+        }
+        *busy = true;
+        InLane(self.clone())
+    }
+}
+
+impl Drop for InLane {
+    fn drop(&mut self) {
+        *lock(&self.0.busy) = false;
+        self.0.free.notify_one();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The sink context, owned, to open new instances with.
@@ -104,6 +166,7 @@ impl DynamicSink {
             context: None,
             decoder: Decoder::default(),
             stats: for_component(name),
+            lane: None,
         })
     }
 
@@ -121,12 +184,19 @@ impl DynamicSink {
         let plugin = self.plugin.clone();
         let config = self.config.clone();
         let context = self.context.clone();
-        let joined = tokio::task::spawn_blocking(move || {
+        let lane = self.lane.clone();
+        let name = self.name.clone();
+        // What the call gives back; its fields drop in order, so a result
+        // nobody waits for any more (the delivery was given up on) destroys
+        // its instance before leaving the lane.
+        type Outcome<R> = (Option<Instance>, bool, Result<R, CallError>, Option<InLane>);
+        let joined = tokio::task::spawn_blocking(move || -> Outcome<R> {
+            let in_lane = lane.as_ref().map(|lane| lane.enter(&name));
             let mut instance = match instance {
                 Some(instance) => instance,
                 None => match Instance::create(&plugin, &config) {
                     Ok(instance) => instance,
-                    Err(error) => return (None, false, Err(error)),
+                    Err(error) => return (None, false, Err(error), in_lane),
                 },
             };
             if !opened {
@@ -139,16 +209,16 @@ impl DynamicSink {
                     };
                     if let Err(error) = instance.sink_open(&raw) {
                         let keep = !matches!(error, CallError::Panicked(_));
-                        return (keep.then_some(instance), false, Err(error));
+                        return (keep.then_some(instance), false, Err(error), in_lane);
                     }
                 }
             }
             let result = call(&mut instance);
             let keep = !matches!(result, Err(CallError::Panicked(_)));
-            (keep.then_some(instance), true, result)
+            (keep.then_some(instance), true, result, in_lane)
         })
         .await;
-        let (instance, opened, result) = joined.map_err(|e| {
+        let (instance, opened, result, _in_lane) = joined.map_err(|e| {
             PluginError::Fatal(format!("sink {}: the plugin call failed: {e}", self.name))
         })?;
         self.opened = instance.is_some() && opened;
@@ -198,6 +268,7 @@ impl DynamicSink {
 impl Sink for DynamicSink {
     async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
         self.decoder = cx.decoder();
+        self.lane = Some(Lane::of(&cx.data_dir.to_string_lossy(), &cx.name));
         self.context = Some(OwnedContext {
             name: cx.name.clone(),
             producer_id: cx.producer_id.to_string(),
@@ -224,7 +295,13 @@ impl Sink for DynamicSink {
         let result = self.with_instance(Instance::sink_close).await;
         // Destroyed on the blocking pool too: a plugin may join threads.
         if let Some(instance) = self.instance.take() {
-            let _ = tokio::task::spawn_blocking(move || drop(instance)).await;
+            let lane = self.lane.clone();
+            let name = self.name.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let _in_lane = lane.as_ref().map(|lane| lane.enter(&name));
+                drop(instance);
+            })
+            .await;
         }
         result
     }

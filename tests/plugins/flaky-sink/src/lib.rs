@@ -17,9 +17,13 @@
 //!   first `"panic_times"` (default 1) times in this process.
 //! * `"fatal_on": "TEXT"`: a delivery in which any payload contains TEXT
 //!   fails with `Error::Fatal("flaky-sink: fatal_on matched")`.
+//! * `"block_ms": N`: the first `"block_times"` (default 1) deliveries in
+//!   this process create the file `PATH.blocked`, sleep N ms, then write
+//!   their records (a backend that takes its time).
 //!
 //! The host replaces an instance after a panic, so the counters behind
-//! `fail_times` and `panic_times` live in process-wide statics, one set per
+//! `fail_times`, `panic_times` and `block_times` live in process-wide
+//! statics, one set per
 //! `path` (two sinks with different files do not share them). Any other
 //! key is a fatal error naming it.
 
@@ -49,6 +53,9 @@ struct Config {
     #[serde(default = "one")]
     panic_times: u64,
     fatal_on: Option<String>,
+    block_ms: Option<u64>,
+    #[serde(default = "one")]
+    block_times: u64,
 }
 
 fn one() -> u64 {
@@ -60,6 +67,7 @@ fn one() -> u64 {
 struct Counters {
     failures: AtomicU64,
     panics: AtomicU64,
+    blocks: AtomicU64,
 }
 
 impl Counters {
@@ -218,6 +226,16 @@ impl SinkPlugin for FlakySink {
         if let Some(text) = &self.config.fatal_on {
             if any_contains(records, text) {
                 return Err(Error::fatal("flaky-sink: fatal_on matched"));
+            }
+        }
+
+        if let Some(block_ms) = self.config.block_ms {
+            if take(&self.counters.blocks, self.config.block_times) {
+                let mut marker = self.config.path.clone().into_os_string();
+                marker.push(".blocked");
+                std::fs::write(&marker, b"")
+                    .map_err(|e| self.io_error("cannot create the marker of", &e))?;
+                std::thread::sleep(std::time::Duration::from_millis(block_ms));
             }
         }
 
