@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use shipper_core::chunk::ChunkOptions;
+use shipper_core::chunk::{now_nanos, ChunkOptions};
 use shipper_core::emit::{Emitter, Route};
 use shipper_core::log::Log;
 use shipper_core::plugin::{
@@ -83,6 +83,32 @@ struct BuiltSink {
     inputs: Vec<String>,
     /// An http sink's own counters, for `/metrics`.
     http_stats: Option<Arc<HttpSinkStats>>,
+    /// How long a small batch may wait for more (an http sink's `batch`).
+    linger: Option<Linger>,
+}
+
+/// A sink's batch limits and how long a batch below them waits for more
+/// records before it goes (`batch.max_age_ms`).
+#[derive(Debug, Clone, Copy)]
+struct Linger {
+    max_age: Duration,
+    max_records: u64,
+    max_bytes: u64,
+}
+
+impl Linger {
+    /// Whether a batch of `records` taking `bytes` (stored) has room left.
+    fn wants_more(&self, records: u64, bytes: u64) -> bool {
+        records < self.max_records && bytes < self.max_bytes
+    }
+
+    /// How much longer a batch whose oldest record was produced at
+    /// `oldest_ns` (unix nanoseconds) may wait: `max_age` less its age, at
+    /// most `max_age` (a clock ahead of this one does not stretch it).
+    fn remaining(&self, oldest_ns: u64) -> Duration {
+        let age = Duration::from_nanos(now_nanos().saturating_sub(oldest_ns));
+        self.max_age.saturating_sub(age)
+    }
 }
 
 /// The file source's options from its config table.
@@ -333,6 +359,7 @@ fn build_sinks(config: &Config, wanted: impl Fn(&str) -> bool) -> anyhow::Result
     let mut sinks = Vec::new();
     for (name, sink) in config.sinks.iter().filter(|(name, _)| wanted(name)) {
         let mut http_stats = None;
+        let mut linger = None;
         let (built, inputs): (Box<dyn Sink>, &Vec<String>) = match sink {
             SinkConfig::Stdout(stdout) => (Box::new(StdoutSink::default()), &stdout.inputs),
             SinkConfig::Plugin(plugin) => (
@@ -400,6 +427,11 @@ fn build_sinks(config: &Config, wanted: impl Fn(&str) -> bool) -> anyhow::Result
                 let sink = HttpSink::new(http_sink_options(http))
                     .map_err(|e| anyhow!("sink {name}: {e}"))?;
                 http_stats = Some(sink.stats());
+                linger = (http.batch.max_age_ms > 0).then(|| Linger {
+                    max_age: Duration::from_millis(http.batch.max_age_ms),
+                    max_records: http.batch.max_records,
+                    max_bytes: http.batch.max_bytes.bytes(),
+                });
                 (Box::new(sink), &http.inputs)
             }
             SinkConfig::Nats(nats) => {
@@ -425,6 +457,7 @@ fn build_sinks(config: &Config, wanted: impl Fn(&str) -> bool) -> anyhow::Result
             sink: built,
             inputs: inputs.clone(),
             http_stats,
+            linger,
         });
     }
     Ok(sinks)
@@ -679,6 +712,7 @@ pub(crate) fn start_embedded_sinks(config: &Config, log: &Log) -> anyhow::Result
             name: name.clone(),
             sink: built.sink,
             inputs: built.inputs,
+            linger: built.linger,
             start,
             stats: stats.clone(),
             drain: drain.clone(),
@@ -754,6 +788,7 @@ struct SinkTask {
     name: String,
     sink: Box<dyn Sink>,
     inputs: Vec<String>,
+    linger: Option<Linger>,
     /// The sink's committed cursor.
     start: u64,
     stats: Arc<SinkStats>,
@@ -776,6 +811,7 @@ async fn deliver(task: SinkTask) -> anyhow::Result<()> {
         name,
         mut sink,
         inputs,
+        linger,
         start,
         stats,
         drain,
@@ -814,22 +850,48 @@ async fn deliver(task: SinkTask) -> anyhow::Result<()> {
         }
         let mut batch = Vec::new();
         let mut bytes = 0;
+        let mut records = 0;
         let mut end = committed;
-        let mut caught_up = false;
-        while batch.len() < MAX_BATCH_CHUNKS && bytes < MAX_BATCH_BYTES {
-            match reader.next() {
-                Some(Ok(chunk)) => {
-                    end = chunk.end_offset();
-                    if inputs.contains(chunk.view().component()) {
-                        bytes += chunk.frame().len();
-                        batch.push(chunk);
+        let mut caught_up;
+        // Until the batch is full, or caught up and (with a linger) as
+        // full as the sink's batch or as old as its `max_age_ms`.
+        loop {
+            caught_up = false;
+            while batch.len() < MAX_BATCH_CHUNKS && bytes < MAX_BATCH_BYTES {
+                match reader.next() {
+                    Some(Ok(chunk)) => {
+                        end = chunk.end_offset();
+                        if inputs.contains(chunk.view().component()) {
+                            bytes += chunk.frame().len();
+                            records += chunk.end_offset() - chunk.first_offset();
+                            batch.push(chunk);
+                        }
+                    }
+                    Some(Err(error)) => {
+                        tracing::error!(sink = %name, %error, "corrupt chunk skipped")
+                    }
+                    None => {
+                        caught_up = true;
+                        break;
                     }
                 }
-                Some(Err(error)) => tracing::error!(sink = %name, %error, "corrupt chunk skipped"),
-                None => {
-                    caught_up = true;
-                    break;
-                }
+            }
+            let Some(linger) = linger else { break };
+            let Some(oldest) = batch.first() else { break };
+            let remaining = linger.remaining(oldest.view().min_ts());
+            if !caught_up
+                || !linger.wants_more(records, bytes as u64)
+                || remaining.is_zero()
+                || drain.is_triggered()
+                || stop.is_triggered()
+            {
+                break;
+            }
+            tokio::select! {
+                ready = reader.ready() => ready?,
+                () = tokio::time::sleep(remaining) => {}
+                () = drain.wait() => {}
+                () = stop.wait() => {}
             }
         }
         if let Some((from, to)) = reader.take_gap() {

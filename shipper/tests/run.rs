@@ -1279,3 +1279,115 @@ batch = {{ max_records = 100 }}
     drop(stdin);
     assert!(stderr.text().contains("shipper stopped cleanly"));
 }
+
+/// The requests an http sink named `web` has sent, from `/metrics`.
+fn http_requests(port: u16) -> u64 {
+    let (status, metrics) = http_get(port, "/metrics");
+    assert_eq!(status, 200);
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("shipper_http_sink_requests_total{sink=\"web\"} "))
+        .map_or(0, |count| count.parse().unwrap())
+}
+
+/// Waits until the endpoint has received `count` lines; returns them.
+fn received_lines(bodies: &Mutex<Vec<u8>>, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = String::from_utf8(bodies.lock().unwrap().clone()).unwrap();
+        if text.lines().count() >= count {
+            return text.lines().map(str::to_owned).collect();
+        }
+        assert!(Instant::now() < deadline, "the endpoint got {text:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn web_sink(address: std::net::SocketAddr, batch: &str) -> String {
+    format!(
+        r#"
+[sinks.web]
+type = "http"
+inputs = ["in"]
+uri = "http://{address}/ingest"
+protocol = "ndjson"
+compression = {{ codec = "none" }}
+batch = {{ {batch} }}
+"#
+    )
+}
+
+#[test]
+fn a_small_http_batch_waits_up_to_max_age_ms_for_more_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (address, bodies) = ndjson_endpoint();
+    let config = write_config(
+        dir.path(),
+        &web_sink(address, "max_records = 1000, max_age_ms = 3000"),
+    );
+    let (mut child, _guard) = start(&config, Stdio::piped());
+    let stderr = Stderr::take(&mut child);
+    let port = admin_port(&stderr);
+    let mut stdin = child.stdin.take().unwrap();
+    // Ten lines a tenth of a second apart: ten chunks (the source closes a
+    // chunk after 5 ms), which without `max_age_ms` would be ten requests.
+    for i in 0..10 {
+        writeln!(stdin, "{{\"n\":{i}}}").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let received = received_lines(&bodies, 10);
+    assert_eq!(received.len(), 10, "{received:?}");
+    let requests = http_requests(port);
+    assert!(
+        (1..=2).contains(&requests),
+        "{requests} requests for ten records in one max_age_ms"
+    );
+    send_signal(&child, "TERM");
+    assert!(wait_for_exit(child).success());
+    drop(stdin);
+}
+
+#[test]
+fn a_full_http_batch_goes_at_once_and_a_shutdown_sends_a_lingering_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (address, bodies) = ndjson_endpoint();
+    // Ten minutes of linger: only a full batch or the shutdown sends.
+    let config = write_config(
+        dir.path(),
+        &web_sink(address, "max_records = 4, max_age_ms = 600000"),
+    );
+    let (mut child, _guard) = start(&config, Stdio::piped());
+    let stderr = Stderr::take(&mut child);
+    let port = admin_port(&stderr);
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..4 {
+        writeln!(stdin, "{{\"n\":{i}}}").unwrap();
+    }
+    // Four records fill the batch: they go without waiting.
+    received_lines(&bodies, 4);
+    // Two more wait for company; the file sink shows they are stored.
+    for i in 4..6 {
+        writeln!(stdin, "{{\"n\":{i}}}").unwrap();
+    }
+    let out = dir.path().join("out/records.ndjson");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lines_of(&out).len() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "the file sink got {:?}",
+            lines_of(&out)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(received_lines(&bodies, 4).len(), 4, "the two linger");
+    let before = http_requests(port);
+    // The shutdown drains: the lingering batch goes before the exit.
+    send_signal(&child, "TERM");
+    assert!(wait_for_exit(child).success());
+    drop(stdin);
+    let received = received_lines(&bodies, 6);
+    let expected: Vec<String> = (0..6).map(|i| format!("{{\"n\":{i}}}")).collect();
+    assert_eq!(received, expected);
+    assert!(before >= 1);
+    assert!(stderr.text().contains("shipper stopped cleanly"));
+}

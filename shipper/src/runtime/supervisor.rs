@@ -528,6 +528,7 @@ impl Supervisor {
                 name: name.to_owned(),
                 sink: built.sink,
                 inputs: built.inputs,
+                linger: built.linger,
                 start,
                 stats: stats.clone(),
                 drain: self.drain.clone(),
