@@ -440,6 +440,43 @@ async fn retry_after_is_honoured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_403_or_404_is_retried_and_never_dead_lettered() {
+    let stored = stored(2, 10);
+    let receiver = Receiver::start([
+        status(401, "a valid bearer token is required"),
+        status(403, "forbidden"),
+        status(404, "no such path"),
+    ])
+    .await;
+    let mut sink = opened(options(receiver.uri("/v1/chunks")), &stored).await;
+    // A wrong token or uri is the config's fault, not the batch's: the
+    // batch waits (here the fourth try passes, as after a fixed config).
+    sink.deliver(&stored.chunks).await.unwrap();
+    assert_eq!(receiver.records(), stored.records);
+    assert_eq!(receiver.requests().len(), 4);
+    assert!(!stored
+        .log
+        .dir()
+        .join("sinks/web.dead-letter.ndjson")
+        .exists());
+    let stats = sink.stats();
+    assert_eq!(count(&stats.dead_lettered_batches), 0);
+    assert_eq!(count(&stats.retries), 3);
+    // Out of attempts, it is a retryable error that names the cause.
+    let receiver = Receiver::start([status(401, "no"), status(401, "no")]).await;
+    let mut options = options(receiver.uri("/v1/chunks"));
+    options.retry.attempts = 2;
+    let mut sink = opened(options, &stored).await;
+    match sink.deliver(&stored.chunks).await {
+        Err(PluginError::Retryable(reason)) => assert!(
+            reason.contains("refuses the sink itself") && reason.contains("credentials"),
+            "{reason}"
+        ),
+        other => panic!("expected a retryable error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_413_is_dead_lettered_and_the_sink_moves_on() {
     let stored = stored(4, 10);
     let receiver = Receiver::start([status(413, "body too large")]).await;

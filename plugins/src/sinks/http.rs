@@ -39,6 +39,10 @@
 //! again when the runtime offers the same chunks again. Nothing is ever
 //! dropped for a retryable failure.
 //!
+//! A `401`, `403`, `404`, `405`, `407`, `410`, `421` or `426` refuses the
+//! sink itself (its credentials, uri or method), not the batch: retried
+//! the same way, logged as needing a look, never dead-lettered.
+//!
 //! Any other `4xx` means the backend refuses the batch for good. With
 //! `on_rejected = dead_letter` (the default) its records go to the
 //! dead-letter file (see `dead_letter.rs`; by default
@@ -119,8 +123,21 @@ impl std::fmt::Debug for HttpAuth {
     }
 }
 
+/// Statuses that refuse every request of the sink whatever it carries: the
+/// credentials (`401`, `403`, `407`), the address (`404`, `410`, `421`),
+/// the method or protocol (`405`, `426`). The batch is not at fault, so it
+/// is retried like a `5xx` (and the error says to check the config), never
+/// dead-lettered: a wrong token must not drain the log into a file.
+fn refuses_the_sink(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        401 | 403 | 404 | 405 | 407 | 410 | 421 | 426
+    )
+}
+
 /// What happens to a batch the backend refuses with a `4xx` other than
-/// `408` and `429`.
+/// `408`, `429` and those that refuse the sink itself (`401`, `403`,
+/// `404`, `405`, `407`, `410`, `421`, `426`: retried like a `5xx`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnRejected {
     /// Write it to the dead-letter file, count it, log it, move on.
@@ -573,7 +590,16 @@ impl HttpSink {
         let retryable = status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS
             || status.is_server_error();
-        if retryable {
+        if refuses_the_sink(status) {
+            failed(
+                format!(
+                    "{status}: the endpoint refuses the sink itself, not this batch \
+                     (check the uri and the credentials); retried, never dead-lettered: {}",
+                    text()
+                ),
+                FailureKind::Protocol,
+            )
+        } else if retryable {
             failed(format!("{status}: {}", text()), FailureKind::Unavailable)
         } else if status.is_client_error() {
             Outcome::Rejected {
