@@ -130,6 +130,11 @@ pub trait Ingest: serde::Serialize {
     fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         serde_json::to_writer(out, self)
     }
+
+    /// Whether `write_json` is the derive's own writer, which debug builds
+    /// check against the `Serialize` impl. Not an API.
+    #[doc(hidden)]
+    const DERIVED_JSON: bool = false;
 }
 
 /// Why an insert did not take the object.
@@ -376,15 +381,17 @@ impl Ingestor {
             drop(local.emit_object(object)?);
             Ok(local.emitter.clone())
         })?;
-        let end = off_runtime(move || Ok(lock(&emitter).wait_stored()?)).await?;
+        let end = off_runtime(&self.inner, move || Ok(lock(&emitter).wait_stored()?)).await?;
         self.durable(end).await
     }
 
     /// Closes every thread's open chunk and waits until everything
-    /// inserted before the call is durable on local disk.
+    /// inserted before the call is durable on local disk. The waits run on
+    /// the blocking pool; a thread's emitter stays locked while its chunks
+    /// are stored, so that thread's next insert waits for them too.
     pub async fn flush(&self) -> Result<(), InsertError> {
         let inner = self.inner.clone();
-        let end = off_runtime(move || inner.close_all()).await?;
+        let end = off_runtime(&self.inner, move || inner.close_all()).await?;
         self.durable(end).await
     }
 
@@ -405,7 +412,7 @@ impl Ingestor {
     pub async fn wait_for_upload(&self, timeout: Duration) -> Result<bool, InsertError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let inner = self.inner.clone();
-        let Some(end) = off_runtime(move || inner.close_all()).await? else {
+        let Some(end) = off_runtime(&self.inner, move || inner.close_all()).await? else {
             return Ok(true);
         };
         self.inner.log.request_flush();
@@ -487,7 +494,9 @@ impl Local {
         self.scratch.clear();
         object.write_json(&mut self.scratch)?;
         #[cfg(debug_assertions)]
-        check_json(object, &self.scratch);
+        if T::DERIVED_JSON {
+            check_json(object, &self.scratch);
+        }
         let mut emitter = lock(&self.emitter);
         emitter.emit(T::STREAM, &self.scratch, now(), None)?;
         Ok(emitter)
@@ -497,11 +506,20 @@ impl Local {
 /// Runs `wait` (for the compression threads, the log's writer, another
 /// thread's insert holding its emitter) on tokio's blocking pool: the
 /// caller's runtime thread runs its other tasks meanwhile, be it one of
-/// many workers or a current-thread runtime's only one.
+/// many workers or a current-thread runtime's only one. Outside a tokio
+/// runtime (another executor) it uses the ingestor's own.
 async fn off_runtime<R: Send + 'static>(
+    inner: &Inner,
     wait: impl FnOnce() -> Result<R, InsertError> + Send + 'static,
 ) -> Result<R, InsertError> {
-    match tokio::task::spawn_blocking(wait).await {
+    let handle = match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle,
+        Err(_) => match lock(&inner.runtime).as_ref() {
+            Some(runtime) => runtime.handle().clone(),
+            None => return Err(InsertError::Closed),
+        },
+    };
+    match handle.spawn_blocking(wait).await {
         Ok(outcome) => outcome,
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
         // The runtime is shutting down.
@@ -509,8 +527,8 @@ async fn off_runtime<R: Send + 'static>(
     }
 }
 
-/// Panics if `T::write_json` wrote something else than its `Serialize`
-/// impl does (a derived writer on a type with a hand-written `Serialize`).
+/// Panics if the derived `T::write_json` wrote something else than its
+/// `Serialize` impl does (a type with a hand-written `Serialize`).
 #[cfg(debug_assertions)]
 fn check_json<T: Ingest + ?Sized>(object: &T, written: &[u8]) {
     let serde = serde_json::to_vec(object).unwrap_or_default();

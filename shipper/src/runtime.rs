@@ -853,6 +853,7 @@ async fn deliver(task: SinkTask) -> anyhow::Result<()> {
         let mut records = 0;
         let mut end = committed;
         let mut caught_up;
+        let mut linger_until = None;
         // Until the batch is full, or caught up and (with a linger) as
         // full as the sink's batch or as old as its `max_age_ms`.
         loop {
@@ -877,19 +878,29 @@ async fn deliver(task: SinkTask) -> anyhow::Result<()> {
                 }
             }
             let Some(linger) = linger else { break };
-            let Some(oldest) = batch.first() else { break };
-            let remaining = linger.remaining(oldest.view().min_ts());
-            if !caught_up
+            if batch.is_empty()
+                || !caught_up
                 || !linger.wants_more(records, bytes as u64)
-                || remaining.is_zero()
                 || drain.is_triggered()
-                || stop.is_triggered()
             {
+                break;
+            }
+            if stop.is_triggered() {
+                // Nothing is in progress: the next start delivers it.
+                break 'deliver;
+            }
+            // Fixed when the wait begins, so a chunk stamped by a clock
+            // ahead of this one waits `max_age` at most, not again and again.
+            let deadline = *linger_until.get_or_insert_with(|| {
+                let oldest = batch.iter().map(|c| c.view().min_ts()).min();
+                tokio::time::Instant::now() + linger.remaining(oldest.unwrap_or(0))
+            });
+            if tokio::time::Instant::now() >= deadline {
                 break;
             }
             tokio::select! {
                 ready = reader.ready() => ready?,
-                () = tokio::time::sleep(remaining) => {}
+                () = tokio::time::sleep_until(deadline) => {}
                 () = drain.wait() => {}
                 () = stop.wait() => {}
             }

@@ -362,6 +362,55 @@ async fn flush_beside_other_tasks() {
     assert!(inserting.join().unwrap() > 0);
 }
 
+/// Polls `future` to completion on this thread, parking between polls:
+/// an executor that is not tokio.
+fn block_on_plain<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut context) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(50)),
+        }
+    }
+}
+
+#[test]
+fn insert_durable_and_flush_work_outside_a_tokio_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor =
+        Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path(), "app"))).unwrap();
+    ingestor.insert(&reading(0)).unwrap();
+    block_on_plain(ingestor.insert_durable(&reading(1))).unwrap();
+    ingestor.insert(&reading(2)).unwrap();
+    block_on_plain(ingestor.flush()).unwrap();
+    assert!(ingestor.log().durable_offset() >= 3);
+    drop(ingestor);
+    // Dropped, not closed: what was durable ships on the next open.
+    let ingestor =
+        Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path(), "app"))).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        assert!(ingestor
+            .wait_for_upload(Duration::from_secs(30))
+            .await
+            .unwrap());
+        ingestor.close().await.unwrap();
+    });
+    common::assert_exactly_once(&seen(&dir.path().join("out/records.ndjson")), 3);
+}
+
 #[test]
 fn an_ingestor_needs_one_sdk_source_and_shipper_run_refuses_one() {
     let dir = tempfile::tempdir().unwrap();

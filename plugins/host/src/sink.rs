@@ -264,6 +264,27 @@ impl DynamicSink {
     }
 }
 
+impl Drop for DynamicSink {
+    /// An instance still here (the sink failed for good, or its task was
+    /// aborted between calls) is destroyed in the lane too, on the blocking
+    /// pool where there is one (`destroy` may join threads).
+    fn drop(&mut self) {
+        let Some(instance) = self.instance.take() else {
+            return;
+        };
+        let lane = self.lane.clone();
+        let name = self.name.clone();
+        let destroy = move || {
+            let _in_lane = lane.as_ref().map(|lane| lane.enter(&name));
+            drop(instance);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(destroy)),
+            Err(_) => destroy(),
+        }
+    }
+}
+
 #[async_trait]
 impl Sink for DynamicSink {
     async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {

@@ -146,6 +146,8 @@ fn json_writer(input: &DeriveInput) -> syn::Result<Option<Tokens>> {
         static_body(&fields)
     };
     Ok(Some(quote! {
+        const DERIVED_JSON: bool = true;
+
         #[inline]
         // `&&Field` picks the writer by the field's type; see json.rs.
         #[allow(clippy::needless_borrow)]
