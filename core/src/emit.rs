@@ -97,6 +97,8 @@ pub struct Emitter {
     compressing: Option<Compressing>,
     /// Room for compression on the caller's thread.
     scratch: Vec<u8>,
+    /// [`Emitter::emit_with`]'s record when it cannot write in place.
+    record: Vec<u8>,
 }
 
 /// Compression threads and their queues. Threads take chunks in the order
@@ -194,6 +196,7 @@ impl Emitter {
             blocking: None,
             compressing: None,
             scratch: Vec::new(),
+            record: Vec::new(),
         })
     }
 
@@ -417,6 +420,55 @@ impl Emitter {
         self.emit_skipping(stream, payload, timestamp, source_position, &[])
     }
 
+    /// Whether [`Emitter::emit_with`] writes records straight into the
+    /// chunk: no transform reads them first, and they are stored.
+    pub fn writes_in_place(&self) -> bool {
+        self.routes.is_empty() && self.store
+    }
+
+    /// [`Emitter::emit`] of a record that `write` appends to the vector it
+    /// is given: with [`Emitter::writes_in_place`], the open chunk's body
+    /// (no copy); otherwise a buffer of the emitter's, emitted as usual.
+    /// `write` must only append; nothing of a failed write is stored.
+    pub fn emit_with<E: From<Error>>(
+        &mut self,
+        stream: &str,
+        timestamp: u64,
+        write: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        if !self.writes_in_place() {
+            let mut record = std::mem::take(&mut self.record);
+            record.clear();
+            let written = write(&mut record);
+            let emitted = match written {
+                Ok(()) => self.emit(stream, &record, timestamp, None).map_err(E::from),
+                Err(error) => Err(error),
+            };
+            self.record = record;
+            return emitted;
+        }
+        let index = self.builder_index(stream)?;
+        let (closed, len) = self.builders[index].push_open_with(timestamp, write)?;
+        self.stats.count_record(len);
+        if let Some(open) = closed {
+            self.hand_over(index, open)?;
+        }
+        Ok(())
+    }
+
+    /// The index of `stream`'s chunk builder, made on first use.
+    fn builder_index(&mut self, stream: &str) -> Result<usize> {
+        if let Some(index) = self.builders.iter().position(|b| b.stream() == stream) {
+            return Ok(index);
+        }
+        let mut builder = ChunkBuilder::new(stream, &self.component, self.options.clone())?;
+        if self.options.dictionary.is_some() {
+            builder.set_dictionaries(self.log.dictionaries());
+        }
+        self.builders.push(builder);
+        Ok(self.builders.len() - 1)
+    }
+
     /// The stored components of this emitter and of the transforms under
     /// it: the components whose chunks carry this emitter's source
     /// positions.
@@ -463,17 +515,7 @@ impl Emitter {
             self.stats.count_record(payload.len());
             return Ok(());
         }
-        let index = match self.builders.iter().position(|b| b.stream() == stream) {
-            Some(index) => index,
-            None => {
-                let mut builder = ChunkBuilder::new(stream, &self.component, self.options.clone())?;
-                if self.options.dictionary.is_some() {
-                    builder.set_dictionaries(self.log.dictionaries());
-                }
-                self.builders.push(builder);
-                self.builders.len() - 1
-            }
-        };
+        let index = self.builder_index(stream)?;
         let closed = self.builders[index].push_open(payload, timestamp, source_position)?;
         self.stats.count_record(payload.len());
         if let Some(open) = closed {
@@ -901,6 +943,72 @@ mod tests {
         let counters = emitter.counters();
         assert_eq!(counters.records, 500);
         assert!(counters.chunks > 3, "{counters:?}");
+    }
+
+    /// Upper-cases records (a transform for the route below).
+    struct Shout;
+
+    impl crate::plugin::Transform for Shout {
+        fn apply<'a>(
+            &mut self,
+            record: &'a [u8],
+            scratch: &'a mut Vec<u8>,
+        ) -> crate::plugin::TransformOutcome<'a> {
+            scratch.clear();
+            scratch.extend(record.iter().map(u8::to_ascii_uppercase));
+            crate::plugin::TransformOutcome::Replace(scratch)
+        }
+    }
+
+    #[test]
+    fn emit_with_writes_in_place_or_through_the_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        let write = |text: &'static str| {
+            move |out: &mut Vec<u8>| {
+                out.extend_from_slice(text.as_bytes());
+                Ok::<(), Error>(())
+            }
+        };
+        let mut plain = Emitter::new(log.clone(), "plain", ChunkOptions::default()).unwrap();
+        assert!(plain.writes_in_place());
+        plain.emit_with("s", 1, write("in place")).unwrap();
+        let failed = plain.emit_with("s", 2, |out: &mut Vec<u8>| {
+            out.extend_from_slice(b"never stored");
+            Err(Error::Closed)
+        });
+        assert!(matches!(failed, Err(Error::Closed)));
+        assert_eq!(plain.counters().records, 1);
+        let shout = Emitter::new(log.clone(), "shout", ChunkOptions::default()).unwrap();
+        let mut routed = Emitter::with_routes(
+            log.clone(),
+            "routed",
+            ChunkOptions::default(),
+            false,
+            vec![Route::new(Box::new(Shout), shout)],
+        )
+        .unwrap();
+        assert!(!routed.writes_in_place());
+        routed.emit_with("s", 3, write("through a route")).unwrap();
+        plain.wait_durable().unwrap();
+        routed.wait_durable().unwrap();
+        let mut decoder = Decoder::default();
+        let mut got = Vec::new();
+        for chunk in log.reader(0) {
+            let chunk = chunk.unwrap();
+            let view = chunk.view();
+            let component = String::from_utf8(view.component().to_vec()).unwrap();
+            for record in decode_body(&view, &mut decoder).unwrap().records() {
+                got.push((component.clone(), record.unwrap().to_vec()));
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                ("plain".to_owned(), b"in place".to_vec()),
+                ("shout".to_owned(), b"THROUGH A ROUTE".to_vec())
+            ]
+        );
     }
 
     #[test]

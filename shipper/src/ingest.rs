@@ -50,12 +50,12 @@
 //!
 //! # The hot path
 //!
-//! [`Ingestor::insert`] writes the object's JSON into a buffer of the
-//! calling thread ([`Ingest::write_json`]) and copies it into that
-//! thread's own chunk builder (an [`Emitter`] behind a mutex only that
-//! thread locks, except for a ticker that closes lingering chunks every
-//! few milliseconds with `try_lock`, never waiting): no syscall (the
-//! record's time is the coarse wall clock, read from the vDSO) and no
+//! [`Ingestor::insert`] writes the object's JSON ([`Ingest::write_json`])
+//! straight into the open chunk of the calling thread's own chunk builder
+//! (with transforms configured, into a buffer they read first). The
+//! builder is an [`Emitter`] behind a mutex only that thread locks, except
+//! for a ticker that closes lingering chunks every few milliseconds with
+//! `try_lock`, never waiting: no syscall (the record's time is the coarse wall clock, read from the vDSO) and no
 //! contended lock. A chunk that fills is compressed on the emitter's
 //! background threads and appended to the log; its durability follows
 //! `[log] durability`. [`Ingestor::insert_durable`] waits until that
@@ -203,7 +203,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 const TICK: Duration = Duration::from_millis(5);
 
 thread_local! {
-    /// This thread's emitter and serialization buffer, per ingestor.
+    /// This thread's emitter, per ingestor.
     static LOCAL: RefCell<Vec<Local>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -212,7 +212,6 @@ struct Local {
     /// Gone once the ingestor is: the entry is dropped then.
     owner: Weak<Inner>,
     emitter: Arc<Mutex<Emitter>>,
-    scratch: Vec<u8>,
 }
 
 impl Ingestor {
@@ -474,7 +473,6 @@ impl Ingestor {
                         ingestor: inner.id,
                         owner: Arc::downgrade(inner),
                         emitter,
-                        scratch: Vec::with_capacity(1024),
                     });
                     locals.len() - 1
                 }
@@ -485,20 +483,24 @@ impl Ingestor {
 }
 
 impl Local {
-    /// Serializes `object` into this thread's buffer and emits it; returns
-    /// the emitter, still locked, for what the caller does next.
+    /// Writes `object`'s JSON into this thread's open chunk and emits it;
+    /// returns the emitter, still locked, for what the caller does next.
     fn emit_object<T: Ingest + ?Sized>(
         &mut self,
         object: &T,
     ) -> Result<std::sync::MutexGuard<'_, Emitter>, InsertError> {
-        self.scratch.clear();
-        object.write_json(&mut self.scratch)?;
-        #[cfg(debug_assertions)]
-        if T::DERIVED_JSON {
-            check_json(object, &self.scratch);
-        }
         let mut emitter = lock(&self.emitter);
-        emitter.emit(T::STREAM, &self.scratch, now(), None)?;
+        // Straight into the open chunk when no transform reads it first.
+        emitter.emit_with(T::STREAM, now(), |out: &mut Vec<u8>| {
+            let start = out.len();
+            object.write_json(out)?;
+            #[cfg(debug_assertions)]
+            if T::DERIVED_JSON {
+                check_json(object, &out[start..]);
+            }
+            let _ = start; // read only by the debug check
+            Ok::<(), InsertError>(())
+        })?;
         Ok(emitter)
     }
 }

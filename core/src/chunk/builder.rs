@@ -366,6 +366,75 @@ impl ChunkBuilder {
         Ok(None)
     }
 
+    /// [`ChunkBuilder::push_open`] of a record that `write` appends to the
+    /// vector it is given, the chunk's body itself, instead of one copied
+    /// from the caller's buffer. `write` must only append. What it
+    /// appended is taken back if it fails, or if it is over
+    /// `max_record_bytes` (that error); a record with a newline is moved to
+    /// the length-prefixed layout like any other. Returns the chunk it
+    /// closed, if any, and the record's length.
+    pub fn push_open_with<E: From<Error>>(
+        &mut self,
+        timestamp: u64,
+        write: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(Option<OpenChunk>, usize), E> {
+        if self.samples.is_some() {
+            // Training a dictionary wants the record on its own.
+            let mut record = Vec::new();
+            write(&mut record)?;
+            return Ok((self.push_open(&record, timestamp, None)?, record.len()));
+        }
+        let start = self.body.len();
+        let prefixed = self.layout == BodyLayout::LengthPrefixed;
+        if prefixed {
+            self.body.extend_from_slice(&[0; 4]);
+        }
+        let payload = self.body.len();
+        {
+            // Takes back what `write` appended if it fails or panics.
+            struct Rollback<'a>(&'a mut Vec<u8>, usize);
+            impl Drop for Rollback<'_> {
+                fn drop(&mut self) {
+                    self.0.truncate(self.1);
+                }
+            }
+            let mut rollback = Rollback(&mut self.body, start);
+            write(rollback.0)?;
+            // Kept: truncating to past the end changes nothing.
+            rollback.1 = usize::MAX;
+        }
+        let len = self.body.len() - payload;
+        if len > self.options.max_record_bytes {
+            self.body.truncate(start);
+            return Err(Error::RecordTooLarge {
+                len,
+                max: self.options.max_record_bytes,
+            }
+            .into());
+        }
+        if prefixed {
+            self.body[start..payload].copy_from_slice(&(len as u32).to_le_bytes());
+        } else if memchr::memchr(b'\n', &self.body[payload..]).is_some() {
+            let record = self.body.split_off(payload);
+            self.convert_to_length_prefixed();
+            self.push_length_prefixed(&record);
+        } else {
+            self.body.push(b'\n');
+        }
+        if self.record_count == 0 {
+            self.opened_at = Some(Instant::now());
+        }
+        self.record_count += 1;
+        self.min_ts = self.min_ts.min(timestamp);
+        self.max_ts = self.max_ts.max(timestamp);
+        let closed = if self.body.len() >= self.options.max_bytes {
+            self.take_open()
+        } else {
+            None
+        };
+        Ok((closed, len))
+    }
+
     /// [`ChunkBuilder::poll`] that returns the chunk uncompressed.
     pub fn poll_open(&mut self, now: Instant) -> Option<OpenChunk> {
         match self.deadline() {
@@ -677,6 +746,80 @@ mod tests {
         let body = decode_body(&view, &mut decoder).unwrap();
         let records = body.records().map(|r| r.unwrap().to_vec()).collect();
         (view.layout(), records)
+    }
+
+    /// `records` through `push_open_with`, then closed.
+    fn written_in_place(options: &ChunkOptions, records: &[&[u8]]) -> ClosedChunk {
+        let mut builder = ChunkBuilder::new("s", "c", options.clone()).unwrap();
+        for (ts, record) in records.iter().enumerate() {
+            let (closed, len) = builder
+                .push_open_with(ts as u64, |out: &mut Vec<u8>| {
+                    out.extend_from_slice(record);
+                    Ok::<(), Error>(())
+                })
+                .unwrap();
+            assert!(closed.is_none());
+            assert_eq!(len, record.len());
+        }
+        builder.finish().unwrap().unwrap()
+    }
+
+    #[test]
+    fn records_written_in_place_read_back_as_pushed_ones() {
+        let options = ChunkOptions::default();
+        for records in [
+            &[&b"{\"a\":1}"[..], b"", b"{\"b\":2}"][..],
+            // A newline moves the chunk to length-prefixed records, before
+            // and after it.
+            &[b"one", b"two\nlines", b"three", b"four\n"],
+        ] {
+            let mut pushed = ChunkBuilder::new("s", "c", options.clone()).unwrap();
+            for (ts, record) in records.iter().enumerate() {
+                pushed.push(record, ts as u64, None).unwrap();
+            }
+            let expected = records_of(pushed.finish().unwrap().unwrap());
+            assert_eq!(records_of(written_in_place(&options, records)), expected);
+            assert_eq!(
+                expected.1,
+                records.iter().map(|r| r.to_vec()).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_oversized_or_panicking_write_leaves_nothing_behind() {
+        let options = ChunkOptions {
+            max_record_bytes: 8,
+            ..ChunkOptions::default()
+        };
+        let mut builder = ChunkBuilder::new("s", "c", options).unwrap();
+        let write = |bytes: &'static [u8]| {
+            move |out: &mut Vec<u8>| {
+                out.extend_from_slice(bytes);
+                Ok::<(), Error>(())
+            }
+        };
+        builder.push_open_with(1, write(b"first")).unwrap();
+        let failed = builder.push_open_with(2, |out: &mut Vec<u8>| {
+            out.extend_from_slice(b"half");
+            Err(Error::Closed)
+        });
+        assert!(matches!(failed, Err(Error::Closed)));
+        let oversized = builder.push_open_with(3, write(b"nine bytes"));
+        assert!(matches!(
+            oversized,
+            Err(Error::RecordTooLarge { len: 10, max: 8 })
+        ));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = builder.push_open_with(4, |out: &mut Vec<u8>| -> Result<()> {
+                out.extend_from_slice(b"torn");
+                panic!("the writer panics");
+            });
+        }));
+        assert!(panicked.is_err());
+        builder.push_open_with(5, write(b"last")).unwrap();
+        let (_, records) = records_of(builder.finish().unwrap().unwrap());
+        assert_eq!(records, [b"first".to_vec(), b"last".to_vec()]);
     }
 
     #[test]
