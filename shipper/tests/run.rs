@@ -1317,18 +1317,47 @@ batch = {{ {batch} }}
     )
 }
 
+/// `shipper run` reading stdin, with an http sink `web` (ndjson, batch
+/// settings `batch`) posting to an endpoint of the test's own.
+struct WebRun {
+    child: Child,
+    _guard: KillOnPanic,
+    stderr: Stderr,
+    port: u16,
+    stdin: std::process::ChildStdin,
+    bodies: Arc<Mutex<Vec<u8>>>,
+}
+
+impl WebRun {
+    fn start(dir: &Path, batch: &str) -> WebRun {
+        let (address, bodies) = ndjson_endpoint();
+        let config = write_config(dir, &web_sink(address, batch));
+        let (mut child, _guard) = start(&config, Stdio::piped());
+        let stderr = Stderr::take(&mut child);
+        let port = admin_port(&stderr);
+        let stdin = child.stdin.take().unwrap();
+        WebRun {
+            child,
+            _guard,
+            stderr,
+            port,
+            stdin,
+            bodies,
+        }
+    }
+}
+
 #[test]
 fn a_small_http_batch_waits_up_to_max_age_ms_for_more_records() {
     let dir = tempfile::tempdir().unwrap();
-    let (address, bodies) = ndjson_endpoint();
-    let config = write_config(
-        dir.path(),
-        &web_sink(address, "max_records = 1000, max_age_ms = 3000"),
-    );
-    let (mut child, _guard) = start(&config, Stdio::piped());
-    let stderr = Stderr::take(&mut child);
-    let port = admin_port(&stderr);
-    let mut stdin = child.stdin.take().unwrap();
+    let WebRun {
+        child,
+        _guard,
+        port,
+        mut stdin,
+        bodies,
+        ..
+    } = WebRun::start(dir.path(), "max_records = 1000, max_age_ms = 3000");
     // Ten lines a tenth of a second apart: ten chunks (the source closes a
     // chunk after 5 ms), which without `max_age_ms` would be ten requests.
     for i in 0..10 {
@@ -1350,16 +1379,15 @@ fn a_small_http_batch_waits_up_to_max_age_ms_for_more_records() {
 #[test]
 fn a_full_http_batch_goes_at_once_and_a_shutdown_sends_a_lingering_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (address, bodies) = ndjson_endpoint();
     // Ten minutes of linger: only a full batch or the shutdown sends.
-    let config = write_config(
-        dir.path(),
-        &web_sink(address, "max_records = 4, max_age_ms = 600000"),
-    );
-    let (mut child, _guard) = start(&config, Stdio::piped());
-    let stderr = Stderr::take(&mut child);
-    let port = admin_port(&stderr);
-    let mut stdin = child.stdin.take().unwrap();
+    let WebRun {
+        child,
+        _guard,
+        stderr,
+        port,
+        mut stdin,
+        bodies,
+    } = WebRun::start(dir.path(), "max_records = 4, max_age_ms = 600000");
     for i in 0..4 {
         writeln!(stdin, "{{\"n\":{i}}}").unwrap();
     }
