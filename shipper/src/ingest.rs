@@ -409,25 +409,35 @@ impl Ingestor {
     /// segment is passed). Returns `false` if `timeout` passed first: the
     /// objects stay on disk and go out when the backend is back.
     pub async fn wait_for_upload(&self, timeout: Duration) -> Result<bool, InsertError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         let inner = self.inner.clone();
         let Some(end) = off_runtime(&self.inner, move || inner.close_all()).await? else {
             return Ok(true);
         };
         self.inner.log.request_flush();
+        const POLL: Duration = Duration::from_millis(5);
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Another executor: poll on the ingestor's blocking pool.
+            let inner = self.inner.clone();
+            return off_runtime(&self.inner, move || loop {
+                if inner.uploaded(end) {
+                    return Ok(true);
+                }
+                if Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(POLL);
+            })
+            .await;
+        }
         loop {
-            let uploaded = self
-                .inner
-                .sink_names
-                .iter()
-                .all(|name| self.inner.log.cursor(name).is_some_and(|at| at >= end));
-            if uploaded {
+            if self.inner.uploaded(end) {
                 return Ok(true);
             }
-            if tokio::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 return Ok(false);
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -547,6 +557,13 @@ fn check_json<T: Ingest + ?Sized>(object: &T, written: &[u8]) {
 }
 
 impl Inner {
+    /// Whether every sink's backend has acknowledged the log up to `end`.
+    fn uploaded(&self, end: u64) -> bool {
+        self.sink_names
+            .iter()
+            .all(|name| self.log.cursor(name).is_some_and(|at| at >= end))
+    }
+
     /// A new thread's emitter, registered for the ticker and flushes.
     fn new_emitter(&self) -> Result<Arc<Mutex<Emitter>>, InsertError> {
         let mut emitter = build_emitter(&self.config, &self.log, &self.component, 0)

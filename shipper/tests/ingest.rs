@@ -384,7 +384,7 @@ fn block_on_plain<F: std::future::Future>(future: F) -> F::Output {
 }
 
 #[test]
-fn insert_durable_and_flush_work_outside_a_tokio_runtime() {
+fn insert_durable_flush_and_wait_for_upload_work_outside_a_tokio_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let ingestor =
         Ingestor::open_toml(&config(dir.path(), "", &file_sink(dir.path(), "app"))).unwrap();
@@ -393,6 +393,10 @@ fn insert_durable_and_flush_work_outside_a_tokio_runtime() {
     ingestor.insert(&reading(2)).unwrap();
     block_on_plain(ingestor.flush()).unwrap();
     assert!(ingestor.log().durable_offset() >= 3);
+    assert!(block_on_plain(ingestor.wait_for_upload(Duration::from_secs(30))).unwrap());
+    common::assert_exactly_once(&seen(&dir.path().join("out/records.ndjson")), 3);
+    ingestor.insert(&reading(3)).unwrap();
+    block_on_plain(ingestor.flush()).unwrap();
     drop(ingestor);
     // Dropped, not closed: what was durable ships on the next open.
     let ingestor =
@@ -408,7 +412,7 @@ fn insert_durable_and_flush_work_outside_a_tokio_runtime() {
             .unwrap());
         ingestor.close().await.unwrap();
     });
-    common::assert_exactly_once(&seen(&dir.path().join("out/records.ndjson")), 3);
+    common::assert_exactly_once(&seen(&dir.path().join("out/records.ndjson")), 4);
 }
 
 #[test]
