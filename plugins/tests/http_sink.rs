@@ -512,6 +512,34 @@ async fn a_413_is_dead_lettered_and_the_sink_moves_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_dead_letter_file_keeps_the_refused_batch_in_the_log() {
+    let stored = stored(2, 10);
+    let receiver = Receiver::start([status(413, "body too large"), status(413, "again")]).await;
+    let mut tight = options(receiver.uri("/v1/chunks"));
+    tight.dead_letter_max_bytes = 64;
+    let mut sink = opened(tight, &stored).await;
+    let file = stored.log.dir().join("sinks/web.dead-letter.ndjson");
+    match sink.deliver(&stored.chunks).await {
+        Err(PluginError::Retryable(reason)) => assert!(
+            reason.contains("would pass dead_letter_max_bytes (64)")
+                && reason.contains("stays in the log"),
+            "{reason}"
+        ),
+        other => panic!("expected a retryable error, got {other:?}"),
+    }
+    assert!(!file.exists(), "nothing written past the limit");
+    assert_eq!(count(&sink.stats().dead_lettered_batches), 0);
+    // Room again (a sink rebuilt with a higher limit): dead-lettered.
+    let mut roomy = options(receiver.uri("/v1/chunks"));
+    roomy.dead_letter_max_bytes = 1 << 20;
+    let mut sink = opened(roomy, &stored).await;
+    sink.deliver(&stored.chunks).await.unwrap();
+    assert_eq!(count(&sink.stats().dead_lettered_batches), 1);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_or_short_answer_to_a_200_is_retryable() {
     let stored = stored(2, 5);
     let receiver = Receiver::start([

@@ -350,6 +350,7 @@ fn http_sink_options(http: &crate::config::HttpSink) -> HttpSinkOptions {
             OnRejected::Retry => http::OnRejected::Retry,
         },
         dead_letter: http.dead_letter.as_ref().map(PathBuf::from),
+        dead_letter_max_bytes: http.dead_letter_max_bytes.bytes(),
     }
 }
 

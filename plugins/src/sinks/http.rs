@@ -47,7 +47,8 @@
 //! `on_rejected = dead_letter` (the default) its records go to the
 //! dead-letter file (see `dead_letter.rs`; by default
 //! `DATA_DIR/sinks/NAME.dead-letter.ndjson`), an error is logged and
-//! counted, and the sink moves on; with `retry` it is retried like a
+//! counted, and the sink moves on — unless the file would pass
+//! `dead_letter_max_bytes`: then the batch is retried, staying in the log; with `retry` it is retried like a
 //! `5xx`.
 
 mod dead_letter;
@@ -179,6 +180,9 @@ pub struct HttpSinkOptions {
     pub on_rejected: OnRejected,
     /// The dead-letter file; `None` for `DATA_DIR/sinks/NAME.dead-letter.ndjson`.
     pub dead_letter: Option<PathBuf>,
+    /// The dead-letter file's limit: a refused batch that would take it
+    /// past this is a retryable error instead (it stays in the log).
+    pub dead_letter_max_bytes: u64,
 }
 
 impl HttpSinkOptions {
@@ -199,6 +203,7 @@ impl HttpSinkOptions {
             retry: RetryOptions::default(),
             on_rejected: OnRejected::DeadLetter,
             dead_letter: None,
+            dead_letter_max_bytes: 1 << 30,
         }
     }
 }
@@ -630,7 +635,9 @@ impl HttpSink {
             answer,
         };
         let (path, encoder) = (&self.dead_letter, &mut self.encoder);
-        let records = off_the_workers(|| dead_letter::append(path, encoder, chunks, &refusal))?;
+        let limit = self.options.dead_letter_max_bytes;
+        let records =
+            off_the_workers(|| dead_letter::append(path, limit, encoder, chunks, &refusal))?;
         Event::BatchDeadLettered {
             status: status.as_u16(),
             answer,

@@ -244,6 +244,14 @@ pub struct HttpSink {
     /// Where refused batches go; `None`: `DATA_DIR/sinks/NAME.dead-letter.ndjson`.
     #[serde(default)]
     pub dead_letter: Option<String>,
+    /// The dead-letter file's limit: a refused batch that would pass it
+    /// stays in the log (retried) until the file is moved away.
+    #[serde(default = "default_dead_letter_max_bytes")]
+    pub dead_letter_max_bytes: ByteSize,
+}
+
+fn default_dead_letter_max_bytes() -> ByteSize {
+    ByteSize::gib(1)
 }
 
 impl HttpSink {
@@ -280,6 +288,9 @@ impl HttpSink {
         }
         if self.retry.attempts == 0 {
             check.error(&["retry", "attempts"], "must be at least 1");
+        }
+        if self.dead_letter_max_bytes.bytes() == 0 {
+            check.error(&["dead_letter_max_bytes"], "must be at least 1 byte");
         }
         if self.dead_letter.as_deref() == Some("") {
             check.error(&["dead_letter"], "must not be empty");

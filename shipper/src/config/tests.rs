@@ -149,7 +149,7 @@ fn every_error_with_its_path_and_line() {
         ),
         (
             "http sink retries, timeouts, headers and the dead-letter file",
-            format!("{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://x\"\nretry = {{ initial_ms = 500, max_ms = 100, attempts = 0 }}\nconnect_timeout_ms = 0\nheaders = {{ Content-Type = \"text/plain\", \"bad name\" = \"x\", x-ok = \"a\\u0007b\" }}\ndead_letter = \"\"\n"),
+            format!("{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://x\"\nretry = {{ initial_ms = 500, max_ms = 100, attempts = 0 }}\nconnect_timeout_ms = 0\nheaders = {{ Content-Type = \"text/plain\", \"bad name\" = \"x\", x-ok = \"a\\u0007b\" }}\ndead_letter = \"\"\ndead_letter_max_bytes = 0\n"),
             &[
                 (10, "sinks.web.retry.max_ms", "must be at least `initial_ms`"),
                 (10, "sinks.web.retry.attempts", "must be at least 1"),
@@ -158,6 +158,7 @@ fn every_error_with_its_path_and_line() {
                 (12, "sinks.web.headers.\"bad name\"", "not a valid header name"),
                 (12, "sinks.web.headers.x-ok", "not a valid header value"),
                 (13, "sinks.web.dead_letter", "must not be empty"),
+                (14, "sinks.web.dead_letter_max_bytes", "must be at least 1 byte"),
             ],
         ),
         (

@@ -45,9 +45,11 @@ pub(super) fn answer_text(answer: &[u8]) -> String {
 }
 
 /// Appends `chunks`' records and the trailer to `path` and syncs it.
-/// Returns the number of records written.
+/// Returns the number of records written. A file that would pass `limit`
+/// bytes is not written: a retryable error, so the batch stays in the log.
 pub(super) fn append(
     path: &Path,
+    limit: u64,
     encoder: &mut Encoder,
     chunks: &[StoredChunk],
     refusal: &Refusal<'_>,
@@ -83,6 +85,16 @@ pub(super) fn append(
             path.display()
         ))
     };
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    if size + out.len() as u64 > limit {
+        return Err(PluginError::Retryable(format!(
+            "http sink: the dead-letter file {} holds {size} bytes; this refused batch \
+             ({} bytes) would pass dead_letter_max_bytes ({limit}): it stays in the log and \
+             is tried again — move the file away or raise the limit",
+            path.display(),
+            out.len(),
+        )));
+    }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(error)?;
     }
