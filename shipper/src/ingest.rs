@@ -502,13 +502,13 @@ impl Local {
         let mut emitter = lock(&self.emitter);
         // Straight into the open chunk when no transform reads it first.
         emitter.emit_with(T::STREAM, now(), |out: &mut Vec<u8>| {
+            #[cfg(debug_assertions)]
             let start = out.len();
             object.write_json(out)?;
             #[cfg(debug_assertions)]
             if T::DERIVED_JSON {
                 check_json(object, &out[start..]);
             }
-            let _ = start; // read only by the debug check
             Ok::<(), InsertError>(())
         })?;
         Ok(emitter)

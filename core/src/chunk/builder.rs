@@ -421,13 +421,7 @@ impl ChunkBuilder {
         } else {
             self.body.push(b'\n');
         }
-        if self.record_count == 0 {
-            self.opened_at = Some(Instant::now());
-        }
-        self.record_count += 1;
-        self.min_ts = self.min_ts.min(timestamp);
-        self.max_ts = self.max_ts.max(timestamp);
-        let closed = if self.body.len() >= self.options.max_bytes {
+        let closed = if self.counted(timestamp) {
             self.take_open()
         } else {
             None
@@ -467,9 +461,6 @@ impl ChunkBuilder {
         if self.samples.is_some() {
             self.sample(payload);
         }
-        if self.record_count == 0 {
-            self.opened_at = Some(Instant::now());
-        }
         match self.layout {
             BodyLayout::Lines if memchr::memchr(b'\n', payload).is_none() => {
                 self.body.extend_from_slice(payload);
@@ -481,14 +472,23 @@ impl ChunkBuilder {
             }
             BodyLayout::LengthPrefixed => self.push_length_prefixed(payload),
         }
-        self.record_count += 1;
-        self.min_ts = self.min_ts.min(timestamp);
-        self.max_ts = self.max_ts.max(timestamp);
         if let Some(position) = source_position {
             self.source_position.clear();
             self.source_position.extend_from_slice(position);
         }
-        Ok(self.body.len() >= self.options.max_bytes)
+        Ok(self.counted(timestamp))
+    }
+
+    /// Counts a record just added to the body at `timestamp`; returns
+    /// whether the chunk reached its size.
+    fn counted(&mut self, timestamp: u64) -> bool {
+        if self.record_count == 0 {
+            self.opened_at = Some(Instant::now());
+        }
+        self.record_count += 1;
+        self.min_ts = self.min_ts.min(timestamp);
+        self.max_ts = self.max_ts.max(timestamp);
+        self.body.len() >= self.options.max_bytes
     }
 
     fn push_length_prefixed(&mut self, payload: &[u8]) {

@@ -229,6 +229,18 @@ impl DynamicSink {
         })
     }
 
+    /// Takes the instance, if any, and returns what destroys it in the
+    /// sink's lane (blocking: run it where blocking is allowed).
+    fn destroyer(&mut self) -> Option<impl FnOnce() + Send + 'static> {
+        let instance = self.instance.take()?;
+        let lane = self.lane.clone();
+        let name = self.name.clone();
+        Some(move || {
+            let _in_lane = lane.as_ref().map(|lane| lane.enter(&name));
+            drop(instance);
+        })
+    }
+
     /// Decodes `chunks` into one buffer of records.
     fn decode(&mut self, chunks: &[StoredChunk]) -> Result<Batch, PluginError> {
         let mut batch = Batch::default();
@@ -269,14 +281,8 @@ impl Drop for DynamicSink {
     /// aborted between calls) is destroyed in the lane too, on the blocking
     /// pool where there is one (`destroy` may join threads).
     fn drop(&mut self) {
-        let Some(instance) = self.instance.take() else {
+        let Some(destroy) = self.destroyer() else {
             return;
-        };
-        let lane = self.lane.clone();
-        let name = self.name.clone();
-        let destroy = move || {
-            let _in_lane = lane.as_ref().map(|lane| lane.enter(&name));
-            drop(instance);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn_blocking(destroy)),
@@ -315,14 +321,8 @@ impl Sink for DynamicSink {
         }
         let result = self.with_instance(Instance::sink_close).await;
         // Destroyed on the blocking pool too: a plugin may join threads.
-        if let Some(instance) = self.instance.take() {
-            let lane = self.lane.clone();
-            let name = self.name.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                let _in_lane = lane.as_ref().map(|lane| lane.enter(&name));
-                drop(instance);
-            })
-            .await;
+        if let Some(destroy) = self.destroyer() {
+            let _ = tokio::task::spawn_blocking(destroy).await;
         }
         result
     }
