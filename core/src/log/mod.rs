@@ -390,18 +390,33 @@ impl AppendTicket {
         self.slot.take()
     }
 
+    /// The outcome, or `Closed` once the log has closed without answering:
+    /// an append queued just as the writer stopped is never answered by
+    /// it (its reply goes only with the last handle to the log).
+    fn outcome(&self) -> Option<Result<Range<u64>>> {
+        if let Some(outcome) = self.slot.take() {
+            return Some(outcome);
+        }
+        let closed = self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed;
+        // The writer may have answered before the log was marked closed.
+        closed.then(|| self.slot.take().unwrap_or(Err(Error::Closed)))
+    }
+
     /// Waits until the chunk is in the log (readable, not yet durable) and
     /// returns its offset range.
     pub fn wait(self) -> Result<Range<u64>> {
         loop {
-            if let Some(outcome) = self.slot.take() {
-                return outcome;
-            }
             let listener = self.slot.ready.listen();
-            if let Some(outcome) = self.slot.take() {
+            if let Some(outcome) = self.outcome() {
                 return outcome;
             }
-            listener.wait();
+            // The answer wakes this at once; a close is seen within 50 ms.
+            let _ = listener.wait_timeout(Duration::from_millis(50));
         }
     }
 
@@ -416,14 +431,23 @@ impl AppendTicket {
     /// Async [`AppendTicket::wait`].
     pub async fn written(self) -> Result<Range<u64>> {
         loop {
-            if let Some(outcome) = self.slot.take() {
+            let mut answered = self.slot.ready.listen();
+            let mut closed = self.shared.progress_changed.listen();
+            if let Some(outcome) = self.outcome() {
                 return outcome;
             }
-            let listener = self.slot.ready.listen();
-            if let Some(outcome) = self.slot.take() {
-                return outcome;
-            }
-            listener.await;
+            // The answer, or the log closing (or any other progress).
+            std::future::poll_fn(|cx| {
+                let woken = std::future::Future::poll(std::pin::Pin::new(&mut answered), cx)
+                    .is_ready()
+                    || std::future::Future::poll(std::pin::Pin::new(&mut closed), cx).is_ready();
+                if woken {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
         }
     }
 
@@ -897,5 +921,51 @@ impl Log {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         result
+    }
+}
+
+#[cfg(test)]
+mod ticket_tests {
+    use super::*;
+
+    /// Polls `future` on this thread until it is ready.
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        struct Unpark(std::thread::Thread);
+        impl std::task::Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut context = std::task::Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+                return output;
+            }
+            std::thread::park();
+        }
+    }
+
+    /// A ticket whose append the writer never took (queued just as it
+    /// stopped; its reply still held) ends with `Closed` when the log
+    /// closes, waiting or not, blocking or async.
+    #[test]
+    fn a_ticket_the_writer_never_answers_ends_when_the_log_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        let (waiting, waiting_reply) = AppendTicket::new(log.shared());
+        let (asynchronous, asynchronous_reply) = AppendTicket::new(log.shared());
+        let (after, after_reply) = AppendTicket::new(log.shared());
+        std::thread::scope(|scope| {
+            let blocked = scope.spawn(|| waiting.wait());
+            let awaited = scope.spawn(|| block_on(asynchronous.written()));
+            std::thread::sleep(Duration::from_millis(100));
+            log.close().unwrap();
+            assert!(matches!(blocked.join().unwrap(), Err(Error::Closed)));
+            assert!(matches!(awaited.join().unwrap(), Err(Error::Closed)));
+        });
+        assert!(matches!(after.wait(), Err(Error::Closed)));
+        drop((waiting_reply, asynchronous_reply, after_reply));
     }
 }

@@ -143,6 +143,12 @@ impl Writer {
             }
             if shutdown {
                 self.discard_prepared();
+                // Appends queued behind the shutdown are answered `Closed`
+                // now (their replies answer when dropped); one that still
+                // slips in sees the log closed (`AppendTicket::outcome`).
+                while let Ok(command) = self.commands.try_recv() {
+                    drop(command);
+                }
                 return;
             }
         }
