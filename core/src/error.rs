@@ -77,4 +77,31 @@ impl Error {
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corruption(_))
     }
+
+    /// True when the operating system refused for a passing reason: no
+    /// file descriptor or memory to spare right now (EMFILE, ENFILE,
+    /// ENOMEM), or a signal (EINTR, EAGAIN). Nothing was done, so the same
+    /// operation may simply be tried again later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => is_transient_io(source),
+            _ => false,
+        }
+    }
+}
+
+/// [`Error::is_transient`] for a bare I/O error.
+pub fn is_transient_io(error: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    error.raw_os_error().is_some_and(|code| {
+        [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOMEM,
+            Errno::INTR,
+            Errno::AGAIN,
+        ]
+        .iter()
+        .any(|errno| errno.raw_os_error() == code)
+    })
 }

@@ -14,4 +14,4 @@ pub mod log;
 pub mod plugin;
 pub mod time;
 
-pub use error::{Error, Result};
+pub use error::{is_transient_io, Error, Result};

@@ -83,9 +83,14 @@ fn bases(from: u64, to: u64) -> Vec<u64> {
 
 /// Checks every stored record from the log's start to its end.
 fn check_contents(log: &Log) {
-    let start = log.start_offset();
-    let seen = records::read_and_check(log, start, expected);
-    assert_eq!(seen.first, Some(start));
+    check_contents_from(log, log.start_offset());
+}
+
+/// [`check_contents`] of a log whose first record is `first` (offsets
+/// below it recorded lost).
+fn check_contents_from(log: &Log, first: u64) {
+    let seen = records::read_and_check(log, first, expected);
+    assert_eq!(seen.first, Some(first));
     assert_eq!(seen.end, Some(log.next_offset()));
 }
 
@@ -315,12 +320,28 @@ fn drop_oldest_deletes_the_oldest_segment_and_counts_what_it_lost() {
     let total = log.next_offset();
     assert_eq!(total, 8 * segment_records());
     let metrics = log.metrics();
-    // The budget holds three segments, all of them full of data.
-    assert_eq!(segment_files(dir.path()), bases(5, 8));
-    assert_eq!(metrics.segments, 3);
+    // The budget holds three segments, all of them full of data, and the
+    // dropped offsets are written down in one loss segment (not counted
+    // against the budget) where the oldest dropped segment was.
+    assert_eq!(segment_files(dir.path()), [vec![0], bases(5, 8)].concat());
+    assert_eq!(metrics.segments, 4);
     assert!(metrics.disk_bytes <= 3 * SEGMENT, "{metrics:?}");
-    let start = log.start_offset();
-    assert_eq!(start, 5 * segment_records());
+    let start = 5 * segment_records();
+    let loss = std::fs::read(
+        dir.path()
+            .join("segments")
+            .join(shipper_core::log::segment::segment_file_name(0)),
+    )
+    .unwrap();
+    let header = shipper_core::log::segment::SegmentHeader::decode(&loss).unwrap();
+    assert_eq!(loss.len(), 64, "a loss segment is a header alone");
+    assert_eq!(header.flags, shipper_core::log::segment::SEGMENT_FLAG_LOSS);
+    assert_eq!((header.base_offset, header.durable_end), (0, start));
+    assert_eq!(
+        log.start_offset(),
+        0,
+        "the oldest offset the log accounts for"
+    );
     assert_eq!(
         metrics.records_dropped, start,
         "records dropped must be exactly the records lost"
@@ -329,7 +350,7 @@ fn drop_oldest_deletes_the_oldest_segment_and_counts_what_it_lost() {
     assert_eq!(metrics.segments_deleted, 0);
     assert_eq!(log.cursor("sink"), Some(0));
     // Nothing else lost.
-    check_contents(&log);
+    check_contents_from(&log, start);
 
     // A new reader from 0 is told about the gap.
     let mut reader = log.reader(0);
@@ -368,8 +389,12 @@ fn drop_oldest_deletes_the_oldest_segment_and_counts_what_it_lost() {
         "{}",
         log.recovery_report()
     );
-    assert_eq!((log.start_offset(), log.next_offset()), (start, total));
-    check_contents(&log);
+    assert_eq!((log.start_offset(), log.next_offset()), (0, total));
+    check_contents_from(&log, start);
+    // The sink's cursor passes the recorded loss like any gap, and the
+    // loss segment goes once every cursor has passed it.
+    log.commit_cursor("sink", start + 1).unwrap();
+    assert_eq!(segment_files(dir.path())[..3], bases(5, 8));
     log.close().unwrap();
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use shipper_core::log::{Durability, Faults, Log, LogOptions};
+use shipper_core::log::{Durability, Faults, Log, LogOptions, OnDiskFull};
 use shipper_core::Error;
 use shipper_tests::records::{self, fixed_chunk, fixed_record};
 
@@ -331,4 +331,82 @@ fn a_failed_flush_poisons_the_log_and_reopening_recovers_what_was_durable() {
         assert_eq!(range.start, seen.end.unwrap());
         log.close().unwrap();
     }
+}
+
+/// Out of file descriptors (EMFILE) when a segment must be created: the
+/// writer tries again with a backoff while the append waits, instead of
+/// failing or stopping; the log stays healthy.
+#[test]
+fn a_segment_that_cannot_be_created_for_want_of_descriptors_is_tried_again() {
+    let cps = chunks_per_segment();
+    for prepare_ahead in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Faults::default();
+        let log = Log::open(
+            dir.path(),
+            seam_options(&faults, prepare_ahead, Durability::Always),
+        )
+        .unwrap();
+        append_one(&log).unwrap();
+        const EMFILE: i32 = 24; // Linux: "Too many open files"
+        faults.fail_creations_with(EMFILE, 3);
+        for _ in 0..3 * cps {
+            append_one(&log).expect("appends wait for descriptors, they do not fail");
+        }
+        let metrics = log.metrics();
+        assert!(metrics.transient_errors >= 1, "{metrics:?}");
+        assert!(metrics.segments_created >= 2, "{metrics:?}");
+        assert_eq!(log.poisoned(), None);
+        let end = log.next_offset();
+        assert_eq!(records::read_and_check(&log, 0, expected).end, Some(end));
+        log.close().unwrap();
+    }
+}
+
+/// Under `OnDiskFull::Wait` a full disk is backpressure, like the disk
+/// budget: appends wait, the log says it is full, and everything resumes
+/// by itself once a segment can be created again.
+#[test]
+fn under_wait_a_full_disk_makes_appends_wait_and_resume() {
+    let cps = chunks_per_segment();
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::default();
+    let options = LogOptions {
+        on_disk_full: OnDiskFull::Wait,
+        ..seam_options(&faults, false, Durability::Always)
+    };
+    let log = Log::open(dir.path(), options).unwrap();
+    append_one(&log).unwrap();
+    faults.set_disk_full(true);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let appender = scope.spawn(|| {
+            for _ in 0..2 * cps {
+                append_one(&log).unwrap();
+            }
+            done.send(()).unwrap();
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !log.disk_full() {
+            assert!(std::time::Instant::now() < deadline, "never reported full");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(log.is_full());
+        assert_eq!(
+            finished.recv_timeout(Duration::from_millis(300)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout),
+            "appends wait while the disk is full"
+        );
+        faults.set_disk_full(false);
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("appends resume once space is freed");
+        appender.join().unwrap();
+    });
+    assert!(!log.disk_full() && !log.is_full());
+    let metrics = log.metrics();
+    assert_eq!((metrics.disk_full_waits, metrics.disk_full), (1, 0));
+    let end = log.next_offset();
+    assert_eq!(records::read_and_check(&log, 0, expected).end, Some(end));
+    log.close().unwrap();
 }

@@ -35,6 +35,8 @@ fn header(base: u64) -> [u8; 64] {
         base_offset: base,
         producer_id: [0; 16],
         created_ms: 0,
+        durable_end: 0,
+        flags: 0,
     }
     .encode()
 }

@@ -19,7 +19,9 @@ use shipper_core::chunk::frame::padded_len;
 use shipper_core::chunk::{
     decode_body, ChunkBuilder, ChunkOptions, ChunkView, Compression, Decoder,
 };
-use shipper_core::log::segment::{parse_segment_file_name, segment_file_name, SEGMENT_HEADER_LEN};
+use shipper_core::log::segment::{
+    parse_segment_file_name, segment_file_name, SegmentHeader, SEGMENT_HEADER_LEN,
+};
 use shipper_core::log::{inspect, Durability, Log, LogOptions, RecoveryReport};
 use shipper_tests::copy_dir;
 
@@ -263,6 +265,17 @@ fn report_without_truncations(report: &RecoveryReport) -> RecoveryReport {
     }
 }
 
+/// Sets the durable end in the header of the segment at `path` to
+/// `durable_end` (0: unknown, as after a crash before the writer first
+/// wrote one).
+fn set_durable_end(path: &Path, durable_end: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mut header = SegmentHeader::decode(&bytes).unwrap();
+    header.durable_end = durable_end;
+    bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+    std::fs::write(path, &bytes).unwrap();
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Cut {
     /// The file ends at the position.
@@ -287,6 +300,10 @@ fn every_cut_of_the_newest_segment_keeps_what_was_whole() {
         for position in from..=to {
             pristine.copy_to(&work);
             let path = work.join("segments").join(&newest.name);
+            // A crash before the writer recorded anything durable: what
+            // is cut is a torn tail (`a_tail_destroyed_after_it_was_durable_is_lost_and_counted`
+            // covers a header that says otherwise).
+            set_durable_end(&path, 0);
             match cut {
                 Cut::Truncate => {
                     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -808,4 +825,242 @@ fn layout_entries_of_the_wrong_kind_are_set_aside() {
         log.recovery_report()
     );
     assert_eq!(records.len(), 2);
+}
+
+/// The findings of `inspect` that are damage, by kind.
+fn corruption_kinds(dir: &Path) -> Vec<&'static str> {
+    inspect(dir)
+        .unwrap()
+        .findings
+        .iter()
+        .filter(|f| f.corruption)
+        .map(|f| f.kind)
+        .collect()
+}
+
+/// Every record of the pristine log is read back, and the directory opens
+/// clean the next time.
+fn check_intact_after_open(pristine: &Pristine, work: &Path, context: &str) -> RecoveryReport {
+    let (log, read) = open_and_read(work);
+    let report = log.recovery_report().clone();
+    assert!(report.lost_offsets.is_empty(), "{context}: {report}");
+    assert!(
+        read == records_below(pristine, pristine.end()),
+        "{context}: records differ"
+    );
+    assert_eq!(log.next_offset(), pristine.end(), "{context}");
+    check_appends_continue(&log);
+    log.close().unwrap();
+    assert!(corruption_kinds(work).is_empty(), "{context}");
+    let again = Log::open(work, options()).unwrap();
+    assert!(
+        again.recovery_report().is_clean(),
+        "{context}: {}",
+        again.recovery_report()
+    );
+    again.close().unwrap();
+    report
+}
+
+#[test]
+fn a_segment_renamed_above_the_end_is_placed_by_its_offsets() {
+    let pristine = write_pristine();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path().join("data");
+    pristine.copy_to(&work);
+    let middle = &pristine.segments[1];
+    let renamed = work.join("segments").join(segment_file_name(99_999_999));
+    std::fs::rename(work.join("segments").join(&middle.name), &renamed).unwrap();
+
+    assert_eq!(corruption_kinds(&work), vec!["misnamed_segment"]);
+    let report = check_intact_after_open(&pristine, &work, "renamed above the end");
+    assert_eq!(report.renamed.len(), 1, "{report}");
+    assert_eq!(
+        report.renamed[0].to.file_name().unwrap().to_string_lossy(),
+        middle.name
+    );
+    assert!(
+        report.quarantined.is_empty() && report.truncated.is_empty(),
+        "{report}"
+    );
+    assert!(!renamed.exists());
+}
+
+#[test]
+fn a_segment_renamed_below_its_base_is_placed_by_its_offsets() {
+    let pristine = write_pristine();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path().join("data");
+    pristine.copy_to(&work);
+    // The newest segment, renamed just above the first one's base.
+    let newest = pristine.newest();
+    std::fs::rename(
+        work.join("segments").join(&newest.name),
+        work.join("segments").join(segment_file_name(1)),
+    )
+    .unwrap();
+    assert_eq!(corruption_kinds(&work), vec!["misnamed_segment"]);
+    let report = check_intact_after_open(&pristine, &work, "renamed below its base");
+    assert_eq!(report.renamed.len(), 1, "{report}");
+    assert!(
+        report.skipped.is_empty() && report.truncated.is_empty(),
+        "{report}"
+    );
+}
+
+#[test]
+fn segments_that_swapped_names_swap_back() {
+    let pristine = write_pristine();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path().join("data");
+    pristine.copy_to(&work);
+    let segments = work.join("segments");
+    let (a, b) = (&pristine.segments[0].name, &pristine.segments[1].name);
+    std::fs::rename(segments.join(a), segments.join("swap")).unwrap();
+    std::fs::rename(segments.join(b), segments.join(a)).unwrap();
+    std::fs::rename(segments.join("swap"), segments.join(b)).unwrap();
+    let report = check_intact_after_open(&pristine, &work, "swapped names");
+    assert_eq!(report.renamed.len(), 2, "{report}");
+    assert_eq!(layout(&work).len(), pristine.segments.len());
+}
+
+#[test]
+fn a_copy_of_a_segment_is_set_aside_whole() {
+    let pristine = write_pristine();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path().join("data");
+    pristine.copy_to(&work);
+    let original = work.join("segments").join(&pristine.segments[0].name);
+    let copy = work
+        .join("segments")
+        .join(segment_file_name(pristine.end() + 100));
+    std::fs::copy(&original, &copy).unwrap();
+    assert_eq!(corruption_kinds(&work), vec!["overlapping_segment"]);
+    let report = check_intact_after_open(&pristine, &work, "a copy");
+    assert_eq!(report.quarantined.len(), 1, "{report}");
+    let moved = &report.quarantined[0].moved_to;
+    assert_eq!(
+        std::fs::read(moved).unwrap(),
+        std::fs::read(&original).unwrap(),
+        "the copy is in quarantine, byte for byte"
+    );
+}
+
+#[test]
+fn a_deleted_middle_segment_is_lost_for_inspect_and_for_open() {
+    let pristine = write_pristine();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path().join("data");
+    pristine.copy_to(&work);
+    let middle = &pristine.segments[1];
+    let (from, to) = (middle.base, pristine.segments[2].base);
+    std::fs::remove_file(work.join("segments").join(&middle.name)).unwrap();
+
+    let inspected = inspect(&work).unwrap();
+    let lost: Vec<_> = inspected
+        .findings
+        .iter()
+        .filter(|f| f.kind == "lost_offsets" && f.corruption)
+        .collect();
+    assert_eq!(lost.len(), 1, "{:?}", inspected.findings);
+    assert!(
+        lost[0]
+            .detail
+            .contains(&format!("{from}..{to} ({} records)", to - from)),
+        "{:?}",
+        lost[0]
+    );
+
+    let (log, read) = open_and_read(&work);
+    assert_eq!(log.recovery_report().lost_offsets, vec![(from, to)]);
+    let expected: Vec<_> = records_below(&pristine, pristine.end())
+        .into_iter()
+        .filter(|(offset, _)| *offset < from || *offset >= to)
+        .collect();
+    assert!(read == expected, "every other record is intact");
+    let mut reader = log.reader(0);
+    while reader.next().is_some() {}
+    assert_eq!(reader.take_gap(), Some((from, to)));
+    log.close().unwrap();
+
+    // Written down: a note from now on, and no second report.
+    assert!(corruption_kinds(&work).is_empty());
+    let again = Log::open(&work, options()).unwrap();
+    assert!(
+        again.recovery_report().is_clean(),
+        "{}",
+        again.recovery_report()
+    );
+    again.close().unwrap();
+}
+
+#[test]
+fn a_deleted_segment_every_cursor_had_passed_is_no_loss() {
+    let pristine = write_pristine();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path().join("data");
+    pristine.copy_to(&work);
+    let middle = &pristine.segments[1];
+    std::fs::remove_file(work.join("segments").join(&middle.name)).unwrap();
+    let log = Log::open(&work, options()).unwrap();
+    log.commit_cursor(CURSOR, pristine.segments[2].base)
+        .unwrap();
+    log.close().unwrap();
+    // (That commit deleted the first segment too: nothing before the
+    // cursor is kept.)
+    assert!(corruption_kinds(&work).is_empty());
+}
+
+/// The newest segment's tail is overwritten with garbage after a clean
+/// close: its header says how far the records went, so exactly those are
+/// lost, a loss segment records them, and a reader, hence a sink's
+/// cursor, passes them.
+#[test]
+fn a_tail_destroyed_after_it_was_durable_is_lost_and_counted() {
+    let pristine = write_pristine();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path().join("data");
+    let newest = pristine.newest();
+    let mut rng = StdRng::seed_from_u64(4);
+    for (case, chunk) in newest.chunks.iter().enumerate().skip(1).step_by(3) {
+        pristine.copy_to(&work);
+        let path = work.join("segments").join(&newest.name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // From inside this chunk's body (its header intact or not) to the
+        // end of the file.
+        let from = chunk.start + rng.random_range(8..(chunk.frame_end - chunk.start));
+        rng.fill(&mut bytes[from..]);
+        std::fs::write(&path, &bytes).unwrap();
+        let context = format!("case {case}: garbage from byte {from}");
+
+        let lost_from = chunk.first;
+        let inspected = inspect(&work).unwrap();
+        assert!(inspected.has_corruption(), "{context}");
+        assert_eq!(inspected.next_offset, pristine.end(), "{context}");
+
+        let (log, read) = open_and_read(&work);
+        let report = log.recovery_report().clone();
+        assert_eq!(
+            report.lost_offsets,
+            vec![(lost_from, pristine.end())],
+            "{context}: {report}"
+        );
+        assert!(read == records_below(&pristine, lost_from), "{context}");
+        assert_eq!(log.next_offset(), pristine.end(), "{context}");
+        // A consumer at the damage passes it.
+        let mut reader = log.reader(lost_from);
+        assert!(reader.next().is_none(), "{context}");
+        assert_eq!(reader.take_gap(), Some((lost_from, pristine.end())));
+        log.commit_cursor(CURSOR, reader.next_offset()).unwrap();
+        assert_eq!(check_appends_continue(&log), pristine.end(), "{context}");
+        log.close().unwrap();
+
+        let again = Log::open(&work, options()).unwrap();
+        assert!(
+            again.recovery_report().is_clean(),
+            "{context}: {}",
+            again.recovery_report()
+        );
+        again.close().unwrap();
+    }
 }

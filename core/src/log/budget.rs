@@ -115,7 +115,7 @@ pub(crate) fn collect(shared: &Shared) {
             segments.remove(0);
             shared
                 .disk_bytes
-                .fetch_sub(segment.file_bytes, Ordering::AcqRel);
+                .fetch_sub(segment.budget_bytes(), Ordering::AcqRel);
             shared
                 .counters
                 .segments_deleted
@@ -127,7 +127,7 @@ pub(crate) fn collect(shared: &Shared) {
     if deleted > 0 {
         // Make the deletions durable, so deleted segments do not come back
         // after a power loss (they would be replayed: duplicates, not loss).
-        if let Err(error) = super::segment::sync_dir(&shared.segments_dir) {
+        if let Err(error) = shared.segments_dir_handle.sync_all() {
             tracing::warn!(%error, "syncing the segments folder after deleting segments");
         }
         let _guard = shared.space.lock().unwrap_or_else(|e| e.into_inner());
@@ -158,40 +158,89 @@ fn save_positions(shared: &Shared, positions: &mut Positions, doomed: &[Arc<Segm
     }
 }
 
-/// Deletes the oldest sealed segment whether or not it was acknowledged.
-fn drop_oldest(shared: &Shared) -> bool {
+/// Deletes the oldest segment that holds records, whether or not it was
+/// acknowledged, and records its offsets on disk as lost: together with
+/// the loss segments before it, it becomes one loss segment named like
+/// the oldest (renamed over it, so the loss is never absent from disk).
+/// Falls back to a plain deletion when not even that small file can be
+/// written; the next open then reports the hole itself.
+pub(crate) fn drop_oldest(shared: &Shared) -> bool {
     let mut positions = shared
         .deleted_positions
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let oldest = {
+    let (victims, to) = {
         let segments = shared.segments.read().unwrap_or_else(|e| e.into_inner());
-        if segments.len() <= 1 {
+        let Some(index) = segments.iter().position(|s| !s.loss) else {
             return false;
-        }
-        segments[0].clone()
+        };
+        // The active segment (the last) is never dropped.
+        let Some(next) = segments.get(index + 1) else {
+            return false;
+        };
+        (segments[..=index].to_vec(), next.base_offset)
     };
+    let victim = victims.last().expect("at least the data segment").clone();
     // The records are lost, but their source must not read them again
     // after a restart: that would bring back what was reported dropped.
-    if !save_positions(shared, &mut positions, std::slice::from_ref(&oldest)) {
+    if !save_positions(shared, &mut positions, std::slice::from_ref(&victim)) {
         return false;
     }
+    let from = victims[0].base_offset;
+    let loss = super::segment::PreparedSegment::create(
+        shared
+            .segments_dir
+            .join(format!("drop{}", super::segment::PREPARED_SUFFIX)),
+        super::segment::SEGMENT_HEADER_LEN as u64,
+        &shared.options.faults,
+    )
+    .and_then(|prepared| {
+        prepared.activate_loss(&shared.segments_dir, from, to, shared.producer_id.0)
+    });
     let mut segments = shared.segments.write().unwrap_or_else(|e| e.into_inner());
-    if segments.len() <= 1 || !Arc::ptr_eq(&segments[0], &oldest) {
+    if segments.len() <= victims.len()
+        || !victims
+            .iter()
+            .zip(segments.iter())
+            .all(|(victim, segment)| Arc::ptr_eq(victim, segment))
+    {
+        // Changed meanwhile (only the writer drops, so this does not
+        // happen); leave it to the next attempt.
+        if let Ok((loss, _)) = loss {
+            let _ = std::fs::remove_file(&loss.path);
+        }
         return true;
     }
-    let segment = segments.remove(0);
-    let records = segments[0].base_offset - segment.base_offset;
-    if let Err(error) = std::fs::remove_file(&segment.path) {
-        if error.kind() != std::io::ErrorKind::NotFound {
-            tracing::error!(path = %segment.path.display(), %error, "cannot delete segment");
-            segments.insert(0, segment);
-            return false;
+    // The first victim's file was replaced by the loss segment (same name)
+    // if it could be written; every other victim's file goes.
+    let replaced = loss.is_ok();
+    for (index, segment) in victims.iter().enumerate() {
+        if index == 0 && replaced {
+            continue;
+        }
+        if let Err(error) = std::fs::remove_file(&segment.path) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::error!(path = %segment.path.display(), %error, "cannot delete segment");
+                return false;
+            }
         }
     }
-    shared
-        .disk_bytes
-        .fetch_sub(segment.file_bytes, Ordering::AcqRel);
+    segments.drain(..victims.len());
+    let freed: u64 = victims.iter().map(|s| s.budget_bytes()).sum();
+    shared.disk_bytes.fetch_sub(freed, Ordering::AcqRel);
+    match loss {
+        Ok((loss, _writer)) => {
+            segments.insert(0, loss);
+        }
+        Err(error) => {
+            tracing::error!(%error, from, to, "cannot write down the dropped offsets; the next open reports them lost");
+        }
+    }
+    drop(segments);
+    if let Err(error) = shared.segments_dir_handle.sync_all() {
+        tracing::warn!(%error, "syncing the segments folder after dropping a segment");
+    }
+    let records = to - victim.base_offset;
     shared
         .counters
         .records_dropped
@@ -201,9 +250,9 @@ fn drop_oldest(shared: &Shared) -> bool {
         .segments_dropped
         .fetch_add(1, Ordering::Relaxed);
     tracing::warn!(
-        path = %segment.path.display(),
-        from = segment.base_offset,
-        to = segment.base_offset + records,
+        path = %victim.path.display(),
+        from = victim.base_offset,
+        to,
         records,
         "records dropped: log full and when_full = drop_oldest"
     );

@@ -190,6 +190,25 @@ pub(crate) fn quarantine(dir: &Path, path: &Path) -> Result<PathBuf> {
     Ok(target)
 }
 
+/// Copies `path` into the quarantine folder under a unique name (synced)
+/// and returns where the copy is: the original stays where it is.
+pub(crate) fn quarantine_copy(dir: &Path, path: &Path) -> Result<PathBuf> {
+    let folder = dir.join(QUARANTINE_DIR);
+    std::fs::create_dir_all(&folder).map_err(|e| Error::io("creating", &folder, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stamp = crate::chunk::now_nanos();
+    let target = folder.join(format!("{name}.{stamp}.before-repair"));
+    std::fs::copy(path, &target).map_err(|e| Error::io("copying to quarantine", path, e))?;
+    File::open(&target)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("syncing", &target, e))?;
+    sync_dir(&folder)?;
+    Ok(target)
+}
+
 /// Creates the data directory layout if missing. Something other than a
 /// directory where a folder belongs is moved to quarantine first; the moves
 /// are returned as `(path, moved_to)`.

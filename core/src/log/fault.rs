@@ -16,6 +16,9 @@ struct Plan {
     flushes_before_failure: AtomicU64,
     disk_full: AtomicBool,
     panic_on_flush: AtomicBool,
+    /// Segment creations still to fail with `creation_errno`.
+    failing_creations: AtomicU64,
+    creation_errno: std::sync::atomic::AtomicI32,
 }
 
 impl Faults {
@@ -28,6 +31,13 @@ impl Faults {
     /// Makes segment creation fail as on a full disk (or stop failing).
     pub fn set_disk_full(&self, full: bool) {
         self.0.disk_full.store(full, Ordering::SeqCst);
+    }
+
+    /// Makes the next `times` segment creations fail with the OS error
+    /// `errno` (say EMFILE, as when the process is out of descriptors).
+    pub fn fail_creations_with(&self, errno: i32, times: u64) {
+        self.0.creation_errno.store(errno, Ordering::SeqCst);
+        self.0.failing_creations.store(times, Ordering::SeqCst);
     }
 
     /// Makes the writer thread panic at its next flush (a stand-in for a
@@ -59,6 +69,19 @@ impl Faults {
     }
 
     pub(crate) fn before_allocate(&self, path: &std::path::Path, bytes: u64) -> Result<()> {
+        let failing =
+            self.0
+                .failing_creations
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                });
+        if failing.is_ok() {
+            return Err(Error::io(
+                "creating segment (injected fault)",
+                path,
+                std::io::Error::from_raw_os_error(self.0.creation_errno.load(Ordering::SeqCst)),
+            ));
+        }
         if self.0.disk_full.load(Ordering::SeqCst) {
             return Err(Error::DiskFull {
                 path: path.to_owned(),

@@ -12,10 +12,15 @@
 //!   at creation instead of a SIGBUS while writing.
 //! * **No data race between the writer and readers.** The map keeps a
 //!   `published` watermark. Bytes below it are immutable; readers may only
-//!   borrow bytes below it ([`SegmentMap::read`] checks). Bytes at or above it
-//!   belong to the one [`MapWriter`], which is not `Clone` and is created at
-//!   most once per map; it writes only at or above the watermark and moves
-//!   the watermark up with release ordering after the bytes are in place.
+//!   borrow bytes below it ([`SegmentMap::published_bytes`]). Bytes at or
+//!   above it belong to the one [`MapWriter`], which is not `Clone` and is
+//!   created at most once per map; it writes only at or above the watermark
+//!   and moves the watermark up with release ordering after the bytes are in
+//!   place.
+//! * **The head is the writer's alone.** The first `head` bytes of a map (a
+//!   segment's header) are never lent to readers, published or not: the
+//!   writer rewrites them in place ([`MapWriter::write_head`]) while readers
+//!   borrow what lies between the head and the watermark.
 
 #![allow(unsafe_code)]
 
@@ -28,6 +33,8 @@ use memmap2::{Advice, MmapRaw, UncheckedAdvice};
 /// A mapped segment file, shared by the writer and any number of readers.
 pub(crate) struct SegmentMap {
     map: MmapRaw,
+    /// Bytes `[0, head)` are never lent to readers.
+    head: usize,
     published: AtomicUsize,
 }
 
@@ -35,8 +42,40 @@ impl std::fmt::Debug for SegmentMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SegmentMap")
             .field("len", &self.map.len())
+            .field("head", &self.head)
             .field("published", &self.published.load(Ordering::Relaxed))
             .finish()
+    }
+}
+
+/// The published bytes of a map, indexed by their position in the map.
+/// Positions below the head are not part of it.
+#[derive(Clone, Copy)]
+pub(crate) struct Published<'a> {
+    bytes: &'a [u8],
+    head: usize,
+}
+
+impl<'a> Published<'a> {
+    /// One past the last published position.
+    pub(crate) fn len(&self) -> usize {
+        self.head + self.bytes.len()
+    }
+
+    /// The published bytes from `position` on.
+    ///
+    /// # Panics
+    /// If `position` is inside the head or beyond the watermark.
+    pub(crate) fn from(&self, position: usize) -> &'a [u8] {
+        &self.bytes[position - self.head..]
+    }
+
+    /// The published bytes `[start, end)`.
+    ///
+    /// # Panics
+    /// As [`Published::from`], for either end.
+    pub(crate) fn range(&self, start: usize, end: usize) -> &'a [u8] {
+        &self.bytes[start - self.head..end - self.head]
     }
 }
 
@@ -48,16 +87,17 @@ pub(crate) struct MapWriter {
 
 impl SegmentMap {
     /// Maps the first `len` bytes of `file` shared and writable, with the
-    /// watermark at `published`, and returns the map with its only writer.
-    /// The file must be at least `len` bytes long and stay so (see the module
-    /// docs).
+    /// watermark at `published` and the first `head` bytes kept from
+    /// readers, and returns the map with its only writer. The file must be
+    /// at least `len` bytes long and stay so (see the module docs).
     pub(crate) fn map(
         file: &File,
         len: usize,
+        head: usize,
         published: usize,
     ) -> std::io::Result<(Arc<SegmentMap>, MapWriter)> {
         let file_len = file.metadata()?.len();
-        if (file_len as u128) < len as u128 || published > len {
+        if (file_len as u128) < len as u128 || published > len || head > len {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!("cannot map {len} bytes of a {file_len}-byte file"),
@@ -66,6 +106,7 @@ impl SegmentMap {
         let map = memmap2::MmapOptions::new().len(len).map_raw(file)?;
         let map = Arc::new(SegmentMap {
             map,
+            head,
             published: AtomicUsize::new(published),
         });
         let writer = MapWriter { map: map.clone() };
@@ -82,16 +123,24 @@ impl SegmentMap {
         self.published.load(Ordering::Acquire)
     }
 
-    /// Borrows the published bytes `[0, published)`.
-    pub(crate) fn published_bytes(&self) -> &[u8] {
-        let end = self.published();
+    /// Borrows the published bytes `[head, published)`.
+    pub(crate) fn published_bytes(&self) -> Published<'_> {
+        let end = self.published().max(self.head);
         // SAFETY: the mapping is valid for `self.map.len()` bytes for the
         // lifetime of `self` and the file is never shrunk below it (module
-        // docs); `end <= len` because the writer only publishes inside the
-        // map; bytes below the watermark are never written again, and the
-        // Acquire load pairs with the writer's Release store, so the bytes
-        // are initialised and no write races with this shared borrow.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), end) }
+        // docs); `head <= end <= len` because `map` checks the head and the
+        // writer only publishes inside the map; bytes between the head and
+        // the watermark are never written again, and the Acquire load pairs
+        // with the writer's Release store, so the bytes are initialised and
+        // no write races with this shared borrow. The head, which the
+        // writer rewrites, is outside the borrow.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr().add(self.head), end - self.head)
+        };
+        Published {
+            bytes,
+            head: self.head,
+        }
     }
 
     /// msync(MS_SYNC) of a byte range: on Linux this is fdatasync of the range.
@@ -182,6 +231,32 @@ impl MapWriter {
         }
     }
 
+    /// Copies `bytes` into the head at `at`: the part of the map no reader
+    /// ever borrows, so it may be rewritten at any time.
+    ///
+    /// # Panics
+    /// If the range leaves the head: a broken invariant of the log writer.
+    pub(crate) fn write_head(&mut self, at: usize, bytes: &[u8]) {
+        let end = at.checked_add(bytes.len()).expect("write range overflows");
+        assert!(
+            end <= self.map.head,
+            "head write to {end} beyond the head of {}",
+            self.map.head
+        );
+        // SAFETY: `[at, end)` lies inside the head, inside the mapping
+        // (`map` checks `head <= len`). Readers never borrow the head
+        // (`published_bytes` starts after it), and this `MapWriter` is the
+        // only one for the map and is borrowed mutably, so nothing else
+        // reads or writes these bytes through the map meanwhile.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.map.map.as_mut_ptr().add(at),
+                bytes.len(),
+            );
+        }
+    }
+
     /// Sets `[at, to)` to zero, at or above the watermark.
     ///
     /// # Panics
@@ -244,11 +319,11 @@ mod tests {
     #[test]
     fn readers_see_only_published_bytes() {
         let (_dir, file) = file_of(4096);
-        let (map, mut writer) = SegmentMap::map(&file, 4096, 0).unwrap();
+        let (map, mut writer) = SegmentMap::map(&file, 4096, 0, 0).unwrap();
         writer.write(0, b"hello");
-        assert!(map.published_bytes().is_empty());
+        assert!(map.published_bytes().from(0).is_empty());
         writer.publish(5);
-        assert_eq!(map.published_bytes(), b"hello");
+        assert_eq!(map.published_bytes().from(0), b"hello");
         writer.write(5, b" world");
         assert_eq!(writer.read_own(0, 11), b"hello world");
         writer.zero(5, 11);
@@ -280,7 +355,7 @@ mod tests {
     fn released_pages_leave_the_resident_set_and_keep_their_bytes() {
         let len = 1 << 20;
         let (_dir, file) = file_of(len as u64);
-        let (map, mut writer) = SegmentMap::map(&file, len, 0).unwrap();
+        let (map, mut writer) = SegmentMap::map(&file, len, 0, 0).unwrap();
         let pattern: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         writer.write(0, &pattern);
         writer.publish(len);
@@ -292,7 +367,7 @@ mod tests {
             assert!(after < len as u64 / 8, "released: {after} bytes resident");
         }
         assert_eq!(
-            map.published_bytes(),
+            map.published_bytes().from(0),
             &pattern[..],
             "same bytes, faulted back"
         );
@@ -306,24 +381,27 @@ mod tests {
     #[should_panic(expected = "below watermark")]
     fn writing_below_the_watermark_is_refused() {
         let (_dir, file) = file_of(4096);
-        let (_map, mut writer) = SegmentMap::map(&file, 4096, 10).unwrap();
+        let (_map, mut writer) = SegmentMap::map(&file, 4096, 0, 10).unwrap();
         writer.write(4, b"x");
     }
 
     #[test]
     fn mapping_beyond_the_file_is_an_error() {
         let (_dir, file) = file_of(100);
-        assert!(SegmentMap::map(&file, 4096, 0).is_err());
+        assert!(SegmentMap::map(&file, 4096, 0, 0).is_err());
+        let (_dir, file) = file_of(4096);
+        assert!(SegmentMap::map(&file, 4096, 4097, 0).is_err());
     }
 
     #[test]
     fn concurrent_reader_sees_consistent_prefix() {
         let (_dir, file) = file_of(1 << 16);
-        let (map, mut writer) = SegmentMap::map(&file, 1 << 16, 0).unwrap();
+        let (map, mut writer) = SegmentMap::map(&file, 1 << 16, 0, 0).unwrap();
         let reader = std::thread::spawn(move || {
             let mut last = 0;
             while last < 1 << 16 {
                 let bytes = map.published_bytes();
+                let bytes = bytes.from(0);
                 assert!(bytes.iter().enumerate().all(|(i, &b)| b == (i / 256) as u8));
                 last = bytes.len();
             }
@@ -333,5 +411,43 @@ mod tests {
             writer.publish((block + 1) * 256);
         }
         reader.join().unwrap();
+    }
+
+    /// The head is rewritten while readers read what follows it: they
+    /// never see it, and what they see is the published body.
+    #[test]
+    fn the_head_is_rewritten_while_readers_read_the_body() {
+        let (_dir, file) = file_of(1 << 16);
+        let (map, mut writer) = SegmentMap::map(&file, 1 << 16, 64, 0).unwrap();
+        writer.write_head(0, &[1; 64]);
+        writer.write(64, &[7; 4032]);
+        writer.publish(4096);
+        let reader = {
+            let map = map.clone();
+            std::thread::spawn(move || {
+                for _ in 0..1000 {
+                    let bytes = map.published_bytes();
+                    assert_eq!(bytes.len(), 4096);
+                    assert!(bytes.from(64).iter().all(|&b| b == 7));
+                    assert_eq!(bytes.range(64, 72), &[7; 8]);
+                }
+            })
+        };
+        for round in 0..1000u32 {
+            writer.write_head(8, &round.to_le_bytes());
+        }
+        reader.join().unwrap();
+        assert_eq!(writer.read_own(8, 12), &999u32.to_le_bytes());
+        map.flush(0, 4096).unwrap();
+        let on_disk = std::fs::read(_dir.path().join("m")).unwrap();
+        assert_eq!(&on_disk[8..12], &999u32.to_le_bytes());
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond the head")]
+    fn head_writes_stay_in_the_head() {
+        let (_dir, file) = file_of(4096);
+        let (_map, mut writer) = SegmentMap::map(&file, 4096, 64, 64).unwrap();
+        writer.write_head(60, &[0; 8]);
     }
 }

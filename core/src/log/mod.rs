@@ -27,6 +27,7 @@ mod fault;
 mod inspect;
 mod mmap;
 mod open;
+mod placement;
 mod positions;
 mod reader;
 pub mod recovery;
@@ -80,6 +81,21 @@ pub enum WhenFull {
     DropOldest,
 }
 
+/// What the writer does when the filesystem has no room for a new
+/// segment (ENOSPC), as opposed to the log reaching its own budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDiskFull {
+    /// The append that needed the segment fails with [`Error::DiskFull`];
+    /// the next one tries again.
+    Fail,
+    /// Appends wait, as at the disk budget: the writer tries again with a
+    /// backoff until space is freed (under [`WhenFull::DropOldest`] it
+    /// first deletes the oldest segment), [`Log::is_full`] and
+    /// [`Log::disk_full`] say so meanwhile, and producers resume by
+    /// themselves once a segment could be created.
+    Wait,
+}
+
 /// Options of a [`Log`].
 #[derive(Debug, Clone)]
 pub struct LogOptions {
@@ -91,6 +107,8 @@ pub struct LogOptions {
     pub when_full: WhenFull,
     /// Flush policy.
     pub durability: Durability,
+    /// What appends do when the filesystem is full.
+    pub on_disk_full: OnDiskFull,
     /// Closed chunks that may wait for the writer before `append` blocks.
     pub channel_capacity: usize,
     /// Create and fault in the next segment ahead of time on a helper
@@ -107,6 +125,7 @@ impl Default for LogOptions {
             max_bytes: 10 << 30,
             when_full: WhenFull::Block,
             durability: Durability::Interval(Duration::from_millis(100)),
+            on_disk_full: OnDiskFull::Fail,
             channel_capacity: 64,
             prepare_ahead: true,
             faults: Faults::default(),
@@ -151,6 +170,8 @@ pub(crate) struct Counters {
     pub segments_dropped: AtomicU64,
     pub chunks_skipped: AtomicU64,
     pub full_waits: AtomicU64,
+    pub disk_full_waits: AtomicU64,
+    pub transient_errors: AtomicU64,
 }
 
 /// A snapshot of the log's counters and gauges.
@@ -178,6 +199,14 @@ pub struct LogMetrics {
     pub chunks_skipped: u64,
     /// Times the writer waited for space under `block`.
     pub full_waits: u64,
+    /// Times the writer waited for the filesystem to have room for a
+    /// segment ([`OnDiskFull::Wait`]).
+    pub disk_full_waits: u64,
+    /// Operations the writer tried again after a passing error (out of
+    /// file descriptors or memory, interrupted).
+    pub transient_errors: u64,
+    /// 1 while the filesystem has no room for a new segment, else 0.
+    pub disk_full: u64,
     /// Segment files on disk now.
     pub segments: u64,
     /// Bytes of segment files on disk now (including a prepared one).
@@ -201,6 +230,10 @@ pub(crate) struct Progress {
 pub(crate) struct Shared {
     pub dir: PathBuf,
     pub segments_dir: PathBuf,
+    /// `segments/`, open for its whole life: syncing the folder after a
+    /// segment is created or deleted then needs no new file descriptor,
+    /// so running out of them cannot fail a flush.
+    pub segments_dir_handle: std::fs::File,
     pub cursors_dir: PathBuf,
     pub options: LogOptions,
     pub producer_id: ProducerId,
@@ -221,6 +254,9 @@ pub(crate) struct Shared {
     pub dictionaries: Arc<crate::chunk::Dictionaries>,
     pub disk_bytes: AtomicU64,
     pub full: AtomicBool,
+    /// The filesystem had no room for the last segment the writer tried
+    /// to create (cleared once one is created).
+    pub disk_full: AtomicBool,
     pub closing: AtomicBool,
     pub counters: Counters,
 }
@@ -730,11 +766,11 @@ impl Log {
                     position = to;
                     continue;
                 }
-                let len = match peek_frame_len(&bytes[position..]) {
+                let len = match peek_frame_len(bytes.from(position)) {
                     Some(len) if len >= FIXED_HEADER_LEN && position + len <= bytes.len() => len,
                     _ => break,
                 };
-                let view = ChunkView::trusted_header(&bytes[position..position + len]);
+                let view = ChunkView::trusted_header(bytes.range(position, position + len));
                 if view.end_offset() > durable && view.record_count() > 0 {
                     return None;
                 }
@@ -888,6 +924,9 @@ impl Log {
             segments_dropped: c.segments_dropped.load(Ordering::Relaxed),
             chunks_skipped: c.chunks_skipped.load(Ordering::Relaxed),
             full_waits: c.full_waits.load(Ordering::Relaxed),
+            disk_full_waits: c.disk_full_waits.load(Ordering::Relaxed),
+            transient_errors: c.transient_errors.load(Ordering::Relaxed),
+            disk_full: u64::from(shared.disk_full.load(Ordering::Acquire)),
             segments: segments.len() as u64,
             disk_bytes: shared.disk_bytes.load(Ordering::Relaxed),
             next_offset: shared.next_offset.load(Ordering::Acquire),
@@ -902,9 +941,17 @@ impl Log {
         self.shared().poisoned()
     }
 
-    /// True while the log is at its disk budget and appends wait (`block`).
+    /// True while appends wait for room: the log is at its disk budget
+    /// (`block`), or the filesystem is full ([`OnDiskFull::Wait`]).
     pub fn is_full(&self) -> bool {
-        self.shared().full.load(Ordering::Acquire)
+        let shared = self.shared();
+        shared.full.load(Ordering::Acquire) || shared.disk_full.load(Ordering::Acquire)
+    }
+
+    /// True while the filesystem has no room for the segment the writer
+    /// needs next (cleared once one is created).
+    pub fn disk_full(&self) -> bool {
+        self.shared().disk_full.load(Ordering::Acquire)
     }
 
     /// Flushes, stops the writer and releases the directory. Other clones

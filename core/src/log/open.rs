@@ -14,15 +14,18 @@ use crossbeam_channel::Sender;
 use super::cursor::{self, CURSOR_SUFFIX};
 use super::dir::{self, DirLock, ProducerIdOutcome, CURSORS_DIR, SEGMENTS_DIR};
 use super::mmap::{MapWriter, SegmentMap};
+use super::placement::{self, Probe};
 use super::positions::{Positions, POSITIONS_FILE};
-use super::recovery::{self, CursorRepair, Damage, Quarantined, RecoveryReport, SegmentDamage};
+use super::recovery::{
+    self, CursorRepair, Damage, Quarantined, RecoveryReport, Renamed, SegmentDamage,
+};
 use super::segment::{
-    parse_segment_file_name, sync_dir, PreparedSegment, Segment, SegmentHeader, PREPARED_SUFFIX,
-    SEGMENT_HEADER_LEN,
+    parse_segment_file_name, segment_file_name, sync_dir, PreparedSegment, Segment, SegmentHeader,
+    PREPARED_SUFFIX, SEGMENT_HEADER_LEN,
 };
 use super::writer::{self, Writer};
 use super::{Command, Counters, LogOptions, Progress, Shared};
-use crate::chunk::frame::{loss_marker, padded_len, FIXED_HEADER_LEN, FRAME_ALIGN, MAX_FRAME_LEN};
+use crate::chunk::frame::{loss_marker, FIXED_HEADER_LEN, FRAME_ALIGN, MAX_FRAME_LEN};
 use crate::{Error, Result};
 
 pub(crate) struct Opened {
@@ -37,6 +40,11 @@ pub(crate) struct Opened {
 struct Recovered {
     segment: Arc<Segment>,
     writer: MapWriter,
+    /// One past the last offset the segment held, readable or not (see
+    /// `repair_segment`): offsets below it are never handed out again.
+    claimed_end: u64,
+    /// One past the last offset whole damaged frames at its tail claim.
+    tail_claim: u64,
 }
 
 pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
@@ -70,12 +78,21 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
         }
     };
 
-    let (mut recovered, quarantined_floor) =
-        recover_segments(dir, &segments_dir, &options, &mut report)?;
+    let Found {
+        mut recovered,
+        floor: quarantined_floor,
+        horizon,
+        set_aside,
+    } = recover_segments(dir, &segments_dir, &options, &mut report)?;
     let floor = recovered
+        .iter()
+        .map(|r| r.claimed_end)
+        .fold(quarantined_floor, u64::max);
+    // Whole damaged frames at the newest tail were written, so they count
+    // as evidence too.
+    let horizon = recovered
         .last()
-        .map_or(0, |r| r.segment.end_offset())
-        .max(quarantined_floor);
+        .map_or(horizon, |r| horizon.max(r.tail_claim));
     let cursors = recover_cursors(
         &cursors_dir,
         recovered.first().map_or(floor, |r| r.segment.base_offset),
@@ -85,16 +102,54 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
     // Offsets never go back, even when the newest data was lost: a cursor
     // may already point past it, and a receiver de-duplicates by offset.
     let next_offset = cursors.values().copied().fold(floor, u64::max);
+    // Offsets no segment holds that a cursor had not passed are lost:
+    // reported once, and written down as loss segments so that the next
+    // open (and inspect) find the loss recorded, not a hole.
+    let spans: Vec<(u64, u64)> = recovered
+        .iter()
+        .map(|r| (r.segment.base_offset, r.segment.end_offset()))
+        .collect();
+    let cursor_offsets: Vec<u64> = cursors.values().copied().collect();
+    let evidence = placement::Evidence {
+        horizon,
+        set_aside: &set_aside,
+    };
+    for (from, to) in placement::lost_ranges(&spans, &cursor_offsets, next_offset, evidence) {
+        report.lost_offsets.push((from, to));
+        // A segment without records where the loss starts (created just
+        // before its records were lost) gives its name to the loss segment.
+        if let Some(index) = recovered.iter().position(|r| {
+            r.segment.base_offset == from && r.segment.end_offset() == from && !r.segment.loss
+        }) {
+            let empty = recovered.remove(index);
+            let path = empty.segment.path.clone();
+            drop(empty);
+            std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+            report.removed_files.push(path);
+        }
+        match write_loss_segment(&segments_dir, from, to, producer_id.0, &options.faults) {
+            Ok(loss) => {
+                let at = recovered.partition_point(|r| r.segment.base_offset < from);
+                recovered.insert(at, loss);
+            }
+            Err(error) => {
+                tracing::error!(%error, from, to, "cannot write down lost offsets; the next open reports them again");
+            }
+        }
+    }
 
     let faults = options.faults.clone();
     let counters = Counters::default();
     counters
         .chunks_skipped
         .store(report.skipped.len() as u64, Ordering::Relaxed);
-    let disk_bytes: u64 = recovered.iter().map(|r| r.segment.file_bytes).sum();
+    let disk_bytes: u64 = recovered.iter().map(|r| r.segment.budget_bytes()).sum();
+    let segments_dir_handle =
+        std::fs::File::open(&segments_dir).map_err(|e| Error::io("opening", &segments_dir, e))?;
     let shared = Arc::new(Shared {
         dir: dir.to_owned(),
         segments_dir: segments_dir.clone(),
+        segments_dir_handle,
         cursors_dir,
         producer_id,
         segments: RwLock::new(Vec::new()),
@@ -111,6 +166,7 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
         )?,
         disk_bytes: AtomicU64::new(disk_bytes),
         full: AtomicBool::new(false),
+        disk_full: AtomicBool::new(false),
         closing: AtomicBool::new(false),
         counters,
         options,
@@ -151,7 +207,7 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
             let path = empty.segment.path.clone();
             shared
                 .disk_bytes
-                .fetch_sub(empty.segment.file_bytes, Ordering::AcqRel);
+                .fetch_sub(empty.segment.budget_bytes(), Ordering::AcqRel);
             drop(empty);
             std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
             report.removed_files.push(path);
@@ -217,6 +273,7 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
         dir_dirty: false,
         dirty: false,
         last_flush: Instant::now(),
+        durable_end_written: Instant::now(),
         prepare,
         preparing: None,
         prepared: None,
@@ -263,17 +320,49 @@ fn create_active(
     Ok(activated)
 }
 
+/// A segment file mapped for recovery, with what its bytes say.
+struct Candidate {
+    path: PathBuf,
+    file: std::fs::File,
+    map: Arc<SegmentMap>,
+    writer: MapWriter,
+    len: u64,
+    probe: Probe,
+}
+
+/// What recovery found in `segments/`.
+struct Found {
+    /// The segments kept, in offset order.
+    recovered: Vec<Recovered>,
+    /// No offset below this may be handed out again: quarantined segments
+    /// may have used them.
+    floor: u64,
+    /// The highest durable end any header records (see `placement`).
+    horizon: u64,
+    /// Offset ranges of the segment files quarantined.
+    set_aside: Vec<(u64, u64)>,
+}
+
+/// Finds, places and repairs every segment (see `placement` and
+/// `recovery`).
 fn recover_segments(
     dir: &Path,
     segments_dir: &Path,
     options: &LogOptions,
     report: &mut RecoveryReport,
-) -> Result<(Vec<Recovered>, u64)> {
-    let mut named: Vec<(u64, PathBuf)> = Vec::new();
+) -> Result<Found> {
+    let mut candidates: Vec<Candidate> = Vec::new();
+    // Offsets a quarantined segment may have used must never be handed out
+    // again; where its records cannot be read, take an upper bound.
+    let mut floor = 0u64;
+    let mut set_aside = Vec::new();
     let entries =
         std::fs::read_dir(segments_dir).map_err(|e| Error::io("listing", segments_dir, e))?;
+    let mut entries: Vec<_> = entries
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io("listing", segments_dir, e))?;
+    entries.sort_by_key(|entry| entry.file_name());
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io("listing", segments_dir, e))?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(PREPARED_SUFFIX) {
@@ -283,68 +372,138 @@ fn recover_segments(
             report.removed_files.push(path);
             continue;
         }
-        match parse_segment_file_name(&name) {
-            Some(base) => named.push((base, path)),
-            None => {
-                let moved_to = dir::quarantine(dir, &path)?;
-                report.quarantined.push(Quarantined {
-                    path,
-                    moved_to,
-                    reason: "not a segment file name".into(),
-                });
-            }
-        }
-    }
-    named.sort();
-    let next_bases: Vec<Option<u64>> = (0..named.len())
-        .map(|i| named.get(i + 1).map(|(base, _)| *base))
-        .collect();
-    let mut quarantined_before = false;
-    let mut recovered: Vec<Recovered> = Vec::new();
-    let mut expected: Option<u64> = None;
-    // Offsets a quarantined segment may have used must never be handed out
-    // again; its record count is unknown, so take an upper bound.
-    let mut quarantined_floor = 0u64;
-    for ((base, path), next_base) in named.into_iter().zip(next_bases) {
-        match recover_segment(&path, base, expected, next_base, options, report) {
-            Ok(Some(segment)) => {
-                if let Some(previous_end) = expected {
-                    // A gap between segments is reported by the open that
-                    // quarantined the segment between them; later opens only
-                    // note it (inspect lists it too).
-                    if segment.segment.base_offset > previous_end {
-                        if quarantined_before {
-                            report
-                                .lost_offsets
-                                .push((previous_end, segment.segment.base_offset));
-                        } else {
-                            tracing::info!(
-                                from = previous_end,
-                                to = segment.segment.base_offset,
-                                "offsets in no segment (quarantined or removed earlier)"
-                            );
-                        }
-                    }
-                }
-                quarantined_before = false;
-                expected = Some(segment.segment.end_offset().max(expected.unwrap_or(0)));
-                recovered.push(segment);
-            }
+        let name_base = parse_segment_file_name(&name);
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        let outcome = if is_file {
+            probe_segment(&path, name_base, options, report)
+        } else {
+            Err("not a regular file".to_owned())
+        };
+        match outcome {
+            Ok(Some(candidate)) => candidates.push(candidate),
             Ok(None) => {}
             Err(reason) => {
                 let len = std::fs::metadata(&path).map_or(0, |m| m.len());
-                quarantined_floor = quarantined_floor.max(max_end_offset(base, len));
-                let moved_to = dir::quarantine(dir, &path)?;
-                quarantined_before = true;
-                report.quarantined.push(Quarantined {
-                    path,
-                    moved_to,
-                    reason,
-                });
+                if let Some(base) = name_base {
+                    floor = floor.max(max_end_offset(base, len));
+                    set_aside.push((base, base));
+                }
+                let reason = match name_base {
+                    None if is_file => format!("not a segment file name, and {reason}"),
+                    _ => reason,
+                };
+                quarantine_segment(dir, path, reason, report)?;
             }
         }
     }
-    Ok((recovered, quarantined_floor))
+
+    let probes: Vec<Probe> = candidates.iter().map(|c| c.probe.clone()).collect();
+    let horizon = probes
+        .iter()
+        .filter(|p| p.header_disagrees.is_none())
+        .map(Probe::durable_end)
+        .max()
+        .unwrap_or(0);
+    let placement = placement::place(&probes);
+    let mut slots: Vec<Option<Candidate>> = candidates.into_iter().map(Some).collect();
+    for (index, reason) in &placement.displaced {
+        let candidate = slots[*index].take().expect("each probe is placed once");
+        floor = floor.max(candidate.probe.end());
+        set_aside.push((candidate.probe.base, candidate.probe.end()));
+        let path = candidate.path.clone();
+        drop(candidate);
+        quarantine_segment(dir, path, reason.clone(), report)?;
+    }
+    let mut placed: Vec<Candidate> = placement
+        .placed
+        .iter()
+        .map(|&index| slots[index].take().expect("each probe is placed once"))
+        .collect();
+    rename_misnamed(segments_dir, &mut placed, report)?;
+
+    let mut recovered = Vec::with_capacity(placed.len());
+    let next_bases: Vec<Option<u64>> = (0..placed.len())
+        .map(|i| placed.get(i + 1).map(|c| c.probe.base))
+        .collect();
+    for (candidate, next_base) in placed.into_iter().zip(next_bases) {
+        let path = candidate.path.clone();
+        let base = candidate.probe.base;
+        let len = candidate.len;
+        match repair_segment(dir, candidate, next_base, report) {
+            Ok(segment) => recovered.push(segment),
+            Err(reason) => {
+                floor = floor.max(max_end_offset(base, len));
+                set_aside.push((base, base));
+                quarantine_segment(dir, path, reason, report)?;
+            }
+        }
+    }
+    Ok(Found {
+        recovered,
+        floor,
+        horizon,
+        set_aside,
+    })
+}
+
+/// Moves a segment file to `quarantine/` and reports it.
+fn quarantine_segment(
+    dir: &Path,
+    path: PathBuf,
+    reason: String,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let moved_to = dir::quarantine(dir, &path)?;
+    report.quarantined.push(Quarantined {
+        path,
+        moved_to,
+        reason,
+    });
+    Ok(())
+}
+
+/// Gives every placed segment the name its base offset gives. Two steps
+/// (first aside under a name no segment has, then into place), so that two
+/// files with each other's names swap without one replacing the other; a
+/// crash in between leaves names the next open places again.
+fn rename_misnamed(
+    segments_dir: &Path,
+    placed: &mut [Candidate],
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let misnamed: Vec<usize> = (0..placed.len())
+        .filter(|&i| {
+            placed[i]
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                != Some(segment_file_name(placed[i].probe.base))
+        })
+        .collect();
+    if misnamed.is_empty() {
+        return Ok(());
+    }
+    let mut original = Vec::with_capacity(misnamed.len());
+    for (step, &index) in misnamed.iter().enumerate() {
+        let candidate = &mut placed[index];
+        let aside = segments_dir.join(format!("renaming-{step}{}", super::segment::SEGMENT_SUFFIX));
+        std::fs::rename(&candidate.path, &aside)
+            .map_err(|e| Error::io("renaming segment", &candidate.path, e))?;
+        original.push(std::mem::replace(&mut candidate.path, aside));
+    }
+    for (&index, from) in misnamed.iter().zip(original) {
+        let candidate = &mut placed[index];
+        let to = segments_dir.join(segment_file_name(candidate.probe.base));
+        std::fs::rename(&candidate.path, &to)
+            .map_err(|e| Error::io("renaming segment", &candidate.path, e))?;
+        candidate.path = to.clone();
+        report.renamed.push(Renamed {
+            from,
+            to,
+            base_offset: candidate.probe.base,
+        });
+    }
+    sync_dir(segments_dir)
 }
 
 /// The highest end offset a segment file of `len` bytes starting at `base`
@@ -380,16 +539,14 @@ fn heal(
     Ok(true)
 }
 
-/// Checks and repairs one segment. `Err` means: move it to quarantine.
-fn recover_segment(
+/// Opens and maps a segment file and reads what its bytes say. `Ok(None)`:
+/// it never held a record and was removed. `Err`: move it to quarantine.
+fn probe_segment(
     path: &Path,
-    name_base: u64,
-    expected: Option<u64>,
-    next_base: Option<u64>,
+    name_base: Option<u64>,
     options: &LogOptions,
     report: &mut RecoveryReport,
-) -> Result<Option<Recovered>, String> {
-    let is_newest = next_base.is_none();
+) -> Result<Option<Candidate>, String> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -414,37 +571,110 @@ fn recover_segment(
             "{len} bytes: larger than any segment this log writes"
         ));
     }
-    let (map, mut writer) =
-        SegmentMap::map(&file, len as usize, 0).map_err(|e| format!("cannot map: {e}"))?;
+    let (map, writer) = SegmentMap::map(&file, len as usize, SEGMENT_HEADER_LEN, 0)
+        .map_err(|e| format!("cannot map: {e}"))?;
     let image = writer.read_own(0, len as usize);
-    let header = SegmentHeader::decode(image);
-    let base = match &header {
-        Ok(header) => header.base_offset,
-        Err(reason) if reason.contains("newer than this shipper") => return Err(reason.clone()),
-        Err(_) => name_base,
-    };
-    let start = expected.map_or(base, |e| e.max(base));
-    let scan = recovery::scan(image, start);
-    if header.is_err() && recovery::dirty_end(image) == 0 {
-        // All zeros: created, then a power loss before its header reached
-        // the disk. It never held a record.
-        drop(writer);
-        drop(map);
-        drop(file);
-        std::fs::remove_file(path).map_err(|e| format!("cannot remove empty segment: {e}"))?;
-        report.removed_files.push(path.to_owned());
-        return Ok(None);
-    }
-    if let Err(reason) = &header {
-        if scan.chunks == 0 && scan.markers.is_empty() {
+    let probe = Probe::new(image, name_base);
+    if let Err(reason) = &probe.header {
+        if reason.contains("newer than this shipper") {
+            return Err(reason.clone());
+        }
+        if recovery::dirty_end(image) == 0 {
+            // All zeros: created, then a power loss before its header reached
+            // the disk. It never held a record.
+            drop(writer);
+            drop(map);
+            drop(file);
+            std::fs::remove_file(path).map_err(|e| format!("cannot remove empty segment: {e}"))?;
+            report.removed_files.push(path.to_owned());
+            return Ok(None);
+        }
+        if probe.scan.chunks == 0 && probe.scan.markers.is_empty() {
             return Err(format!("{reason}, and no readable chunk"));
         }
+    }
+    Ok(Some(Candidate {
+        path: path.to_owned(),
+        file,
+        map,
+        writer,
+        len,
+        probe,
+    }))
+}
+
+/// True when a region of a segment image holds a frame whose CRC holds
+/// (a whole chunk some repair would destroy).
+fn holds_valid_frame(image: &[u8], from: usize, to: usize) -> bool {
+    let to = to.min(image.len());
+    let mut at = from.next_multiple_of(FRAME_ALIGN);
+    while at + FIXED_HEADER_LEN <= to {
+        if image[at..at + 4] == crate::chunk::frame::CHUNK_MAGIC
+            && crate::chunk::frame::ChunkView::parse(&image[at..]).is_ok()
+        {
+            return true;
+        }
+        at += FRAME_ALIGN;
+    }
+    false
+}
+
+/// Repairs one placed segment (header, damaged chunks, damaged tail) and
+/// returns it ready for the log. `next_base`: where the next placed segment
+/// starts; `None` for the newest. `Err` means: move it to quarantine.
+fn repair_segment(
+    dir: &Path,
+    candidate: Candidate,
+    next_base: Option<u64>,
+    report: &mut RecoveryReport,
+) -> Result<Recovered, String> {
+    let Candidate {
+        path,
+        file,
+        map,
+        mut writer,
+        len,
+        probe,
+    } = candidate;
+    let is_newest = next_base.is_none();
+    let image = writer.read_own(0, len as usize);
+    let base = probe.base;
+    let scan = &probe.scan;
+    // Nothing whose CRC holds is destroyed: a copy of the file goes to
+    // quarantine first.
+    let mut regions: Vec<(usize, usize)> = scan
+        .skipped
+        .iter()
+        .chain(scan.tail.iter())
+        .map(|d| (d.position as usize, (d.position + d.length) as usize))
+        .collect();
+    regions.sort_unstable();
+    if regions
+        .iter()
+        .any(|&(from, to)| holds_valid_frame(image, from, to))
+    {
+        let copy = dir::quarantine_copy(dir, &path)
+            .map_err(|e| format!("cannot copy to quarantine before repairing: {e}"))?;
+        report.quarantined.push(Quarantined {
+            path: path.clone(),
+            moved_to: copy,
+            reason:
+                "a copy before repair: damaged regions hold chunks whose CRC holds, out of order"
+                    .into(),
+        });
+    }
+    let header_problem = match (&probe.header, &probe.header_disagrees) {
+        (Err(reason), _) => Some(reason.clone()),
+        (Ok(_), Some(disagreement)) => Some(disagreement.clone()),
+        (Ok(_), None) => None,
+    };
+    if let Some(reason) = header_problem {
         report.damaged_headers.push(SegmentDamage {
-            segment: path.to_owned(),
+            segment: path.clone(),
             damage: Damage {
                 position: 0,
                 length: SEGMENT_HEADER_LEN as u64,
-                reason: reason.clone(),
+                reason,
             },
         });
         let producer = image
@@ -456,11 +686,18 @@ fn recover_segment(
             base_offset: base,
             producer_id: producer,
             created_ms: crate::chunk::now_nanos() / 1_000_000,
+            durable_end: 0,
+            flags: 0,
         };
-        writer.write(0, &healed.encode());
+        writer.write_head(0, &healed.encode());
         map.flush(0, SEGMENT_HEADER_LEN)
             .map_err(|e| format!("cannot rewrite header: {e}"))?;
     }
+    let durable_end = if probe.header_disagrees.is_some() {
+        0
+    } else {
+        probe.durable_end()
+    };
     let mut holes = Vec::new();
     for (damage, &(lost_from, lost_to)) in scan.skipped.iter().zip(&scan.skipped_lost) {
         let from = damage.position as usize;
@@ -473,54 +710,31 @@ fn recover_segment(
             Err(reason) => return Err(reason),
         }
         report.skipped.push(SegmentDamage {
-            segment: path.to_owned(),
+            segment: path.clone(),
             damage: damage.clone(),
         });
     }
     report.lost_offsets.extend(scan.gaps.iter().copied());
-    let mut valid_end = scan.valid_end;
-    let mut end_offset = scan.end_offset.max(base);
+    let content_end = probe.end();
+    // Offsets the segment's own bytes say it held beyond what is readable
+    // now: for the newest, what the damaged frames' headers claim and what
+    // its header says was durable (a torn write beyond both is cut
+    // without a trace); a sealed one is followed by the next segment.
+    // Whatever no segment holds below the next offset is then a hole,
+    // which `open` reports lost unless every cursor had passed it.
+    let mut claimed_end = content_end;
+    if is_newest {
+        let claim = scan.tail_claim.map_or(0, |(_, end)| end).max(durable_end);
+        claimed_end = claimed_end.max(claim);
+    }
     if let Some(tail) = &scan.tail {
         let from = tail.position as usize;
         let to = from + tail.length as usize;
-        let lost_to = if is_newest {
-            // A torn write is cut without a trace; a chunk that was whole
-            // and then damaged may have been read already, so its offsets
-            // are recorded as lost and never handed out again.
-            scan.tail_claim
-                .map_or(end_offset, |(_, end)| end.max(end_offset))
-        } else {
-            next_base.unwrap_or(end_offset).max(end_offset)
-        };
-        let marker_len = padded_len(tail.length as usize).max(FIXED_HEADER_LEN);
-        if lost_to > end_offset && from + marker_len <= len as usize {
-            // Records up to the next segment (sealed) or claimed by the
-            // damaged last chunk (newest) are gone; record that on disk.
-            writer.zero(from, to.max(from + marker_len));
-            if heal(
-                &mut writer,
-                &map,
-                from,
-                from + marker_len,
-                end_offset,
-                lost_to,
-            )? {
-                valid_end = from + marker_len;
-            } else {
-                // No marker fits: the bytes stay zero, unpublished, and the
-                // offsets are still never reused in this run.
-                map.flush(from, to.max(from + marker_len))
-                    .map_err(|e| format!("cannot truncate damaged tail: {e}"))?;
-            }
-            report.lost_offsets.push((end_offset, lost_to));
-            end_offset = lost_to;
-        } else {
-            writer.zero(from, to);
-            map.flush(from, to)
-                .map_err(|e| format!("cannot truncate damaged tail: {e}"))?;
-        }
+        writer.zero(from, to);
+        map.flush(from, to)
+            .map_err(|e| format!("cannot truncate damaged tail: {e}"))?;
         let damage = SegmentDamage {
-            segment: path.to_owned(),
+            segment: path.clone(),
             damage: tail.clone(),
         };
         if is_newest {
@@ -529,17 +743,55 @@ fn recover_segment(
             report.skipped.push(damage);
         }
     }
+    if durable_end > content_end {
+        // The loss is recorded where the hole is (a loss segment); the
+        // header no longer claims what the segment does not hold.
+        super::segment::write_durable_end(&mut writer, content_end);
+        map.flush(0, SEGMENT_HEADER_LEN)
+            .map_err(|e| format!("cannot rewrite header: {e}"))?;
+    }
+    let valid_end = scan.valid_end;
     writer.publish(valid_end);
-    let segment = Arc::new(Segment::new(
-        path.to_owned(),
-        base,
+    let segment = Arc::new(Segment {
+        path,
+        base_offset: base,
         map,
-        end_offset,
+        end_offset: AtomicU64::new(content_end),
         holes,
-        len,
-        file,
-    ));
-    Ok(Some(Recovered { segment, writer }))
+        file_bytes: len,
+        loss: probe.is_loss_segment(),
+        _file: file,
+    });
+    Ok(Recovered {
+        segment,
+        writer,
+        claimed_end,
+        tail_claim: scan.tail_claim.map_or(0, |(_, end)| end),
+    })
+}
+
+/// Writes a loss segment for the offsets `[from, to)`: records that no
+/// segment holds although a cursor had not passed them (see `placement`).
+fn write_loss_segment(
+    segments_dir: &Path,
+    from: u64,
+    to: u64,
+    producer_id: [u8; 16],
+    faults: &super::Faults,
+) -> Result<Recovered> {
+    let path = segments_dir.join(format!("loss{PREPARED_SUFFIX}"));
+    let prepared = PreparedSegment::create(path, SEGMENT_HEADER_LEN as u64, faults)?;
+    let (segment, writer) = prepared.activate_loss(segments_dir, from, to, producer_id)?;
+    segment
+        .map
+        .flush(0, SEGMENT_HEADER_LEN)
+        .map_err(|e| Error::io("flushing segment", &segment.path, e))?;
+    Ok(Recovered {
+        segment,
+        writer,
+        claimed_end: to,
+        tail_claim: 0,
+    })
 }
 
 fn recover_cursors(

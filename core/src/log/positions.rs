@@ -84,7 +84,7 @@ impl Positions {
             }
             // Verified when the log was opened (or written by this
             // process); below the watermark the bytes never change.
-            match ChunkView::parse_without_crc(&bytes[position..]) {
+            match ChunkView::parse_without_crc(bytes.from(position)) {
                 Ok(view) if view.end_offset() > durable && view.record_count() > 0 => break,
                 Ok(view) => {
                     if !view.is_loss_marker() {

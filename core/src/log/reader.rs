@@ -38,7 +38,10 @@ impl StoredChunk {
     }
     /// The frame bytes, exactly as stored.
     pub fn frame(&self) -> &[u8] {
-        &self.segment.map.published_bytes()[self.start..self.end]
+        self.segment
+            .map
+            .published_bytes()
+            .range(self.start, self.end)
     }
     /// Offset of the first record.
     pub fn first_offset(&self) -> u64 {
@@ -202,7 +205,7 @@ impl Iterator for Reader {
                 self.position = SEGMENT_HEADER_LEN;
                 continue;
             }
-            match ChunkView::parse(&bytes[self.position..]) {
+            match ChunkView::parse(bytes.from(self.position)) {
                 Ok(view) if view.is_loss_marker() => {
                     self.position =
                         (self.position + padded_len(view.frame().len())).min(bytes.len());
@@ -243,7 +246,7 @@ impl Iterator for Reader {
                     let mut next = bytes.len();
                     let mut probe = at + FRAME_ALIGN;
                     while probe + 4 <= bytes.len() {
-                        if ChunkView::parse(&bytes[probe..]).is_ok() {
+                        if ChunkView::parse(bytes.from(probe)).is_ok() {
                             next = probe;
                             break;
                         }

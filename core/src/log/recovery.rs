@@ -58,7 +58,8 @@ pub(crate) struct Scan {
     /// Loss markers found (damage repaired by an earlier open): `[from, to)`.
     pub markers: Vec<(u64, u64)>,
     /// When the damage at the end is a chunk that was written whole and
-    /// then damaged (not a torn write): the offsets its header claims.
+    /// then damaged (not a torn write): the offsets its header, and the
+    /// headers of whole frames after it, claim.
     pub tail_claim: Option<(u64, u64)>,
     pub min_ts: Option<u64>,
     pub max_ts: Option<u64>,
@@ -153,6 +154,36 @@ fn complete_frame_claim(bytes: &[u8], min_offset: u64) -> Option<(u64, u64)> {
     Some((first, end))
 }
 
+/// The first offset of the first valid chunk anywhere in a segment image
+/// (`bytes` includes the segment header), whatever its offset.
+pub(crate) fn first_valid_offset(bytes: &[u8]) -> Option<u64> {
+    let mut crc_budget = bytes.len().saturating_mul(4).saturating_add(64 << 20);
+    let at = resync(bytes, SEGMENT_HEADER_LEN, 0, &mut crc_budget)?;
+    ChunkView::parse(&bytes[at..])
+        .ok()
+        .map(|view| view.first_offset())
+}
+
+/// The offsets a run of damaged frames at the start of `bytes` claims:
+/// [`complete_frame_claim`] of the first, then of each frame its length
+/// leads to whose first offset follows on, so damage that spared the
+/// headers of several frames is counted whole.
+fn claim_chain(bytes: &[u8], min_offset: u64) -> Option<(u64, u64)> {
+    let (first, mut end) = complete_frame_claim(bytes, min_offset)?;
+    let mut at = padded_len(crate::chunk::frame::peek_frame_len(bytes)?);
+    while at < bytes.len() {
+        let Some((_, next_end)) = complete_frame_claim(&bytes[at..], end) else {
+            break;
+        };
+        end = next_end;
+        match crate::chunk::frame::peek_frame_len(&bytes[at..]) {
+            Some(len) => at += padded_len(len),
+            None => break,
+        }
+    }
+    Some((first, end))
+}
+
 /// Scans the chunks of a segment image (`bytes` includes the segment
 /// header) whose records start at `expected_offset`.
 pub(crate) fn scan(bytes: &[u8], expected_offset: u64) -> Scan {
@@ -221,7 +252,7 @@ pub(crate) fn scan(bytes: &[u8], expected_offset: u64) -> Scan {
             }
             None => {
                 let end = pos + dirty_end(&bytes[pos..]);
-                scan.tail_claim = complete_frame_claim(&bytes[pos..], scan.end_offset);
+                scan.tail_claim = claim_chain(&bytes[pos..], scan.end_offset);
                 scan.tail = Some(Damage {
                     position: pos as u64,
                     length: (end.max(pos) - pos) as u64,
@@ -243,6 +274,17 @@ pub struct Quarantined {
     pub moved_to: PathBuf,
     /// Why.
     pub reason: String,
+}
+
+/// A segment file whose name did not match its offsets, renamed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Renamed {
+    /// Its name before.
+    pub from: PathBuf,
+    /// Its name now.
+    pub to: PathBuf,
+    /// The offset of its first record, read from its bytes.
+    pub base_offset: u64,
 }
 
 /// Damage found in one segment.
@@ -274,8 +316,10 @@ pub struct RecoveryReport {
     pub skipped: Vec<SegmentDamage>,
     /// Segment headers that were damaged but whose chunks were kept.
     pub damaged_headers: Vec<SegmentDamage>,
-    /// Files moved to the quarantine folder.
+    /// Files moved (or, before a repair, copied) to the quarantine folder.
     pub quarantined: Vec<Quarantined>,
+    /// Segment files given the name their offsets give.
+    pub renamed: Vec<Renamed>,
     /// Offset ranges `[from, to)` whose records were lost to damage.
     pub lost_offsets: Vec<(u64, u64)>,
     /// Leftover files from an interrupted segment roll, removed.
@@ -294,6 +338,7 @@ impl RecoveryReport {
             && self.skipped.is_empty()
             && self.damaged_headers.is_empty()
             && self.quarantined.is_empty()
+            && self.renamed.is_empty()
             && self.lost_offsets.is_empty()
             && self.cursor_repairs.is_empty()
             && self.producer_id_replaced.is_none()
@@ -312,6 +357,9 @@ impl RecoveryReport {
         }
         for q in &self.quarantined {
             tracing::error!(path = %q.path.display(), moved_to = %q.moved_to.display(), reason = %q.reason, "segment quarantined");
+        }
+        for r in &self.renamed {
+            tracing::warn!(from = %r.from.display(), to = %r.to.display(), base_offset = r.base_offset, "segment renamed to fit its offsets");
         }
         for (from, to) in &self.lost_offsets {
             tracing::error!(from, to, records = to - from, "records lost to damage");
@@ -365,6 +413,15 @@ impl std::fmt::Display for RecoveryReport {
                 q.path.display(),
                 q.moved_to.display(),
                 q.reason
+            )?;
+        }
+        for r in &self.renamed {
+            writeln!(
+                f,
+                "renamed {} -> {}: its records start at offset {}",
+                r.from.display(),
+                r.to.display(),
+                r.base_offset
             )?;
         }
         for (from, to) in &self.lost_offsets {

@@ -10,11 +10,24 @@
 //!  16   8 base offset: the offset of the segment's first record
 //!  24  16 producer id
 //!  40   8 creation time, unix milliseconds
-//!  48  12 reserved (0)
+//!  48   8 durable end: every record of the log below this offset was
+//!         durable when the header was last written (0: unknown)
+//!  56   4 flags (bit 0: loss segment, see below; others 0)
 //!  60   4 crc32c of bytes [0, 60)
 //! ```
 //!
-//! Chunks follow at byte 64, each starting at a multiple of 8.
+//! Chunks follow at byte 64, each starting at a multiple of 8. The header
+//! is the writer's alone: readers never borrow it, and the writer rewrites
+//! the active segment's durable end in place after flushes (see
+//! `writer.rs`), so recovery can tell records that were lost (below the
+//! highest durable end of any header) from ones that never reached the
+//! disk (a power loss under `interval` or `never`).
+//!
+//! A *loss segment* (flag bit 0) holds no chunks: recovery writes one for
+//! offsets `[base offset, durable end)` that no segment holds any more
+//! although a cursor had not passed them, after reporting them lost, so
+//! the loss is on disk and later opens note it instead of reporting it
+//! again. Readers step over it like over a gap.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -26,6 +39,10 @@ use rustix::fs::FallocateFlags;
 use super::fault::Faults;
 use super::mmap::{MapWriter, SegmentMap};
 use crate::{Error, Result};
+
+/// Segment header flag: a loss segment (see the module docs).
+pub const SEGMENT_FLAG_LOSS: u32 = 1;
+const KNOWN_SEGMENT_FLAGS: u32 = SEGMENT_FLAG_LOSS;
 
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SHIPSEG\0";
@@ -67,6 +84,12 @@ pub struct SegmentHeader {
     pub producer_id: [u8; 16],
     /// Creation time, unix milliseconds.
     pub created_ms: u64,
+    /// Every record of the log below this offset was durable when the
+    /// header was last written; 0 when unknown (never written, or written
+    /// by a shipper that left these bytes reserved).
+    pub durable_end: u64,
+    /// [`SEGMENT_FLAG_LOSS`] or 0.
+    pub flags: u32,
 }
 
 impl SegmentHeader {
@@ -79,6 +102,8 @@ impl SegmentHeader {
         out[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
         out[24..40].copy_from_slice(&self.producer_id);
         out[40..48].copy_from_slice(&self.created_ms.to_le_bytes());
+        out[48..56].copy_from_slice(&self.durable_end.to_le_bytes());
+        out[56..60].copy_from_slice(&self.flags.to_le_bytes());
         let crc = crc32c::crc32c(&out[..60]);
         out[60..64].copy_from_slice(&crc.to_le_bytes());
         out
@@ -116,12 +141,33 @@ impl SegmentHeader {
                 "segment base offset {base_offset} is beyond the largest offset"
             ));
         }
+        let flags = u32::from_le_bytes(bytes[56..60].try_into().expect("4 bytes"));
+        if flags & !KNOWN_SEGMENT_FLAGS != 0 {
+            return Err(format!(
+                "segment flags {flags:#x} are newer than this shipper"
+            ));
+        }
         Ok(SegmentHeader {
             version,
             base_offset,
             producer_id: bytes[24..40].try_into().expect("16 bytes"),
             created_ms: u64::from_le_bytes(bytes[40..48].try_into().expect("8 bytes")),
+            durable_end: u64::from_le_bytes(bytes[48..56].try_into().expect("8 bytes"))
+                .min(crate::chunk::frame::MAX_OFFSET),
+            flags,
         })
+    }
+}
+
+/// Rewrites the durable end in the header of the segment `writer` writes
+/// (see [`SegmentHeader::durable_end`]). The caller flushes the header.
+/// A header that does not decode (damaged after it was read) is left alone.
+pub(crate) fn write_durable_end(writer: &mut MapWriter, durable_end: u64) {
+    if let Ok(mut header) = SegmentHeader::decode(writer.read_own(0, SEGMENT_HEADER_LEN)) {
+        if header.durable_end != durable_end {
+            header.durable_end = durable_end;
+            writer.write_head(0, &header.encode());
+        }
     }
 }
 
@@ -202,33 +248,27 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     pub base_offset: u64,
     pub map: Arc<SegmentMap>,
-    /// One past the last record offset published in this segment.
-    end_offset: AtomicU64,
+    /// One past the last record offset published in this segment (for a
+    /// loss segment: one past the offsets it records lost).
+    pub end_offset: AtomicU64,
     /// Byte ranges `[from, to)` recovery found damaged; readers skip them.
     pub holes: Vec<(usize, usize)>,
     /// Bytes the file occupies (its preallocated length).
     pub file_bytes: u64,
-    _file: File,
+    /// A loss segment: no chunks, only offsets recorded lost.
+    pub loss: bool,
+    pub _file: File,
 }
 
 impl Segment {
-    pub(crate) fn new(
-        path: PathBuf,
-        base_offset: u64,
-        map: Arc<SegmentMap>,
-        end_offset: u64,
-        holes: Vec<(usize, usize)>,
-        file_bytes: u64,
-        file: File,
-    ) -> Self {
-        Segment {
-            path,
-            base_offset,
-            map,
-            end_offset: AtomicU64::new(end_offset),
-            holes,
-            file_bytes,
-            _file: file,
+    /// What the segment counts against the disk budget: its file, except
+    /// for a loss segment, whose 64 bytes are not counted (so a budget of
+    /// exactly N segments still holds N segments of records).
+    pub(crate) fn budget_bytes(&self) -> u64 {
+        if self.loss {
+            0
+        } else {
+            self.file_bytes
         }
     }
 
@@ -266,7 +306,7 @@ impl PreparedSegment {
             let _ = std::fs::remove_file(&path);
             return Err(error);
         }
-        let (map, writer) = SegmentMap::map(&file, len as usize, 0)
+        let (map, writer) = SegmentMap::map(&file, len as usize, SEGMENT_HEADER_LEN, 0)
             .map_err(|e| Error::io("mapping segment", &path, e))?;
         Ok(PreparedSegment {
             path,
@@ -304,8 +344,10 @@ impl PreparedSegment {
             base_offset,
             producer_id,
             created_ms: crate::chunk::now_nanos() / 1_000_000,
+            durable_end: 0,
+            flags: 0,
         };
-        self.writer.write(0, &header.encode());
+        self.writer.write_head(0, &header.encode());
         self.writer.publish(SEGMENT_HEADER_LEN);
         let path = dir.join(segment_file_name(base_offset));
         std::fs::rename(&self.path, &path)
@@ -317,6 +359,46 @@ impl PreparedSegment {
             end_offset: AtomicU64::new(base_offset),
             holes: Vec::new(),
             file_bytes: self.len,
+            loss: false,
+            _file: self.file,
+        });
+        Ok((segment, self.writer))
+    }
+
+    /// Makes this file a loss segment for the offsets `[from, to)` (see the
+    /// module docs): a header and nothing else, renamed to its segment
+    /// name in `dir`. The caller flushes the header and syncs the folder.
+    pub(crate) fn activate_loss(
+        mut self,
+        dir: &Path,
+        from: u64,
+        to: u64,
+        producer_id: [u8; 16],
+    ) -> Result<(Arc<Segment>, MapWriter)> {
+        let header = SegmentHeader {
+            version: FormatVersion::CURRENT,
+            base_offset: from,
+            producer_id,
+            created_ms: crate::chunk::now_nanos() / 1_000_000,
+            durable_end: to,
+            flags: SEGMENT_FLAG_LOSS,
+        };
+        self.writer.write_head(0, &header.encode());
+        self.writer.publish(SEGMENT_HEADER_LEN);
+        self.map
+            .flush(0, SEGMENT_HEADER_LEN)
+            .map_err(|e| Error::io("flushing segment", &self.path, e))?;
+        let path = dir.join(segment_file_name(from));
+        std::fs::rename(&self.path, &path)
+            .map_err(|e| Error::io("renaming segment", &self.path, e))?;
+        let segment = Arc::new(Segment {
+            path,
+            base_offset: from,
+            map: self.map,
+            end_offset: AtomicU64::new(to),
+            holes: Vec::new(),
+            file_bytes: self.len,
+            loss: true,
             _file: self.file,
         });
         Ok((segment, self.writer))
@@ -334,6 +416,8 @@ mod tests {
             base_offset: 42,
             producer_id: [7; 16],
             created_ms: 1_700_000_000_000,
+            durable_end: 4242,
+            flags: SEGMENT_FLAG_LOSS,
         };
         let bytes = header.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(header));

@@ -7,25 +7,49 @@
 //! a failed fsync Linux may have dropped the dirty pages and marked them
 //! clean, so retrying could report success for bytes that never reached the
 //! disk. Reopening the log runs recovery, which trusts only what it reads.
+//!
+//! Everything else the writer does is tried again rather than given up:
+//! a flush interrupted by a signal (EINTR: nothing was written back) runs
+//! again at once; a segment that cannot be created for a passing reason
+//! (out of file descriptors or memory) is tried again with a backoff while
+//! appends wait; a full filesystem fails the append that needed the
+//! segment, or, under [`OnDiskFull::Wait`], makes appends wait as at the
+//! disk budget. The folder of segments is synced through a descriptor held
+//! open for the log's life, so a flush needs no new descriptor.
+//!
+//! The active segment's header carries a *durable end* (see `segment.rs`):
+//! once a flush has made its bytes durable, and at most once a second (or
+//! after a new segment was created), the header is rewritten with what
+//! that flush made durable and flushed on its own — after the records, so
+//! it never claims more than the disk holds. Closing the log writes it
+//! last. Recovery uses it to count records lost from a damaged tail
+//! exactly, and to tell lost records from ones a power loss took before
+//! they were durable.
 
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::budget;
 use super::fault::Faults;
 use super::mmap::MapWriter;
-use super::segment::{sync_dir, PreparedSegment, Segment, PREPARED_SUFFIX, SEGMENT_HEADER_LEN};
-use super::{AppendRequest, Command, Durability, Shared};
+use super::segment::{
+    write_durable_end, PreparedSegment, Segment, PREPARED_SUFFIX, SEGMENT_HEADER_LEN,
+};
+use super::{AppendRequest, Command, Durability, OnDiskFull, Shared, WhenFull};
 use crate::chunk::frame::{padded_len, seal_frame_with};
 use crate::{Error, Result};
 
 /// Most chunks taken from the channel before a group commit.
 const MAX_GROUP: usize = 1024;
+/// How often at most a flush rewrites the active segment's durable end.
+const DURABLE_END_EVERY: Duration = Duration::from_secs(1);
+/// The longest wait between two tries to create a segment.
+const MAX_CREATE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A request to the preparer thread: create this file with this length.
 pub(crate) struct PrepareRequest {
@@ -67,6 +91,8 @@ pub(crate) struct Writer {
     pub dir_dirty: bool,
     pub dirty: bool,
     pub last_flush: Instant,
+    /// When a flush last rewrote the active segment's durable end.
+    pub durable_end_written: Instant,
     pub prepare: Option<(Sender<PrepareRequest>, Receiver<Result<PreparedSegment>>)>,
     pub preparing: Option<u64>,
     pub prepared: Option<PreparedSegment>,
@@ -142,6 +168,7 @@ impl Writer {
                 self.publish_durable();
             }
             if shutdown {
+                self.write_final_durable_end();
                 self.discard_prepared();
                 // Appends queued behind the shutdown are answered `Closed`
                 // now (their replies answer when dropped); one that still
@@ -242,19 +269,7 @@ impl Writer {
                 if let Some(small) = other {
                     self.discard(small);
                 }
-                let shared = self.shared.clone();
-                budget::reserve(&shared, capacity, || self.flush_quietly())?;
-                let path = self.next_prepared_path();
-                match PreparedSegment::create(path, capacity, &self.faults) {
-                    Ok(prepared) => prepared,
-                    Err(error) => {
-                        self.shared.disk_bytes.fetch_sub(capacity, Ordering::AcqRel);
-                        if let Error::DiskFull { path, bytes, .. } = &error {
-                            tracing::error!(path = %path.display(), bytes, "disk full: cannot create segment");
-                        }
-                        return Err(error);
-                    }
-                }
+                self.create_segment(capacity)?
             }
         };
         let base = self.shared.next_offset.load(Ordering::Relaxed);
@@ -312,6 +327,73 @@ impl Writer {
         tracing::debug!(base, capacity, "segment created");
         self.request_prepare();
         Ok(())
+    }
+
+    /// Creates a segment file of `capacity` bytes within the budget. A
+    /// passing error (out of descriptors or memory) is tried again with a
+    /// backoff, appends waiting meanwhile; a full filesystem fails the
+    /// append or, under [`OnDiskFull::Wait`], is waited out the same way
+    /// (under `drop_oldest`, after deleting the oldest segment). Gives up
+    /// when the log closes.
+    fn create_segment(&mut self, capacity: u64) -> Result<PreparedSegment> {
+        let mut backoff = Duration::from_millis(10);
+        let mut waiting = false;
+        loop {
+            let shared = self.shared.clone();
+            budget::reserve(&shared, capacity, || self.flush_quietly())?;
+            let path = self.next_prepared_path();
+            let error = match PreparedSegment::create(path, capacity, &self.faults) {
+                Ok(prepared) => {
+                    if self.shared.disk_full.swap(false, Ordering::AcqRel) {
+                        tracing::info!(dir = %self.shared.dir.display(), "space on disk again: a segment was created; appends resume");
+                    } else if waiting {
+                        tracing::info!(dir = %self.shared.dir.display(), "a segment was created; appends resume");
+                    }
+                    return Ok(prepared);
+                }
+                Err(error) => error,
+            };
+            self.shared.disk_bytes.fetch_sub(capacity, Ordering::AcqRel);
+            let disk_full = matches!(error, Error::DiskFull { .. });
+            let counters = &self.shared.counters;
+            if disk_full {
+                if self.shared.options.on_disk_full == OnDiskFull::Fail {
+                    if let Error::DiskFull { path, bytes, .. } = &error {
+                        tracing::error!(path = %path.display(), bytes, "disk full: cannot create segment");
+                    }
+                    return Err(error);
+                }
+                if !self.shared.disk_full.swap(true, Ordering::AcqRel) {
+                    counters.disk_full_waits.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(dir = %self.shared.dir.display(), %error, "disk full: appends wait until space is freed");
+                }
+                if self.shared.options.when_full == WhenFull::DropOldest
+                    && budget::drop_oldest(&self.shared)
+                {
+                    continue;
+                }
+            } else if error.is_transient() {
+                counters.transient_errors.fetch_add(1, Ordering::Relaxed);
+                if !waiting {
+                    tracing::warn!(dir = %self.shared.dir.display(), %error, "cannot create a segment for now; appends wait and it is tried again");
+                }
+            } else {
+                return Err(error);
+            }
+            waiting = true;
+            if self.shared.closing.load(Ordering::Acquire) {
+                return Err(error);
+            }
+            // Appends wait; what was appended before becomes durable.
+            self.flush_quietly();
+            let guard = self.shared.space.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = self
+                .shared
+                .space_freed
+                .wait_timeout(guard, backoff)
+                .unwrap_or_else(|e| e.into_inner());
+            backoff = (backoff * 2).min(MAX_CREATE_BACKOFF);
+        }
     }
 
     fn next_prepared_path(&mut self) -> PathBuf {
@@ -429,31 +511,66 @@ impl Writer {
             let Some(segment) = segment.upgrade() else {
                 continue;
             };
-            segment
-                .map
-                .flush(from, to)
+            retry_interrupted(|| segment.map.flush(from, to))
                 .map_err(|e| Error::io("flushing segment", &segment.path, e))?;
             // Sealed and durable: its pages leave the resident set until a
             // reader touches them (they stay in the page cache).
             segment.map.release_pages();
         }
         let to = self.active_writer.map().published();
-        self.active
-            .map
-            .flush(self.flushed_to, to)
+        retry_interrupted(|| self.active.map.flush(self.flushed_to, to))
             .map_err(|e| Error::io("flushing segment", &self.active.path, e))?;
         self.flushed_to = to;
+        let rolled = self.dir_dirty;
         if self.dir_dirty {
-            sync_dir(&self.shared.segments_dir)?;
+            retry_interrupted(|| self.shared.segments_dir_handle.sync_all())
+                .map_err(|e| Error::io("syncing directory", &self.shared.segments_dir, e))?;
             self.dir_dirty = false;
         }
+        if rolled || self.durable_end_written.elapsed() >= DURABLE_END_EVERY {
+            // Everything appended so far is durable now: say so in the
+            // header, flushed on its own after the records.
+            let durable = self.active.end_offset();
+            self.write_durable_end(durable)?;
+        }
         Ok(())
+    }
+
+    /// Writes `durable` into the active segment's header and flushes it.
+    fn write_durable_end(&mut self, durable: u64) -> Result<()> {
+        write_durable_end(&mut self.active_writer, durable);
+        self.durable_end_written = Instant::now();
+        retry_interrupted(|| self.active.map.flush(0, SEGMENT_HEADER_LEN))
+            .map_err(|e| Error::io("flushing segment header", &self.active.path, e))
+    }
+
+    /// After the last flush: the active segment's header gets the end of
+    /// everything in it, now durable.
+    fn write_final_durable_end(&mut self) {
+        if self.shared.poisoned().is_some() || self.dirty {
+            return;
+        }
+        let end = self.active.end_offset();
+        if let Err(error) = self.write_durable_end(end) {
+            tracing::warn!(segment = %self.active.path.display(), %error, "cannot write the segment's durable end at close");
+        }
     }
 
     fn publish_durable(&self) {
         let next = self.shared.next_offset.load(Ordering::Acquire);
         if self.shared.durable_offset.swap(next, Ordering::AcqRel) != next {
             self.shared.notify_progress();
+        }
+    }
+}
+
+/// Runs `operation` again while it fails with EINTR: interrupted before it
+/// did anything, so running it again is sound, even for a flush.
+fn retry_interrupted(mut operation: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
+    loop {
+        match operation() {
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            outcome => return outcome,
         }
     }
 }
