@@ -147,6 +147,11 @@ async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
                 json_string(&format!("log writer stopped: {reason}"))
             ),
         )
+    } else if state.log.disk_full() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"status\":\"not ready\",\"reason\":\"disk full: no room for a new segment; appends wait until space is freed\"}".to_owned(),
+        )
     } else if state.log.is_full() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -487,7 +492,7 @@ pub fn render(state: &AdminState) -> String {
         );
     }
     let m = state.log.metrics();
-    let log_metrics: [(&str, &str, &str, f64); 12] = [
+    let log_metrics: [(&str, &str, &str, f64); 16] = [
         (
             "shipper_log_records_appended_total",
             "counter",
@@ -545,8 +550,32 @@ pub fn render(state: &AdminState) -> String {
         (
             "shipper_log_full",
             "gauge",
-            "1 while the disk budget is reached and appends wait.",
+            "1 while appends wait for room: the disk budget is reached or the disk is full.",
             f64::from(u8::from(state.log.is_full())),
+        ),
+        (
+            "shipper_log_disk_full",
+            "gauge",
+            "1 while the filesystem has no room for a new segment.",
+            m.disk_full as f64,
+        ),
+        (
+            "shipper_log_disk_full_waits_total",
+            "counter",
+            "Times appends waited for the filesystem to have room.",
+            m.disk_full_waits as f64,
+        ),
+        (
+            "shipper_log_transient_errors_total",
+            "counter",
+            "Operations the log writer tried again after a passing error (out of file descriptors or memory).",
+            m.transient_errors as f64,
+        ),
+        (
+            "shipper_log_records_lost_total",
+            "counter",
+            "Records recovery found lost to damage when the log was opened.",
+            m.records_lost as f64,
         ),
         (
             "shipper_log_next_offset",

@@ -783,6 +783,36 @@ fn quarantine(path: &Path, frame: &[u8]) -> std::io::Result<()> {
     }
 }
 
+/// Commits cursor `name` at `offset` and returns true. A passing failure
+/// (out of file descriptors or memory) is tried again with a backoff
+/// rather than ending the sink; `stop` ends the waiting with false (the
+/// next start delivers the batch again, and receivers drop the repeat).
+async fn commit_cursor(
+    log: &Log,
+    name: &str,
+    offset: u64,
+    stop: &Shutdown,
+) -> anyhow::Result<bool> {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let outcome = tokio::task::block_in_place(|| log.commit_cursor(name, offset));
+        match outcome {
+            Ok(()) => return Ok(true),
+            Err(error) if error.is_transient() => {
+                tracing::warn!(sink = %name, %error, retry_in = ?backoff, "cannot commit the cursor for now; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.wait() => return Ok(false),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(error) => {
+                return Err(anyhow!(error)).with_context(|| format!("committing cursor {name}"))
+            }
+        }
+    }
+}
+
 /// What one sink's delivery task runs with.
 struct SinkTask {
     log: Log,
@@ -835,7 +865,15 @@ async fn deliver(task: SinkTask) -> anyhow::Result<()> {
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = stop.wait() => return Ok(()),
-                    () = drain.wait() => return Ok(()),
+                    () = drain.wait(), if !drain.is_triggered() => {}
+                }
+                // Draining with nothing to deliver ends the sink; with
+                // records waiting it goes on trying to start, as a sink
+                // that started goes on trying to deliver, until the
+                // shutdown's patience runs out (the run then fails: what
+                // is left stays on disk).
+                if drain.is_triggered() && start >= log.durable_offset() {
+                    return Ok(());
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -909,6 +947,9 @@ async fn deliver(task: SinkTask) -> anyhow::Result<()> {
         if let Some((from, to)) = reader.take_gap() {
             tracing::error!(sink = %name, from, to, records = to - from, "records no longer stored were skipped");
         }
+        // Offsets the reader stepped over (lost, or recorded lost) are
+        // passed with what was read: a cursor never waits at a loss.
+        end = end.max(reader.next_offset());
         if !batch.is_empty() {
             let mut backoff = Duration::from_millis(100);
             loop {
@@ -984,10 +1025,9 @@ async fn deliver(task: SinkTask) -> anyhow::Result<()> {
             }
         }
         if end > committed {
-            let commit = log.clone();
-            let cursor = name.clone();
-            tokio::task::block_in_place(|| commit.commit_cursor(&cursor, end))
-                .with_context(|| format!("committing cursor {name}"))?;
+            if !commit_cursor(&log, &name, end, &stop).await? {
+                break;
+            }
             committed = end;
         }
         if caught_up {

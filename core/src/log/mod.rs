@@ -172,6 +172,7 @@ pub(crate) struct Counters {
     pub full_waits: AtomicU64,
     pub disk_full_waits: AtomicU64,
     pub transient_errors: AtomicU64,
+    pub records_lost: AtomicU64,
 }
 
 /// A snapshot of the log's counters and gauges.
@@ -207,6 +208,8 @@ pub struct LogMetrics {
     pub transient_errors: u64,
     /// 1 while the filesystem has no room for a new segment, else 0.
     pub disk_full: u64,
+    /// Records recovery found lost when the log was opened.
+    pub records_lost: u64,
     /// Segment files on disk now.
     pub segments: u64,
     /// Bytes of segment files on disk now (including a prepared one).
@@ -927,6 +930,7 @@ impl Log {
             disk_full_waits: c.disk_full_waits.load(Ordering::Relaxed),
             transient_errors: c.transient_errors.load(Ordering::Relaxed),
             disk_full: u64::from(shared.disk_full.load(Ordering::Acquire)),
+            records_lost: c.records_lost.load(Ordering::Relaxed),
             segments: segments.len() as u64,
             disk_bytes: shared.disk_bytes.load(Ordering::Relaxed),
             next_offset: shared.next_offset.load(Ordering::Acquire),

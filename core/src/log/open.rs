@@ -143,6 +143,14 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
     counters
         .chunks_skipped
         .store(report.skipped.len() as u64, Ordering::Relaxed);
+    counters.records_lost.store(
+        report
+            .lost_offsets
+            .iter()
+            .map(|(from, to)| to - from)
+            .fold(0u64, u64::saturating_add),
+        Ordering::Relaxed,
+    );
     let disk_bytes: u64 = recovered.iter().map(|r| r.segment.budget_bytes()).sum();
     let segments_dir_handle =
         std::fs::File::open(&segments_dir).map_err(|e| Error::io("opening", &segments_dir, e))?;

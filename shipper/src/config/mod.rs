@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use shipper_core::log::{Durability, LogOptions, WhenFull};
+use shipper_core::log::{Durability, LogOptions, OnDiskFull, WhenFull};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
@@ -204,6 +204,9 @@ impl LogConfig {
                 }
                 DurabilityPolicy::Never => Durability::Never,
             },
+            // A full disk is backpressure, as the budget is: sources pause
+            // and resume by themselves, `/health` says why.
+            on_disk_full: OnDiskFull::Wait,
             ..LogOptions::default()
         }
     }

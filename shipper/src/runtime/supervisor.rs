@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use shipper_core::emit::{EmitterCounters, EmitterStats};
@@ -110,6 +110,9 @@ enum Unjoined<T> {
     /// on; its handle says when it has returned.
     TimedOut(JoinHandle<T>),
 }
+
+/// How long a task aborted at a deadline gets to reach its next await.
+const ABORTED_TASK_GRACE: Duration = Duration::from_secs(5);
 
 /// Waits until `deadline` for a task told to stop.
 async fn join<T>(mut task: JoinHandle<T>, deadline: Instant) -> Result<T, Unjoined<T>> {
@@ -241,6 +244,7 @@ impl Supervisor {
         self.drain.trigger();
         let timeout = self.config.shutdown_timeout();
         let deadline = Instant::now() + timeout;
+        let mut aborted = Vec::new();
         for (name, slot) in &mut self.sinks {
             let Some(RunningSink { task, .. }) = slot.task.take() else {
                 continue;
@@ -251,10 +255,25 @@ impl Supervisor {
                 Err(Unjoined::Panicked(panic)) => {
                     self.failures.push(format!("sink {name} panicked: {panic}"));
                 }
-                Err(Unjoined::TimedOut(_)) => self.failures.push(format!(
-                    "sink {name} did not drain within {timeout:?}; \
-                     its records stay on disk for the next start"
-                )),
+                Err(Unjoined::TimedOut(task)) => {
+                    self.failures.push(format!(
+                        "sink {name} did not drain within {timeout:?}; \
+                         its records stay on disk for the next start"
+                    ));
+                    aborted.push((name.clone(), task));
+                }
+            }
+        }
+        // An aborted sink ends at its next await; one in the middle of
+        // blocking work (a cursor commit) gets there once that work is
+        // done. Waiting for it here keeps it from running on while the log
+        // closes and the runtime shuts down under it.
+        for (name, task) in aborted {
+            if tokio::time::timeout(ABORTED_TASK_GRACE, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(sink = %name, "an aborted sink is still busy; stopping without it");
             }
         }
         self.log_summary();
