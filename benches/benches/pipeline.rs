@@ -199,6 +199,7 @@ fn main() {
                                 listen: Listen::Tcp("127.0.0.1:0".parse().unwrap()),
                                 framing: SocketFraming::Newline,
                                 max_connections: 4,
+                                idle_timeout: std::time::Duration::from_secs(300),
                                 max_frame_bytes: 1 << 20,
                                 parse: SocketParse::None,
                             },

@@ -86,8 +86,9 @@ pub struct Emitter {
     routes: Vec<Route>,
     options: ChunkOptions,
     builders: Vec<ChunkBuilder>,
-    /// Appended chunks whose outcome is not known yet, oldest first.
-    in_flight: VecDeque<AppendTicket>,
+    /// Appended chunks whose outcome is not known yet, oldest first, with
+    /// what they counted.
+    in_flight: VecDeque<(AppendTicket, Counted)>,
     /// One past the last offset known to be stored.
     stored_end: Option<u64>,
     stats: Arc<EmitterStats>,
@@ -173,6 +174,30 @@ impl Route {
 /// installs one that moves the wait off its worker threads (tokio's
 /// `block_in_place`), so a full log pauses the source, not the runtime.
 pub type BlockingHook = Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
+
+/// The records and payload bytes one closed chunk added to an emitter's
+/// counters, taken back if the log does not store it.
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    records: u64,
+    bytes: u64,
+}
+
+impl Counted {
+    fn of(chunk: &ClosedChunk) -> Counted {
+        let records = u64::from(chunk.record_count());
+        // The body holds the records and their framing: a newline, or a
+        // 4-byte length, each.
+        let framing = match chunk.layout() {
+            crate::chunk::BodyLayout::Lines => records,
+            crate::chunk::BodyLayout::LengthPrefixed => 4 * records,
+        };
+        Counted {
+            records,
+            bytes: (chunk.uncompressed_len() as u64).saturating_sub(framing),
+        }
+    }
+}
 
 /// Tickets kept before the oldest answered ones are collected.
 const MAX_IN_FLIGHT: usize = 64;
@@ -574,29 +599,61 @@ impl Emitter {
 
     fn append(&mut self, chunk: ClosedChunk) -> Result<()> {
         self.collect_answered()?;
-        let ticket = match self.log.offer(chunk)? {
-            Offer::Queued(ticket) => ticket,
-            Offer::QueueFull(chunk) => {
+        let counted = Counted::of(&chunk);
+        let ticket = match self.log.offer(chunk) {
+            Ok(Offer::Queued(ticket)) => ticket,
+            Ok(Offer::QueueFull(chunk)) => {
                 let log = &self.log;
-                self.blocking(|| log.append(chunk))?
+                match self.blocking(|| log.append(chunk)) {
+                    Ok(ticket) => ticket,
+                    Err(error) => {
+                        self.uncount(counted);
+                        return Err(error);
+                    }
+                }
+            }
+            Err(error) => {
+                self.uncount(counted);
+                return Err(error);
             }
         };
         self.stats.chunks.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.push_back(ticket);
+        self.in_flight.push_back((ticket, counted));
         if self.in_flight.len() > MAX_IN_FLIGHT {
             // Bound the bookkeeping: wait for the oldest answer.
-            let mut oldest = self.in_flight.pop_front().expect("non-empty");
+            let (mut oldest, counted) = self.in_flight.pop_front().expect("non-empty");
             let outcome = match oldest.try_outcome() {
                 Some(outcome) => outcome,
                 None => self.blocking(|| oldest.wait()),
             };
-            self.note(outcome)?;
+            self.note(outcome, counted)?;
         }
         Ok(())
     }
 
-    fn note(&mut self, outcome: Result<Range<u64>>) -> Result<()> {
-        let range = outcome?;
+    /// Takes back the counts of a chunk the log did not store: the
+    /// counters say what was accepted, not what was attempted.
+    fn uncount(&self, counted: Counted) {
+        let stats = &self.stats;
+        let records = stats.records.load(Ordering::Relaxed);
+        stats
+            .records
+            .store(records.saturating_sub(counted.records), Ordering::Relaxed);
+        let bytes = stats.bytes.load(Ordering::Relaxed);
+        stats
+            .bytes
+            .store(bytes.saturating_sub(counted.bytes), Ordering::Relaxed);
+    }
+
+    fn note(&mut self, outcome: Result<Range<u64>>, counted: Counted) -> Result<()> {
+        let range = match outcome {
+            Ok(range) => range,
+            Err(error) => {
+                self.uncount(counted);
+                self.stats.chunks.fetch_sub(1, Ordering::Relaxed);
+                return Err(error);
+            }
+        };
         self.stored_end = Some(self.stored_end.map_or(range.end, |end| end.max(range.end)));
         Ok(())
     }
@@ -604,11 +661,11 @@ impl Emitter {
     /// Takes the answers already given, oldest first, returning the first
     /// error among them.
     fn collect_answered(&mut self) -> Result<()> {
-        while let Some(ticket) = self.in_flight.front_mut() {
+        while let Some((ticket, _)) = self.in_flight.front_mut() {
             match ticket.try_outcome() {
                 Some(outcome) => {
-                    self.in_flight.pop_front();
-                    self.note(outcome)?;
+                    let (_, counted) = self.in_flight.pop_front().expect("front exists");
+                    self.note(outcome, counted)?;
                 }
                 None => break,
             }
@@ -624,8 +681,8 @@ impl Emitter {
         for route in &mut self.routes {
             end = end.max(route.emitter.wait_stored()?);
         }
-        while let Some(ticket) = self.in_flight.pop_front() {
-            self.note(ticket.wait())?;
+        while let Some((ticket, counted)) = self.in_flight.pop_front() {
+            self.note(ticket.wait(), counted)?;
         }
         Ok(end.max(self.stored_end))
     }
@@ -655,9 +712,9 @@ impl Emitter {
         let mut pending: Vec<&mut Emitter> = vec![self];
         // Every emitter of the tree, without recursion in an async fn.
         while let Some(emitter) = pending.pop() {
-            while let Some(ticket) = emitter.in_flight.pop_front() {
+            while let Some((ticket, counted)) = emitter.in_flight.pop_front() {
                 let outcome = ticket.written().await;
-                emitter.note(outcome)?;
+                emitter.note(outcome, counted)?;
             }
             end = end.max(emitter.stored_end);
             pending.extend(emitter.routes.iter_mut().map(|r| &mut r.emitter));

@@ -11,6 +11,7 @@ pub mod chunk;
 pub mod emit;
 mod error;
 pub mod log;
+pub mod metrics;
 pub mod plugin;
 pub mod time;
 

@@ -129,6 +129,12 @@ pub trait Source: Send {
     /// then returns once everything it emitted is durable
     /// ([`Emitter::durable`]), so that its input can be acknowledged.
     async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError>;
+
+    /// The source's own metrics (drops, refusals, timeouts), read at each
+    /// scrape of `/metrics`; asked once, before `run`.
+    fn metrics(&self) -> Vec<crate::metrics::ComponentMetric> {
+        Vec::new()
+    }
 }
 
 /// What a transform did with one record.
@@ -180,9 +186,24 @@ pub struct SinkContext {
     /// The log's trained dictionaries: a sink that decodes chunks builds
     /// its [`crate::chunk::Decoder`] with them.
     pub dictionaries: std::sync::Arc<crate::chunk::Dictionaries>,
+    /// Where the log ends: no offset at or above it was ever stored, so a
+    /// backend that claims to hold one contradicts the log.
+    pub log_end: crate::log::LogEnd,
 }
 
 impl SinkContext {
+    /// The context of sink `name` reading `log`, its cursor at `committed`.
+    pub fn new(name: &str, log: &crate::log::Log, committed: u64) -> Self {
+        SinkContext {
+            name: name.to_owned(),
+            producer_id: log.producer_id(),
+            data_dir: log.dir().to_owned(),
+            committed,
+            dictionaries: log.dictionaries(),
+            log_end: log.end(),
+        }
+    }
+
     /// A decoder for the chunks this sink is given.
     pub fn decoder(&self) -> crate::chunk::Decoder {
         crate::chunk::Decoder::with_dictionaries(self.dictionaries.clone())

@@ -49,6 +49,8 @@
 pub mod corpus;
 #[cfg(feature = "framing")]
 pub mod framing;
+#[cfg(feature = "listen")]
+pub mod listen;
 #[cfg(feature = "multiline")]
 pub mod multiline;
 #[cfg(feature = "syslog")]
@@ -72,5 +74,6 @@ pub mod sinks;
     feature = "sources-generator"
 ))]
 pub mod sources;
+pub mod throttle;
 #[cfg(feature = "transforms")]
 pub mod transform;

@@ -70,6 +70,7 @@ async fn posts_are_answered_after_durability_and_bad_bodies_are_refused_whole() 
         address: "127.0.0.1:0".parse().unwrap(),
         path: "/ingest".into(),
         max_body_bytes: 64 * 1024,
+        limits: shipper_plugins::listen::ListenerLimits::default(),
     };
     let mut source = HttpSource::bind(options, "web").await.unwrap();
     let address = source.local_addr().unwrap();

@@ -310,13 +310,7 @@ fn options(uri: String) -> HttpSinkOptions {
 
 async fn opened(options: HttpSinkOptions, stored: &Stored) -> HttpSink {
     let mut sink = HttpSink::new(options).unwrap();
-    let cx = SinkContext {
-        name: "web".into(),
-        producer_id: stored.log.producer_id(),
-        data_dir: stored.log.dir().to_owned(),
-        committed: 0,
-        dictionaries: stored.log.dictionaries(),
-    };
+    let cx = SinkContext::new("web", &stored.log, 0);
     sink.open(&cx).await.unwrap();
     sink
 }

@@ -77,13 +77,7 @@ fn log_with(dir: &std::path::Path, chunks: usize, per_chunk: usize) -> (Log, Vec
 }
 
 fn context(log: &Log, committed: u64) -> SinkContext {
-    SinkContext {
-        name: "out".into(),
-        producer_id: log.producer_id(),
-        data_dir: log.dir().to_owned(),
-        committed,
-        dictionaries: log.dictionaries(),
-    }
+    SinkContext::new("out", log, committed)
 }
 
 /// Every message of `stream`, in order: (subject, headers, payload).

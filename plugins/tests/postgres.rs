@@ -123,13 +123,7 @@ fn ts_of(index: usize) -> u64 {
 }
 
 fn context(log: &Log, sink: &str, committed: u64) -> SinkContext {
-    SinkContext {
-        name: sink.to_owned(),
-        producer_id: log.producer_id(),
-        data_dir: log.dir().to_owned(),
-        committed,
-        dictionaries: log.dictionaries(),
-    }
+    SinkContext::new(sink, log, committed)
 }
 
 fn options(table: &str, hwm: &str) -> PostgresSinkOptions {

@@ -381,13 +381,7 @@ async fn dictionaries_travel_when_the_receiver_asks_for_them() {
         });
         HttpSink::new(options).unwrap()
     };
-    let cx = SinkContext {
-        name: "aggregator".into(),
-        producer_id: sender.producer_id(),
-        data_dir: sender.dir().to_owned(),
-        committed: 0,
-        dictionaries: sender.dictionaries(),
-    };
+    let cx = SinkContext::new("aggregator", &sender, 0);
     for half in [first, second] {
         // A fresh receiver each time: it has forgotten the upload.
         let receiver = start(&receiver_log).await;
@@ -569,13 +563,7 @@ async fn a_pipelining_sink_stores_everything_in_order() {
         options.max_in_flight = 8;
         options.retry.initial = Duration::from_millis(5);
         let mut sink = HttpSink::new(options).unwrap();
-        let cx = SinkContext {
-            name: "aggregator".into(),
-            producer_id: sender.producer_id(),
-            data_dir: sender.dir().to_owned(),
-            committed,
-            dictionaries: sender.dictionaries(),
-        };
+        let cx = SinkContext::new("aggregator", &sender, committed);
         async move {
             sink.open(&cx).await.unwrap();
             sink

@@ -19,6 +19,7 @@ fn options(listen: Listen, framing: SocketFraming, parse: SocketParse) -> Socket
         listen,
         framing,
         max_connections: 16,
+        idle_timeout: std::time::Duration::from_secs(300),
         max_frame_bytes: 1024,
         parse,
     }

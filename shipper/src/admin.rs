@@ -23,7 +23,9 @@ use axum::Router;
 use shipper_core::chunk::now_nanos;
 use shipper_core::emit::{EmitterCounters, EmitterStats};
 use shipper_core::log::Log;
+use shipper_core::metrics::{ComponentMetric, MetricKind};
 use shipper_core::plugin::Shutdown;
+use shipper_plugins::listen::ListenerLimits;
 use shipper_plugins::sinks::http::{HttpSinkStats, LatencyHistogram, LatencySnapshot};
 
 use crate::runtime::{ReloadHandle, ReloadTrigger};
@@ -84,6 +86,78 @@ pub struct PipelineStats {
     pub retired: BTreeMap<(String, &'static str), EmitterCounters>,
     /// Each sink's counters.
     pub sinks: Vec<(String, Arc<SinkStats>)>,
+    /// The components' own metrics (see `shipper_core::metrics`), with the
+    /// labels that name the component.
+    pub component_metrics: Vec<(ComponentLabels, ComponentMetric)>,
+    /// What counters of components a reload replaced had counted: added
+    /// to the live ones so a counter never goes backwards.
+    pub retired_metrics: BTreeMap<MetricKey, u64>,
+}
+
+/// The labels every component metric carries.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ComponentLabels {
+    /// Its name in the config.
+    pub id: String,
+    /// `source`, `transform` or `sink`.
+    pub kind: &'static str,
+    /// Its `type`.
+    pub type_name: String,
+}
+
+/// One series of a component metric: the component, the metric's name and
+/// its own labels.
+pub type MetricKey = (
+    ComponentLabels,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+);
+
+/// The key of `metric` of the component `labels`.
+pub fn metric_key(labels: &ComponentLabels, metric: &ComponentMetric) -> MetricKey {
+    (labels.clone(), metric.name, metric.labels.clone())
+}
+
+/// A family of component metrics: help, kind and `(labels, value)` samples.
+type Family<'a> = (&'a str, MetricKind, Vec<(String, u64)>);
+
+/// The components' own metrics, grouped by name.
+fn render_component_metrics(out: &mut String, pipeline: &PipelineStats) {
+    let mut series: BTreeMap<&str, Family<'_>> = BTreeMap::new();
+    for (labels, metric) in &pipeline.component_metrics {
+        let key = metric_key(labels, metric);
+        let retired = pipeline.retired_metrics.get(&key).copied().unwrap_or(0);
+        let value = match metric.kind {
+            MetricKind::Counter => metric.value() + retired,
+            MetricKind::Gauge => metric.value(),
+        };
+        let mut rendered = format!(
+            "component_id=\"{}\",component_kind=\"{}\",component_type=\"{}\"",
+            label(&labels.id),
+            labels.kind,
+            label(&labels.type_name)
+        );
+        for (name, value) in &metric.labels {
+            let _ = write!(rendered, ",{name}=\"{}\"", label(value));
+        }
+        let entry = series
+            .entry(metric.name)
+            .or_insert((metric.help, metric.kind, Vec::new()));
+        if entry.0.is_empty() {
+            entry.0 = metric.help;
+        }
+        entry.2.push((rendered, value));
+    }
+    for (name, (help, kind, samples)) in series {
+        let kind = match kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+        };
+        family(out, name, kind, help);
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
 }
 
 /// What the endpoint reports on, and where it sends reloads.
@@ -133,9 +207,25 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
         .with_state(state);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stop.wait().await })
-        .await
+    // Monitoring scrapes and a reload now and then: a few connections,
+    // short deadlines, no request bodies to speak of.
+    let limits = ListenerLimits {
+        max_connections: 64,
+        header_timeout: std::time::Duration::from_secs(10),
+        body_timeout: std::time::Duration::from_secs(10),
+        max_buffered_bytes: 1 << 20,
+        ..ListenerLimits::default()
+    };
+    shipper_plugins::listen::http::serve(
+        listener,
+        router,
+        limits,
+        Arc::default(),
+        "admin endpoint".to_owned(),
+        stop,
+    )
+    .await;
+    Ok(())
 }
 
 async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
@@ -236,7 +326,7 @@ fn render_http_sinks(out: &mut String, sinks: &[(&String, Arc<HttpSinkStats>)]) 
     if sinks.is_empty() {
         return;
     }
-    let counters: [(&str, &str, HttpCounter); 7] = [
+    let counters: [(&str, &str, HttpCounter); 8] = [
         (
             "shipper_http_sink_requests_total",
             "HTTP requests sent, retries included.",
@@ -271,6 +361,11 @@ fn render_http_sinks(out: &mut String, sinks: &[(&String, Arc<HttpSinkStats>)]) 
             "shipper_http_sink_raw_bytes_total",
             "Uncompressed record bytes of the requests sent, retries included.",
             |s| &s.raw_bytes,
+        ),
+        (
+            "shipper_http_sink_contradictions_total",
+            "Answers of a shipper receiver that contradict this log (a high-water mark beyond it, a 409): each stopped the sink, its records kept.",
+            |s| &s.contradictions,
         ),
     ];
     for (name, help, counter) in counters {
@@ -453,6 +548,7 @@ pub fn render(state: &AdminState) -> String {
         .filter_map(|(sink, stats)| Some((sink, stats.http()?)))
         .collect();
     render_http_sinks(&mut out, &http_sinks);
+    render_component_metrics(&mut out, &pipeline);
     render_plugins(&mut out);
     let next = state.log.next_offset();
     let now = now_nanos();

@@ -188,6 +188,7 @@ async fn build_sources(
                         crate::config::ShipperVerify::Frame => Verify::Frame,
                         crate::config::ShipperVerify::Full => Verify::Full,
                     },
+                    limits: shipper.http_limits().limits(),
                     ..ShipperOptions::default()
                 };
                 Box::new(
@@ -205,6 +206,7 @@ async fn build_sources(
                     address: http.address,
                     path: http.path.clone(),
                     max_body_bytes: usize::try_from(http.max_body_bytes.0).unwrap_or(usize::MAX),
+                    limits: http.http_limits().limits(),
                 };
                 Box::new(
                     HttpSource::bind(options, name)
@@ -226,6 +228,7 @@ async fn build_sources(
                         Framing::OctetCounting => SocketFraming::OctetCounting,
                     },
                     max_connections: socket.max_connections as usize,
+                    idle_timeout: Duration::from_millis(socket.idle_timeout_ms),
                     max_frame_bytes: usize::try_from(socket.max_frame_bytes.0)
                         .unwrap_or(usize::MAX),
                     parse: match socket.parse {
@@ -848,13 +851,7 @@ async fn deliver(task: SinkTask) -> anyhow::Result<()> {
         drain,
         stop,
     } = task;
-    let cx = SinkContext {
-        name: name.clone(),
-        producer_id: log.producer_id(),
-        data_dir: log.dir().to_owned(),
-        committed: start,
-        dictionaries: log.dictionaries(),
-    };
+    let cx = SinkContext::new(&name, &log, start);
     let mut backoff = Duration::from_millis(100);
     loop {
         match sink.open(&cx).await {

@@ -88,6 +88,11 @@ pub struct Body<'a> {
 /// that inflates beyond it fails instead of allocating); for `none` a body
 /// of that size. Costs a walk over the frame's block headers.
 ///
+/// The record count is bounded by that size too: a record takes at least
+/// one byte (its newline) in a `Lines` body and four (its length) in a
+/// length-prefixed one, so a header cannot claim more records than its
+/// body can hold (each record takes an offset wherever it is stored).
+///
 /// A body can pass this and still fail to decode (its compressed blocks
 /// can be damaged on purpose with a valid CRC); [`decode_body`] is the full
 /// check.
@@ -95,6 +100,16 @@ pub fn check_body(chunk: &ChunkView<'_>) -> Result<()> {
     let declared = chunk.uncompressed_len();
     let body = chunk.body();
     let at = chunk.first_offset();
+    let most_records = match chunk.layout() {
+        BodyLayout::Lines => declared,
+        BodyLayout::LengthPrefixed => declared / 4,
+    };
+    if !chunk.is_loss_marker() && chunk.record_count() as usize > most_records {
+        return Err(Error::Corruption(format!(
+            "chunk at offset {at} declares {} records, more than its {declared}-byte body can hold",
+            chunk.record_count()
+        )));
+    }
     match chunk.codec() {
         _ if chunk.is_loss_marker() => Ok(()),
         Codec::None if body.len() == declared => Ok(()),

@@ -64,6 +64,14 @@ impl ClosedChunk {
     pub fn frame_len(&self) -> usize {
         self.frame.len()
     }
+    /// How its records are laid out in the body (the frame's flag byte).
+    pub fn layout(&self) -> super::frame::BodyLayout {
+        if self.frame[15] & super::frame::FLAG_LENGTH_PREFIXED != 0 {
+            super::frame::BodyLayout::LengthPrefixed
+        } else {
+            super::frame::BodyLayout::Lines
+        }
+    }
     /// The frame (offset and CRC not yet stamped).
     pub fn frame(&self) -> &[u8] {
         &self.frame

@@ -33,6 +33,10 @@ use crate::{Error, Result};
 
 /// The folder of the data directory that holds dictionaries.
 pub const DICTIONARIES_DIR: &str = "dictionaries";
+/// The most dictionaries a store keeps.
+pub const MAX_DICTIONARIES: usize = 256;
+/// The most bytes of dictionaries a store keeps.
+pub const MAX_DICTIONARIES_BYTES: u64 = 64 << 20;
 const SUFFIX: &str = ".zdict";
 /// The file naming each stream's dictionary.
 const STREAMS_FILE: &str = "streams";
@@ -55,13 +59,29 @@ impl Default for DictionaryTraining {
     }
 }
 
-/// Dictionaries by id, on disk or only in memory.
-#[derive(Debug, Default)]
+/// Asked before a new dictionary of this many bytes is written: a refusal
+/// (the disk budget is spent) keeps it out.
+pub type DictionaryBudget = Arc<dyn Fn(u64) -> Result<()> + Send + Sync>;
+
+/// Dictionaries by id, on disk or only in memory. At most
+/// [`MAX_DICTIONARIES`] of at most [`MAX_DICTIONARIES_BYTES`] together are
+/// kept, and a log counts them against its disk budget.
+#[derive(Default)]
 pub struct Dictionaries {
     dir: Option<PathBuf>,
     map: RwLock<HashMap<u32, Arc<[u8]>>>,
     /// The dictionary each stream compresses with.
     streams: RwLock<HashMap<String, u32>>,
+    budget: RwLock<Option<DictionaryBudget>>,
+}
+
+impl std::fmt::Debug for Dictionaries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dictionaries")
+            .field("dir", &self.dir)
+            .field("count", &self.len())
+            .finish()
+    }
 }
 
 impl Dictionaries {
@@ -123,7 +143,29 @@ impl Dictionaries {
             dir: Some(dir.to_owned()),
             map: RwLock::new(map),
             streams: RwLock::new(streams),
+            budget: RwLock::new(None),
         }))
+    }
+
+    /// Has `budget` asked before each new dictionary is written.
+    pub fn set_budget(&self, budget: DictionaryBudget) {
+        *self.budget.write().unwrap_or_else(|e| e.into_inner()) = Some(budget);
+    }
+
+    /// Bytes of the dictionaries kept.
+    pub fn total_bytes(&self) -> u64 {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|d| d.len() as u64)
+            .sum()
+    }
+
+    /// The id [`Dictionaries::insert`] gives `bytes`, without storing them.
+    pub fn id_for(&self, bytes: &[u8]) -> u32 {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        id_in(&map, bytes)
     }
 
     /// The dictionary `stream` compresses with, if one was assigned.
@@ -165,16 +207,23 @@ impl Dictionaries {
     }
 
     /// Stores `bytes` (durably, with a directory) and returns its id; the
-    /// same bytes always get the same id.
+    /// same bytes always get the same id. A store at its limits, or whose
+    /// log's budget is spent, refuses a new dictionary (nothing written).
     pub fn insert(&self, bytes: &[u8]) -> Result<u32> {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let mut id = crc32c::crc32c(bytes).max(1);
-        loop {
-            match map.get(&id) {
-                Some(existing) if **existing == *bytes => return Ok(id),
-                Some(_) => id = id.checked_add(1).unwrap_or(1),
-                None => break,
-            }
+        let id = id_in(&map, bytes);
+        if map.contains_key(&id) {
+            return Ok(id);
+        }
+        let total: u64 = map.values().map(|d| d.len() as u64).sum();
+        if map.len() >= MAX_DICTIONARIES || total + bytes.len() as u64 > MAX_DICTIONARIES_BYTES {
+            return Err(Error::Config(format!(
+                "the dictionary store is full ({} dictionaries, {total} bytes; at most {MAX_DICTIONARIES} and {MAX_DICTIONARIES_BYTES} bytes)",
+                map.len()
+            )));
+        }
+        if let Some(budget) = &*self.budget.read().unwrap_or_else(|e| e.into_inner()) {
+            budget(bytes.len() as u64)?;
         }
         if let Some(dir) = &self.dir {
             crate::log::dir::write_atomically(dir, &format!("{id:08x}{SUFFIX}"), bytes)?;
@@ -191,6 +240,19 @@ impl Dictionaries {
     /// Whether none is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The id `bytes` get in `map`: their CRC-32C (never 0), or the next free
+/// one when another dictionary holds it.
+fn id_in(map: &HashMap<u32, Arc<[u8]>>, bytes: &[u8]) -> u32 {
+    let mut id = crc32c::crc32c(bytes).max(1);
+    loop {
+        match map.get(&id) {
+            Some(existing) if **existing == *bytes => return id,
+            Some(_) => id = id.checked_add(1).unwrap_or(1),
+            None => return id,
+        }
     }
 }
 

@@ -58,6 +58,25 @@ use crate::chunk::ClosedChunk;
 use crate::{Error, Result};
 use segment::Segment;
 
+/// Where a log ends, for whoever must check a claim against it (a sink
+/// judging a backend's answer) without holding the log itself.
+#[derive(Clone)]
+pub struct LogEnd(Arc<Shared>);
+
+impl LogEnd {
+    /// The offset the next record will get: no record at or above it was
+    /// ever stored (offsets never go back, not even across crashes).
+    pub fn next_offset(&self) -> u64 {
+        self.0.next_offset.load(Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for LogEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LogEnd").field(&self.next_offset()).finish()
+    }
+}
+
 /// When appended chunks are flushed to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -733,6 +752,11 @@ impl Log {
     /// The offset the next record will get.
     pub fn next_offset(&self) -> u64 {
         self.shared().next_offset.load(Ordering::Acquire)
+    }
+
+    /// A read-only view of where the log ends.
+    pub fn end(&self) -> LogEnd {
+        LogEnd(self.shared().clone())
     }
 
     /// Every record below this offset is durable.

@@ -151,7 +151,14 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
             .fold(0u64, u64::saturating_add),
         Ordering::Relaxed,
     );
-    let disk_bytes: u64 = recovered.iter().map(|r| r.segment.budget_bytes()).sum();
+    let dictionaries =
+        crate::chunk::Dictionaries::open(&dir.join(crate::chunk::dictionary::DICTIONARIES_DIR))?;
+    // Dictionaries are kept for good: they count against the budget.
+    let disk_bytes: u64 = recovered
+        .iter()
+        .map(|r| r.segment.budget_bytes())
+        .sum::<u64>()
+        + dictionaries.total_bytes();
     let segments_dir_handle =
         std::fs::File::open(&segments_dir).map_err(|e| Error::io("opening", &segments_dir, e))?;
     let shared = Arc::new(Shared {
@@ -169,9 +176,7 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
         space_freed: Condvar::new(),
         cursors: Mutex::new(cursors),
         deleted_positions: Mutex::new(positions),
-        dictionaries: crate::chunk::Dictionaries::open(
-            &dir.join(crate::chunk::dictionary::DICTIONARIES_DIR),
-        )?,
+        dictionaries,
         disk_bytes: AtomicU64::new(disk_bytes),
         full: AtomicBool::new(false),
         disk_full: AtomicBool::new(false),
@@ -239,6 +244,19 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
         let mut segments = shared.segments.write().unwrap_or_else(|e| e.into_inner());
         segments.extend(recovered.into_iter().map(|r| r.segment));
         segments.push(active.clone());
+    }
+    {
+        let budget = Arc::downgrade(&shared);
+        shared.dictionaries.set_budget(Arc::new(move |bytes| {
+            let shared = budget.upgrade().ok_or(Error::Closed)?;
+            if super::budget::try_reserve(&shared, bytes) {
+                Ok(())
+            } else {
+                Err(Error::Full {
+                    max_bytes: shared.options.max_bytes,
+                })
+            }
+        }));
     }
     super::budget::collect(&shared);
     report.log(dir);
@@ -331,7 +349,6 @@ fn create_active(
 /// A segment file mapped for recovery, with what its bytes say.
 struct Candidate {
     path: PathBuf,
-    file: std::fs::File,
     map: Arc<SegmentMap>,
     writer: MapWriter,
     len: u64,
@@ -603,7 +620,6 @@ fn probe_segment(
     }
     Ok(Some(Candidate {
         path: path.to_owned(),
-        file,
         map,
         writer,
         len,
@@ -638,7 +654,6 @@ fn repair_segment(
 ) -> Result<Recovered, String> {
     let Candidate {
         path,
-        file,
         map,
         mut writer,
         len,
@@ -768,7 +783,6 @@ fn repair_segment(
         holes,
         file_bytes: len,
         loss: probe.is_loss_segment(),
-        _file: file,
     });
     Ok(Recovered {
         segment,

@@ -257,7 +257,8 @@ pub(crate) struct Segment {
     pub file_bytes: u64,
     /// A loss segment: no chunks, only offsets recorded lost.
     pub loss: bool,
-    pub _file: File,
+    // No file descriptor is kept: the mapping holds the file, so segments
+    // cost no descriptors however many the budget keeps.
 }
 
 impl Segment {
@@ -284,7 +285,6 @@ impl Segment {
 #[derive(Debug)]
 pub(crate) struct PreparedSegment {
     path: PathBuf,
-    file: File,
     map: Arc<SegmentMap>,
     writer: MapWriter,
     len: u64,
@@ -310,7 +310,6 @@ impl PreparedSegment {
             .map_err(|e| Error::io("mapping segment", &path, e))?;
         Ok(PreparedSegment {
             path,
-            file,
             map,
             writer,
             len,
@@ -360,7 +359,6 @@ impl PreparedSegment {
             holes: Vec::new(),
             file_bytes: self.len,
             loss: false,
-            _file: self.file,
         });
         Ok((segment, self.writer))
     }
@@ -399,7 +397,6 @@ impl PreparedSegment {
             holes: Vec::new(),
             file_bytes: self.len,
             loss: true,
-            _file: self.file,
         });
         Ok((segment, self.writer))
     }

@@ -217,6 +217,10 @@ enum Outcome {
     /// The receiver needs the dictionary with this id first (protocol
     /// `shipper`: `422` with `Shipper-Need-Dictionary`).
     NeedDictionary(u32),
+    /// A shipper receiver's answer contradicts this sink's log: it claims
+    /// offsets the log never had, or refuses the request over its
+    /// high-water mark (`409`). Never retried, never dead-lettered.
+    Contradicted(String),
     /// Worth another try.
     Failed {
         reason: String,
@@ -225,10 +229,14 @@ enum Outcome {
     },
 }
 
-/// The part of a shipper-protocol answer the sender needs.
+/// The part of a shipper-protocol answer the sender checks.
 #[derive(serde::Deserialize)]
 struct ShipperAnswer {
     high_water: u64,
+    #[serde(default)]
+    stored: Option<u64>,
+    #[serde(default)]
+    duplicate: Option<u64>,
 }
 
 /// POSTs stored chunks to an HTTP endpoint; see the module docs.
@@ -256,6 +264,9 @@ pub struct HttpSink {
     rng: SmallRng,
     /// The log's dictionaries, sent to a receiver that asks for one.
     dictionaries: Option<Arc<shipper_core::chunk::Dictionaries>>,
+    /// Where the log ends: a receiver claiming offsets at or above it
+    /// contradicts the log.
+    log_end: Option<shipper_core::log::LogEnd>,
 }
 
 impl HttpSink {
@@ -361,6 +372,7 @@ impl HttpSink {
             acked_through: 0,
             rng: SmallRng::seed_from_u64(seed),
             dictionaries: None,
+            log_end: None,
             options,
         })
     }
@@ -379,12 +391,16 @@ impl HttpSink {
         mut first: Option<Outcome>,
     ) -> Result<(), PluginError> {
         let (protocol, compression) = (self.options.protocol, self.options.compression);
-        let request = if encode::needs_work(protocol, compression, chunks) {
+        let mut request = if encode::needs_work(protocol, compression, chunks) {
             let encoder = &mut self.encoder;
             off_the_workers(|| encoder.encode(protocol, compression, chunks))?
         } else {
             self.encoder.encode(protocol, compression, chunks)?
         };
+        if protocol == HttpProtocol::Shipper {
+            // One at a time: the data continues from what was acknowledged.
+            request.from = Some(self.acked_through);
+        }
         let mut attempts = 0;
         let mut uploaded = Vec::new();
         loop {
@@ -397,6 +413,19 @@ impl HttpSink {
             };
             let (reason, kind, retry_after) = match outcome {
                 Outcome::Acked => break,
+                Outcome::Contradicted(reason) => {
+                    Event::AnswerContradicted {
+                        reason: &reason,
+                        first_offset: request.first_offset,
+                        end_offset: request.end_offset,
+                    }
+                    .emit(&self.name, &self.stats);
+                    return Err(PluginError::Fatal(format!(
+                        "http sink {}: the receiver's answer contradicts this log: {reason}; \
+                         the sink stopped, every record is kept",
+                        self.name
+                    )));
+                }
                 Outcome::NeedDictionary(id) if !uploaded.contains(&id) => {
                     uploaded.push(id);
                     match self.upload_dictionary(id).await {
@@ -507,6 +536,9 @@ impl HttpSink {
         if let Some(after) = request.after {
             post = post.header("shipper-after", after);
         }
+        if let Some(from) = request.from {
+            post = post.header("shipper-from", from);
+        }
         let sent = post
             .body(reqwest::Body::wrap(Pieces::new(request)))
             .send()
@@ -569,21 +601,16 @@ impl HttpSink {
                 return Outcome::Acked;
             }
             return match serde_json::from_slice::<ShipperAnswer>(&answer) {
-                Ok(ShipperAnswer { high_water }) if high_water >= request.end_offset => {
-                    Outcome::Acked
-                }
-                Ok(ShipperAnswer { high_water }) => failed(
-                    format!(
-                        "{status} with high_water {high_water}, below the batch's end offset {}",
-                        request.end_offset
-                    ),
-                    FailureKind::Protocol,
-                ),
+                Ok(answer) => self.judge_shipper_answer(&answer, request),
                 Err(error) => failed(
                     format!("{status} with an unreadable answer ({error}): {}", text()),
                     FailureKind::Protocol,
                 ),
             };
+        }
+        if status == StatusCode::CONFLICT && self.options.protocol == HttpProtocol::Shipper {
+            // About the receiver's mark, not this batch's content.
+            return Outcome::Contradicted(format!("{status}: {}", text()));
         }
         if status == StatusCode::UNPROCESSABLE_ENTITY
             && self.options.protocol == HttpProtocol::Shipper
@@ -618,6 +645,44 @@ impl HttpSink {
                 FailureKind::Protocol,
             )
         }
+    }
+
+    /// What a shipper receiver's `200` means. The receiver may say it had
+    /// some or all of the records already (a replay), but it can never
+    /// hold offsets this log never had: a `high_water` at or beyond the
+    /// log's end (a forged or damaged mark, under which every later chunk
+    /// would be answered "duplicate" and dropped from the log) stops the
+    /// sink instead. So do counts that do not add up to the request.
+    fn judge_shipper_answer(&self, answer: &ShipperAnswer, request: &Request) -> Outcome {
+        let log_end = self
+            .log_end
+            .as_ref()
+            .map_or(u64::MAX, |end| end.next_offset());
+        if answer.high_water > log_end {
+            return Outcome::Contradicted(format!(
+                "it holds offsets up to {} of this producer, but this log ends at {log_end}",
+                answer.high_water
+            ));
+        }
+        if let (Some(stored), Some(duplicate)) = (answer.stored, answer.duplicate) {
+            if stored.checked_add(duplicate) != Some(request.records) {
+                return Outcome::Contradicted(format!(
+                    "it stored {stored} and skipped {duplicate} records of a request of {}",
+                    request.records
+                ));
+            }
+        }
+        if answer.high_water < request.end_offset {
+            return Outcome::Failed {
+                reason: format!(
+                    "200 with high_water {}, below the batch's end offset {}",
+                    answer.high_water, request.end_offset
+                ),
+                kind: FailureKind::Protocol,
+                retry_after: None,
+            };
+        }
+        Outcome::Acked
     }
 
     /// Writes a refused batch to the dead-letter file and counts it.
@@ -657,6 +722,7 @@ impl Sink for HttpSink {
         self.name.clone_from(&cx.name);
         self.encoder.set_decoder(cx.decoder());
         self.dictionaries = Some(cx.dictionaries.clone());
+        self.log_end = Some(cx.log_end.clone());
         if self.options.dead_letter.is_none() {
             self.dead_letter = cx
                 .data_dir
@@ -725,6 +791,7 @@ impl HttpSink {
     ) -> (usize, Option<Outcome>) {
         let mut requests = Vec::with_capacity(ranges.len());
         let mut after = None;
+        let from = self.acked_through;
         for range in ranges {
             // Shipper-protocol requests are pieces of the stored chunks: no
             // work, no failure.
@@ -735,6 +802,9 @@ impl HttpSink {
             ) else {
                 break;
             };
+            // The first continues from what was acknowledged; each later
+            // one follows the one before it.
+            request.from = after.is_none().then_some(from);
             request.after = after;
             after = Some(request.end_offset);
             requests.push(request);

@@ -1,17 +1,23 @@
 //! `http`: records POSTed as NDJSON or as a JSON array, optionally
 //! `Content-Encoding: zstd` or `gzip`. The answer is 200 only once the
 //! records are durable under the log's policy; 400 names what is wrong
-//! with the body (and nothing of it is stored); 413 when the body, or what
-//! it decompresses to, exceeds `max_body_bytes` (a zstd or gzip bomb costs
-//! no more memory than that); 503 with `Retry-After` while the log is at
-//! its disk budget.
+//! with the body (and nothing of it is stored: a body that is not UTF-8,
+//! or holds a record that is not JSON, is refused whole); 413 when the
+//! body, or what it decompresses to, exceeds `max_body_bytes` (a zstd or
+//! gzip bomb costs no more memory than that); 408 when the body arrives
+//! too slowly; 503 with `Retry-After` while the log is at its disk budget
+//! or the listener holds as many request bodies as its budget allows.
+//! Connections, deadlines and memory follow the listener's limits (see
+//! [`crate::listen`]).
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -20,6 +26,11 @@ use shipper_core::chunk::now_nanos;
 use shipper_core::plugin::{PluginError, Source, SourceContext};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::listen::body::{read_body, BodyBudget, BodyBuffer, Refused, Reservation};
+use crate::listen::http::ListenerCounters;
+use crate::listen::ListenerLimits;
+use crate::throttle::Throttle;
 
 /// Options of an [`HttpSource`].
 #[derive(Debug, Clone)]
@@ -30,12 +41,35 @@ pub struct HttpOptions {
     pub path: String,
     /// Largest body, before and after decompression.
     pub max_body_bytes: usize,
+    /// Connections, deadlines and the memory budget of request bodies.
+    pub limits: ListenerLimits,
+}
+
+/// Counters of an http source.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    /// The listener's connections (accepted, refused, timed out).
+    pub listener: Arc<ListenerCounters>,
+    /// Requests answered 200.
+    pub accepted_requests: AtomicU64,
+    /// Requests refused for their body: not JSON, not UTF-8, badly
+    /// encoded (400, 415).
+    pub refused_invalid: AtomicU64,
+    /// Requests refused for their size (413).
+    pub refused_too_large: AtomicU64,
+    /// Requests whose body came too slowly (408).
+    pub refused_too_slow: AtomicU64,
+    /// Requests refused for want of room in the log or in memory (503).
+    pub refused_unavailable: AtomicU64,
+    /// Records in the refused requests that could be counted.
+    pub refused_records: AtomicU64,
 }
 
 /// A parsed request on its way to the log.
 struct Request {
-    data: Vec<u8>,
-    ends: Vec<usize>,
+    /// The records, back to back; `ends` cut them.
+    data: Bytes,
+    ends: Vec<(usize, usize)>,
     /// Answers with the end offset once the records are in the log.
     reply: oneshot::Sender<Result<Option<u64>, String>>,
 }
@@ -46,6 +80,7 @@ pub struct HttpSource {
     options: HttpOptions,
     stream: String,
     listener: Option<TcpListener>,
+    counters: Arc<HttpCounters>,
 }
 
 impl HttpSource {
@@ -58,12 +93,18 @@ impl HttpSource {
             options,
             stream: stream.to_owned(),
             listener: Some(listener),
+            counters: Arc::default(),
         })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.as_ref()?.local_addr().ok()
+    }
+
+    /// The counters, shared with the running source.
+    pub fn counters(&self) -> Arc<HttpCounters> {
+        self.counters.clone()
     }
 }
 
@@ -72,6 +113,10 @@ struct Shared {
     requests: mpsc::Sender<Request>,
     log: shipper_core::log::Log,
     max_body_bytes: usize,
+    limits: ListenerLimits,
+    budget: BodyBudget,
+    counters: Arc<HttpCounters>,
+    refusals: Arc<Throttle>,
 }
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response {
@@ -90,41 +135,75 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
     (status, message.into())
 }
 
-/// Decompresses `body` as its `Content-Encoding` says, never past `max`.
-fn decode(headers: &HeaderMap, body: &[u8], max: usize) -> Result<Vec<u8>, Refusal> {
+/// Decompresses `body` as its `Content-Encoding` says, never past `max`
+/// bytes and never past the room `budget` has for it.
+fn decode(
+    headers: &HeaderMap,
+    body: Bytes,
+    max: usize,
+    budget: &BodyBudget,
+) -> Result<Bytes, Refusal> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity")
         .trim()
         .to_ascii_lowercase();
-    let limited = |reader: &mut dyn Read| -> Result<Vec<u8>, Refusal> {
-        let mut out = Vec::new();
-        reader
-            .take(max as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| {
+    let limited = |reader: &mut dyn Read| -> Result<Bytes, Refusal> {
+        let mut out = BodyBuffer::with_capacity(max).map_err(|e| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no memory to decompress the body: {e}"),
+            )
+        })?;
+        let mut reservation: Option<Reservation> = None;
+        let mut piece = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut piece).map_err(|e| {
                 refuse(
                     StatusCode::BAD_REQUEST,
                     format!("body does not decode as {encoding}: {e}"),
                 )
             })?;
-        if out.len() > max {
-            return Err(refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body decompresses to more than {max} bytes"),
-            ));
+            if n == 0 {
+                break;
+            }
+            if out.len() + n > max {
+                return Err(refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body decompresses to more than {max} bytes"),
+                ));
+            }
+            let held = reservation.as_ref().map_or(0, Reservation::bytes);
+            if (out.len() + n) as u64 > held {
+                let more = budget.try_reserve(1 << 20).ok_or_else(|| {
+                    refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the receiver holds as many request bodies as it may; send it again shortly",
+                    )
+                })?;
+                match &mut reservation {
+                    Some(held) => held.merge(more),
+                    None => reservation = Some(more),
+                }
+            }
+            out.extend(&piece[..n]);
         }
-        Ok(out)
+        let reservation = reservation.unwrap_or_else(|| {
+            budget
+                .try_reserve(0)
+                .expect("an empty reservation always fits")
+        });
+        Ok(out.freeze(reservation))
     };
     match encoding.as_str() {
-        "identity" | "" => Ok(body.to_vec()),
+        "identity" | "" => Ok(body),
         "zstd" => {
-            let mut decoder = zstd::stream::read::Decoder::new(body)
+            let mut decoder = zstd::stream::read::Decoder::new(&body[..])
                 .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("zstd: {e}")))?;
             limited(&mut decoder)
         }
-        "gzip" => limited(&mut flate2::read::GzDecoder::new(body)),
+        "gzip" => limited(&mut flate2::read::GzDecoder::new(&body[..])),
         other => Err(refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Encoding {other:?} is not supported (use zstd, gzip or none)"),
@@ -134,54 +213,108 @@ fn decode(headers: &HeaderMap, body: &[u8], max: usize) -> Result<Vec<u8>, Refus
 
 /// Cuts a body into records: a JSON array gives one record per element
 /// (compact JSON); anything else is NDJSON, one JSON value per non-empty
-/// line. A body with any invalid record is refused whole.
-fn records(body: &[u8]) -> Result<(Vec<u8>, Vec<usize>), String> {
-    let mut data = Vec::with_capacity(body.len());
-    let mut ends = Vec::new();
+/// line, kept in place. A body with any invalid record, or that is not
+/// UTF-8 (JSON is UTF-8, RFC 8259), is refused whole.
+fn records(body: Bytes) -> Result<(Bytes, Vec<(usize, usize)>), String> {
+    if let Err(error) = std::str::from_utf8(&body) {
+        let at = error.valid_up_to();
+        let line = body[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        return Err(format!(
+            "line {line}: invalid UTF-8 at byte {at}; JSON must be UTF-8"
+        ));
+    }
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
         let values: Vec<Box<serde_json::value::RawValue>> =
-            serde_json::from_slice(body).map_err(|e| format!("invalid JSON array: {e}"))?;
+            serde_json::from_slice(&body).map_err(|e| format!("invalid JSON array: {e}"))?;
+        let mut data = Vec::with_capacity(body.len());
+        let mut ends = Vec::with_capacity(values.len());
         for value in values {
             let compact: serde_json::Value =
                 serde_json::from_str(value.get()).map_err(|e| format!("invalid JSON: {e}"))?;
+            let start = data.len();
             serde_json::to_writer(&mut data, &compact).map_err(|e| e.to_string())?;
-            ends.push(data.len());
+            ends.push((start, data.len()));
         }
-    } else {
-        for (index, line) in body.split(|&b| b == b'\n').enumerate() {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
-                return Err(format!("line {}: invalid JSON: {error}", index + 1));
-            }
-            data.extend_from_slice(line);
-            ends.push(data.len());
-        }
+        return Ok((Bytes::from(data), ends));
     }
-    Ok((data, ends))
+    let mut ends = Vec::new();
+    let mut start = 0;
+    for (index, line) in body.split(|&b| b == b'\n').enumerate() {
+        let (from, to) = (start, start + line.len());
+        start = to + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+            return Err(format!("line {}: invalid JSON: {error}", index + 1));
+        }
+        ends.push((from, from + line.len()));
+        debug_assert!(from + line.len() <= to);
+    }
+    Ok((body, ends))
 }
 
-async fn ingest(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+/// Counts a refused request (and logs it, throttled) and answers it.
+fn refused(shared: &Shared, status: StatusCode, message: String) -> Response {
+    let counters = &shared.counters;
+    let counter = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => &counters.refused_too_large,
+        StatusCode::REQUEST_TIMEOUT => &counters.refused_too_slow,
+        StatusCode::SERVICE_UNAVAILABLE => &counters.refused_unavailable,
+        _ => &counters.refused_invalid,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if let Some(suppressed) = shared.refusals.allow() {
+        tracing::warn!(status = status.as_u16(), %message, suppressed, "http source refused a request");
+    }
+    let mut response = text(status, message);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+async fn ingest(State(shared): State<Shared>, headers: HeaderMap, mut body: Body) -> Response {
+    let response = answer_request(&shared, headers, &mut body).await;
+    if response.status() != StatusCode::OK {
+        crate::listen::body::discard(&mut body, shared.max_body_bytes).await;
+    }
+    response
+}
+
+async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) -> Response {
+    let shared = shared.clone();
     if shared.log.is_full() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "5")],
-            "the local log is at its disk budget; retry later",
-        )
-            .into_response();
+        let reason = if shared.log.disk_full() {
+            "the local disk is full; retry later"
+        } else {
+            "the local log is at its disk budget; retry later"
+        };
+        let mut response = refused(&shared, StatusCode::SERVICE_UNAVAILABLE, reason.into());
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return response;
     }
     let max = shared.max_body_bytes;
-    let decoded = match tokio::task::spawn_blocking(move || decode(&headers, &body, max)).await {
-        Ok(Ok(decoded)) => decoded,
-        Ok(Err((status, message))) => return text(status, message),
-        Err(error) => return text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    let body = match read_body(body, &headers, max, &shared.limits, &shared.budget).await {
+        Ok(body) => body,
+        Err(Refused { status, message }) => return refused(&shared, status, message),
     };
-    let (data, ends) = match records(&decoded) {
-        Ok(parsed) => parsed,
-        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    let budget = shared.budget.clone();
+    let parsed = tokio::task::spawn_blocking(move || {
+        let decoded = decode(&headers, body, max, &budget)?;
+        records(decoded).map_err(|message| refuse(StatusCode::BAD_REQUEST, message))
+    })
+    .await;
+    let (data, ends) = match parsed {
+        Ok(Ok(parsed)) => parsed,
+        Ok(Err((status, message))) => return refused(&shared, status, message),
+        Err(error) => return text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
     };
     let count = ends.len();
     let (reply, answer) = oneshot::channel();
@@ -195,14 +328,24 @@ async fn ingest(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -
     }
     let end = match answer.await {
         Ok(Ok(end)) => end,
-        Ok(Err(message)) => return text(StatusCode::SERVICE_UNAVAILABLE, message),
+        Ok(Err(message)) => {
+            shared
+                .counters
+                .refused_records
+                .fetch_add(count as u64, Ordering::Relaxed);
+            return refused(&shared, StatusCode::SERVICE_UNAVAILABLE, message);
+        }
         Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
     };
     if let Some(end) = end {
         if let Err(error) = shared.log.durable(end).await {
-            return text(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+            return refused(&shared, StatusCode::SERVICE_UNAVAILABLE, error.to_string());
         }
     }
+    shared
+        .counters
+        .accepted_requests
+        .fetch_add(1, Ordering::Relaxed);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -213,6 +356,50 @@ async fn ingest(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -
 
 #[async_trait]
 impl Source for HttpSource {
+    fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
+        use shipper_core::metrics::ComponentMetric;
+        let c = self.counters.clone();
+        let read = |f: fn(&HttpCounters) -> &AtomicU64| {
+            let c = c.clone();
+            move || f(&c).load(Ordering::Relaxed)
+        };
+        let mut metrics = self.counters.listener.metrics();
+        let help = "Requests answered, by outcome.";
+        metrics.extend([
+            ComponentMetric::counter(
+                "shipper_source_requests_total",
+                help,
+                &[("outcome", "accepted")],
+                read(|c| &c.accepted_requests),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_requests_total",
+                help,
+                &[("outcome", "invalid")],
+                read(|c| &c.refused_invalid),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_requests_total",
+                help,
+                &[("outcome", "too_large")],
+                read(|c| &c.refused_too_large),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_requests_total",
+                help,
+                &[("outcome", "too_slow")],
+                read(|c| &c.refused_too_slow),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_requests_total",
+                help,
+                &[("outcome", "unavailable")],
+                read(|c| &c.refused_unavailable),
+            ),
+        ]);
+        metrics
+    }
+
     async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
         let listener = self
             .listener
@@ -223,17 +410,22 @@ impl Source for HttpSource {
             requests: sender,
             log: cx.emitter.log().clone(),
             max_body_bytes: self.options.max_body_bytes,
+            limits: self.options.limits.clone(),
+            budget: BodyBudget::new(self.options.limits.max_buffered_bytes),
+            counters: self.counters.clone(),
+            refusals: Arc::default(),
         };
         let router = Router::new()
             .route(&self.options.path, post(ingest))
-            .layer(DefaultBodyLimit::max(self.options.max_body_bytes))
             .with_state(shared);
-        let stop = cx.shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.wait().await })
-                .await
-        });
+        let server = tokio::spawn(crate::listen::http::serve(
+            listener,
+            router,
+            self.options.limits.clone(),
+            self.counters.listener.clone(),
+            format!("http source {}", self.stream),
+            cx.shutdown.clone(),
+        ));
         loop {
             tokio::select! {
                 request = requests.recv() => match request {
@@ -258,9 +450,8 @@ impl Source for HttpSource {
 impl HttpSource {
     async fn store(&self, cx: &mut SourceContext, request: Request) {
         let now = now_nanos();
-        let mut start = 0;
         let mut outcome = Ok(());
-        for &end in &request.ends {
+        for &(start, end) in &request.ends {
             if let Err(error) = cx
                 .emitter
                 .emit(&self.stream, &request.data[start..end], now, None)
@@ -268,7 +459,6 @@ impl HttpSource {
                 outcome = Err(error.to_string());
                 break;
             }
-            start = end;
         }
         let answer = match outcome {
             Ok(()) => cx.emitter.written().await.map_err(|e| e.to_string()),

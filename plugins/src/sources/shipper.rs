@@ -29,16 +29,31 @@
 //! A request that only repeats what was stored (a retry after a lost
 //! answer) is answered once the earlier append it repeats is durable, never
 //! before: the sender must not move on while the data could still be lost.
+//!
+//! A mark moves only across offsets the sender declared: each request
+//! names where its data continues from (`Shipper-From`, or `Shipper-After`
+//! when pipelined), and one that would jump a known producer's mark over
+//! offsets it did not declare is refused with `409` (a forged request with
+//! another sender's producer id and a far offset cannot silently make its
+//! later chunks look like duplicates). Declared jumps of a known producer
+//! are logged and counted.
+//!
+//! # Limits
+//!
+//! Connections, request deadlines and the memory request bodies may hold
+//! follow [`crate::listen`]; requests parked behind the one they follow
+//! hold their bodies too, so at most [`MAX_PARKED`] per producer are kept.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -47,6 +62,11 @@ use shipper_core::log::{source_position, Log, Offer, ProducerId};
 use shipper_core::plugin::{PluginError, Source, SourceContext};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::listen::body::{read_body, BodyBudget, Refused};
+use crate::listen::http::ListenerCounters;
+use crate::listen::ListenerLimits;
+use crate::throttle::Throttle;
 
 /// The content type of a request body of stored chunks.
 pub const CONTENT_TYPE: &str = "application/vnd.shipper.chunks";
@@ -57,6 +77,9 @@ const MAX_DICTIONARY_BYTES: usize = 1 << 20;
 
 /// The protocol versions this receiver speaks.
 pub const PROTOCOL_VERSION: &str = "1";
+/// Requests kept waiting for the request they follow, per producer; more
+/// are answered `503`.
+pub const MAX_PARKED: usize = 64;
 
 /// Options of a [`ShipperSource`].
 #[derive(Debug, Clone)]
@@ -76,6 +99,34 @@ pub struct ShipperOptions {
     /// How long a request waits for the request it follows
     /// (`Shipper-After`) before it is answered `503`.
     pub parked_at_most: Duration,
+    /// Connections, deadlines and the memory budget of request bodies.
+    pub limits: ListenerLimits,
+}
+
+/// Counters of a shipper source, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ShipperCounters {
+    /// The listener's connections (accepted, refused, timed out).
+    pub listener: Arc<ListenerCounters>,
+    /// Requests answered 200.
+    pub accepted_requests: AtomicU64,
+    /// Records skipped as already stored.
+    pub duplicate_records: AtomicU64,
+    /// Requests refused without a valid token (401).
+    pub refused_unauthorized: AtomicU64,
+    /// Requests refused for their headers or frames (400, 413, 415, 422).
+    pub refused_invalid: AtomicU64,
+    /// Requests refused because they contradict a producer's mark (409):
+    /// an overlap, or a jump over offsets the sender did not declare.
+    pub refused_conflict: AtomicU64,
+    /// Requests refused for want of room (log, memory, parking) or time
+    /// (408, 503).
+    pub refused_unavailable: AtomicU64,
+    /// Offsets a known producer's mark jumped over that its sender
+    /// declared (`Shipper-From` above the mark): acknowledged elsewhere.
+    pub declared_gap_records: AtomicU64,
+    /// Dictionaries stored.
+    pub dictionaries_stored: AtomicU64,
 }
 
 /// How far the receiver checks a chunk's body before storing it (its
@@ -105,6 +156,7 @@ impl Default for ShipperOptions {
             max_chunk_bytes: 64 << 20,
             verify: Verify::default(),
             parked_at_most: Duration::from_secs(30),
+            limits: ListenerLimits::default(),
         }
     }
 }
@@ -115,6 +167,9 @@ struct Checked {
     /// `Shipper-After`: store only once the producer's high-water mark has
     /// reached this offset (the sender has earlier requests in flight).
     after: Option<u64>,
+    /// `Shipper-From`: the sender's data for this receiver continues from
+    /// this offset (nothing for it between there and the first frame).
+    from: Option<u64>,
     body: Bytes,
     /// Byte ranges of the frames in `body`.
     frames: Vec<(usize, usize)>,
@@ -125,6 +180,9 @@ struct Checked {
 struct Producer {
     /// End offset (in the sender's log) of the last chunk stored.
     high_water: u64,
+    /// A mark was read back from the log or set by a request: gaps above
+    /// it must be declared.
+    known: bool,
     /// Resolves to the end offset, in this log, of the last append made
     /// for this producer once it is written (`Some(0)`: nothing pending).
     written: watch::Receiver<Option<u64>>,
@@ -137,6 +195,7 @@ impl Producer {
     fn new(high_water: u64) -> Producer {
         Producer {
             high_water,
+            known: false,
             written: watch::channel(Some(0)).1,
             parked: Vec::new(),
         }
@@ -149,6 +208,8 @@ pub struct ShipperSource {
     options: ShipperOptions,
     name: String,
     listener: Option<TcpListener>,
+    counters: Arc<ShipperCounters>,
+    gaps: Throttle,
 }
 
 impl ShipperSource {
@@ -161,7 +222,14 @@ impl ShipperSource {
             options,
             name: name.to_owned(),
             listener: Some(listener),
+            counters: Arc::default(),
+            gaps: Throttle::default(),
         })
+    }
+
+    /// The counters, shared with the running source.
+    pub fn counters(&self) -> Arc<ShipperCounters> {
+        self.counters.clone()
     }
 
     /// The address it listens on (useful with port 0).
@@ -184,6 +252,7 @@ impl ShipperSource {
             let end = u64::from_le_bytes(end);
             let entry = marks.entry(producer).or_insert_with(|| Producer::new(0));
             entry.high_water = entry.high_water.max(end);
+            entry.known = true;
         }
         marks
     }
@@ -197,26 +266,104 @@ struct Shared {
     /// The (producer, dictionary id) pairs uploaded since start: a
     /// producer's chunks may use exactly these.
     dictionaries: Arc<Mutex<HashSet<(ProducerId, u32)>>>,
+    budget: BodyBudget,
+    counters: Arc<ShipperCounters>,
+    refusals: Arc<Throttle>,
 }
 
 fn answer(status: StatusCode, message: impl Into<String>) -> Response {
     let mut message = message.into();
     message.push('\n');
-    (status, message).into_response()
+    let mut response = (status, message).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// A refusal: counted by its status, logged (throttled), answered.
+fn refuse(
+    counters: &ShipperCounters,
+    refusals: &Throttle,
+    status: StatusCode,
+    message: impl Into<String>,
+) -> Response {
+    let message = message.into();
+    let counter = match status {
+        StatusCode::UNAUTHORIZED => &counters.refused_unauthorized,
+        StatusCode::CONFLICT => &counters.refused_conflict,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => {
+            &counters.refused_unavailable
+        }
+        _ => &counters.refused_invalid,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if let Some(suppressed) = refusals.allow() {
+        tracing::warn!(status = status.as_u16(), %message, suppressed, "shipper source refused a request");
+    }
+    answer(status, message)
+}
+
+/// True when `presented` (an `Authorization` header) carries `token`: the
+/// scheme matched without regard to case (RFC 7235), the token compared
+/// in constant time.
+fn authorized(presented: Option<&HeaderValue>, token: &str) -> bool {
+    let Some(presented) = presented.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some((scheme, credentials)) = presented.trim().split_once(' ') else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer")
+        && constant_time_eq(credentials.trim().as_bytes(), token.as_bytes())
+}
+
+/// Compares without an early exit, so the time taken says nothing about
+/// how much of a secret matched (only about its length).
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An optional offset header: `Ok(None)` when absent.
+fn offset_header(headers: &HeaderMap, name: &str) -> Result<Option<u64>, String> {
+    match headers.get(name.to_ascii_lowercase()) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| format!("{name} must be an offset (decimal u64)")),
+    }
 }
 
 /// Checks a request; on success it goes to the source's task, which answers.
-async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(State(shared): State<Shared>, headers: HeaderMap, mut body: Body) -> Response {
+    let response = answer_request(&shared, headers, &mut body).await;
+    if response.status() != StatusCode::OK {
+        crate::listen::body::discard(&mut body, shared.options.max_body_bytes).await;
+    }
+    response
+}
+
+async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) -> Response {
+    let (counters, refusals) = (&*shared.counters, &*shared.refusals);
     if let Some(token) = &shared.options.token {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(token.as_str()) {
-            let mut response = answer(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        if !authorized(headers.get(header::AUTHORIZATION), token) {
+            let mut response = refuse(
+                counters,
+                refusals,
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token is required",
+            );
             response
                 .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return response;
         }
     }
@@ -225,7 +372,9 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if content_type != CONTENT_TYPE && content_type != DICTIONARY_CONTENT_TYPE {
-        return answer(
+        return refuse(
+            counters,
+            refusals,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be {CONTENT_TYPE}, not {content_type:?}"),
         );
@@ -234,7 +383,9 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
         .get("shipper-protocol")
         .and_then(|v| v.to_str().ok());
     if version != Some(PROTOCOL_VERSION) {
-        return answer(
+        return refuse(
+            counters,
+            refusals,
             StatusCode::BAD_REQUEST,
             format!(
                 "Shipper-Protocol {version:?} is not spoken here; versions: {PROTOCOL_VERSION}"
@@ -246,39 +397,43 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
         .and_then(|v| v.to_str().ok())
         .and_then(ProducerId::parse)
     else {
-        return answer(
+        return refuse(
+            counters,
+            refusals,
             StatusCode::BAD_REQUEST,
             "Shipper-Producer must be 32 hex digits",
         );
     };
-    let after = match headers.get("shipper-after") {
-        None => None,
-        Some(value) => match value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            Some(after) => Some(after),
-            None => {
-                return answer(
-                    StatusCode::BAD_REQUEST,
-                    "Shipper-After must be an offset (decimal u64)",
-                )
-            }
-        },
+    let (after, from) = match (
+        offset_header(&headers, "Shipper-After"),
+        offset_header(&headers, "Shipper-From"),
+    ) {
+        (Ok(after), Ok(from)) => (after, from),
+        (Err(message), _) | (_, Err(message)) => {
+            return refuse(counters, refusals, StatusCode::BAD_REQUEST, message)
+        }
     };
-    if content_type == DICTIONARY_CONTENT_TYPE {
-        return receive_dictionary(&shared, producer, &headers, &body);
-    }
-    if shared.log.is_full() {
-        let mut response = answer(
+    let dictionary = content_type == DICTIONARY_CONTENT_TYPE;
+    if !dictionary && shared.log.is_full() {
+        return refuse(
+            counters,
+            refusals,
             StatusCode::SERVICE_UNAVAILABLE,
-            "the receiver's log is at its disk budget; try again later",
+            "the receiver's log is at its disk budget (or its disk is full); try again later",
         );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, "1".parse().expect("valid"));
-        return response;
+    }
+    let max = if dictionary {
+        MAX_DICTIONARY_BYTES
+    } else {
+        shared.options.max_body_bytes
+    };
+    let limits = &shared.options.limits;
+    let body = match read_body(body, &headers, max, limits, &shared.budget).await {
+        Ok(body) => body,
+        Err(Refused { status, message }) => return refuse(counters, refusals, status, message),
+    };
+    if dictionary {
+        return receive_dictionary(shared, producer, &headers, &body);
     }
     let (max_chunk_bytes, verify) = (shared.options.max_chunk_bytes, shared.options.verify);
     let checked = {
@@ -299,7 +454,7 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
     let frames = match checked {
         Ok(Ok(frames)) => frames,
         Ok(Err((status, message))) => {
-            let mut response = answer(status, message.text);
+            let mut response = refuse(counters, refusals, status, message.text);
             if let Some(id) = message.need_dictionary {
                 response
                     .headers_mut()
@@ -309,10 +464,23 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
         }
         Err(panic) => return answer(StatusCode::INTERNAL_SERVER_ERROR, panic.to_string()),
     };
+    let first_offset =
+        ChunkView::parse(&body[frames[0].0..frames[0].1]).map_or(0, |view| view.first_offset());
+    if let Some(declared) = from.filter(|&declared| declared > first_offset) {
+        return refuse(
+            counters,
+            refusals,
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the request says its data continues from offset {declared}, but its first chunk starts at {first_offset}"
+            ),
+        );
+    }
     let (reply, answered) = oneshot::channel();
     let request = Checked {
         producer,
         after,
+        from,
         body,
         frames,
         reply,
@@ -320,9 +488,22 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
     if shared.requests.send(request).await.is_err() {
         return answer(StatusCode::SERVICE_UNAVAILABLE, "the receiver is stopping");
     }
-    answered
+    let response = answered
         .await
-        .unwrap_or_else(|_| answer(StatusCode::SERVICE_UNAVAILABLE, "the receiver is stopping"))
+        .unwrap_or_else(|_| answer(StatusCode::SERVICE_UNAVAILABLE, "the receiver is stopping"));
+    match response.status() {
+        StatusCode::OK => {
+            counters.accepted_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        StatusCode::CONFLICT => {
+            counters.refused_conflict.fetch_add(1, Ordering::Relaxed);
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            counters.refused_unavailable.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+    response
 }
 
 /// Checks every frame of a body: CRC, order, sizes, and that each body
@@ -405,7 +586,23 @@ fn check_frames(
         }
         let checked = match verify {
             Verify::Frame => check_body(&view),
-            Verify::Full => decode_body(&view, decoder).map(drop),
+            Verify::Full => decode_body(&view, decoder).and_then(|body| {
+                let mut records = 0u64;
+                for record in body.records() {
+                    record.map_err(|e| {
+                        shipper_core::Error::Corruption(format!("record {records}: {e:?}"))
+                    })?;
+                    records += 1;
+                }
+                if records == u64::from(view.record_count()) {
+                    Ok(())
+                } else {
+                    Err(shipper_core::Error::Corruption(format!(
+                        "it declares {} records and holds {records}",
+                        view.record_count()
+                    )))
+                }
+            }),
         };
         if let Err(error) = checked {
             return bad(
@@ -442,19 +639,41 @@ fn receive_dictionary(
         .and_then(|v| v.trim().parse::<u32>().ok())
         .filter(|&id| id != 0)
     else {
-        return answer(
+        return refuse(
+            &shared.counters,
+            &shared.refusals,
             StatusCode::BAD_REQUEST,
             "Shipper-Dictionary must name the dictionary's id",
         );
     };
     if body.is_empty() || body.len() > MAX_DICTIONARY_BYTES {
-        return answer(
+        return refuse(
+            &shared.counters,
+            &shared.refusals,
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("a dictionary is 1 to {MAX_DICTIONARY_BYTES} bytes"),
         );
     }
     if zstd::bulk::Decompressor::with_dictionary(body).is_err() {
-        return answer(StatusCode::BAD_REQUEST, "not a zstd dictionary");
+        return refuse(
+            &shared.counters,
+            &shared.refusals,
+            StatusCode::BAD_REQUEST,
+            "not a zstd dictionary",
+        );
+    }
+    // The id this store would give these bytes, found before anything is
+    // written: a refused upload leaves nothing on disk.
+    let here = shared.log.dictionaries().id_for(body);
+    if here != id {
+        return refuse(
+            &shared.counters,
+            &shared.refusals,
+            StatusCode::CONFLICT,
+            format!(
+                "dictionary {id} would be stored here as {here}: its id does not match its content"
+            ),
+        );
     }
     match shared.log.dictionaries().insert(body) {
         Ok(stored) if stored == id => {
@@ -463,20 +682,93 @@ fn receive_dictionary(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert((producer, id));
+            shared
+                .counters
+                .dictionaries_stored
+                .fetch_add(1, Ordering::Relaxed);
             ok_json(format!("{{\"dictionary\":{id}}}\n"))
         }
-        Ok(stored) => answer(
+        Ok(stored) => refuse(
+            &shared.counters,
+            &shared.refusals,
             StatusCode::CONFLICT,
             format!(
                 "dictionary {id} is stored here as {stored}: its id does not match its content"
             ),
         ),
-        Err(error) => answer(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        Err(error) => refuse(
+            &shared.counters,
+            &shared.refusals,
+            StatusCode::SERVICE_UNAVAILABLE,
+            error.to_string(),
+        ),
     }
 }
 
 #[async_trait]
 impl Source for ShipperSource {
+    fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
+        use shipper_core::metrics::ComponentMetric;
+        let c = self.counters.clone();
+        let read = |f: fn(&ShipperCounters) -> &AtomicU64| {
+            let c = c.clone();
+            move || f(&c).load(Ordering::Relaxed)
+        };
+        let mut metrics = self.counters.listener.metrics();
+        let help = "Requests answered, by outcome.";
+        metrics.extend([
+            ComponentMetric::counter(
+                "shipper_source_requests_total",
+                help,
+                &[("outcome", "accepted")],
+                read(|c| &c.accepted_requests),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_requests_total",
+                help,
+                &[("outcome", "unauthorized")],
+                read(|c| &c.refused_unauthorized),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_requests_total",
+                help,
+                &[("outcome", "invalid")],
+                read(|c| &c.refused_invalid),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_requests_total",
+                help,
+                &[("outcome", "conflict")],
+                read(|c| &c.refused_conflict),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_requests_total",
+                help,
+                &[("outcome", "unavailable")],
+                read(|c| &c.refused_unavailable),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_duplicate_records_total",
+                "Records received again and skipped: already stored (a sender's retry or replay).",
+                &[],
+                read(|c| &c.duplicate_records),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_declared_gap_records_total",
+                "Offsets a known producer's mark jumped over because its sender declared them acknowledged elsewhere (Shipper-From).",
+                &[],
+                read(|c| &c.declared_gap_records),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_dictionaries_total",
+                "Compression dictionaries senders uploaded and the receiver stored.",
+                &[],
+                read(|c| &c.dictionaries_stored),
+            ),
+        ]);
+        metrics
+    }
+
     async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
         let listener = self
             .listener
@@ -491,17 +783,21 @@ impl Source for ShipperSource {
             log: log.clone(),
             options: self.options.clone(),
             dictionaries: Arc::default(),
+            budget: BodyBudget::new(self.options.limits.max_buffered_bytes),
+            counters: self.counters.clone(),
+            refusals: Arc::default(),
         };
         let router = Router::new()
             .route(&self.options.path, post(receive))
-            .layer(DefaultBodyLimit::max(self.options.max_body_bytes))
             .with_state(shared);
-        let stop = cx.shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.wait().await })
-                .await
-        });
+        let server = tokio::spawn(crate::listen::http::serve(
+            listener,
+            router,
+            self.options.limits.clone(),
+            self.counters.listener.clone(),
+            format!("shipper source {}", self.name),
+            cx.shutdown.clone(),
+        ));
         let mut answering = tokio::task::JoinSet::new();
         let parked_at_most = self.options.parked_at_most;
         let mut sweep = tokio::time::interval((parked_at_most / 4).max(Duration::from_millis(10)));
@@ -576,6 +872,14 @@ impl ShipperSource {
             .entry(producer)
             .or_insert_with(|| Producer::new(0));
         if request.after.is_some_and(|after| after > state.high_water) {
+            state.parked.retain(|(parked, _)| !parked.reply.is_closed());
+            if state.parked.len() >= MAX_PARKED {
+                let _ = request.reply.send(answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{MAX_PARKED} requests of producer {producer} already wait for the one they follow; send it again"),
+                ));
+                return Ok(());
+            }
             state.parked.push((request, Instant::now()));
             return Ok(());
         }
@@ -614,7 +918,8 @@ impl ShipperSource {
     ) -> Result<(), PluginError> {
         let Checked {
             producer,
-            after: _,
+            after,
+            from,
             body,
             frames,
             reply,
@@ -628,12 +933,13 @@ impl ShipperSource {
             .collect();
         // First pass: nothing is stored unless the whole request is sound.
         let mut duplicate = 0u64;
+        let mut first_new = None;
         for (index, view) in views.iter().enumerate() {
             if view.end_offset() <= state.high_water {
                 duplicate += u64::from(view.record_count());
             } else if view.first_offset() < state.high_water {
-                let _ = reply.send(answer(
-                    StatusCode::CONFLICT,
+                let _ = reply.send(conflict(
+                    "overlap",
                     format!(
                         "chunk {index} [{}, {}) overlaps the high-water mark {} of producer {producer}",
                         view.first_offset(),
@@ -642,8 +948,49 @@ impl ShipperSource {
                     ),
                 ));
                 return Ok(());
+            } else if first_new.is_none() {
+                first_new = Some(view.first_offset());
             }
         }
+        // The mark may move over offsets above it only when the sender
+        // declared them (see the module docs).
+        let declared = from.or(after);
+        if let Some(first) = first_new.filter(|&first| first > state.high_water) {
+            match declared {
+                None if state.known => {
+                    let _ = reply.send(conflict(
+                        "gap",
+                        format!(
+                            "producer {producer}'s data here ends at offset {}; this request starts at {first} without declaring the offsets between (Shipper-From)",
+                            state.high_water
+                        ),
+                    ));
+                    return Ok(());
+                }
+                Some(declared) if state.known && declared > state.high_water => {
+                    let records = declared - state.high_water;
+                    self.counters
+                        .declared_gap_records
+                        .fetch_add(records, Ordering::Relaxed);
+                    if let Some(suppressed) = self.gaps.allow() {
+                        tracing::warn!(
+                            source = %self.name,
+                            %producer,
+                            high_water = state.high_water,
+                            resumes_at = declared,
+                            records,
+                            suppressed,
+                            "a sender resumes above what it stored here: it says offsets in between were acknowledged elsewhere"
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        state.known = true;
+        self.counters
+            .duplicate_records
+            .fetch_add(duplicate, Ordering::Relaxed);
         let source = format!("{}/{producer}", self.name);
         let mut last_ticket = None;
         let (mut records, mut bytes, mut chunks) = (0u64, 0u64, 0u64);
@@ -711,6 +1058,15 @@ impl ShipperSource {
         }
         Ok(())
     }
+}
+
+/// A `409` about a producer's mark; `Shipper-Conflict` says which rule.
+fn conflict(kind: &'static str, message: String) -> Response {
+    let mut response = answer(StatusCode::CONFLICT, message);
+    response
+        .headers_mut()
+        .insert("shipper-conflict", HeaderValue::from_static(kind));
+    response
 }
 
 fn ok_json(body: String) -> Response {

@@ -7,25 +7,38 @@
 //! Connections read into a bounded queue that the source's task empties
 //! into the log: when the log pushes back, the queue fills and connections
 //! stop being read (TCP backpressure). Oversized frames are dropped and
-//! counted; a record that fails the configured parse is dropped, counted
-//! and logged, never stored half.
+//! counted (an oversized octet-counted frame is skipped: its length says
+//! where the next one starts, so the connection goes on); a record that
+//! fails the configured parse is dropped, counted and logged, never stored
+//! half. Every drop is counted in `/metrics` and logged at most once per
+//! ten seconds per kind; a UDP socket's receive-buffer overflows, counted
+//! by the kernel, are read from `/proc/net/udp` and exported too.
+//!
+//! Stream connections are capped (`max_connections`, and the process's
+//! own cap below its open-files limit, see [`crate::listen`]). A connection
+//! that sends nothing for `idle_timeout` is closed; when the cap is
+//! reached, the connection idle longest (at least a second) is closed to
+//! make room for the new one, so idle connections cannot keep senders out.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use shipper_core::chunk::now_nanos;
-use shipper_core::plugin::{PluginError, Source, SourceContext};
+use shipper_core::metrics::ComponentMetric;
+use shipper_core::plugin::{PluginError, Shutdown, Source, SourceContext};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::framing::lines::{LineOptions, LineSplitter, Overlong};
 use crate::framing::octet::OctetDecoder;
+use crate::listen::ConnectionSlots;
+use crate::throttle::Throttle;
 
 /// Where the source listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +78,11 @@ pub struct SocketOptions {
     pub listen: Listen,
     /// Stream framing (UDP: `Newline` splits datagrams into lines).
     pub framing: SocketFraming,
-    /// Connections served at once; more are closed at once, counted.
+    /// Connections served at once (see the module docs for what happens
+    /// at the cap).
     pub max_connections: usize,
+    /// A stream connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
     /// Longest record; longer ones are dropped and counted.
     pub max_frame_bytes: usize,
     /// Parsing of each record.
@@ -78,14 +94,59 @@ pub struct SocketOptions {
 pub struct SocketCounters {
     /// Connections accepted.
     pub connections: AtomicU64,
-    /// Connections refused because `max_connections` were open.
+    /// Connections refused because `max_connections` (or the process's
+    /// cap) were open and none was idle enough to close.
     pub refused: AtomicU64,
+    /// Idle connections closed to make room for a new one at the cap.
+    pub evicted: AtomicU64,
+    /// Connections closed after `idle_timeout` without a byte.
+    pub idle_closed: AtomicU64,
+    /// Stream connections closed on a framing error that leaves no way to
+    /// find the next frame (a bad octet-counting length).
+    pub framing_errors: AtomicU64,
     /// Records stored.
     pub records: AtomicU64,
     /// Frames dropped for being longer than `max_frame_bytes`.
     pub oversized: AtomicU64,
     /// Records dropped because they did not parse.
     pub unparsable: AtomicU64,
+    /// Datagrams the kernel dropped because the UDP socket's receive
+    /// buffer was full (from `/proc/net/udp`).
+    pub udp_receive_drops: AtomicU64,
+}
+
+/// Rate limits of the source's log lines, one per kind of event.
+#[derive(Debug, Default)]
+struct Throttles {
+    oversized: Throttle,
+    unparsable: Throttle,
+    refused: Throttle,
+    framing: Throttle,
+    udp_drops: Throttle,
+}
+
+/// What a connection and the source share.
+#[derive(Debug, Default)]
+struct Shared {
+    counters: Arc<SocketCounters>,
+    throttles: Throttles,
+}
+
+impl Shared {
+    fn dropped_oversized(&self, count: u64, max: usize) {
+        if count == 0 {
+            return;
+        }
+        self.counters.oversized.fetch_add(count, Ordering::Relaxed);
+        if let Some(suppressed) = self.throttles.oversized.allow() {
+            tracing::warn!(
+                dropped = count,
+                max_frame_bytes = max,
+                suppressed,
+                "socket source: a record longer than max_frame_bytes was dropped"
+            );
+        }
+    }
 }
 
 /// Records read by a connection, handed to the source's task.
@@ -107,31 +168,33 @@ fn prepare<'a>(
     parse: SocketParse,
     record: &'a [u8],
     scratch: &'a mut Vec<u8>,
-    counters: &SocketCounters,
+    shared: &Shared,
 ) -> Option<&'a [u8]> {
-    match parse {
-        SocketParse::None => Some(record),
-        SocketParse::Json => match serde_json::from_slice::<serde::de::IgnoredAny>(record) {
-            Ok(_) => Some(record),
-            Err(error) => {
-                counters.unparsable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "socket record is not JSON; dropped");
-                None
-            }
+    let failed = match parse {
+        SocketParse::None => return Some(record),
+        // JSON is UTF-8 (RFC 8259); the check that skips values does not
+        // look inside strings, so look first.
+        SocketParse::Json => match std::str::from_utf8(record) {
+            Err(error) => format!("not UTF-8: {error}"),
+            Ok(_) => match serde_json::from_slice::<serde::de::IgnoredAny>(record) {
+                Ok(_) => return Some(record),
+                Err(error) => format!("not JSON: {error}"),
+            },
         },
         SocketParse::Syslog => match crate::parse::syslog::parse(record) {
             Ok(syslog) => {
                 scratch.clear();
                 crate::parse::syslog::write_json(&syslog, scratch);
-                Some(&scratch[..])
+                return Some(&scratch[..]);
             }
-            Err(error) => {
-                counters.unparsable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "socket record is not syslog; dropped");
-                None
-            }
+            Err(error) => format!("not syslog: {error}"),
         },
+    };
+    shared.counters.unparsable.fetch_add(1, Ordering::Relaxed);
+    if let Some(suppressed) = shared.throttles.unparsable.allow() {
+        tracing::warn!(reason = %failed, suppressed, "socket source: a record that does not parse was dropped");
     }
+    None
 }
 
 /// Listens on a socket and emits every record it receives.
@@ -140,7 +203,7 @@ pub struct SocketSource {
     options: SocketOptions,
     stream: String,
     bound: Option<Bound>,
-    counters: Arc<SocketCounters>,
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
@@ -182,7 +245,7 @@ impl SocketSource {
             options,
             stream: stream.to_owned(),
             bound: Some(bound),
-            counters: Arc::default(),
+            shared: Arc::default(),
         })
     }
 
@@ -197,16 +260,73 @@ impl SocketSource {
 
     /// The counters, shared with the running source.
     pub fn counters(&self) -> Arc<SocketCounters> {
-        self.counters.clone()
+        self.shared.counters.clone()
     }
 }
 
-/// Reads one stream connection until it ends, sending its records.
+/// What the accept loop knows of one open stream connection.
+#[derive(Debug)]
+struct Tracked {
+    /// When it last delivered a byte (milliseconds on the source's clock).
+    last_read_ms: AtomicU64,
+    /// Triggered to close it (evicted to make room).
+    evict: Shutdown,
+}
+
+/// The open stream connections, for finding the one idle longest.
+#[derive(Debug, Default)]
+struct Connections {
+    open: Mutex<Vec<Weak<Tracked>>>,
+}
+
+impl Connections {
+    fn track(&self, now_ms: u64) -> Arc<Tracked> {
+        let tracked = Arc::new(Tracked {
+            last_read_ms: AtomicU64::new(now_ms),
+            evict: Shutdown::new(),
+        });
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|weak| weak.strong_count() > 0);
+        open.push(Arc::downgrade(&tracked));
+        tracked
+    }
+
+    /// Closes the connection idle longest, if it has been idle at least
+    /// `at_least` (ms); returns whether one was told to close.
+    fn evict_idlest(&self, now_ms: u64, at_least: u64) -> bool {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let idlest = open
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|t| !t.evict.is_triggered())
+            .min_by_key(|t| t.last_read_ms.load(Ordering::Relaxed));
+        match idlest {
+            Some(tracked)
+                if now_ms.saturating_sub(tracked.last_read_ms.load(Ordering::Relaxed))
+                    >= at_least =>
+            {
+                tracked.evict.trigger();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Milliseconds since `epoch`.
+fn millis_since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// Reads one stream connection until it ends, is idle for `idle_timeout`
+/// or is evicted, sending its records.
 async fn serve_stream<S: AsyncRead + Unpin>(
     mut stream: S,
     options: SocketOptions,
-    counters: Arc<SocketCounters>,
+    shared: Arc<Shared>,
     batches: mpsc::Sender<Batch>,
+    tracked: Arc<Tracked>,
+    epoch: Instant,
 ) {
     let mut buffer = vec![0u8; 64 * 1024];
     let mut scratch = Vec::new();
@@ -216,22 +336,36 @@ async fn serve_stream<S: AsyncRead + Unpin>(
         ..LineOptions::default()
     });
     let mut octets = OctetDecoder::new(options.max_frame_bytes);
+    let mut dropped_lines = 0;
     loop {
-        let n = match stream.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let read = tokio::select! {
+            read = tokio::time::timeout(options.idle_timeout, stream.read(&mut buffer)) => read,
+            () = tracked.evict.wait() => break,
         };
+        let n = match read {
+            Err(_) => {
+                shared.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => n,
+        };
+        tracked
+            .last_read_ms
+            .store(millis_since(epoch), Ordering::Relaxed);
         let mut batch = Batch::default();
         match options.framing {
             SocketFraming::Newline => {
                 let mut cursor = lines.feed(&buffer[..n]);
                 while let Some(line) = cursor.next() {
-                    if let Some(record) =
-                        prepare(options.parse, line.bytes, &mut scratch, &counters)
+                    if let Some(record) = prepare(options.parse, line.bytes, &mut scratch, &shared)
                     {
                         batch.push(record);
                     }
                 }
+                let dropped = lines.dropped_lines();
+                shared.dropped_oversized(dropped - dropped_lines, options.max_frame_bytes);
+                dropped_lines = dropped;
             }
             SocketFraming::OctetCounting => {
                 let mut frames = octets.feed(&buffer[..n]);
@@ -239,17 +373,25 @@ async fn serve_stream<S: AsyncRead + Unpin>(
                     match frame {
                         Ok(frame) => {
                             if let Some(record) =
-                                prepare(options.parse, frame.bytes, &mut scratch, &counters)
+                                prepare(options.parse, frame.bytes, &mut scratch, &shared)
                             {
                                 batch.push(record);
                             }
                         }
+                        Err(error) if !error.is_fatal() => {
+                            // Its length says where the next frame starts:
+                            // skipped, and the connection goes on.
+                            shared.dropped_oversized(1, options.max_frame_bytes);
+                        }
                         Err(error) => {
-                            tracing::warn!(%error, "bad octet-counting frame; closing the connection");
+                            shared
+                                .counters
+                                .framing_errors
+                                .fetch_add(1, Ordering::Relaxed);
+                            if let Some(suppressed) = shared.throttles.framing.allow() {
+                                tracing::warn!(%error, suppressed, "socket source: bad octet-counting frame; closing the connection");
+                            }
                             let _ = batches.send(batch).await;
-                            counters
-                                .oversized
-                                .store(octets.oversized_frames(), Ordering::Relaxed);
                             return;
                         }
                     }
@@ -263,17 +405,14 @@ async fn serve_stream<S: AsyncRead + Unpin>(
     let mut batch = Batch::default();
     if options.framing == SocketFraming::Newline {
         if let Some(last) = lines.finish() {
-            if let Some(record) = prepare(options.parse, last.bytes, &mut scratch, &counters) {
+            if let Some(record) = prepare(options.parse, last.bytes, &mut scratch, &shared) {
                 batch.push(record);
             }
         }
-        counters
-            .oversized
-            .fetch_add(lines.dropped_lines(), Ordering::Relaxed);
-    } else {
-        counters
-            .oversized
-            .fetch_add(octets.oversized_frames(), Ordering::Relaxed);
+        shared.dropped_oversized(
+            lines.dropped_lines() - dropped_lines,
+            options.max_frame_bytes,
+        );
     }
     if !batch.ends.is_empty() {
         let _ = batches.send(batch).await;
@@ -284,16 +423,45 @@ async fn serve_stream<S: AsyncRead + Unpin>(
 async fn serve_udp(
     socket: UdpSocket,
     options: SocketOptions,
-    counters: Arc<SocketCounters>,
+    shared: Arc<Shared>,
     batches: mpsc::Sender<Batch>,
 ) {
     let mut buffer = vec![0u8; 65_536];
     let mut scratch = Vec::new();
+    let local = socket.local_addr().ok();
+    let mut drops = local.and_then(udp_drops);
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let n = match socket.recv(&mut buffer).await {
-            Ok(n) => n,
-            Err(error) => {
-                tracing::warn!(%error, "udp receive failed");
+        let n = tokio::select! {
+            received = socket.recv(&mut buffer) => match received {
+                Ok(n) => n,
+                Err(error) => {
+                    tracing::warn!(%error, "udp receive failed");
+                    continue;
+                }
+            },
+            _ = check.tick() => {
+                // The kernel's count of datagrams dropped on a full
+                // receive buffer: a loss no read can see.
+                if let (Some(before), Some(now)) = (drops, local.and_then(udp_drops)) {
+                    if now > before {
+                        shared
+                            .counters
+                            .udp_receive_drops
+                            .fetch_add(now - before, Ordering::Relaxed);
+                        if let Some(suppressed) = shared.throttles.udp_drops.allow() {
+                            tracing::warn!(
+                                dropped = now - before,
+                                suppressed,
+                                "socket source: the kernel dropped datagrams, the UDP receive buffer was full (raise net.core.rmem_max or send less)"
+                            );
+                        }
+                    }
+                    drops = Some(now);
+                } else if drops.is_none() {
+                    drops = local.and_then(udp_drops);
+                }
                 continue;
             }
         };
@@ -308,10 +476,10 @@ async fn serve_udp(
         };
         for piece in pieces {
             if piece.len() > options.max_frame_bytes {
-                counters.oversized.fetch_add(1, Ordering::Relaxed);
+                shared.dropped_oversized(1, options.max_frame_bytes);
                 continue;
             }
-            if let Some(record) = prepare(options.parse, piece, &mut scratch, &counters) {
+            if let Some(record) = prepare(options.parse, piece, &mut scratch, &shared) {
                 batch.push(record);
             }
         }
@@ -321,8 +489,100 @@ async fn serve_udp(
     }
 }
 
+/// The kernel's count of datagrams dropped by the UDP socket bound to
+/// `local` (`drops`, the last column of `/proc/net/udp` or `udp6`).
+fn udp_drops(local: SocketAddr) -> Option<u64> {
+    let (table, wanted) = match local {
+        SocketAddr::V4(v4) => (
+            "/proc/net/udp",
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(v4.ip().octets()),
+                v4.port()
+            ),
+        ),
+        SocketAddr::V6(v6) => {
+            let octets = v6.ip().octets();
+            let words: String = octets
+                .chunks(4)
+                .map(|word| {
+                    format!(
+                        "{:08X}",
+                        u32::from_le_bytes(word.try_into().expect("4 bytes"))
+                    )
+                })
+                .collect();
+            ("/proc/net/udp6", format!("{words}:{:04X}", v6.port()))
+        }
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    text.lines().skip(1).find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1)?;
+        (local == wanted).then(|| line.split_whitespace().last()?.parse().ok())?
+    })
+}
+
 #[async_trait]
 impl Source for SocketSource {
+    fn metrics(&self) -> Vec<ComponentMetric> {
+        let c = self.shared.counters.clone();
+        let read = |f: fn(&SocketCounters) -> &AtomicU64| {
+            let c = c.clone();
+            move || f(&c).load(Ordering::Relaxed)
+        };
+        vec![
+            ComponentMetric::counter(
+                "shipper_source_connections_total",
+                "Connections accepted.",
+                &[],
+                read(|c| &c.connections),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_connections_refused_total",
+                "Connections refused at the connection cap.",
+                &[],
+                read(|c| &c.refused),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_connections_closed_total",
+                "Connections the source closed: idle for idle_timeout, evicted at the cap for a new one, or after a framing error.",
+                &[("reason", "idle")],
+                read(|c| &c.idle_closed),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_connections_closed_total",
+                "",
+                &[("reason", "evicted")],
+                read(|c| &c.evicted),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_connections_closed_total",
+                "",
+                &[("reason", "framing")],
+                read(|c| &c.framing_errors),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_discarded_records_total",
+                "Records the source received and dropped, by why.",
+                &[("reason", "oversized")],
+                read(|c| &c.oversized),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_discarded_records_total",
+                "",
+                &[("reason", "unparsable")],
+                read(|c| &c.unparsable),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_discarded_records_total",
+                "",
+                &[("reason", "udp_receive_buffer")],
+                read(|c| &c.udp_receive_drops),
+            ),
+        ]
+    }
+
     async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
         let bound = self
             .bound
@@ -331,16 +591,16 @@ impl Source for SocketSource {
         let (sender, mut receiver) = mpsc::channel::<Batch>(64);
         let mut tasks = JoinSet::new();
         let options = self.options.clone();
-        let counters = self.counters.clone();
+        let shared = self.shared.clone();
         match bound {
             Bound::Udp(socket) => {
-                tasks.spawn(serve_udp(socket, options, counters, sender));
+                tasks.spawn(serve_udp(socket, options, shared, sender));
             }
             Bound::Tcp(listener) => {
-                tasks.spawn(accept_loop(listener, options, counters, sender));
+                tasks.spawn(accept_loop(listener, options, shared, sender));
             }
             Bound::Unix(listener) => {
-                tasks.spawn(accept_loop(listener, options, counters, sender));
+                tasks.spawn(accept_loop(listener, options, shared, sender));
             }
         }
         loop {
@@ -374,7 +634,8 @@ impl SocketSource {
                 .emit(&self.stream, &batch.data[start..end], now, None)?;
             start = end;
         }
-        self.counters
+        self.shared
+            .counters
             .records
             .fetch_add(batch.ends.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -403,39 +664,51 @@ impl Acceptor for UnixListener {
     }
 }
 
-/// Accepts connections, serving at most `max_connections` at once.
+/// Accepts connections, serving at most `max_connections` at once (see
+/// the module docs for what happens at the cap).
 async fn accept_loop<A: Acceptor>(
     listener: A,
     options: SocketOptions,
-    counters: Arc<SocketCounters>,
+    shared: Arc<Shared>,
     batches: mpsc::Sender<Batch>,
 ) {
-    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let slots = ConnectionSlots::new(options.max_connections);
+    let open = Connections::default();
+    let epoch = Instant::now();
     let mut connections = JoinSet::new();
     loop {
         let stream = match listener.accept_stream().await {
             Ok(stream) => stream,
             Err(error) => {
                 tracing::warn!(%error, "accepting a connection failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            counters.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                max = options.max_connections,
-                "connection refused: max_connections reached"
-            );
+        while connections.try_join_next().is_some() {}
+        let mut slot = slots.try_acquire();
+        if slot.is_none() && open.evict_idlest(millis_since(epoch), 1_000) {
+            shared.counters.evicted.fetch_add(1, Ordering::Relaxed);
+            slot = slots.acquire_within(Duration::from_millis(500)).await;
+        }
+        let Some(slot) = slot else {
+            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = shared.throttles.refused.allow() {
+                tracing::warn!(
+                    max = options.max_connections,
+                    suppressed,
+                    "socket source: connection refused: max_connections reached and every connection is busy"
+                );
+            }
             drop(stream);
             continue;
         };
-        counters.connections.fetch_add(1, Ordering::Relaxed);
-        let (options, counters, batches) = (options.clone(), counters.clone(), batches.clone());
+        shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+        let tracked = open.track(millis_since(epoch));
+        let (options, shared, batches) = (options.clone(), shared.clone(), batches.clone());
         connections.spawn(async move {
-            serve_stream(stream, options, counters, batches).await;
-            drop(permit);
+            serve_stream(stream, options, shared, batches, tracked, epoch).await;
+            drop(slot);
         });
-        while connections.try_join_next().is_some() {}
     }
 }

@@ -21,6 +21,30 @@ pub(crate) struct RunArgs {
     config: PathBuf,
 }
 
+/// Raises the soft limit of open files to the hard one: every client
+/// connection takes a descriptor, and a log writer that cannot get one
+/// cannot create a segment. Listeners keep their connections below the
+/// limit (`shipper_plugins::listen`).
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::debug!(from = ?limit.current, to = ?limit.maximum, "open files limit raised")
+        }
+        Err(error) => {
+            tracing::warn!(%error, soft = ?limit.current, hard = ?limit.maximum, "cannot raise the open files limit")
+        }
+    }
+}
+
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let file = args.config.display();
     let loaded = match config::load(&args.config) {
@@ -48,6 +72,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         LogLevel::Error => "error",
     };
     crate::init_tracing(level, logging.format == LogFormat::Json);
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -61,6 +62,7 @@ impl SourceConfig {
                 if !http.path.starts_with('/') {
                     check.error(&["path"], "must start with `/`");
                 }
+                http.check(check);
             }
             SourceConfig::Mqtt(mqtt) => mqtt.check(check),
             SourceConfig::Stdin(_) | SourceConfig::Sdk(_) => {}
@@ -251,10 +253,84 @@ pub struct SocketSource {
     pub framing: Framing,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// A stream connection that sends nothing for this long is closed.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
     #[serde(default = "default_max_line_bytes")]
     pub max_frame_bytes: ByteSize,
     #[serde(default)]
     pub parse: ParseFormat,
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    300_000
+}
+
+fn default_header_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_body_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_min_body_rate() -> ByteSize {
+    ByteSize::kib(16)
+}
+
+fn default_max_buffered_bytes() -> ByteSize {
+    ByteSize::mib(256)
+}
+
+/// The longest timeout a listener key takes (one day): longer is a typo.
+const MAX_LISTENER_TIMEOUT_MS: u64 = 86_400_000;
+
+/// The connection and request limits an HTTP listener's keys give (see
+/// `shipper_plugins::listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub max_connections: u32,
+    pub header_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub min_body_rate: ByteSize,
+    pub max_buffered_bytes: ByteSize,
+}
+
+impl HttpLimits {
+    /// As the plugins take them.
+    pub fn limits(&self) -> shipper_plugins::listen::ListenerLimits {
+        shipper_plugins::listen::ListenerLimits {
+            max_connections: self.max_connections as usize,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            min_body_rate: self.min_body_rate.bytes(),
+            max_buffered_bytes: self.max_buffered_bytes.bytes(),
+            ..shipper_plugins::listen::ListenerLimits::default()
+        }
+    }
+
+    fn check(&self, max_body_bytes: ByteSize, check: &mut Checker<'_, '_, '_>) {
+        if self.max_connections == 0 {
+            check.error(&["max_connections"], "must be at least 1");
+        }
+        for (key, value) in [
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("body_timeout_ms", self.body_timeout_ms),
+        ] {
+            if !(1..=MAX_LISTENER_TIMEOUT_MS).contains(&value) {
+                check.error(
+                    &[key],
+                    format!("must be between 1 and {MAX_LISTENER_TIMEOUT_MS} (one day)"),
+                );
+            }
+        }
+        if self.max_buffered_bytes.bytes() < max_body_bytes.bytes() {
+            check.error(
+                &["max_buffered_bytes"],
+                "must be at least max_body_bytes: a body of the largest size must fit",
+            );
+        }
+    }
 }
 
 impl SocketSource {
@@ -292,6 +368,12 @@ impl SocketSource {
         if self.max_connections == 0 {
             check.error(&["max_connections"], "must be at least 1");
         }
+        if !(1..=MAX_LISTENER_TIMEOUT_MS).contains(&self.idle_timeout_ms) {
+            check.error(
+                &["idle_timeout_ms"],
+                format!("must be between 1 and {MAX_LISTENER_TIMEOUT_MS} (one day)"),
+            );
+        }
         if self.max_frame_bytes.bytes() == 0 {
             check.error(&["max_frame_bytes"], "must be at least 1 byte");
         }
@@ -316,6 +398,36 @@ pub struct HttpSource {
     pub path: String,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: ByteSize,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    #[serde(default = "default_min_body_rate")]
+    pub min_body_rate: ByteSize,
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: ByteSize,
+}
+
+impl HttpSource {
+    /// Its listener's limits.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.max_connections,
+            header_timeout_ms: self.header_timeout_ms,
+            body_timeout_ms: self.body_timeout_ms,
+            min_body_rate: self.min_body_rate,
+            max_buffered_bytes: self.max_buffered_bytes,
+        }
+    }
+
+    fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        if self.max_body_bytes.bytes() == 0 || self.max_body_bytes.bytes() > 1 << 30 {
+            check.error(&["max_body_bytes"], "must be between 1 byte and 1GiB");
+        }
+        self.http_limits().check(self.max_body_bytes, check);
+    }
 }
 
 /// `type = "shipper"`: receives chunks from other shippers' `http` sinks
@@ -338,6 +450,16 @@ pub struct ShipperSource {
     /// How far each chunk's body is checked before it is stored.
     #[serde(default)]
     pub verify: ShipperVerify,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    #[serde(default = "default_min_body_rate")]
+    pub min_body_rate: ByteSize,
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: ByteSize,
 }
 
 /// `verify` of a shipper source.
@@ -361,6 +483,7 @@ impl std::fmt::Debug for ShipperSource {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_chunk_bytes", &self.max_chunk_bytes)
             .field("verify", &self.verify)
+            .field("limits", &self.http_limits())
             .finish()
     }
 }
@@ -374,7 +497,19 @@ fn default_shipper_max_bytes() -> ByteSize {
 }
 
 impl ShipperSource {
+    /// Its listener's limits.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.max_connections,
+            header_timeout_ms: self.header_timeout_ms,
+            body_timeout_ms: self.body_timeout_ms,
+            min_body_rate: self.min_body_rate,
+            max_buffered_bytes: self.max_buffered_bytes,
+        }
+    }
+
     fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        self.http_limits().check(self.max_body_bytes, check);
         if !self.path.starts_with('/') {
             check.error(&["path"], "must start with `/`");
         }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use shipper_core::emit::{EmitterCounters, EmitterStats};
 use shipper_core::log::Log;
+use shipper_core::metrics::{ComponentMetric, MetricKind};
 use shipper_core::plugin::{PluginError, Shutdown, Source, SourceContext};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -24,7 +25,9 @@ use super::reload::{self, Changes, ReloadOutcome, ReloadSummary, ReloadTrigger, 
 use super::{
     build_emitter, build_sink, build_source, deliver, runs_plugin_code, Built, BuiltSink, SinkTask,
 };
-use crate::admin::{add_counters, AdminState, PipelineStats, SinkStats};
+use crate::admin::{
+    add_counters, metric_key, AdminState, ComponentLabels, MetricKey, PipelineStats, SinkStats,
+};
 use crate::config::{self, Config, LoadError};
 
 /// The running pipeline: every source and sink of the config, by name.
@@ -47,6 +50,8 @@ pub(super) struct Supervisor {
     retired: BTreeMap<(String, &'static str), EmitterCounters>,
     /// Records acknowledged by sinks a reload removed.
     retired_sinks: BTreeMap<String, u64>,
+    /// What the counters of components a reload replaced had counted.
+    retired_metrics: BTreeMap<MetricKey, u64>,
     /// Errors reported at exit: components that failed while running.
     failures: Vec<String>,
     /// Sources stopped by a reload that did not return in time (a plugin
@@ -60,6 +65,8 @@ pub(super) struct Supervisor {
 struct SourceSlot {
     /// Counters of the source's emitter and of the transforms under it.
     emitters: Vec<(String, &'static str, Arc<EmitterStats>)>,
+    /// The source's own metrics.
+    metrics: Vec<(ComponentLabels, ComponentMetric)>,
     state: SourceState,
 }
 
@@ -169,6 +176,7 @@ impl Supervisor {
             admin,
             retired: BTreeMap::new(),
             retired_sinks: BTreeMap::new(),
+            retired_metrics: BTreeMap::new(),
             failures: Vec::new(),
             lingering: Vec::new(),
             started: Instant::now(),
@@ -478,6 +486,7 @@ impl Supervisor {
                     name.to_owned(),
                     SourceSlot {
                         emitters: Vec::new(),
+                        metrics: Vec::new(),
                         state: SourceState::NotBuilt,
                     },
                 );
@@ -492,6 +501,20 @@ impl Supervisor {
                 let kind = if index == 0 { "source" } else { "transform" };
                 (component, kind, stats)
             })
+            .collect();
+        let labels = ComponentLabels {
+            id: name.to_owned(),
+            kind: "source",
+            type_name: self
+                .config
+                .sources
+                .get(name)
+                .map_or_else(String::new, |source| source.type_name().to_owned()),
+        };
+        let metrics = source
+            .metrics()
+            .into_iter()
+            .map(|metric| (labels.clone(), metric))
             .collect();
         let stop = Shutdown::new();
         let mut cx = SourceContext {
@@ -521,6 +544,7 @@ impl Supervisor {
             name.to_owned(),
             SourceSlot {
                 emitters,
+                metrics,
                 state: SourceState::Running { id, stop, task },
             },
         );
@@ -697,6 +721,14 @@ impl Supervisor {
                 &stats.snapshot(),
             );
         }
+        for (labels, metric) in slot.metrics.drain(..) {
+            if metric.kind == MetricKind::Counter {
+                *self
+                    .retired_metrics
+                    .entry(metric_key(&labels, &metric))
+                    .or_default() += metric.value();
+            }
+        }
     }
 
     /// Hands the admin endpoint the counters of what runs now.
@@ -720,6 +752,17 @@ impl Supervisor {
                 .sinks
                 .iter()
                 .map(|(name, slot)| (name.clone(), slot.stats.clone()))
+                .collect(),
+            component_metrics: self
+                .sources
+                .values()
+                .flat_map(|slot| slot.metrics.iter().cloned())
+                .collect(),
+            retired_metrics: self
+                .retired_metrics
+                .iter()
+                .filter(|((labels, _, _), _)| configured(&labels.id))
+                .map(|(key, value)| (key.clone(), *value))
                 .collect(),
         });
     }

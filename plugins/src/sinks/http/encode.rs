@@ -71,9 +71,15 @@ pub(super) struct Request {
     pub first_offset: u64,
     /// One past the last record of the last chunk.
     pub end_offset: u64,
+    /// Records in the request (its chunks may leave gaps between them).
+    pub records: u64,
     /// `Shipper-After`: the end offset of the request sent before this one
     /// and still unanswered (pipelined shipper-protocol requests).
     pub after: Option<u64>,
+    /// `Shipper-From`: where the sink's data for the receiver continues
+    /// (every record below was acknowledged), for a request that follows
+    /// no unanswered one.
+    pub from: Option<u64>,
 }
 
 /// Builds request bodies; keeps its decompression and compression
@@ -285,7 +291,12 @@ impl Encoder {
             raw_len,
             first_offset: chunks.first().map_or(0, StoredChunk::first_offset),
             end_offset: chunks.last().map_or(0, StoredChunk::end_offset),
+            records: chunks
+                .iter()
+                .map(|chunk| chunk.end_offset() - chunk.first_offset())
+                .sum(),
             after: None,
+            from: None,
         })
     }
 }

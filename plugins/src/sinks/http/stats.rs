@@ -91,6 +91,10 @@ pub struct HttpSinkStats {
     pub body_bytes: AtomicU64,
     /// The same requests' records, uncompressed (NDJSON bytes).
     pub raw_bytes: AtomicU64,
+    /// Answers of a shipper receiver that contradict this sink's log (it
+    /// claims offsets the log never had, or refuses a request over its
+    /// high-water mark): each stops the sink, its records kept.
+    pub contradictions: AtomicU64,
     /// Request latency.
     pub latency: LatencyHistogram,
 }
@@ -107,6 +111,7 @@ impl HttpSinkStats {
             (&self.dead_lettered_records, &earlier.dead_lettered_records),
             (&self.body_bytes, &earlier.body_bytes),
             (&self.raw_bytes, &earlier.raw_bytes),
+            (&self.contradictions, &earlier.contradictions),
         ];
         for (counter, old) in pairs {
             counter.fetch_add(old.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -147,6 +152,13 @@ pub(super) enum Event<'a> {
         reason: &'a str,
         kind: FailureKind,
         retry_in: Duration,
+        first_offset: u64,
+        end_offset: u64,
+    },
+    /// A shipper receiver answered in a way the sink's own log contradicts;
+    /// the sink stops, keeping the batch.
+    AnswerContradicted {
+        reason: &'a str,
         first_offset: u64,
         end_offset: u64,
     },
@@ -204,6 +216,19 @@ impl Event<'_> {
                         "http sink: the receiver's answer breaks the protocol; the batch will be sent again"
                     ),
                 }
+            }
+            Event::AnswerContradicted {
+                reason,
+                first_offset,
+                end_offset,
+            } => {
+                stats.contradictions.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    sink, %reason, first_offset, end_offset,
+                    "http sink: the receiver's answer contradicts this log (a forged or \
+                     damaged high-water mark?); the sink stops and keeps every record: \
+                     check the receiver, then restart"
+                );
             }
             Event::BatchDeadLettered {
                 status,

@@ -1,0 +1,169 @@
+//! Serving an axum router over HTTP/1.1 with the listener's limits: a
+//! connection cap (a connection over it gets `503` and is closed), a
+//! deadline for each request's head that also closes idle keep-alive
+//! connections, and a graceful stop.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use shipper_core::plugin::Shutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use super::{ConnectionSlots, ListenerLimits};
+use crate::throttle::Throttle;
+
+/// How long open requests get to finish once the listener stops.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What a listener counts.
+#[derive(Debug, Default)]
+pub struct ListenerCounters {
+    /// Connections accepted and served.
+    pub accepted: AtomicU64,
+    /// Connections refused at the connection cap (answered `503`).
+    pub refused: AtomicU64,
+    /// Connections closed for a deadline: a request head or body too slow.
+    pub timed_out: AtomicU64,
+}
+
+impl ListenerCounters {
+    /// The listener's metrics, for a component's `metrics()`.
+    pub fn metrics(self: &Arc<Self>) -> Vec<shipper_core::metrics::ComponentMetric> {
+        use shipper_core::metrics::ComponentMetric;
+        let read = |f: fn(&ListenerCounters) -> &AtomicU64| {
+            let counters = self.clone();
+            move || f(&counters).load(Ordering::Relaxed)
+        };
+        vec![
+            ComponentMetric::counter(
+                "shipper_source_connections_total",
+                "Connections accepted.",
+                &[],
+                read(|c| &c.accepted),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_connections_refused_total",
+                "Connections refused at the connection cap.",
+                &[],
+                read(|c| &c.refused),
+            ),
+            ComponentMetric::counter(
+                "shipper_source_connections_closed_total",
+                "Connections the source closed: a request head not complete within header_timeout (also an idle keep-alive connection).",
+                &[("reason", "timeout")],
+                read(|c| &c.timed_out),
+            ),
+        ]
+    }
+}
+
+/// Serves `router` on `listener` until `stop`, then lets open requests
+/// finish for a while. `name` names the listener in log lines.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ListenerLimits,
+    counters: Arc<ListenerCounters>,
+    name: String,
+    stop: Shutdown,
+) {
+    let slots = ConnectionSlots::new(limits.max_connections);
+    let refusals = Arc::new(Throttle::default());
+    let accept_errors = Throttle::default();
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors, most likely: the connection
+                    // waits in the backlog until one is free.
+                    if let Some(suppressed) = accept_errors.allow() {
+                        tracing::warn!(listener = %name, %error, suppressed, "accepting a connection failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop.wait() => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let Some(slot) = slots.try_acquire() else {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = refusals.allow() {
+                tracing::warn!(
+                    listener = %name,
+                    %peer,
+                    max_connections = limits.max_connections,
+                    suppressed,
+                    "connection refused: max_connections reached (or the process's open-files limit)"
+                );
+            }
+            connections.spawn(refuse(stream));
+            continue;
+        };
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        let service = TowerToHyperService::new(router.clone());
+        let (stop, counters, header_timeout) =
+            (stop.clone(), counters.clone(), limits.header_timeout);
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let outcome = tokio::select! {
+                outcome = connection.as_mut() => outcome,
+                () = stop.wait() => {
+                    connection.as_mut().graceful_shutdown();
+                    tokio::time::timeout(STOP_GRACE, connection.as_mut())
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+            };
+            if let Err(error) = outcome {
+                if error.is_timeout() {
+                    counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            drop(slot);
+        });
+    }
+    let _ = tokio::time::timeout(STOP_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    connections.abort_all();
+}
+
+/// Answers `503` on a connection over the cap and closes it, without
+/// reading the request (a client that does not read gets a reset).
+async fn refuse(mut stream: TcpStream) {
+    const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+        Retry-After: 1\r\n\
+        Content-Type: text/plain; charset=utf-8\r\n\
+        Content-Length: 44\r\n\
+        Connection: close\r\n\r\n\
+        too many connections; try again in a moment\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(ANSWER).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// The address a listener bound, for log lines.
+pub fn describe(listener: &TcpListener) -> String {
+    listener.local_addr().map_or_else(
+        |_| "?".to_owned(),
+        |address: SocketAddr| address.to_string(),
+    )
+}
