@@ -62,11 +62,12 @@ pub use sources::{
 pub use transforms::{
     FilterAction, FilterTransform, RemapTransform, SampleTransform, TransformConfig,
 };
-pub use values::{Codec, Compression, FieldValue, Pattern};
+pub use values::{Codec, Compression, DurationMs, FieldValue, Pattern, MAX_DURATION_MS};
 
 use diagnostic::KeyPath;
 use document::{get, without_keys, Node, Reporter};
 use validate::{Checker, Component, Kind};
+use values::duration_ms;
 
 /// A whole, valid config.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +145,7 @@ pub struct LogConfig {
     pub when_full: WhenFullPolicy,
     pub durability: DurabilityPolicy,
     /// Flush period under `durability = "interval"`.
+    #[serde(deserialize_with = "duration_ms")]
     pub interval_ms: u64,
     /// Train a zstd dictionary per stream from its first records.
     pub dictionary: Option<DictionaryConfig>,
@@ -485,7 +487,7 @@ fn check_document(root: &Node<'_>, reporter: &mut Reporter<'_>) -> Option<Config
                 .map(|dir| config.data_dir = dir),
             "shutdown_timeout_ms" => reporter
                 .deserialize(value, &path)
-                .map(|ms| config.shutdown_timeout_ms = ms),
+                .map(|DurationMs(ms)| config.shutdown_timeout_ms = ms),
             "log" => reporter
                 .deserialize(value, &path)
                 .map(|log| config.log = log),

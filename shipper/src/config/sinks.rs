@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::bytesize::ByteSize;
 use super::validate::Checker;
-use super::values::Compression;
+use super::values::{duration_ms, Compression};
 
 /// A configured sink; the variant is chosen by the table's `type` key.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,7 +90,10 @@ pub struct Batch {
     pub max_records: u64,
     #[serde(default = "Batch::default_max_bytes")]
     pub max_bytes: ByteSize,
-    #[serde(default = "Batch::default_max_age_ms")]
+    #[serde(
+        default = "Batch::default_max_age_ms",
+        deserialize_with = "duration_ms"
+    )]
     pub max_age_ms: u64,
 }
 
@@ -167,9 +170,12 @@ fn default_connect_timeout_ms() -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retry {
-    #[serde(default = "Retry::default_initial_ms")]
+    #[serde(
+        default = "Retry::default_initial_ms",
+        deserialize_with = "duration_ms"
+    )]
     pub initial_ms: u64,
-    #[serde(default = "Retry::default_max_ms")]
+    #[serde(default = "Retry::default_max_ms", deserialize_with = "duration_ms")]
     pub max_ms: u64,
     /// Tries of one request within one delivery before the runtime gets
     /// the failure (and offers the batch again later).
@@ -233,9 +239,12 @@ pub struct HttpSink {
     pub auth: Option<Auth>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "default_timeout_ms", deserialize_with = "duration_ms")]
     pub timeout_ms: u64,
-    #[serde(default = "default_connect_timeout_ms")]
+    #[serde(
+        default = "default_connect_timeout_ms",
+        deserialize_with = "duration_ms"
+    )]
     pub connect_timeout_ms: u64,
     #[serde(default)]
     pub retry: Retry,
@@ -394,7 +403,7 @@ pub struct PostgresSink {
     /// `CREATE TABLE IF NOT EXISTS` the tables the sink needs.
     #[serde(default = "PostgresSink::default_true")]
     pub create_tables: bool,
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "default_timeout_ms", deserialize_with = "duration_ms")]
     pub timeout_ms: u64,
 }
 
@@ -464,14 +473,20 @@ pub struct NatsSink {
     #[serde(default = "NatsSink::default_create_stream")]
     pub create_stream: bool,
     /// The duplicate window of a stream the sink creates.
-    #[serde(default = "NatsSink::default_duplicate_window_ms")]
+    #[serde(
+        default = "NatsSink::default_duplicate_window_ms",
+        deserialize_with = "duration_ms"
+    )]
     pub duplicate_window_ms: u64,
     #[serde(default)]
     pub message: NatsMessage,
     /// Messages published and not yet acknowledged, at most.
     #[serde(default = "NatsSink::default_max_pending")]
     pub max_pending: usize,
-    #[serde(default = "NatsSink::default_timeout_ms")]
+    #[serde(
+        default = "NatsSink::default_timeout_ms",
+        deserialize_with = "duration_ms"
+    )]
     pub timeout_ms: u64,
 }
 

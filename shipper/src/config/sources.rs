@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::bytesize::ByteSize;
 use super::validate::Checker;
-use super::values::Pattern;
+use super::values::{duration_ms, Pattern};
 
 /// A configured source; the variant is chosen by the table's `type` key.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,7 +96,10 @@ pub struct Multiline {
     /// A line matching this starts a new record; others join the previous one.
     pub start_pattern: Pattern,
     /// A record waiting for its next line is emitted after this long.
-    #[serde(default = "default_multiline_timeout_ms")]
+    #[serde(
+        default = "default_multiline_timeout_ms",
+        deserialize_with = "duration_ms"
+    )]
     pub timeout_ms: u64,
 }
 
@@ -127,11 +130,11 @@ pub struct FileSource {
     #[serde(default)]
     pub invalid_utf8: InvalidUtf8,
     /// How often the patterns are expanded to find new files.
-    #[serde(default = "default_glob_interval_ms")]
+    #[serde(default = "default_glob_interval_ms", deserialize_with = "duration_ms")]
     pub glob_interval_ms: u64,
     /// How long a file that no longer matches (rotated away, deleted) is
     /// still read after it last grew.
-    #[serde(default = "default_rotate_wait_ms")]
+    #[serde(default = "default_rotate_wait_ms", deserialize_with = "duration_ms")]
     pub rotate_wait_ms: u64,
     /// Bytes at the start of a file that identify it with its inode.
     #[serde(default = "default_fingerprint_bytes")]

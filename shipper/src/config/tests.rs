@@ -614,3 +614,115 @@ fn the_sidecar_and_aggregator_examples_validate() {
         assert_eq!(config.sinks.values().next().unwrap().type_name(), sink);
     }
 }
+
+/// Every duration key of the config: its path, and a file that sets it to
+/// `MS` (and is valid for any value up to the bound).
+fn duration_keys() -> Vec<(&'static str, String)> {
+    let file_source = "[sources.f]\ntype = \"file\"\ninclude = [\"/var/log/*.log\"]\n";
+    let http_sink =
+        "[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://127.0.0.1:9/\"\n";
+    let postgres_sink = "[sinks.pg]\ntype = \"postgres\"\ninputs = [\"in\"]\nconnection = \"host=db\"\ntable = \"events\"\n";
+    let nats_sink =
+        "[sinks.js]\ntype = \"nats\"\ninputs = [\"in\"]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"events\"\n";
+    vec![
+        (
+            "shutdown_timeout_ms",
+            format!("shutdown_timeout_ms = MS\n{WIRED}"),
+        ),
+        (
+            "log.interval_ms",
+            format!("[log]\ninterval_ms = MS\n{WIRED}"),
+        ),
+        (
+            "sources.f.multiline.timeout_ms",
+            format!(
+                "{WIRED}{file_source}multiline = {{ start_pattern = \"^a\", timeout_ms = MS }}\n"
+            ),
+        ),
+        (
+            "sources.f.glob_interval_ms",
+            format!("{WIRED}{file_source}glob_interval_ms = MS\n"),
+        ),
+        (
+            "sources.f.rotate_wait_ms",
+            format!("{WIRED}{file_source}rotate_wait_ms = MS\n"),
+        ),
+        (
+            "sinks.web.timeout_ms",
+            format!("{WIRED}{http_sink}timeout_ms = MS\n"),
+        ),
+        (
+            "sinks.web.connect_timeout_ms",
+            format!("{WIRED}{http_sink}connect_timeout_ms = MS\n"),
+        ),
+        (
+            "sinks.web.batch.max_age_ms",
+            format!("{WIRED}{http_sink}batch = {{ max_age_ms = MS }}\n"),
+        ),
+        (
+            "sinks.web.retry.initial_ms",
+            format!(
+                "{WIRED}{http_sink}retry = {{ initial_ms = MS, max_ms = {MAX_DURATION_MS} }}\n"
+            ),
+        ),
+        (
+            "sinks.web.retry.max_ms",
+            format!("{WIRED}{http_sink}retry = {{ max_ms = MS }}\n"),
+        ),
+        (
+            "sinks.pg.timeout_ms",
+            format!("{WIRED}{postgres_sink}timeout_ms = MS\n"),
+        ),
+        (
+            "sinks.js.duplicate_window_ms",
+            format!("{WIRED}{nats_sink}duplicate_window_ms = MS\n"),
+        ),
+        (
+            "sinks.js.timeout_ms",
+            format!("{WIRED}{nats_sink}timeout_ms = MS\n"),
+        ),
+    ]
+}
+
+#[test]
+fn every_duration_key_refuses_more_than_365_days() {
+    let mut failures = Vec::new();
+    for (key, text) in duration_keys() {
+        let at_most = text.replace("MS", &MAX_DURATION_MS.to_string());
+        if let Err(invalid) = parse(&at_most, &env) {
+            failures.push(format!("{key} = {MAX_DURATION_MS} is refused: {invalid}"));
+        }
+        // `i64::MAX` is the largest integer TOML holds; `Instant` + that
+        // many milliseconds overflows.
+        for too_long in [MAX_DURATION_MS + 1, i64::MAX as u64] {
+            let found = errors(&text.replace("MS", &too_long.to_string()));
+            let expected = format!("{too_long} ms is longer than 365 days");
+            if found.len() != 1 || found[0].1 != key || !found[0].2.contains(&expected) {
+                failures.push(format!("{key} = {too_long}: {found:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_documented_duration_key_is_bounded() {
+    // A `*_ms` key added to docs/config.md and not to `duration_keys` fails
+    // here, so the bound is tested for every duration there is.
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.md"))
+            .unwrap();
+    let mut documented: Vec<&str> = docs
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `")?.split_once('`'))
+        .map(|(key, _)| key)
+        .filter(|key| key.ends_with("_ms"))
+        .collect();
+    let mut tested: Vec<&str> = duration_keys()
+        .iter()
+        .map(|(key, _)| key.rsplit('.').next().unwrap())
+        .collect();
+    documented.sort_unstable();
+    tested.sort_unstable();
+    assert_eq!(documented, tested);
+}
