@@ -28,6 +28,7 @@ mod interpolate;
 mod plugin;
 mod sinks;
 mod sources;
+mod tables;
 mod transforms;
 mod validate;
 mod values;

@@ -726,3 +726,70 @@ fn every_documented_duration_key_is_bounded() {
     tested.sort_unstable();
     assert_eq!(documented, tested);
 }
+
+#[test]
+fn an_array_is_refused_where_a_table_is_expected() {
+    // serde reads a struct from a sequence too: each of these would load
+    // as defaults (or as fields in order) without a word.
+    let http_sink =
+        "[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://127.0.0.1:9/\"\n";
+    let file_sink = "[sinks.disk]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"./out.ndjson\"\n";
+    let file_source = "[sources.f]\ntype = \"file\"\ninclude = [\"/var/log/*.log\"]\n";
+    let cases: &[(String, &str)] = &[
+        (
+            format!("{WIRED}{file_sink}compression = []\n"),
+            "sinks.disk.compression",
+        ),
+        (
+            format!("{WIRED}{http_sink}compression = [\"gzip\", 6]\n"),
+            "sinks.web.compression",
+        ),
+        (format!("{WIRED}{http_sink}batch = []\n"), "sinks.web.batch"),
+        (
+            format!("{WIRED}{http_sink}retry = [100]\n"),
+            "sinks.web.retry",
+        ),
+        (
+            format!("{WIRED}{http_sink}auth = [\"bearer\", \"t\"]\n"),
+            "sinks.web.auth",
+        ),
+        (
+            format!("{WIRED}{file_source}multiline = [\"^a\"]\n"),
+            "sources.f.multiline",
+        ),
+        (format!("log = []\n{WIRED}"), "log"),
+        (format!("[log]\ndictionary = []\n{WIRED}"), "log.dictionary"),
+        (format!("admin = []\n{WIRED}"), "admin"),
+        (format!("logging = []\n{WIRED}"), "logging"),
+    ];
+    let mut failures = Vec::new();
+    for (text, key) in cases {
+        let found = match parse(text, &env) {
+            Ok(_) => Vec::new(),
+            Err(invalid) => invalid
+                .errors()
+                .map(|d| (d.path.clone(), d.message.clone()))
+                .collect(),
+        };
+        let last = key.rsplit('.').next().unwrap();
+        let line = text
+            .lines()
+            .position(|line| line.starts_with(&format!("{last} = [")))
+            .unwrap();
+        let wanted = (
+            key.to_string(),
+            "invalid type: array, expected a table".to_string(),
+        );
+        if found != [wanted] {
+            failures.push(format!("{key}: {found:?}"));
+        }
+        let lines: Vec<usize> = parse(text, &env)
+            .err()
+            .map(|invalid| invalid.errors().map(|d| d.line).collect())
+            .unwrap_or_default();
+        if lines != [line + 1] {
+            failures.push(format!("{key}: lines {lines:?}, expected {}", line + 1));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
