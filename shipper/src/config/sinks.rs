@@ -413,18 +413,31 @@ impl PostgresSink {
     }
 
     fn check(&self, check: &mut Checker<'_, '_, '_>) {
-        use shipper_plugins::sinks::postgres::check_table_name;
+        use shipper_plugins::sinks::postgres::{
+            check_connection, check_hwm_table, check_table_name,
+        };
         if self.connection.is_empty() {
             check.error(&["connection"], "must not be empty");
+        } else if let Err(reason) = check_connection(&self.connection) {
+            check.error(&["connection"], reason);
         }
-        if let Err(reason) = check_table_name(&self.table) {
+        let table = check_table_name(&self.table);
+        if let Err(reason) = &table {
             check.error(&["table"], reason);
         }
-        if let Some(hwm_table) = &self.hwm_table {
-            if let Err(reason) = check_table_name(hwm_table) {
-                check.error(&["hwm_table"], reason);
-            } else if *hwm_table == self.table {
-                check.error(&["hwm_table"], "must not be the records table");
+        let hwm_table = self.hwm_table.as_deref().map_or(Ok(()), check_table_name);
+        if let Err(reason) = &hwm_table {
+            check.error(&["hwm_table"], reason);
+        }
+        if table.is_ok() && hwm_table.is_ok() {
+            if let Err(reason) = check_hwm_table(&self.table, self.hwm_table.as_deref()) {
+                // Without `hwm_table` the default collides with `table`.
+                let key = if self.hwm_table.is_some() {
+                    "hwm_table"
+                } else {
+                    "table"
+                };
+                check.error(&[key], reason);
             }
         }
         if self.timeout_ms == 0 {

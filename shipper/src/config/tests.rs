@@ -241,10 +241,27 @@ fn every_error_with_its_path_and_line() {
             format!("{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"${{BACKEND_URI}}\"\nauth = {{ strategy = \"bearer\", token = \"${{TOKEN}}\" }}\n"),
             &[(9, "sinks.web.uri", "environment variable `BACKEND_URI` is not set")],
         ),
+        (
+            "a duration longer than 365 days",
+            format!("[log]\ninterval_ms = 31536000001\n{WIRED}"),
+            &[(2, "log.interval_ms", "31536000001 ms is longer than 365 days")],
+        ),
     ];
+    check_cases(cases);
+}
+
+/// Runs table-driven cases: each file must produce exactly its errors, in
+/// line order, each message containing its part.
+fn check_cases(cases: &[Case]) {
     let mut failures = Vec::new();
     for (what, text, expected) in cases {
-        let found = errors(text);
+        let found: Vec<(usize, String, String)> = match parse(text, &env) {
+            Ok(_) => Vec::new(),
+            Err(invalid) => invalid
+                .errors()
+                .map(|d| (d.line, d.path.clone(), d.message.clone()))
+                .collect(),
+        };
         let found_short: Vec<(usize, &str)> = found
             .iter()
             .map(|(line, path, _)| (*line, path.as_str()))
@@ -792,4 +809,56 @@ fn an_array_is_refused_where_a_table_is_expected() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A postgres sink reading `in`, and its further keys.
+fn postgres(keys: &str) -> String {
+    format!("{WIRED}[sinks.pg]\ntype = \"postgres\"\ninputs = [\"in\"]\n{keys}")
+}
+
+#[test]
+fn validate_refuses_what_the_postgres_sink_refuses() {
+    let cases: &[Case] = &[
+        (
+            "TLS, which the sink cannot do yet",
+            postgres("connection = \"host=db sslmode=require\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "TLS (sslmode=require) is not available in this build")],
+        ),
+        (
+            "TLS asked for in a URL",
+            postgres("connection = \"postgres://u:hunter2@db/logs?sslmode=require\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "TLS (sslmode=require)")],
+        ),
+        (
+            "a connection string that does not parse",
+            postgres("connection = \"host=db port=x\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "invalid value for option `port`")],
+        ),
+        (
+            "an unterminated quote",
+            postgres("connection = \"host='db\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "unterminated quoted connection parameter value")],
+        ),
+        (
+            "garbage",
+            postgres("connection = \"not a connection string\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "expected `=` but got `a`")],
+        ),
+        (
+            "an unknown option, whose value (a password) is never shown",
+            postgres("connection = \"host=db password=hunter2 colour=blue\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "unknown option `colour`")],
+        ),
+        (
+            "records in the default high-water-mark table",
+            postgres("connection = \"host=db\"\ntable = \"audit.shipper_hwm\"\n"),
+            &[(10, "sinks.pg.table", "is the default high-water-mark table")],
+        ),
+    ];
+    check_cases(cases);
+    for (_, text, _) in cases {
+        for (_, _, message) in errors(text) {
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
 }
