@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::bytesize::ByteSize;
 use super::validate::Checker;
-use super::values::{duration_ms, Compression};
+use super::values::{duration_ms, Codec, Compression};
 
 /// A configured sink; the variant is chosen by the table's `type` key.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,12 +55,7 @@ impl SinkConfig {
     pub(super) fn check(&self, check: &mut Checker<'_, '_, '_>) {
         match self {
             SinkConfig::Http(http) => http.check(check),
-            SinkConfig::File(file) => {
-                if file.path.is_empty() {
-                    check.error(&["path"], "must not be empty");
-                }
-                file.compression.check(check, "compression");
-            }
+            SinkConfig::File(file) => file.check(check),
             SinkConfig::Blackhole(_) => {}
             SinkConfig::Postgres(postgres) => postgres.check(check),
             SinkConfig::Nats(nats) => nats.check(check),
@@ -365,6 +360,31 @@ pub struct FileSink {
     pub encoding: Encoding,
     #[serde(default = "Compression::none")]
     pub compression: Compression,
+}
+
+impl FileSink {
+    fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        use shipper_plugins::sinks::file::check_path;
+        if self.path.is_empty() {
+            check.error(&["path"], "must not be empty");
+        } else if let Err(reason) = check_path(&self.path) {
+            check.error(&["path"], reason);
+        }
+        // What `run` refuses of the file sink, as it words it.
+        if self.encoding != Encoding::Ndjson {
+            check.error(
+                &["encoding"],
+                "encoding \"json\" is not available in this build yet (use ndjson)",
+            );
+        }
+        if self.compression.codec == Codec::Gzip {
+            check.error(
+                &["compression", "codec"],
+                "gzip is not available in this build yet (use zstd or none)",
+            );
+        }
+        self.compression.check(check, "compression");
+    }
 }
 
 /// `type = "blackhole"`: acknowledges and discards, for benchmarks.

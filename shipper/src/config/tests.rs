@@ -465,7 +465,7 @@ dead_letter = "./dead/web.ndjson"
 type = "file"
 inputs = ["fix"]
 path = "./out/%Y.ndjson"
-encoding = "json"
+encoding = "ndjson"
 compression = { codec = "zstd", level = 19 }
 [sinks.null]
 type = "blackhole"
@@ -861,4 +861,48 @@ fn validate_refuses_what_the_postgres_sink_refuses() {
             assert!(!message.contains("hunter2"), "{message}");
         }
     }
+}
+
+/// A file sink reading `in`, and its further keys.
+fn file_sink(keys: &str) -> String {
+    format!("{WIRED}[sinks.disk]\ntype = \"file\"\ninputs = [\"in\"]\n{keys}")
+}
+
+#[test]
+fn validate_refuses_what_the_file_sink_refuses() {
+    let cases: &[Case] = &[
+        (
+            "a strftime field the sink does not fill",
+            file_sink("path = \"./out/%Y-%j.ndjson\"\n"),
+            &[(
+                9,
+                "sinks.disk.path",
+                "unsupported field %j (use %Y %m %d %H %%)",
+            )],
+        ),
+        (
+            "a lone % at the end",
+            file_sink("path = \"./out/100%\"\n"),
+            &[(9, "sinks.disk.path", "ends with a lone %")],
+        ),
+        (
+            "the json encoding, not built yet",
+            file_sink("path = \"./out.json\"\nencoding = \"json\"\n"),
+            &[(
+                10,
+                "sinks.disk.encoding",
+                "encoding \"json\" is not available in this build yet",
+            )],
+        ),
+        (
+            "gzip, not built yet",
+            file_sink("path = \"./out.ndjson.gz\"\ncompression = { codec = \"gzip\" }\n"),
+            &[(
+                10,
+                "sinks.disk.compression.codec",
+                "gzip is not available in this build yet",
+            )],
+        ),
+    ];
+    check_cases(cases);
 }
