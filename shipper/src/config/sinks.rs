@@ -262,6 +262,8 @@ impl HttpSink {
     fn check(&self, check: &mut Checker<'_, '_, '_>) {
         if !(self.uri.starts_with("http://") || self.uri.starts_with("https://")) {
             check.error(&["uri"], "must start with http:// or https://");
+        } else if let Err(error) = check_uri(&self.uri) {
+            check.error(&["uri"], error);
         }
         self.compression.check(check, "compression");
         if self.batch.max_records == 0 {
@@ -316,8 +318,21 @@ impl HttpSink {
         if let Some(auth) = &self.auth {
             match auth.strategy {
                 AuthStrategy::Bearer => {
-                    if auth.token.as_deref().is_none_or(str::is_empty) {
-                        check.error(&["auth", "token"], "strategy \"bearer\" needs a `token`");
+                    match auth.token.as_deref() {
+                        None | Some("") => {
+                            check.error(&["auth", "token"], "strategy \"bearer\" needs a `token`")
+                        }
+                        // The sink sends it as `Authorization: Bearer TOKEN`.
+                        Some(token) => {
+                            if axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
+                                .is_err()
+                            {
+                                check.error(
+                                    &["auth", "token"],
+                                    "is not a valid header value (no control characters or line breaks)",
+                                );
+                            }
+                        }
                     }
                     if auth.user.is_some() || auth.password.is_some() {
                         check.error(
@@ -337,6 +352,15 @@ impl HttpSink {
             }
         }
     }
+}
+
+/// Checks an http sink's `uri` as the sink parses it: the sink itself is
+/// built with the defaults and that uri (nothing is connected).
+fn check_uri(uri: &str) -> Result<(), String> {
+    use shipper_plugins::sinks::http::{HttpSink, HttpSinkOptions};
+    HttpSink::new(HttpSinkOptions::new(uri))
+        .map(drop)
+        .map_err(|error| error.to_string())
 }
 
 /// Line format of a file sink.

@@ -906,3 +906,35 @@ fn validate_refuses_what_the_file_sink_refuses() {
     ];
     check_cases(cases);
 }
+
+/// An http sink reading `in`, and its further keys.
+fn http_sink(keys: &str) -> String {
+    format!("{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\n{keys}")
+}
+
+#[test]
+fn validate_refuses_what_the_http_sink_refuses() {
+    let cases: &[Case] = &[
+        (
+            "a uri without a host",
+            http_sink("uri = \"http://\"\n"),
+            &[(9, "sinks.web.uri", "empty host")],
+        ),
+        (
+            "a uri with a space in its host",
+            http_sink("uri = \"https://ingest example.com/v1\"\n"),
+            &[(9, "sinks.web.uri", "invalid international domain name")],
+        ),
+        (
+            "a port out of range",
+            http_sink("uri = \"http://127.0.0.1:99999/\"\n"),
+            &[(9, "sinks.web.uri", "invalid port number")],
+        ),
+        (
+            "a bearer token that is no header value",
+            http_sink("uri = \"http://127.0.0.1:9/\"\nauth = { strategy = \"bearer\", token = \"a\\nb\" }\n"),
+            &[(10, "sinks.web.auth.token", "is not a valid header value")],
+        ),
+    ];
+    check_cases(cases);
+}
