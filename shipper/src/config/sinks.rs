@@ -565,13 +565,15 @@ impl NatsSink {
     }
 
     fn check(&self, check: &mut Checker<'_, '_, '_>) {
-        use shipper_plugins::sinks::nats::{check_stream_name, check_subject};
+        use shipper_plugins::sinks::nats::{check_stream_name, check_subject, check_url};
         // The client is built without websockets.
         if !["nats://", "tls://"]
             .iter()
             .any(|scheme| self.url.starts_with(scheme))
         {
             check.error(&["url"], "must start with nats:// or tls://");
+        } else if let Err(message) = check_url(&self.url) {
+            check.error(&["url"], message);
         }
         if let Err(message) = check_subject(&self.subject) {
             check.error(&["subject"], message);

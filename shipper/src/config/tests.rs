@@ -938,3 +938,27 @@ fn validate_refuses_what_the_http_sink_refuses() {
     ];
     check_cases(cases);
 }
+
+#[test]
+fn validate_refuses_a_nats_url_the_client_cannot_parse() {
+    let nats = |url: &str| {
+        format!("{WIRED}[sinks.js]\ntype = \"nats\"\ninputs = [\"in\"]\nurl = \"{url}\"\nsubject = \"events\"\n")
+    };
+    let cases: &[Case] = &[
+        (
+            "a port that is no number",
+            nats("nats://127.0.0.1:port"),
+            &[(
+                9,
+                "sinks.js.url",
+                "NATS server URL is invalid: invalid port number",
+            )],
+        ),
+        (
+            "a list of servers",
+            nats("nats://a:4222,nats://b:4222"),
+            &[(9, "sinks.js.url", "one server url, not a list")],
+        ),
+    ];
+    check_cases(cases);
+}
