@@ -422,15 +422,14 @@ pub struct MqttSource {
 
 impl MqttSource {
     fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        use shipper_plugins::sources::mqtt;
         match (&self.url, &self.host) {
             (None, None) => check.error(&[], "needs `url` or `host`"),
             (Some(_), Some(_)) => check.error(&["host"], "give `url` or `host`, not both"),
             (Some(url), None) => {
-                if !["mqtt://", "mqtts://", "tcp://", "ssl://"]
-                    .iter()
-                    .any(|scheme| url.starts_with(scheme))
-                {
-                    check.error(&["url"], "must start with mqtt:// or mqtts://");
+                // The source's own parser (TLS, credentials, a path, a bad port).
+                if let Err(message) = mqtt::parse_url(url) {
+                    check.error(&["url"], message);
                 }
                 if self.port.is_some() {
                     check.error(&["port"], "with `url`, the port goes in the url");
@@ -442,8 +441,22 @@ impl MqttSource {
                 }
             }
         }
+        if self.port == Some(0) {
+            check.error(&["port"], "must be 1 to 65535");
+        }
+        if self.client_id.as_deref() == Some("") {
+            check.error(
+                &["client_id"],
+                "must not be empty (leave it out for shipper-NAME)",
+            );
+        }
         if self.topics.is_empty() {
             check.error(&["topics"], "needs at least one topic filter");
+        }
+        for topic in &self.topics {
+            if let Err(message) = check_topic_filter(topic) {
+                check.error(&["topics"], message);
+            }
         }
         match self.qos {
             0 | 1 => {}
@@ -453,14 +466,24 @@ impl MqttSource {
             ),
             other => check.error(&["qos"], format!("qos {other} is not 0 or 1")),
         }
-        if self
-            .url
-            .as_deref()
-            .is_some_and(|url| url.starts_with("mqtts://") || url.starts_with("ssl://"))
-        {
-            check.error(&["url"], "TLS (mqtts://) is not available in this build");
-        }
     }
+}
+
+/// Checks one topic filter as the source does: `MqttSource::new` is given
+/// that filter alone, with options otherwise valid, and refuses it if it is
+/// not a valid MQTT filter (nothing is connected).
+fn check_topic_filter(topic: &str) -> Result<(), String> {
+    use shipper_plugins::sources::mqtt::{MqttOptions, MqttQos, MqttSource, DEFAULT_PORT};
+    let options = MqttOptions {
+        host: "localhost".into(),
+        port: DEFAULT_PORT,
+        client_id: "validate".into(),
+        topics: vec![topic.to_owned()],
+        qos: MqttQos::AtLeastOnce,
+    };
+    MqttSource::new(options, "validate")
+        .map(drop)
+        .map_err(|error| error.to_string())
 }
 
 /// `type = "sdk"`: the records an application embedding shipper inserts

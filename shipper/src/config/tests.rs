@@ -962,3 +962,62 @@ fn validate_refuses_a_nats_url_the_client_cannot_parse() {
     ];
     check_cases(cases);
 }
+
+/// An mqtt source `m`, read by a sink, with `keys`.
+fn mqtt_source(keys: &str) -> String {
+    format!("{WIRED}[sources.m]\ntype = \"mqtt\"\n{keys}[sinks.m_out]\ntype = \"blackhole\"\ninputs = [\"m\"]\n")
+}
+
+#[test]
+fn validate_refuses_what_the_mqtt_source_refuses() {
+    let cases: &[Case] = &[
+        (
+            "credentials in the url",
+            mqtt_source("url = \"mqtt://user:secret@broker:1883\"\ntopics = [\"a\"]\n"),
+            &[(
+                8,
+                "sources.m.url",
+                "credentials in the url are not supported",
+            )],
+        ),
+        (
+            "a path in the url",
+            mqtt_source("url = \"mqtt://broker:1883/x\"\ntopics = [\"a\"]\n"),
+            &[(8, "sources.m.url", "no path or query")],
+        ),
+        (
+            "a bad port in the url",
+            mqtt_source("url = \"mqtt://broker:0\"\ntopics = [\"a\"]\n"),
+            &[(8, "sources.m.url", "bad port")],
+        ),
+        (
+            "TLS",
+            mqtt_source("url = \"mqtts://broker\"\ntopics = [\"a\"]\n"),
+            &[(
+                8,
+                "sources.m.url",
+                "TLS (mqtts://) is not available in this build",
+            )],
+        ),
+        (
+            "port 0",
+            mqtt_source("host = \"broker\"\nport = 0\ntopics = [\"a\"]\n"),
+            &[(9, "sources.m.port", "must be 1 to 65535")],
+        ),
+        (
+            "an empty client id",
+            mqtt_source("host = \"broker\"\nclient_id = \"\"\ntopics = [\"a\"]\n"),
+            &[(9, "sources.m.client_id", "must not be empty")],
+        ),
+        (
+            "topic filters the client refuses",
+            mqtt_source("host = \"broker\"\ntopics = [\"a/#/b\", \"ok/+/x\", \"a+\", \"\"]\n"),
+            &[
+                (9, "sources.m.topics", "invalid topic filter \"a/#/b\""),
+                (9, "sources.m.topics", "invalid topic filter \"a+\""),
+                (9, "sources.m.topics", "invalid topic filter \"\""),
+            ],
+        ),
+    ];
+    check_cases(cases);
+}
