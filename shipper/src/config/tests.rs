@@ -1021,3 +1021,44 @@ fn validate_refuses_what_the_mqtt_source_refuses() {
     ];
     check_cases(cases);
 }
+
+#[test]
+fn validate_refuses_what_the_transforms_refuse() {
+    let transform = |keys: &str| {
+        format!("{WIRED}[transforms.t]\ninputs = [\"in\"]\n{keys}[sinks.t_out]\ntype = \"blackhole\"\ninputs = [\"t\"]\n")
+    };
+    let cases: &[Case] = &[
+        (
+            "a filter field with an empty segment",
+            transform("type = \"filter\"\nfield = \"http..status\"\nexists = true\n"),
+            &[(9, "transforms.t.field", "invalid field path \"http..status\": has an empty segment")],
+        ),
+        (
+            "a filter comparing with NaN",
+            transform("type = \"filter\"\nfield = \"x\"\nequals = nan\n"),
+            &[(10, "transforms.t.equals", "NaN is not a JSON number")],
+        ),
+        (
+            "a sample key with a trailing dot",
+            transform("type = \"sample\"\nrate = 2\nkey = \"user.\"\n"),
+            &[(10, "transforms.t.key", "invalid field path \"user.\"")],
+        ),
+        (
+            "remap paths",
+            transform("type = \"remap\"\nrename = { \".a\" = \"b\", c = \"d..e\" }\ndelete = [\"\"]\nredact = [\"x.\"]\nadd = { \"y..z\" = 1 }\n"),
+            &[
+                (9, "transforms.t.rename.\".a\"", "invalid field path \".a\""),
+                (9, "transforms.t.rename.c", "invalid field path \"d..e\""),
+                (10, "transforms.t.delete", "invalid field path \"\": must not be empty"),
+                (11, "transforms.t.redact", "invalid field path \"x.\""),
+                (12, "transforms.t.add.\"y..z\"", "invalid field path \"y..z\""),
+            ],
+        ),
+        (
+            "an infinite value added",
+            transform("type = \"remap\"\nadd = { w = -inf }\n"),
+            &[(9, "transforms.t.add.w", "-inf is not a JSON number")],
+        ),
+    ];
+    check_cases(cases);
+}

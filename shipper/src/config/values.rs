@@ -68,7 +68,8 @@ impl<'de> Deserialize<'de> for Pattern {
     }
 }
 
-/// A scalar field value: what `filter` compares with and `remap` adds.
+/// A scalar field value: what `filter` compares with and `remap` adds. A
+/// float is finite (JSON has no NaN or infinity).
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
     String(String),
@@ -103,6 +104,13 @@ impl<'de> Deserialize<'de> for FieldValue {
             }
 
             fn visit_f64<E: de::Error>(self, value: f64) -> Result<FieldValue, E> {
+                // Records are JSON, which has no NaN or infinity; the
+                // transforms refuse them too.
+                if !value.is_finite() {
+                    return Err(E::custom(format!(
+                        "{value} is not a JSON number: give a finite one"
+                    )));
+                }
                 Ok(FieldValue::Float(value))
             }
 
