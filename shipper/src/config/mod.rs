@@ -576,6 +576,19 @@ fn check_document(root: &Node<'_>, reporter: &mut Reporter<'_>) -> Option<Config
         }
     }
     validate::check_graph(&components, reporter);
+    let mut listeners = vec![(
+        KeyPath::root().join("admin").join("address"),
+        validate::Listener::Tcp(config.admin.address),
+    )];
+    for (name, source) in &config.sources {
+        if let Some((key, listener)) = source.listener() {
+            listeners.push((
+                KeyPath::root().join("sources").join(name).join(key),
+                listener,
+            ));
+        }
+    }
+    validate::check_listeners(&listeners, root, reporter);
     complete.then_some(config)
 }
 

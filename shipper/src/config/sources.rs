@@ -57,17 +57,49 @@ impl SourceConfig {
         match self {
             SourceConfig::File(file) => file.check(check),
             SourceConfig::Socket(socket) => socket.check(check),
-            SourceConfig::Http(http) => {
-                if !http.path.starts_with('/') {
-                    check.error(&["path"], "must start with `/`");
-                }
-            }
+            SourceConfig::Http(http) => check_route_path(check, &http.path),
             SourceConfig::Mqtt(mqtt) => mqtt.check(check),
             SourceConfig::Stdin(_) | SourceConfig::Sdk(_) => {}
             SourceConfig::Generator(generator) => generator.check(check),
             SourceConfig::Shipper(shipper) => shipper.check(check),
             SourceConfig::Plugin(plugin) => plugin.check(check, false),
         }
+    }
+}
+
+impl SourceConfig {
+    /// What this source listens on, with the key that says where.
+    pub(super) fn listener(&self) -> Option<(&'static str, super::validate::Listener)> {
+        use super::validate::Listener;
+        match self {
+            SourceConfig::Http(http) => Some(("address", Listener::Tcp(http.address))),
+            SourceConfig::Shipper(shipper) => Some(("address", Listener::Tcp(shipper.address))),
+            SourceConfig::Socket(socket) => match (socket.mode, socket.address, &socket.path) {
+                (SocketMode::Tcp, Some(address), _) => Some(("address", Listener::Tcp(address))),
+                (SocketMode::Udp, Some(address), _) => Some(("address", Listener::Udp(address))),
+                (SocketMode::Unix, _, Some(path)) => Some(("path", Listener::Unix(path.clone()))),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// The `path` an HTTP listener routes (axum): a literal path. axum takes
+/// `{name}` and `{*rest}` as captures and refuses, with a panic when the
+/// source starts, unbalanced braces and segments starting with `:` or `*`.
+fn check_route_path(check: &mut Checker<'_, '_, '_>, path: &str) {
+    if !path.starts_with('/') {
+        check.error(&["path"], "must start with `/`");
+    } else if path.contains(['{', '}'])
+        || path
+            .split('/')
+            .any(|segment| segment.starts_with([':', '*']))
+    {
+        check.error(
+            &["path"],
+            "must be a literal path: no `{` or `}`, and no segment starting with `:` or `*` (route patterns)",
+        );
     }
 }
 
@@ -263,8 +295,9 @@ pub struct SocketSource {
 impl SocketSource {
     fn check(&self, check: &mut Checker<'_, '_, '_>) {
         if self.mode == SocketMode::Unix {
-            if self.path.is_none() {
-                check.error(&["path"], "missing required key `path` (mode = \"unix\")");
+            match &self.path {
+                None => check.error(&["path"], "missing required key `path` (mode = \"unix\")"),
+                Some(path) => super::validate::check_socket_path(path, check),
             }
             if self.address.is_some() {
                 check.error(
@@ -378,9 +411,7 @@ fn default_shipper_max_bytes() -> ByteSize {
 
 impl ShipperSource {
     fn check(&self, check: &mut Checker<'_, '_, '_>) {
-        if !self.path.starts_with('/') {
-            check.error(&["path"], "must start with `/`");
-        }
+        check_route_path(check, &self.path);
         if self.token.as_deref().is_some_and(str::is_empty) {
             check.error(&["token"], "must not be empty (leave it out for no token)");
         }

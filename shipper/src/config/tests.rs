@@ -1062,3 +1062,116 @@ fn validate_refuses_what_the_transforms_refuse() {
     ];
     check_cases(cases);
 }
+
+#[test]
+fn validate_refuses_two_listeners_on_one_address() {
+    let source = |name: &str, keys: &str| {
+        format!("[sources.{name}]\n{keys}[sinks.{name}_out]\ntype = \"blackhole\"\ninputs = [\"{name}\"]\n")
+    };
+    let http = |name: &str, address: &str| {
+        source(name, &format!("type = \"http\"\naddress = \"{address}\"\n"))
+    };
+    let cases: &[Case] = &[
+        (
+            "two http sources on one address",
+            format!("{}{}", http("a", "127.0.0.1:9000"), http("b", "127.0.0.1:9000")),
+            &[(9, "sources.b.address", "tcp 127.0.0.1:9000 is where `sources.a.address` (line 3) listens too: the second would find the address in use")],
+        ),
+        (
+            "a wildcard address and a specific one on one port",
+            format!(
+                "{}{}",
+                source("agg", "type = \"shipper\"\naddress = \"0.0.0.0:9001\"\n"),
+                source("raw", "type = \"socket\"\naddress = \"127.0.0.1:9001\"\n"),
+            ),
+            &[(9, "sources.raw.address", "tcp 127.0.0.1:9001 overlaps tcp 0.0.0.0:9001")],
+        ),
+        (
+            "IPv6's wildcard takes the IPv4 port too",
+            format!("{}{}", http("a", "127.0.0.1:9002"), http("b", "[::]:9002")),
+            &[(9, "sources.b.address", "overlaps tcp 127.0.0.1:9002")],
+        ),
+        (
+            "a source on the admin endpoint's default address",
+            http("a", "127.0.0.1:8686"),
+            &[(3, "sources.a.address", "where `admin.address` (its default) listens")],
+        ),
+        (
+            "a source on the admin endpoint's address",
+            format!("[admin]\naddress = \"0.0.0.0:9003\"\n{}", http("a", "127.0.0.1:9003")),
+            &[(5, "sources.a.address", "where `admin.address` (line 2) listens")],
+        ),
+        (
+            "two udp sockets",
+            format!(
+                "{}{}",
+                source("u1", "type = \"socket\"\nmode = \"udp\"\naddress = \"0.0.0.0:514\"\n"),
+                source("u2", "type = \"socket\"\nmode = \"udp\"\naddress = \"0.0.0.0:514\"\n"),
+            ),
+            &[(11, "sources.u2.address", "udp 0.0.0.0:514 is where `sources.u1.address` (line 4) listens too")],
+        ),
+        (
+            "two unix sockets on one path",
+            format!(
+                "{}{}",
+                source("s1", "type = \"socket\"\nmode = \"unix\"\npath = \"/tmp/shipper-test.sock\"\n"),
+                source("s2", "type = \"socket\"\nmode = \"unix\"\npath = \"/tmp/shipper-test.sock\"\n"),
+            ),
+            &[(11, "sources.s2.path", "the second would replace the first's socket file")],
+        ),
+    ];
+    check_cases(cases);
+
+    // TCP and UDP on one port, and port 0 twice, are fine.
+    let fine = format!(
+        "{}{}{}{}",
+        source("t", "type = \"socket\"\naddress = \"127.0.0.1:9004\"\n"),
+        source(
+            "u",
+            "type = \"socket\"\nmode = \"udp\"\naddress = \"127.0.0.1:9004\"\n"
+        ),
+        http("a", "127.0.0.1:0"),
+        http("b", "127.0.0.1:0"),
+    );
+    if let Err(invalid) = parse(&fine, &env) {
+        panic!("{invalid}");
+    }
+}
+
+#[test]
+fn validate_refuses_what_the_listening_sources_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_socket = dir.path().join("file");
+    std::fs::write(&not_a_socket, "").unwrap();
+    let source = |keys: &str| {
+        format!("{WIRED}[sources.s]\n{keys}[sinks.s_out]\ntype = \"blackhole\"\ninputs = [\"s\"]\n")
+    };
+    let cases: &[Case] = &[
+        (
+            "an http path axum takes for a capture",
+            source("type = \"http\"\naddress = \"127.0.0.1:0\"\npath = \"/ingest/{tenant}\"\n"),
+            &[(9, "sources.s.path", "must be a literal path")],
+        ),
+        (
+            "an http path in axum's old capture syntax, which it refuses",
+            source("type = \"http\"\naddress = \"127.0.0.1:0\"\npath = \"/ingest/:tenant\"\n"),
+            &[(9, "sources.s.path", "must be a literal path")],
+        ),
+        (
+            "a shipper path with an unbalanced brace",
+            source("type = \"shipper\"\naddress = \"127.0.0.1:0\"\npath = \"/v1/chunks{\"\n"),
+            &[(9, "sources.s.path", "must be a literal path")],
+        ),
+        (
+            "a unix socket in a directory that does not exist",
+            source("type = \"socket\"\nmode = \"unix\"\npath = \"/nonexistent-shipper-test/app.sock\"\n"),
+            &[(9, "sources.s.path", "directory `/nonexistent-shipper-test` does not exist")],
+        ),
+        (
+            "a unix socket path that is a file",
+            source(&format!("type = \"socket\"\nmode = \"unix\"\npath = {:?}\n", not_a_socket.display().to_string())),
+            &[(9, "sources.s.path", "exists and is not a socket")],
+        ),
+    ];
+    check_cases(cases);
+}
