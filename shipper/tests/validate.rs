@@ -121,3 +121,28 @@ fn the_example_config_validates() {
     assert_eq!(stdout, "config OK: 2 sources, 1 transforms, 2 sinks\n");
     assert_eq!(stderr, "");
 }
+
+#[test]
+fn an_sdk_source_validates_with_a_warning_that_run_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("embedded.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = {data:?}\n\
+             [sources.app]\ntype = \"sdk\"\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"app\"]\n"
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = validate(&file);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "{}: sources.app: warning: `shipper run` refuses type \"sdk\": only an application embedding shipper (shipper::ingest::Ingestor) can feed it\n",
+            file.display()
+        )
+    );
+}

@@ -39,7 +39,7 @@ mod source;
 mod stats;
 mod transform;
 
-pub use instance::CallError;
+pub use instance::{check_config, CallError};
 pub use loader::{load, Kind, LoadError, Plugin};
 pub use sink::DynamicSink;
 pub use source::DynamicSource;
