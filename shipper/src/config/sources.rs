@@ -65,9 +65,7 @@ impl SourceConfig {
             SourceConfig::Plugin(plugin) => plugin.check(check, false),
         }
     }
-}
 
-impl SourceConfig {
     /// What this source listens on, with the key that says where.
     pub(super) fn listener(&self) -> Option<(&'static str, super::validate::Listener)> {
         use super::validate::Listener;
