@@ -793,3 +793,43 @@ inputs = ["scrub"]
     assert!(!ran.status.success(), "{stderr}");
     assert!(stderr.contains("not a transform"), "{stderr}");
 }
+
+#[test]
+fn a_plugin_that_refuses_its_configuration_is_refused_by_validate_as_by_run() {
+    let libraries = libraries();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = config(
+        dir.path(),
+        &format!(
+            r#"[transforms.scrub]
+plugin = "{redact}"
+inputs = ["app"]
+colour = "red"
+[sinks.void]
+type = "blackhole"
+inputs = ["scrub"]
+"#,
+            redact = libraries.redact.display(),
+        ),
+    );
+    let validated = Command::new(SHIPPER)
+        .args(["validate", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&validated.stderr);
+    assert_eq!(validated.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(": transforms.scrub: the transform plugin redact refuses its configuration: redact: bad configuration: unknown field `colour`"),
+        "{stderr}"
+    );
+
+    let ran = Command::new(SHIPPER)
+        .args(["run", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert_eq!(ran.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown field `colour`"), "{stderr}");
+}

@@ -121,3 +121,90 @@ fn the_example_config_validates() {
     assert_eq!(stdout, "config OK: 2 sources, 1 transforms, 2 sinks\n");
     assert_eq!(stderr, "");
 }
+
+#[test]
+fn an_sdk_source_validates_with_a_warning_that_run_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("embedded.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = {data:?}\n\
+             [sources.app]\ntype = \"sdk\"\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"app\"]\n"
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = validate(&file);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "{}: sources.app: warning: `shipper run` refuses type \"sdk\": only an application embedding shipper (shipper::ingest::Ingestor) can feed it\n",
+            file.display()
+        )
+    );
+}
+
+/// Runs `shipper run -c FILE` to its end: (exit code, stderr).
+fn run(file: &Path) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_shipper"))
+        .args(["run", "-c"])
+        .arg(file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running shipper");
+    (
+        output.status.code().expect("exit code"),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_refuses_what_run_refuses_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // A generator that ends by itself, so a config `run` accepted would
+    // end too instead of hanging the test.
+    let head = format!(
+        "data_dir = {:?}\n[admin]\naddress = \"127.0.0.1:0\"\n[sources.in]\ntype = \"generator\"\ncount = 1\n",
+        dir.path().join("data")
+    );
+    let cases = [
+        (
+            "[sinks.pg]\ntype = \"postgres\"\ninputs = [\"in\"]\nconnection = \"host=127.0.0.1 sslmode=require\"\ntable = \"events\"\n",
+            "10: sinks.pg.connection: TLS (sslmode=require) is not available in this build",
+        ),
+        (
+            "[sinks.disk]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"out.ndjson.gz\"\ncompression = { codec = \"gzip\" }\n",
+            "11: sinks.disk.compression.codec: gzip is not available in this build yet",
+        ),
+        (
+            "[sinks.disk]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"out.ndjson\"\ncompression = []\n",
+            "11: sinks.disk.compression: invalid type: array, expected a table",
+        ),
+        (
+            "[sinks.disk]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"out-%j.ndjson\"\n",
+            "10: sinks.disk.path: path \"out-%j.ndjson\": unsupported field %j",
+        ),
+        (
+            "[sinks.js]\ntype = \"nats\"\ninputs = [\"in\"]\nurl = \"nats://a:4222,nats://b:4222\"\nsubject = \"events\"\n",
+            "10: sinks.js.url: url \"nats://a:4222,nats://b:4222\": one server url, not a list",
+        ),
+        (
+            "[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://127.0.0.1:1/\"\ntimeout_ms = 9223372036854775807\n",
+            "11: sinks.web.timeout_ms: 9223372036854775807 ms is longer than 365 days",
+        ),
+    ];
+    for (sink, expected) in cases {
+        let file = dir.path().join("shipper.toml");
+        std::fs::write(&file, format!("{head}{sink}")).unwrap();
+        let expected = format!("{}:{expected}", file.display());
+        let (code, stdout, stderr) = validate(&file);
+        assert_eq!(code, 1, "{sink}: {stdout}{stderr}");
+        assert!(stderr.starts_with(&expected), "{sink}: {stderr}");
+        let (code, stderr) = run(&file);
+        assert_eq!(code, 2, "{sink}: {stderr}");
+        assert!(stderr.contains(&expected), "{sink}: {stderr}");
+    }
+}

@@ -29,6 +29,14 @@ pub enum CallError {
     Panicked(String),
 }
 
+/// Whether `plugin` takes `config` (a JSON object): creates an instance
+/// from it and destroys it, as the component would at its start. The ABI
+/// keeps `create` to parsing its configuration, so this runs no backend
+/// I/O; `shipper validate` calls it for every plugin a config names.
+pub fn check_config(plugin: &Arc<Plugin>, config: &str) -> Result<(), CallError> {
+    Instance::create(plugin, config).map(drop)
+}
+
 /// What a transform decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision<'a> {

@@ -14,10 +14,12 @@
 //! Where the unsafe code is, and what it relies on:
 //!
 //! * `loader.rs` opens libraries (`dlopen` runs their initializers: a
-//!   library is trusted code, which is why one writable by others than its
-//!   owner is refused) and reads the descriptor only after its ABI version
-//!   matched. Libraries are never unloaded, so the descriptor and every
-//!   function pointer in it stay valid for the life of the process.
+//!   library is trusted code, which is why it must be a file that only
+//!   root and shipper's user can change, on a path only they can change,
+//!   and is loaded from the descriptor it was checked through) and reads
+//!   the descriptor only after its ABI version matched. Libraries are
+//!   never unloaded, so the descriptor and every function pointer in it
+//!   stay valid for the life of the process.
 //! * `instance.rs` holds a plugin instance and makes every call into it:
 //!   the ABI's rules (borrowed inputs live for the call; a replacement
 //!   lives until the next call on the instance; calls on one instance never
@@ -39,7 +41,7 @@ mod source;
 mod stats;
 mod transform;
 
-pub use instance::CallError;
+pub use instance::{check_config, CallError};
 pub use loader::{load, Kind, LoadError, Plugin};
 pub use sink::DynamicSink;
 pub use source::DynamicSource;

@@ -334,3 +334,153 @@ fn a_refused_library_rebuilt_at_the_same_path_is_refused_with_advice_not_the_old
         "{error}"
     );
 }
+
+/// A directory `name` in `parent` with `mode`, and in it the keep-everything
+/// library `file`; returns the library's path.
+fn library_in(parent: &Path, name: &str, mode: u32, file: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = parent.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    let library = dir.join(file);
+    cc(&keep_everything(name), &library, &["-fPIC", "-shared"]);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    library
+}
+
+#[test]
+fn a_library_in_a_directory_others_can_write_is_refused_unless_it_is_sticky() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, mode) in [("world", 0o777), ("group", 0o775)] {
+        let library = library_in(dir.path(), name, mode, "libkeep.so");
+        let error = shipper_plugin_host::load(&library).unwrap_err().to_string();
+        let expected = format!(
+            "plugin {}: refusing it: the directory {} on its path is writable by others than its owner (mode {mode:o}) and not sticky",
+            library.display(),
+            dir.path().join(name).display()
+        );
+        assert!(error.starts_with(&expected), "{error}");
+        assert!(
+            error.contains(&format!("`chmod go-w {}`", dir.path().join(name).display())),
+            "{error}"
+        );
+    }
+    // Like /tmp: entries in it can be replaced only by their owners, and
+    // every entry on the way is root's or ours.
+    let library = library_in(dir.path(), "sticky", 0o1777, "libkeep.so");
+    let plugin = shipper_plugin_host::load(&library).unwrap();
+    assert_eq!(plugin.version(), "sticky");
+}
+
+#[test]
+fn a_library_or_directory_owned_by_another_user_is_refused() {
+    // The tests run as root: root may give files away.
+    const OTHER: u32 = 12345;
+    let dir = tempfile::tempdir().unwrap();
+    let library = library_in(dir.path(), "given", 0o755, "libkeep.so");
+    std::os::unix::fs::chown(&library, Some(OTHER), None).unwrap();
+    let error = shipper_plugin_host::load(&library).unwrap_err().to_string();
+    assert!(
+        error.starts_with(&format!(
+            "plugin {0}: refusing it: {0} is owned by uid {OTHER}",
+            library.display()
+        )),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!("`chown root {}`", library.display())),
+        "{error}"
+    );
+    // Given back to root (the user the tests run as), it loads.
+    std::os::unix::fs::chown(&library, Some(0), None).unwrap();
+    assert_eq!(
+        shipper_plugin_host::load(&library).unwrap().version(),
+        "given"
+    );
+
+    // A directory on the way that another user owns could be emptied and
+    // refilled by them.
+    let library = library_in(dir.path(), "theirs", 0o755, "libkeep.so");
+    std::os::unix::fs::chown(library.parent().unwrap(), Some(OTHER), None).unwrap();
+    let error = shipper_plugin_host::load(&library).unwrap_err().to_string();
+    assert!(
+        error.contains(&format!(
+            ": refusing it: {} is owned by uid {OTHER}",
+            library.parent().unwrap().display()
+        )),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_library_reached_through_symlinks_loads_when_every_entry_on_the_way_is_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = library_in(dir.path(), "real", 0o755, "libkeep.so");
+    let real = library.parent().unwrap();
+    // A symlinked directory, and a relative symlink to the file.
+    let linked = dir.path().join("linked");
+    std::os::unix::fs::symlink(real, &linked).unwrap();
+    std::os::unix::fs::symlink("real/libkeep.so", dir.path().join("libkeep.so")).unwrap();
+    for path in [
+        linked.join("libkeep.so"),
+        dir.path().join("libkeep.so"),
+        linked.join("../real/./libkeep.so"),
+    ] {
+        let plugin = shipper_plugin_host::load(&path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        assert_eq!(plugin.path(), library.canonicalize().unwrap());
+        assert_eq!(plugin.version(), "real");
+    }
+
+    // The directory holding a symlink is on the way too: a world-writable
+    // one could point the symlink anywhere.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::os::unix::fs::symlink(&library, open.join("libkeep.so")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let error = shipper_plugin_host::load(&open.join("libkeep.so"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!(
+            "the directory {} on its path is writable",
+            open.display()
+        )),
+        "{error}"
+    );
+
+    // So is the symlink itself: in a sticky directory, its owner may
+    // replace it.
+    let sticky = dir.path().join("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    let theirs = sticky.join("libkeep.so");
+    std::os::unix::fs::symlink(&library, &theirs).unwrap();
+    std::os::unix::fs::lchown(&theirs, Some(12345), None).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+    let error = shipper_plugin_host::load(&theirs).unwrap_err().to_string();
+    assert!(
+        error.contains(&format!(
+            "refusing it: {} is owned by uid 12345",
+            theirs.display()
+        )),
+        "{error}"
+    );
+}
+
+#[test]
+fn libraries_loaded_one_after_another_are_each_their_own() {
+    // Each is opened through /proc/self/fd/N, the name the dynamic loader
+    // remembers it by: were N closed and reused, the next library would
+    // come back as the one before.
+    let dir = tempfile::tempdir().unwrap();
+    for version in ["first", "second", "third"] {
+        let library = library_in(dir.path(), version, 0o755, "libkeep.so");
+        let plugin = shipper_plugin_host::load(&library).unwrap();
+        assert_eq!(plugin.version(), version);
+    }
+}

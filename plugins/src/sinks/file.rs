@@ -142,7 +142,7 @@ pub struct FileSink {
 impl FileSink {
     /// A sink writing to `options.path`; checks the template.
     pub fn new(options: FileSinkOptions) -> Result<Self, PluginError> {
-        render(&options.path, 0).map_err(PluginError::Fatal)?;
+        check_path(&options.path).map_err(PluginError::Fatal)?;
         Ok(FileSink {
             options,
             decoder: Decoder::default(),
@@ -301,6 +301,12 @@ impl Sink for FileSink {
         // File I/O and fdatasync block: keep them off the async workers' queue.
         tokio::task::block_in_place(|| self.write_all(chunks))
     }
+}
+
+/// Checks a `path` template as [`FileSink::new`] does: its only fields
+/// are `%Y %m %d %H %%`.
+pub fn check_path(template: &str) -> Result<(), String> {
+    render(template, 0).map(drop)
 }
 
 /// The path for a record time of `nanos` (unix nanoseconds, UTC).

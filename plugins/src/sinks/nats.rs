@@ -184,8 +184,9 @@ struct Connection {
 }
 
 impl NatsSink {
-    /// A sink with `options`; checks the subject and stream names.
+    /// A sink with `options`; checks the url, the subject and stream names.
     pub fn new(options: NatsSinkOptions) -> Result<Self, PluginError> {
+        check_url(&options.url).map_err(PluginError::Fatal)?;
         check_subject(&options.subject).map_err(PluginError::Fatal)?;
         if let Some(stream) = &options.stream {
             check_stream_name(stream).map_err(PluginError::Fatal)?;
@@ -636,6 +637,20 @@ fn retryable(what: &str, error: impl fmt::Display) -> PluginError {
     PluginError::Retryable(format!("{what}: {error}"))
 }
 
+/// A server url the client connects to: parsed as `connect` parses it
+/// (which refuses a url it cannot parse for good, at the first `open`).
+/// One server: `connect` takes the text as one url, not a list.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.contains(',') {
+        return Err(format!(
+            "url {url:?}: one server url, not a list (the client does not split it at commas)"
+        ));
+    }
+    url.parse::<async_nats::ServerAddr>()
+        .map(drop)
+        .map_err(|error| format!("url {url:?}: {error}"))
+}
+
 /// A subject the sink can append `.<producer>` to: no wildcards, no
 /// whitespace, no empty tokens.
 pub fn check_subject(subject: &str) -> Result<(), String> {
@@ -730,6 +745,24 @@ impl StoredRanges {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_checked_as_connect_parses_them() {
+        for good in [
+            "nats://127.0.0.1:4222",
+            "tls://nats.example.com:4222",
+            "nats://[::1]:4222",
+        ] {
+            assert_eq!(check_url(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "nats://host:port",
+            "nats://a:4222,nats://b:4222",
+            "http://x:4222",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn stored_ranges_merge_and_answer_coverage() {

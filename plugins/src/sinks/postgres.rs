@@ -256,6 +256,47 @@ pub fn check_table_name(text: &str) -> Result<(), String> {
     TableName::parse(text).map(|_| ())
 }
 
+/// Checks a `hwm_table` option (`None`: the default, `shipper_hwm` in the
+/// schema of `table`) against a valid `table`: a valid name, and not the
+/// records table.
+pub fn check_hwm_table(table: &str, hwm_table: Option<&str>) -> Result<(), String> {
+    hwm_table_of(&TableName::parse(table)?, hwm_table).map(|_| ())
+}
+
+/// The high-water-mark table for records in `table`.
+fn hwm_table_of(table: &TableName, hwm_table: Option<&str>) -> Result<TableName, String> {
+    let hwm = match hwm_table {
+        Some(name) => TableName::parse(name)?,
+        None => table.in_schema_of("shipper_hwm"),
+    };
+    if hwm != *table {
+        return Ok(hwm);
+    }
+    Err(match hwm_table {
+        Some(_) => format!("the high-water-mark table must not be the records table {table}"),
+        None => format!(
+            "the records table {table} is the default high-water-mark table: name another table, or set hwm_table"
+        ),
+    })
+}
+
+/// Checks a `connection` option as [`PostgresSink::new`] does: a libpq
+/// connection string or URL that `tokio_postgres` parses, without TLS.
+/// The message names the option at fault, never a value (which may be a
+/// password).
+pub fn check_connection(connection: &str) -> Result<(), String> {
+    parse_connection(connection).map(drop)
+}
+
+fn parse_connection(connection: &str) -> Result<tokio_postgres::Config, String> {
+    // The parser's messages name the option, never its value.
+    let config: tokio_postgres::Config = connection.parse().map_err(|e| describe(&e))?;
+    if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
+        return Err("TLS (sslmode=require) is not available in this build".into());
+    }
+    Ok(config)
+}
+
 /// Quotes an identifier for SQL.
 fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
@@ -324,15 +365,8 @@ impl PostgresSink {
     /// A sink with `options`; checks the connection string and the table
     /// names (nothing is connected before [`Sink::open`]).
     pub fn new(options: PostgresSinkOptions) -> Result<Self, PluginError> {
-        let mut config: tokio_postgres::Config = options.connection.parse().map_err(|e| {
-            // The parser's messages name the option, never its value.
-            PluginError::Fatal(format!("connection: {}", describe(&e)))
-        })?;
-        if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
-            return Err(PluginError::Fatal(
-                "connection: TLS (sslmode=require) is not available in this build".into(),
-            ));
-        }
+        let mut config = parse_connection(&options.connection)
+            .map_err(|reason| PluginError::Fatal(format!("connection: {reason}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
@@ -340,15 +374,8 @@ impl PostgresSink {
             config.application_name("shipper");
         }
         let table = TableName::parse(&options.table).map_err(PluginError::Fatal)?;
-        let hwm_table = match &options.hwm_table {
-            Some(name) => TableName::parse(name).map_err(PluginError::Fatal)?,
-            None => table.in_schema_of("shipper_hwm"),
-        };
-        if hwm_table == table {
-            return Err(PluginError::Fatal(format!(
-                "the high-water-mark table cannot be the records table {table}"
-            )));
-        }
+        let hwm_table =
+            hwm_table_of(&table, options.hwm_table.as_deref()).map_err(PluginError::Fatal)?;
         if options.timeout.is_zero() {
             return Err(PluginError::Fatal("timeout must be positive".into()));
         }

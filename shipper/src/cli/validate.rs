@@ -24,6 +24,13 @@ pub(crate) fn run(args: ValidateArgs) -> anyhow::Result<Outcome> {
                 eprintln!("{file}:{warning}");
             }
             let config = &loaded.config;
+            for (name, source) in &config.sources {
+                if matches!(source, config::SourceConfig::Sdk(_)) {
+                    eprintln!(
+                        "{file}: sources.{name}: warning: `shipper run` refuses type \"sdk\": only an application embedding shipper (shipper::ingest::Ingestor) can feed it"
+                    );
+                }
+            }
             let refused = check_plugins(config);
             for (key, error) in &refused {
                 eprintln!("{file}: {key}: {error}");
@@ -54,9 +61,10 @@ pub(crate) fn run(args: ValidateArgs) -> anyhow::Result<Outcome> {
     }
 }
 
-/// Loads every plugin library the config names and checks that it is of
-/// the kind its section says; returns `(key path, error)` for each that
-/// is not.
+/// Loads every plugin library the config names, checks that it is of the
+/// kind its section says and that it takes its configuration (an instance
+/// is created from it and destroyed, as the component's start would);
+/// returns `(key path, error)` for each that fails.
 fn check_plugins(config: &config::Config) -> Vec<(String, String)> {
     use shipper::config::{PluginComponent, SinkConfig, SourceConfig, TransformConfig};
     use shipper_plugin_host::Kind;
@@ -84,7 +92,19 @@ fn check_plugins(config: &config::Config) -> Vec<(String, String)> {
     for (key, plugin, kind) in sources.chain(transforms).chain(sinks) {
         let plugin: &PluginComponent = plugin;
         match shipper_plugin_host::load(&plugin.plugin) {
-            Ok(loaded) if loaded.kind() == kind => {}
+            Ok(loaded) if loaded.kind() == kind => {
+                if let Err(error) =
+                    shipper_plugin_host::check_config(&loaded, &plugin.config_json())
+                {
+                    refused.push((
+                        key,
+                        format!(
+                            "the {kind} plugin {} refuses its configuration: {error}",
+                            loaded.name()
+                        ),
+                    ));
+                }
+            }
             Ok(loaded) => refused.push((
                 format!("{key}.plugin"),
                 format!(

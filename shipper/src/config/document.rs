@@ -5,7 +5,9 @@
 //! deserialization is retried on a copy of the value: the entry the error
 //! points at (found by its span) is removed, and a missing required key is
 //! filled with a placeholder of a type that fits. Each retry therefore
-//! gets past one error; errors on placeholders are never reported.
+//! gets past one error; errors on placeholders are never reported. Values
+//! are read through [`TablesOnly`] (`tables.rs`), so an array is never
+//! taken for a table.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -16,6 +18,7 @@ use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, KeyPath, LineIndex, Severity};
 use super::interpolate::Interpolated;
+use super::tables::TablesOnly;
 
 /// A value of the document with its byte span in the interpolated text.
 pub type Node<'i> = Spanned<DeValue<'i>>;
@@ -100,7 +103,7 @@ impl<'a> Reporter<'a> {
         // Keys filled with a placeholder, and which placeholder.
         let mut synthetic: Vec<(Vec<String>, usize)> = Vec::new();
         for _ in 0..MAX_ATTEMPTS {
-            let error = match T::deserialize(ValueDeserializer::from(node.clone())) {
+            let error = match T::deserialize(TablesOnly(ValueDeserializer::from(node.clone()))) {
                 Ok(value) => return (!failed).then_some(value),
                 Err(error) => error,
             };

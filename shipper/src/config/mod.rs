@@ -28,6 +28,7 @@ mod interpolate;
 mod plugin;
 mod sinks;
 mod sources;
+mod tables;
 mod transforms;
 mod validate;
 mod values;
@@ -62,11 +63,12 @@ pub use sources::{
 pub use transforms::{
     FilterAction, FilterTransform, RemapTransform, SampleTransform, TransformConfig,
 };
-pub use values::{Codec, Compression, FieldValue, Pattern};
+pub use values::{Codec, Compression, DurationMs, FieldValue, Pattern, MAX_DURATION_MS};
 
 use diagnostic::KeyPath;
 use document::{get, without_keys, Node, Reporter};
 use validate::{Checker, Component, Kind};
+use values::duration_ms;
 
 /// A whole, valid config.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +146,7 @@ pub struct LogConfig {
     pub when_full: WhenFullPolicy,
     pub durability: DurabilityPolicy,
     /// Flush period under `durability = "interval"`.
+    #[serde(deserialize_with = "duration_ms")]
     pub interval_ms: u64,
     /// Train a zstd dictionary per stream from its first records.
     pub dictionary: Option<DictionaryConfig>,
@@ -488,7 +491,7 @@ fn check_document(root: &Node<'_>, reporter: &mut Reporter<'_>) -> Option<Config
                 .map(|dir| config.data_dir = dir),
             "shutdown_timeout_ms" => reporter
                 .deserialize(value, &path)
-                .map(|ms| config.shutdown_timeout_ms = ms),
+                .map(|DurationMs(ms)| config.shutdown_timeout_ms = ms),
             "log" => reporter
                 .deserialize(value, &path)
                 .map(|log| config.log = log),
@@ -576,6 +579,19 @@ fn check_document(root: &Node<'_>, reporter: &mut Reporter<'_>) -> Option<Config
         }
     }
     validate::check_graph(&components, reporter);
+    let mut listeners = vec![(
+        KeyPath::root().join("admin").join("address"),
+        validate::Listener::Tcp(config.admin.address),
+    )];
+    for (name, source) in &config.sources {
+        if let Some((key, listener)) = source.listener() {
+            listeners.push((
+                KeyPath::root().join("sources").join(name).join(key),
+                listener,
+            ));
+        }
+    }
+    validate::check_listeners(&listeners, root, reporter);
     complete.then_some(config)
 }
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::bytesize::ByteSize;
 use super::validate::Checker;
-use super::values::Compression;
+use super::values::{duration_ms, Codec, Compression};
 
 /// A configured sink; the variant is chosen by the table's `type` key.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,12 +55,7 @@ impl SinkConfig {
     pub(super) fn check(&self, check: &mut Checker<'_, '_, '_>) {
         match self {
             SinkConfig::Http(http) => http.check(check),
-            SinkConfig::File(file) => {
-                if file.path.is_empty() {
-                    check.error(&["path"], "must not be empty");
-                }
-                file.compression.check(check, "compression");
-            }
+            SinkConfig::File(file) => file.check(check),
             SinkConfig::Blackhole(_) => {}
             SinkConfig::Postgres(postgres) => postgres.check(check),
             SinkConfig::Nats(nats) => nats.check(check),
@@ -90,7 +85,10 @@ pub struct Batch {
     pub max_records: u64,
     #[serde(default = "Batch::default_max_bytes")]
     pub max_bytes: ByteSize,
-    #[serde(default = "Batch::default_max_age_ms")]
+    #[serde(
+        default = "Batch::default_max_age_ms",
+        deserialize_with = "duration_ms"
+    )]
     pub max_age_ms: u64,
 }
 
@@ -167,9 +165,12 @@ fn default_connect_timeout_ms() -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retry {
-    #[serde(default = "Retry::default_initial_ms")]
+    #[serde(
+        default = "Retry::default_initial_ms",
+        deserialize_with = "duration_ms"
+    )]
     pub initial_ms: u64,
-    #[serde(default = "Retry::default_max_ms")]
+    #[serde(default = "Retry::default_max_ms", deserialize_with = "duration_ms")]
     pub max_ms: u64,
     /// Tries of one request within one delivery before the runtime gets
     /// the failure (and offers the batch again later).
@@ -233,9 +234,12 @@ pub struct HttpSink {
     pub auth: Option<Auth>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "default_timeout_ms", deserialize_with = "duration_ms")]
     pub timeout_ms: u64,
-    #[serde(default = "default_connect_timeout_ms")]
+    #[serde(
+        default = "default_connect_timeout_ms",
+        deserialize_with = "duration_ms"
+    )]
     pub connect_timeout_ms: u64,
     #[serde(default)]
     pub retry: Retry,
@@ -258,6 +262,8 @@ impl HttpSink {
     fn check(&self, check: &mut Checker<'_, '_, '_>) {
         if !(self.uri.starts_with("http://") || self.uri.starts_with("https://")) {
             check.error(&["uri"], "must start with http:// or https://");
+        } else if let Err(error) = check_uri(&self.uri) {
+            check.error(&["uri"], error);
         }
         self.compression.check(check, "compression");
         if self.batch.max_records == 0 {
@@ -312,8 +318,21 @@ impl HttpSink {
         if let Some(auth) = &self.auth {
             match auth.strategy {
                 AuthStrategy::Bearer => {
-                    if auth.token.as_deref().is_none_or(str::is_empty) {
-                        check.error(&["auth", "token"], "strategy \"bearer\" needs a `token`");
+                    match auth.token.as_deref() {
+                        None | Some("") => {
+                            check.error(&["auth", "token"], "strategy \"bearer\" needs a `token`")
+                        }
+                        // The sink sends it as `Authorization: Bearer TOKEN`.
+                        Some(token) => {
+                            if axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
+                                .is_err()
+                            {
+                                check.error(
+                                    &["auth", "token"],
+                                    "is not a valid header value (no control characters or line breaks)",
+                                );
+                            }
+                        }
                     }
                     if auth.user.is_some() || auth.password.is_some() {
                         check.error(
@@ -332,6 +351,21 @@ impl HttpSink {
                 }
             }
         }
+    }
+}
+
+/// Checks an http sink's `uri` as the sink parses it, with the sink's own
+/// constructor, which reads the uri first. It is handed `max_records = 0`
+/// as well, so that past a good uri it stops at that check instead of
+/// building its HTTP client (which reads the system's root certificates:
+/// too slow for every config load); only an error about the uri counts.
+fn check_uri(uri: &str) -> Result<(), String> {
+    use shipper_plugins::sinks::http::{HttpSink, HttpSinkOptions};
+    let mut options = HttpSinkOptions::new(uri);
+    options.max_records = 0;
+    match HttpSink::new(options) {
+        Err(error) if error.to_string().starts_with("http sink: uri ") => Err(error.to_string()),
+        Ok(_) | Err(_) => Ok(()),
     }
 }
 
@@ -356,6 +390,31 @@ pub struct FileSink {
     pub encoding: Encoding,
     #[serde(default = "Compression::none")]
     pub compression: Compression,
+}
+
+impl FileSink {
+    fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        use shipper_plugins::sinks::file::check_path;
+        if self.path.is_empty() {
+            check.error(&["path"], "must not be empty");
+        } else if let Err(reason) = check_path(&self.path) {
+            check.error(&["path"], reason);
+        }
+        // What `run` refuses of the file sink, as it words it.
+        if self.encoding != Encoding::Ndjson {
+            check.error(
+                &["encoding"],
+                "encoding \"json\" is not available in this build yet (use ndjson)",
+            );
+        }
+        if self.compression.codec == Codec::Gzip {
+            check.error(
+                &["compression", "codec"],
+                "gzip is not available in this build yet (use zstd or none)",
+            );
+        }
+        self.compression.check(check, "compression");
+    }
 }
 
 /// `type = "blackhole"`: acknowledges and discards, for benchmarks.
@@ -394,7 +453,7 @@ pub struct PostgresSink {
     /// `CREATE TABLE IF NOT EXISTS` the tables the sink needs.
     #[serde(default = "PostgresSink::default_true")]
     pub create_tables: bool,
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "default_timeout_ms", deserialize_with = "duration_ms")]
     pub timeout_ms: u64,
 }
 
@@ -404,18 +463,31 @@ impl PostgresSink {
     }
 
     fn check(&self, check: &mut Checker<'_, '_, '_>) {
-        use shipper_plugins::sinks::postgres::check_table_name;
+        use shipper_plugins::sinks::postgres::{
+            check_connection, check_hwm_table, check_table_name,
+        };
         if self.connection.is_empty() {
             check.error(&["connection"], "must not be empty");
+        } else if let Err(reason) = check_connection(&self.connection) {
+            check.error(&["connection"], reason);
         }
-        if let Err(reason) = check_table_name(&self.table) {
+        let table = check_table_name(&self.table);
+        if let Err(reason) = &table {
             check.error(&["table"], reason);
         }
-        if let Some(hwm_table) = &self.hwm_table {
-            if let Err(reason) = check_table_name(hwm_table) {
-                check.error(&["hwm_table"], reason);
-            } else if *hwm_table == self.table {
-                check.error(&["hwm_table"], "must not be the records table");
+        let hwm_table = self.hwm_table.as_deref().map_or(Ok(()), check_table_name);
+        if let Err(reason) = &hwm_table {
+            check.error(&["hwm_table"], reason);
+        }
+        if table.is_ok() && hwm_table.is_ok() {
+            if let Err(reason) = check_hwm_table(&self.table, self.hwm_table.as_deref()) {
+                // Without `hwm_table` the default collides with `table`.
+                let key = if self.hwm_table.is_some() {
+                    "hwm_table"
+                } else {
+                    "table"
+                };
+                check.error(&[key], reason);
             }
         }
         if self.timeout_ms == 0 {
@@ -464,14 +536,20 @@ pub struct NatsSink {
     #[serde(default = "NatsSink::default_create_stream")]
     pub create_stream: bool,
     /// The duplicate window of a stream the sink creates.
-    #[serde(default = "NatsSink::default_duplicate_window_ms")]
+    #[serde(
+        default = "NatsSink::default_duplicate_window_ms",
+        deserialize_with = "duration_ms"
+    )]
     pub duplicate_window_ms: u64,
     #[serde(default)]
     pub message: NatsMessage,
     /// Messages published and not yet acknowledged, at most.
     #[serde(default = "NatsSink::default_max_pending")]
     pub max_pending: usize,
-    #[serde(default = "NatsSink::default_timeout_ms")]
+    #[serde(
+        default = "NatsSink::default_timeout_ms",
+        deserialize_with = "duration_ms"
+    )]
     pub timeout_ms: u64,
 }
 
@@ -493,13 +571,15 @@ impl NatsSink {
     }
 
     fn check(&self, check: &mut Checker<'_, '_, '_>) {
-        use shipper_plugins::sinks::nats::{check_stream_name, check_subject};
+        use shipper_plugins::sinks::nats::{check_stream_name, check_subject, check_url};
         // The client is built without websockets.
         if !["nats://", "tls://"]
             .iter()
             .any(|scheme| self.url.starts_with(scheme))
         {
             check.error(&["url"], "must start with nats:// or tls://");
+        } else if let Err(message) = check_url(&self.url) {
+            check.error(&["url"], message);
         }
         if let Err(message) = check_subject(&self.subject) {
             check.error(&["subject"], message);

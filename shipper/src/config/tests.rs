@@ -241,10 +241,27 @@ fn every_error_with_its_path_and_line() {
             format!("{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"${{BACKEND_URI}}\"\nauth = {{ strategy = \"bearer\", token = \"${{TOKEN}}\" }}\n"),
             &[(9, "sinks.web.uri", "environment variable `BACKEND_URI` is not set")],
         ),
+        (
+            "a duration longer than 365 days",
+            format!("[log]\ninterval_ms = 31536000001\n{WIRED}"),
+            &[(2, "log.interval_ms", "31536000001 ms is longer than 365 days")],
+        ),
     ];
+    check_cases(cases);
+}
+
+/// Runs table-driven cases: each file must produce exactly its errors, in
+/// line order, each message containing its part.
+fn check_cases(cases: &[Case]) {
     let mut failures = Vec::new();
     for (what, text, expected) in cases {
-        let found = errors(text);
+        let found: Vec<(usize, String, String)> = match parse(text, &env) {
+            Ok(_) => Vec::new(),
+            Err(invalid) => invalid
+                .errors()
+                .map(|d| (d.line, d.path.clone(), d.message.clone()))
+                .collect(),
+        };
         let found_short: Vec<(usize, &str)> = found
             .iter()
             .map(|(line, path, _)| (*line, path.as_str()))
@@ -448,7 +465,7 @@ dead_letter = "./dead/web.ndjson"
 type = "file"
 inputs = ["fix"]
 path = "./out/%Y.ndjson"
-encoding = "json"
+encoding = "ndjson"
 compression = { codec = "zstd", level = 19 }
 [sinks.null]
 type = "blackhole"
@@ -613,4 +630,548 @@ fn the_sidecar_and_aggregator_examples_validate() {
         assert_eq!(config.sources.values().next().unwrap().type_name(), source);
         assert_eq!(config.sinks.values().next().unwrap().type_name(), sink);
     }
+}
+
+/// Every duration key of the config: its path, and a file that sets it to
+/// `MS` (and is valid for any value up to the bound).
+fn duration_keys() -> Vec<(&'static str, String)> {
+    let file_source = "[sources.f]\ntype = \"file\"\ninclude = [\"/var/log/*.log\"]\n";
+    let http_sink =
+        "[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://127.0.0.1:9/\"\n";
+    let postgres_sink = "[sinks.pg]\ntype = \"postgres\"\ninputs = [\"in\"]\nconnection = \"host=db\"\ntable = \"events\"\n";
+    let nats_sink =
+        "[sinks.js]\ntype = \"nats\"\ninputs = [\"in\"]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"events\"\n";
+    vec![
+        (
+            "shutdown_timeout_ms",
+            format!("shutdown_timeout_ms = MS\n{WIRED}"),
+        ),
+        (
+            "log.interval_ms",
+            format!("[log]\ninterval_ms = MS\n{WIRED}"),
+        ),
+        (
+            "sources.f.multiline.timeout_ms",
+            format!(
+                "{WIRED}{file_source}multiline = {{ start_pattern = \"^a\", timeout_ms = MS }}\n"
+            ),
+        ),
+        (
+            "sources.f.glob_interval_ms",
+            format!("{WIRED}{file_source}glob_interval_ms = MS\n"),
+        ),
+        (
+            "sources.f.rotate_wait_ms",
+            format!("{WIRED}{file_source}rotate_wait_ms = MS\n"),
+        ),
+        (
+            "sinks.web.timeout_ms",
+            format!("{WIRED}{http_sink}timeout_ms = MS\n"),
+        ),
+        (
+            "sinks.web.connect_timeout_ms",
+            format!("{WIRED}{http_sink}connect_timeout_ms = MS\n"),
+        ),
+        (
+            "sinks.web.batch.max_age_ms",
+            format!("{WIRED}{http_sink}batch = {{ max_age_ms = MS }}\n"),
+        ),
+        (
+            "sinks.web.retry.initial_ms",
+            format!(
+                "{WIRED}{http_sink}retry = {{ initial_ms = MS, max_ms = {MAX_DURATION_MS} }}\n"
+            ),
+        ),
+        (
+            "sinks.web.retry.max_ms",
+            format!("{WIRED}{http_sink}retry = {{ max_ms = MS }}\n"),
+        ),
+        (
+            "sinks.pg.timeout_ms",
+            format!("{WIRED}{postgres_sink}timeout_ms = MS\n"),
+        ),
+        (
+            "sinks.js.duplicate_window_ms",
+            format!("{WIRED}{nats_sink}duplicate_window_ms = MS\n"),
+        ),
+        (
+            "sinks.js.timeout_ms",
+            format!("{WIRED}{nats_sink}timeout_ms = MS\n"),
+        ),
+    ]
+}
+
+#[test]
+fn every_duration_key_refuses_more_than_365_days() {
+    let mut failures = Vec::new();
+    for (key, text) in duration_keys() {
+        let at_most = text.replace("MS", &MAX_DURATION_MS.to_string());
+        if let Err(invalid) = parse(&at_most, &env) {
+            failures.push(format!("{key} = {MAX_DURATION_MS} is refused: {invalid}"));
+        }
+        // `i64::MAX` is the largest integer TOML holds; `Instant` + that
+        // many milliseconds overflows.
+        for too_long in [MAX_DURATION_MS + 1, i64::MAX as u64] {
+            let found = errors(&text.replace("MS", &too_long.to_string()));
+            let expected = format!("{too_long} ms is longer than 365 days");
+            if found.len() != 1 || found[0].1 != key || !found[0].2.contains(&expected) {
+                failures.push(format!("{key} = {too_long}: {found:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_documented_duration_key_is_bounded() {
+    // A `*_ms` key added to docs/config.md and not to `duration_keys` fails
+    // here, so the bound is tested for every duration there is.
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.md"))
+            .unwrap();
+    let mut documented: Vec<&str> = docs
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `")?.split_once('`'))
+        .map(|(key, _)| key)
+        .filter(|key| key.ends_with("_ms"))
+        .collect();
+    let mut tested: Vec<&str> = duration_keys()
+        .iter()
+        .map(|(key, _)| key.rsplit('.').next().unwrap())
+        .collect();
+    documented.sort_unstable();
+    tested.sort_unstable();
+    assert_eq!(documented, tested);
+}
+
+#[test]
+fn an_array_is_refused_where_a_table_is_expected() {
+    // serde reads a struct from a sequence too: each of these would load
+    // as defaults (or as fields in order) without a word.
+    let http_sink =
+        "[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://127.0.0.1:9/\"\n";
+    let file_sink = "[sinks.disk]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"./out.ndjson\"\n";
+    let file_source = "[sources.f]\ntype = \"file\"\ninclude = [\"/var/log/*.log\"]\n";
+    let cases: &[(String, &str)] = &[
+        (
+            format!("{WIRED}{file_sink}compression = []\n"),
+            "sinks.disk.compression",
+        ),
+        (
+            format!("{WIRED}{http_sink}compression = [\"gzip\", 6]\n"),
+            "sinks.web.compression",
+        ),
+        (format!("{WIRED}{http_sink}batch = []\n"), "sinks.web.batch"),
+        (
+            format!("{WIRED}{http_sink}retry = [100]\n"),
+            "sinks.web.retry",
+        ),
+        (
+            format!("{WIRED}{http_sink}auth = [\"bearer\", \"t\"]\n"),
+            "sinks.web.auth",
+        ),
+        (
+            format!("{WIRED}{file_source}multiline = [\"^a\"]\n"),
+            "sources.f.multiline",
+        ),
+        (format!("log = []\n{WIRED}"), "log"),
+        (format!("[log]\ndictionary = []\n{WIRED}"), "log.dictionary"),
+        (format!("admin = []\n{WIRED}"), "admin"),
+        (format!("logging = []\n{WIRED}"), "logging"),
+    ];
+    let mut failures = Vec::new();
+    for (text, key) in cases {
+        let found = match parse(text, &env) {
+            Ok(_) => Vec::new(),
+            Err(invalid) => invalid
+                .errors()
+                .map(|d| (d.path.clone(), d.message.clone()))
+                .collect(),
+        };
+        let last = key.rsplit('.').next().unwrap();
+        let line = text
+            .lines()
+            .position(|line| line.starts_with(&format!("{last} = [")))
+            .unwrap();
+        let wanted = (
+            key.to_string(),
+            "invalid type: array, expected a table".to_string(),
+        );
+        if found != [wanted] {
+            failures.push(format!("{key}: {found:?}"));
+        }
+        let lines: Vec<usize> = parse(text, &env)
+            .err()
+            .map(|invalid| invalid.errors().map(|d| d.line).collect())
+            .unwrap_or_default();
+        if lines != [line + 1] {
+            failures.push(format!("{key}: lines {lines:?}, expected {}", line + 1));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A postgres sink reading `in`, and its further keys.
+fn postgres(keys: &str) -> String {
+    format!("{WIRED}[sinks.pg]\ntype = \"postgres\"\ninputs = [\"in\"]\n{keys}")
+}
+
+#[test]
+fn validate_refuses_what_the_postgres_sink_refuses() {
+    let cases: &[Case] = &[
+        (
+            "TLS, which the sink cannot do yet",
+            postgres("connection = \"host=db sslmode=require\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "TLS (sslmode=require) is not available in this build")],
+        ),
+        (
+            "TLS asked for in a URL",
+            postgres("connection = \"postgres://u:hunter2@db/logs?sslmode=require\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "TLS (sslmode=require)")],
+        ),
+        (
+            "a connection string that does not parse",
+            postgres("connection = \"host=db port=x\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "invalid value for option `port`")],
+        ),
+        (
+            "an unterminated quote",
+            postgres("connection = \"host='db\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "unterminated quoted connection parameter value")],
+        ),
+        (
+            "garbage",
+            postgres("connection = \"not a connection string\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "expected `=` but got `a`")],
+        ),
+        (
+            "an unknown option, whose value (a password) is never shown",
+            postgres("connection = \"host=db password=hunter2 colour=blue\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "unknown option `colour`")],
+        ),
+        (
+            "records in the default high-water-mark table",
+            postgres("connection = \"host=db\"\ntable = \"audit.shipper_hwm\"\n"),
+            &[(10, "sinks.pg.table", "is the default high-water-mark table")],
+        ),
+    ];
+    check_cases(cases);
+    for (_, text, _) in cases {
+        for (_, _, message) in errors(text) {
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
+}
+
+/// A file sink reading `in`, and its further keys.
+fn file_sink(keys: &str) -> String {
+    format!("{WIRED}[sinks.disk]\ntype = \"file\"\ninputs = [\"in\"]\n{keys}")
+}
+
+#[test]
+fn validate_refuses_what_the_file_sink_refuses() {
+    let cases: &[Case] = &[
+        (
+            "a strftime field the sink does not fill",
+            file_sink("path = \"./out/%Y-%j.ndjson\"\n"),
+            &[(
+                9,
+                "sinks.disk.path",
+                "unsupported field %j (use %Y %m %d %H %%)",
+            )],
+        ),
+        (
+            "a lone % at the end",
+            file_sink("path = \"./out/100%\"\n"),
+            &[(9, "sinks.disk.path", "ends with a lone %")],
+        ),
+        (
+            "the json encoding, not built yet",
+            file_sink("path = \"./out.json\"\nencoding = \"json\"\n"),
+            &[(
+                10,
+                "sinks.disk.encoding",
+                "encoding \"json\" is not available in this build yet",
+            )],
+        ),
+        (
+            "gzip, not built yet",
+            file_sink("path = \"./out.ndjson.gz\"\ncompression = { codec = \"gzip\" }\n"),
+            &[(
+                10,
+                "sinks.disk.compression.codec",
+                "gzip is not available in this build yet",
+            )],
+        ),
+    ];
+    check_cases(cases);
+}
+
+/// An http sink reading `in`, and its further keys.
+fn http_sink(keys: &str) -> String {
+    format!("{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\n{keys}")
+}
+
+#[test]
+fn validate_refuses_what_the_http_sink_refuses() {
+    let cases: &[Case] = &[
+        (
+            "a uri without a host",
+            http_sink("uri = \"http://\"\n"),
+            &[(9, "sinks.web.uri", "empty host")],
+        ),
+        (
+            "a uri with a space in its host",
+            http_sink("uri = \"https://ingest example.com/v1\"\n"),
+            &[(9, "sinks.web.uri", "invalid international domain name")],
+        ),
+        (
+            "a port out of range",
+            http_sink("uri = \"http://127.0.0.1:99999/\"\n"),
+            &[(9, "sinks.web.uri", "invalid port number")],
+        ),
+        (
+            "a bearer token that is no header value",
+            http_sink("uri = \"http://127.0.0.1:9/\"\nauth = { strategy = \"bearer\", token = \"a\\nb\" }\n"),
+            &[(10, "sinks.web.auth.token", "is not a valid header value")],
+        ),
+    ];
+    check_cases(cases);
+}
+
+#[test]
+fn validate_refuses_a_nats_url_the_client_cannot_parse() {
+    let nats = |url: &str| {
+        format!("{WIRED}[sinks.js]\ntype = \"nats\"\ninputs = [\"in\"]\nurl = \"{url}\"\nsubject = \"events\"\n")
+    };
+    let cases: &[Case] = &[
+        (
+            "a port that is no number",
+            nats("nats://127.0.0.1:port"),
+            &[(
+                9,
+                "sinks.js.url",
+                "NATS server URL is invalid: invalid port number",
+            )],
+        ),
+        (
+            "a list of servers",
+            nats("nats://a:4222,nats://b:4222"),
+            &[(9, "sinks.js.url", "one server url, not a list")],
+        ),
+    ];
+    check_cases(cases);
+}
+
+/// An mqtt source `m`, read by a sink, with `keys`.
+fn mqtt_source(keys: &str) -> String {
+    format!("{WIRED}[sources.m]\ntype = \"mqtt\"\n{keys}[sinks.m_out]\ntype = \"blackhole\"\ninputs = [\"m\"]\n")
+}
+
+#[test]
+fn validate_refuses_what_the_mqtt_source_refuses() {
+    let cases: &[Case] = &[
+        (
+            "credentials in the url",
+            mqtt_source("url = \"mqtt://user:secret@broker:1883\"\ntopics = [\"a\"]\n"),
+            &[(
+                8,
+                "sources.m.url",
+                "credentials in the url are not supported",
+            )],
+        ),
+        (
+            "a path in the url",
+            mqtt_source("url = \"mqtt://broker:1883/x\"\ntopics = [\"a\"]\n"),
+            &[(8, "sources.m.url", "no path or query")],
+        ),
+        (
+            "a bad port in the url",
+            mqtt_source("url = \"mqtt://broker:0\"\ntopics = [\"a\"]\n"),
+            &[(8, "sources.m.url", "bad port")],
+        ),
+        (
+            "TLS",
+            mqtt_source("url = \"mqtts://broker\"\ntopics = [\"a\"]\n"),
+            &[(
+                8,
+                "sources.m.url",
+                "TLS (mqtts://) is not available in this build",
+            )],
+        ),
+        (
+            "port 0",
+            mqtt_source("host = \"broker\"\nport = 0\ntopics = [\"a\"]\n"),
+            &[(9, "sources.m.port", "must be 1 to 65535")],
+        ),
+        (
+            "an empty client id",
+            mqtt_source("host = \"broker\"\nclient_id = \"\"\ntopics = [\"a\"]\n"),
+            &[(9, "sources.m.client_id", "must not be empty")],
+        ),
+        (
+            "topic filters the client refuses",
+            mqtt_source("host = \"broker\"\ntopics = [\"a/#/b\", \"ok/+/x\", \"a+\", \"\"]\n"),
+            &[
+                (9, "sources.m.topics", "invalid topic filter \"a/#/b\""),
+                (9, "sources.m.topics", "invalid topic filter \"a+\""),
+                (9, "sources.m.topics", "invalid topic filter \"\""),
+            ],
+        ),
+    ];
+    check_cases(cases);
+}
+
+#[test]
+fn validate_refuses_what_the_transforms_refuse() {
+    let transform = |keys: &str| {
+        format!("{WIRED}[transforms.t]\ninputs = [\"in\"]\n{keys}[sinks.t_out]\ntype = \"blackhole\"\ninputs = [\"t\"]\n")
+    };
+    let cases: &[Case] = &[
+        (
+            "a filter field with an empty segment",
+            transform("type = \"filter\"\nfield = \"http..status\"\nexists = true\n"),
+            &[(9, "transforms.t.field", "invalid field path \"http..status\": has an empty segment")],
+        ),
+        (
+            "a filter comparing with NaN",
+            transform("type = \"filter\"\nfield = \"x\"\nequals = nan\n"),
+            &[(10, "transforms.t.equals", "NaN is not a JSON number")],
+        ),
+        (
+            "a sample key with a trailing dot",
+            transform("type = \"sample\"\nrate = 2\nkey = \"user.\"\n"),
+            &[(10, "transforms.t.key", "invalid field path \"user.\"")],
+        ),
+        (
+            "remap paths",
+            transform("type = \"remap\"\nrename = { \".a\" = \"b\", c = \"d..e\" }\ndelete = [\"\"]\nredact = [\"x.\"]\nadd = { \"y..z\" = 1 }\n"),
+            &[
+                (9, "transforms.t.rename.\".a\"", "invalid field path \".a\""),
+                (9, "transforms.t.rename.c", "invalid field path \"d..e\""),
+                (10, "transforms.t.delete", "invalid field path \"\": must not be empty"),
+                (11, "transforms.t.redact", "invalid field path \"x.\""),
+                (12, "transforms.t.add.\"y..z\"", "invalid field path \"y..z\""),
+            ],
+        ),
+        (
+            "an infinite value added",
+            transform("type = \"remap\"\nadd = { w = -inf }\n"),
+            &[(9, "transforms.t.add.w", "-inf is not a JSON number")],
+        ),
+    ];
+    check_cases(cases);
+}
+
+#[test]
+fn validate_refuses_two_listeners_on_one_address() {
+    let source = |name: &str, keys: &str| {
+        format!("[sources.{name}]\n{keys}[sinks.{name}_out]\ntype = \"blackhole\"\ninputs = [\"{name}\"]\n")
+    };
+    let http = |name: &str, address: &str| {
+        source(name, &format!("type = \"http\"\naddress = \"{address}\"\n"))
+    };
+    let cases: &[Case] = &[
+        (
+            "two http sources on one address",
+            format!("{}{}", http("a", "127.0.0.1:9000"), http("b", "127.0.0.1:9000")),
+            &[(9, "sources.b.address", "tcp 127.0.0.1:9000 is where `sources.a.address` (line 3) listens too: the second would find the address in use")],
+        ),
+        (
+            "a wildcard address and a specific one on one port",
+            format!(
+                "{}{}",
+                source("agg", "type = \"shipper\"\naddress = \"0.0.0.0:9001\"\n"),
+                source("raw", "type = \"socket\"\naddress = \"127.0.0.1:9001\"\n"),
+            ),
+            &[(9, "sources.raw.address", "tcp 127.0.0.1:9001 overlaps tcp 0.0.0.0:9001")],
+        ),
+        (
+            "IPv6's wildcard takes the IPv4 port too",
+            format!("{}{}", http("a", "127.0.0.1:9002"), http("b", "[::]:9002")),
+            &[(9, "sources.b.address", "overlaps tcp 127.0.0.1:9002")],
+        ),
+        (
+            "a source on the admin endpoint's default address",
+            http("a", "127.0.0.1:8686"),
+            &[(3, "sources.a.address", "where `admin.address` (its default) listens")],
+        ),
+        (
+            "a source on the admin endpoint's address",
+            format!("[admin]\naddress = \"0.0.0.0:9003\"\n{}", http("a", "127.0.0.1:9003")),
+            &[(5, "sources.a.address", "where `admin.address` (line 2) listens")],
+        ),
+        (
+            "two udp sockets",
+            format!(
+                "{}{}",
+                source("u1", "type = \"socket\"\nmode = \"udp\"\naddress = \"0.0.0.0:514\"\n"),
+                source("u2", "type = \"socket\"\nmode = \"udp\"\naddress = \"0.0.0.0:514\"\n"),
+            ),
+            &[(11, "sources.u2.address", "udp 0.0.0.0:514 is where `sources.u1.address` (line 4) listens too")],
+        ),
+        (
+            "two unix sockets on one path",
+            format!(
+                "{}{}",
+                source("s1", "type = \"socket\"\nmode = \"unix\"\npath = \"/tmp/shipper-test.sock\"\n"),
+                source("s2", "type = \"socket\"\nmode = \"unix\"\npath = \"/tmp/shipper-test.sock\"\n"),
+            ),
+            &[(11, "sources.s2.path", "the second would replace the first's socket file")],
+        ),
+    ];
+    check_cases(cases);
+
+    // TCP and UDP on one port, and port 0 twice, are fine.
+    let fine = format!(
+        "{}{}{}{}",
+        source("t", "type = \"socket\"\naddress = \"127.0.0.1:9004\"\n"),
+        source(
+            "u",
+            "type = \"socket\"\nmode = \"udp\"\naddress = \"127.0.0.1:9004\"\n"
+        ),
+        http("a", "127.0.0.1:0"),
+        http("b", "127.0.0.1:0"),
+    );
+    if let Err(invalid) = parse(&fine, &env) {
+        panic!("{invalid}");
+    }
+}
+
+#[test]
+fn validate_refuses_what_the_listening_sources_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_socket = dir.path().join("file");
+    std::fs::write(&not_a_socket, "").unwrap();
+    let source = |keys: &str| {
+        format!("{WIRED}[sources.s]\n{keys}[sinks.s_out]\ntype = \"blackhole\"\ninputs = [\"s\"]\n")
+    };
+    let cases: &[Case] = &[
+        (
+            "an http path axum takes for a capture",
+            source("type = \"http\"\naddress = \"127.0.0.1:0\"\npath = \"/ingest/{tenant}\"\n"),
+            &[(9, "sources.s.path", "must be a literal path")],
+        ),
+        (
+            "an http path in axum's old capture syntax, which it refuses",
+            source("type = \"http\"\naddress = \"127.0.0.1:0\"\npath = \"/ingest/:tenant\"\n"),
+            &[(9, "sources.s.path", "must be a literal path")],
+        ),
+        (
+            "a shipper path with an unbalanced brace",
+            source("type = \"shipper\"\naddress = \"127.0.0.1:0\"\npath = \"/v1/chunks{\"\n"),
+            &[(9, "sources.s.path", "must be a literal path")],
+        ),
+        (
+            "a unix socket in a directory that does not exist",
+            source("type = \"socket\"\nmode = \"unix\"\npath = \"/nonexistent-shipper-test/app.sock\"\n"),
+            &[(9, "sources.s.path", "directory `/nonexistent-shipper-test` does not exist")],
+        ),
+        (
+            "a unix socket path that is a file",
+            source(&format!("type = \"socket\"\nmode = \"unix\"\npath = {:?}\n", not_a_socket.display().to_string())),
+            &[(9, "sources.s.path", "exists and is not a socket")],
+        ),
+    ];
+    check_cases(cases);
 }

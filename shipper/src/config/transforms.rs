@@ -56,16 +56,30 @@ impl TransformConfig {
                         "needs exactly one condition: `equals`, `not_equals` or `exists`",
                     );
                 }
-                if filter.field.is_empty() {
-                    check.error(&["field"], "must not be empty");
-                }
+                check_field(check, &["field"], &filter.field);
             }
             TransformConfig::Sample(sample) => {
                 if sample.rate == 0 {
                     check.error(&["rate"], "must be at least 1 (keep 1 record in `rate`)");
                 }
+                if let Some(key) = &sample.key {
+                    check_field(check, &["key"], key);
+                }
             }
             TransformConfig::Remap(remap) => {
+                for (old, new) in &remap.rename {
+                    check_field(check, &["rename", old], old);
+                    check_field(check, &["rename", old], new);
+                }
+                for field in &remap.delete {
+                    check_field(check, &["delete"], field);
+                }
+                for field in &remap.redact {
+                    check_field(check, &["redact"], field);
+                }
+                for field in remap.add.keys() {
+                    check_field(check, &["add", field], field);
+                }
                 if remap.rename.is_empty()
                     && remap.delete.is_empty()
                     && remap.redact.is_empty()
@@ -78,6 +92,14 @@ impl TransformConfig {
                 }
             }
         }
+    }
+}
+
+/// A field path, checked by the transforms' own parser (no empty path,
+/// no empty segment between dots).
+fn check_field(check: &mut Checker<'_, '_, '_>, keys: &[&str], field: &str) {
+    if let Err(error) = shipper_plugins::transform::FieldPath::parse(field) {
+        check.error(keys, error.to_string());
     }
 }
 

@@ -1,9 +1,11 @@
 //! Checks that need more than one key: value ranges, the wiring of
-//! components by `inputs`, and paths that must exist.
+//! components by `inputs`, addresses two listeners would share, and paths
+//! that must exist.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::de::DeValue;
 
@@ -381,5 +383,117 @@ pub fn check_data_dir(data_dir: &Path, check: &mut Checker<'_, '_, '_>) {
             &["data_dir"],
             format!("cannot read `{parent_shown}`, where `{shown}` would be created: {error}"),
         ),
+    }
+}
+
+/// What a component (or the admin endpoint) listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listener {
+    Tcp(SocketAddr),
+    Udp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Listener {
+    /// Whether binding both would fail (or, for a Unix socket, the second
+    /// would replace the first's socket file). Port 0 is any free port.
+    /// An unspecified IPv6 address is dual-stack (Linux's default), so it
+    /// takes the port on IPv4 too.
+    fn overlaps(&self, other: &Listener) -> bool {
+        let addresses = |a: &SocketAddr, b: &SocketAddr| {
+            let covers = |wide: &SocketAddr, narrow: &SocketAddr| {
+                wide.ip().is_unspecified() && (wide.is_ipv6() || narrow.is_ipv4())
+            };
+            a.port() != 0
+                && a.port() == b.port()
+                && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
+        };
+        match (self, other) {
+            (Listener::Tcp(a), Listener::Tcp(b)) | (Listener::Udp(a), Listener::Udp(b)) => {
+                addresses(a, b)
+            }
+            (Listener::Unix(a), Listener::Unix(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listener::Tcp(address) => write!(f, "tcp {address}"),
+            Listener::Udp(address) => write!(f, "udp {address}"),
+            Listener::Unix(path) => write!(f, "unix socket {}", path.display()),
+        }
+    }
+}
+
+/// Reports each listener that overlaps one before it in the file: `run`
+/// would fail to bind it (or replace the other's socket file). Each entry
+/// is the key of the address (a key the file may leave out, like
+/// `admin.address`, counts as before everything) and what it listens on.
+pub fn check_listeners(
+    listeners: &[(KeyPath, Listener)],
+    root: &Node<'_>,
+    reporter: &mut Reporter<'_>,
+) {
+    let located: Vec<(&KeyPath, &Listener, Option<Range<usize>>)> = listeners
+        .iter()
+        .map(|(path, listener)| {
+            let written = super::document::get(root.get_ref(), path.keys()).is_some();
+            (path, listener, written.then(|| span_of(root, path.keys())))
+        })
+        .collect();
+    let mut in_order: Vec<_> = located.iter().collect();
+    in_order.sort_by_key(|(_, _, span)| span.as_ref().map_or(0, |span| span.start + 1));
+    for (index, (path, listener, span)) in in_order.iter().enumerate() {
+        let Some(span) = span else { continue };
+        let Some((other_path, other, other_span)) = in_order[..index]
+            .iter()
+            .find(|(_, other, _)| listener.overlaps(other))
+        else {
+            continue;
+        };
+        let where_ = match other_span {
+            Some(other_span) => format!("`{other_path}` (line {})", reporter.line_of(other_span)),
+            None => format!("`{other_path}` (its default)"),
+        };
+        let consequence = match listener {
+            Listener::Unix(_) => "the second would replace the first's socket file",
+            _ => "the second would find the address in use",
+        };
+        let clash = if listener == other {
+            format!("{listener} is where {where_} listens too")
+        } else {
+            format!("{listener} overlaps {other}, where {where_} listens")
+        };
+        reporter.error(path, span, format!("{clash}: {consequence}"));
+    }
+}
+
+/// A Unix socket's path: its directory must exist, and the path must be
+/// free or a socket (a stale one is replaced; any other file is not).
+pub fn check_socket_path(path: &Path, check: &mut Checker<'_, '_, '_>) {
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+            check.error(
+                &["path"],
+                format!("`{shown}` exists and is not a socket; shipper replaces only a socket"),
+            );
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let parent = match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            if !parent.is_dir() {
+                check.error(
+                    &["path"],
+                    format!("directory `{}` does not exist", parent.display()),
+                );
+            }
+        }
     }
 }

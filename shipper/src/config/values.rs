@@ -1,5 +1,5 @@
-//! Value types shared by several components: regular expressions, field
-//! values and compression settings.
+//! Value types shared by several components: durations, regular
+//! expressions, field values and compression settings.
 
 use std::fmt;
 
@@ -7,6 +7,38 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::validate::Checker;
+
+/// The longest duration any `*_ms` key takes: 365 days, in milliseconds.
+///
+/// Every duration of the config passes through `Duration::from_millis`
+/// and then `Instant` arithmetic, which panics on overflow: a bound keeps
+/// `run` from failing on a value `validate` accepted. A year is longer than
+/// any timeout, interval or window an operator means; a larger value is a
+/// unit mixed up.
+pub const MAX_DURATION_MS: u64 = 365 * 24 * 60 * 60 * 1000;
+
+/// A `*_ms` key: milliseconds, at most [`MAX_DURATION_MS`]. Every duration
+/// of the config is read through it (fields of a `u64` with
+/// [`duration_ms`]), so the bound holds for all of them alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DurationMs(pub u64);
+
+impl<'de> Deserialize<'de> for DurationMs {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ms = u64::deserialize(deserializer)?;
+        if ms > MAX_DURATION_MS {
+            return Err(de::Error::custom(format!(
+                "{ms} ms is longer than 365 days ({MAX_DURATION_MS} ms), the longest duration shipper takes"
+            )));
+        }
+        Ok(DurationMs(ms))
+    }
+}
+
+/// `#[serde(deserialize_with = "duration_ms")]` for a `u64` of milliseconds.
+pub(super) fn duration_ms<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    DurationMs::deserialize(deserializer).map(|DurationMs(ms)| ms)
+}
 
 /// A regular expression, compiled when the config is read so a bad one is
 /// a config error.
@@ -36,7 +68,8 @@ impl<'de> Deserialize<'de> for Pattern {
     }
 }
 
-/// A scalar field value: what `filter` compares with and `remap` adds.
+/// A scalar field value: what `filter` compares with and `remap` adds. A
+/// float is finite (JSON has no NaN or infinity).
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
     String(String),
@@ -71,6 +104,13 @@ impl<'de> Deserialize<'de> for FieldValue {
             }
 
             fn visit_f64<E: de::Error>(self, value: f64) -> Result<FieldValue, E> {
+                // Records are JSON, which has no NaN or infinity; the
+                // transforms refuse them too.
+                if !value.is_finite() {
+                    return Err(E::custom(format!(
+                        "{value} is not a JSON number: give a finite one"
+                    )));
+                }
                 Ok(FieldValue::Float(value))
             }
 
