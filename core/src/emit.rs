@@ -598,8 +598,12 @@ impl Emitter {
     }
 
     fn append(&mut self, chunk: ClosedChunk) -> Result<()> {
-        self.collect_answered()?;
         let counted = Counted::of(&chunk);
+        if let Err(error) = self.collect_answered() {
+            // An earlier chunk was refused: this one is not appended either.
+            self.uncount(counted);
+            return Err(error);
+        }
         let ticket = match self.log.offer(chunk) {
             Ok(Offer::Queued(ticket)) => ticket,
             Ok(Offer::QueueFull(chunk)) => {
@@ -658,32 +662,43 @@ impl Emitter {
         Ok(())
     }
 
-    /// Takes the answers already given, oldest first, returning the first
-    /// error among them.
+    /// Takes the answers already given, oldest first (each refused chunk
+    /// uncounted), returning the first error among them.
     fn collect_answered(&mut self) -> Result<()> {
+        let mut first_error = Ok(());
         while let Some((ticket, _)) = self.in_flight.front_mut() {
             match ticket.try_outcome() {
                 Some(outcome) => {
                     let (_, counted) = self.in_flight.pop_front().expect("front exists");
-                    self.note(outcome, counted)?;
+                    let noted = self.note(outcome, counted);
+                    if first_error.is_ok() {
+                        first_error = noted;
+                    }
                 }
                 None => break,
             }
         }
-        Ok(())
+        first_error
     }
 
     /// Closes every open chunk and waits until everything emitted so far is
     /// in the log; returns one past the last offset stored, if any.
     pub fn wait_stored(&mut self) -> Result<Option<u64>> {
-        self.close_chunks()?;
+        let closed = self.close_chunks();
         let mut end = None;
         for route in &mut self.routes {
             end = end.max(route.emitter.wait_stored()?);
         }
+        // Every answer is taken, so every refused chunk is uncounted; the
+        // first error is the one returned.
+        let mut first_error = closed;
         while let Some((ticket, counted)) = self.in_flight.pop_front() {
-            self.note(ticket.wait(), counted)?;
+            let noted = self.note(ticket.wait(), counted);
+            if first_error.is_ok() {
+                first_error = noted;
+            }
         }
+        first_error?;
         Ok(end.max(self.stored_end))
     }
 
@@ -1127,6 +1142,58 @@ mod tests {
             matches!(outcome, Err(Error::DiskFull { .. })),
             "{outcome:?}"
         );
+    }
+
+    /// The emitter's counters say what the log took: records of a chunk
+    /// whose append failed are taken back (an http source's `records_in`
+    /// used to count 2,275 records of which 107 were stored).
+    #[test]
+    fn records_of_a_chunk_the_log_refused_are_not_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Faults::default();
+        let log = Log::open(
+            dir.path(),
+            LogOptions {
+                segment_bytes: 64 * 1024,
+                max_bytes: 1 << 20,
+                faults: faults.clone(),
+                prepare_ahead: false,
+                ..LogOptions::default()
+            },
+        )
+        .unwrap();
+        let options = ChunkOptions {
+            max_bytes: 4096,
+            compression: crate::chunk::Compression::None,
+            ..ChunkOptions::default()
+        };
+        let mut emitter = Emitter::new(log.clone(), "src", options).unwrap();
+        let stats = emitter.stats()[0].1.clone();
+        let record = vec![b'x'; 1000];
+        faults.set_disk_full(true);
+        let mut emitted = 0u64;
+        let mut failed = false;
+        for i in 0..1000 {
+            emitted += 1;
+            if emitter.emit("s", &record, i, None).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        if !failed {
+            assert!(emitter.wait_durable().is_err());
+        }
+        // Whatever is still in flight gets its answer.
+        let _ = emitter.wait_stored();
+        log.flush().unwrap();
+        let stored = log.next_offset();
+        let counted = stats.snapshot();
+        assert!(
+            emitted > stored,
+            "some records were refused ({emitted}, {stored})"
+        );
+        assert_eq!(counted.records, stored, "counted what the log stored");
+        assert_eq!(counted.bytes, counted.records * 1000);
     }
 
     #[test]

@@ -595,3 +595,229 @@ async fn a_pipelining_sink_stores_everything_in_order() {
         );
     }
 }
+
+/// A copy of `chunk`'s frame with its first offset set to `first`.
+fn moved_to(chunk: &StoredChunk, first: u64) -> Vec<u8> {
+    let mut frame = chunk.frame().to_vec();
+    seal_for_test(&mut frame, first);
+    frame
+}
+
+/// Headers with `extra` added.
+fn headers_with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut headers = good_headers();
+    headers.extend_from_slice(extra);
+    headers
+}
+
+/// A forged request with a known producer's id and one chunk far ahead of
+/// its mark, declaring nothing, is refused (409, `Shipper-Conflict: gap`)
+/// and moves nothing: the producer's real chunks are stored afterwards. A
+/// jump the sender declares (`Shipper-From`) is taken and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeclared_jump_of_a_known_producers_mark_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sender, chunks) = sender_log(&dir.path().join("sender"), 6);
+    let log = Log::open(dir.path().join("receiver"), LogOptions::default()).unwrap();
+    let receiver = start(&log).await;
+    let (status, answer) = receiver.post(good_headers(), body_of(&chunks[..2])).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let far = (1u64 << 62) - 100;
+    let forged = moved_to(&chunks[2], far);
+    let (status, answer) = receiver.post(good_headers(), forged).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.contains("without declaring"), "{answer}");
+    assert_eq!(log.next_offset(), 200, "nothing stored");
+
+    // The producer goes on where it was: stored, nothing lost.
+    let (status, answer) = receiver
+        .post(
+            headers_with(&[("Shipper-From", "200")]),
+            body_of(&chunks[2..4]),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""stored":200"#), "{answer}");
+
+    // A declared jump (the sender says what lies between was acknowledged
+    // elsewhere) is taken.
+    let declared = body_of(&[chunks[5].clone()]);
+    let (status, answer) = receiver
+        .post(headers_with(&[("Shipper-From", "500")]), declared)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // A declaration above the request's own first chunk is nonsense.
+    let (status, answer) = receiver
+        .post(
+            headers_with(&[("Shipper-From", "9000")]),
+            moved_to(&chunks[0], 8000),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    receiver.stop().await;
+    assert_eq!(log.durable_offset(), 500);
+}
+
+/// The other half of a forged mark: a receiver that already believes it
+/// holds offsets the sender never had (its mark set far ahead before the
+/// sender ever spoke to it) answers the sender's chunks as duplicates.
+/// The real `http` sink checks the answer against its own log and stops
+/// with a loud error instead of acknowledging: its records are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_claims_offsets_the_sender_never_had_stops_the_sink() {
+    use shipper_core::plugin::{PluginError, Sink, SinkContext};
+    use shipper_plugins::sinks::http::{HttpAuth, HttpProtocol, HttpSink, HttpSinkOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let (sender, chunks) = sender_log(&dir.path().join("sender"), 3);
+    let log = Log::open(dir.path().join("receiver"), LogOptions::default()).unwrap();
+    let receiver = start(&log).await;
+    let producer = sender.producer_id().to_string();
+    let producer: &'static str = Box::leak(producer.into_boxed_str());
+    let mut forged_headers = good_headers();
+    forged_headers.retain(|(name, _)| *name != "Shipper-Producer");
+    forged_headers.push(("Shipper-Producer", producer));
+    let (status, answer) = receiver
+        .post(forged_headers, moved_to(&chunks[0], (1u64 << 62) - 100))
+        .await;
+    assert_eq!(
+        status, 200,
+        "a producer never seen: nothing to contradict yet: {answer}"
+    );
+
+    let mut options = HttpSinkOptions::new(format!("http://{}/v1/chunks", receiver.address));
+    options.protocol = HttpProtocol::Shipper;
+    options.auth = Some(HttpAuth::Bearer {
+        token: "secret".into(),
+    });
+    let mut sink = HttpSink::new(options).unwrap();
+    let stats = sink.stats();
+    sink.open(&SinkContext::new("aggregator", &sender, 0))
+        .await
+        .unwrap();
+    let outcome = sink.deliver(&chunks).await;
+    match outcome {
+        Err(PluginError::Fatal(reason)) => {
+            assert!(reason.contains("contradicts this log"), "{reason}")
+        }
+        other => panic!("the sink acknowledged a contradicting answer: {other:?}"),
+    }
+    assert_eq!(
+        stats
+            .contradictions
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    receiver.stop().await;
+    // The receiver stored only the forged chunk.
+    assert_eq!(log.durable_offset(), 100);
+}
+
+/// A chunk whose header claims more records than its body can hold (4.29
+/// billion records and one line) is refused before it costs offsets, with
+/// either check; `verify = "full"` also refuses a count that is merely
+/// wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_claiming_more_records_than_it_holds_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sender, chunks) = sender_log(&dir.path().join("sender"), 1);
+    let with_count = |count: u32| {
+        let mut frame = chunks[0].frame().to_vec();
+        frame[24..28].copy_from_slice(&count.to_le_bytes());
+        seal_for_test(&mut frame, 0);
+        frame
+    };
+    for (verify, dir_name) in [(Verify::Frame, "frame"), (Verify::Full, "full")] {
+        let log = Log::open(dir.path().join(dir_name), LogOptions::default()).unwrap();
+        let receiver = start_with(&log, |o| o.verify = verify).await;
+        let (status, answer) = receiver.post(good_headers(), with_count(u32::MAX)).await;
+        assert_eq!(status, 400, "{verify:?}: {answer}");
+        assert!(answer.contains("more than its"), "{answer}");
+        let (status, answer) = receiver.post(good_headers(), with_count(101)).await;
+        let expected = if verify == Verify::Full { 413 } else { 200 };
+        assert_eq!(status, expected, "{verify:?}, 101 of 100 records: {answer}");
+        receiver.stop().await;
+        assert!(
+            log.next_offset() <= 101,
+            "{verify:?}: {}",
+            log.next_offset()
+        );
+    }
+}
+
+/// The auth scheme is case-insensitive (RFC 7235); the token is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_matched_without_regard_to_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sender, chunks) = sender_log(&dir.path().join("sender"), 3);
+    let log = Log::open(dir.path().join("receiver"), LogOptions::default()).unwrap();
+    let receiver = start(&log).await;
+    let with_auth = |value: &'static str| {
+        let mut headers = good_headers();
+        headers.retain(|(name, _)| *name != "Authorization");
+        headers.push(("Authorization", value));
+        headers
+    };
+    for (index, value) in ["bearer secret", "BEARER secret", "Bearer   secret"]
+        .into_iter()
+        .enumerate()
+    {
+        let (status, answer) = receiver
+            .post(with_auth(value), body_of(&chunks[index..=index]))
+            .await;
+        assert_eq!(status, 200, "{value}: {answer}");
+    }
+    for value in ["Bearer SECRET", "Basic secret", "secret", "Bearer"] {
+        let (status, answer) = receiver.post(with_auth(value), body_of(&chunks)).await;
+        assert_eq!(status, 401, "{value}: {answer}");
+    }
+    receiver.stop().await;
+    assert_eq!(log.durable_offset(), 300);
+}
+
+/// A dictionary upload whose id does not match its content is refused
+/// before anything is written: 300 such uploads used to leave 300 files
+/// (loaded again at every start) though each was answered 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_dictionary_upload_leaves_nothing_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples: Vec<Vec<u8>> = (0..2_000)
+        .map(|i| format!(r#"{{"seq":{i},"device":"sensor-{}","ok":true}}"#, i % 7).into_bytes())
+        .collect();
+    let dictionary = zstd::dict::from_samples(&samples, 4096).unwrap();
+    let log = Log::open(dir.path().join("receiver"), LogOptions::default()).unwrap();
+    let receiver = start(&log).await;
+    let upload = |id: &'static str| {
+        let mut headers = good_headers();
+        headers.retain(|(name, _)| *name != "Content-Type");
+        headers.push((
+            "Content-Type",
+            shipper_plugins::sources::shipper::DICTIONARY_CONTENT_TYPE,
+        ));
+        headers.push(("Shipper-Dictionary", id));
+        headers
+    };
+    let files = || {
+        std::fs::read_dir(dir.path().join("receiver/dictionaries"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".zdict")
+            })
+            .count()
+    };
+    for _ in 0..20 {
+        let (status, answer) = receiver.post(upload("7"), dictionary.clone()).await;
+        assert_eq!(status, 409, "{answer}");
+    }
+    assert_eq!(files(), 0, "nothing written for refused uploads");
+    let id = log.dictionaries().id_for(&dictionary).to_string();
+    let id: &'static str = Box::leak(id.into_boxed_str());
+    let (status, answer) = receiver.post(upload(id), dictionary.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(files(), 1);
+    receiver.stop().await;
+}

@@ -459,3 +459,36 @@ fn closing_a_full_log_releases_a_blocked_append() {
     check_contents(&log);
     log.close().unwrap();
 }
+
+/// Dictionaries stay for good, so they count against the disk budget: one
+/// that does not fit is refused (nothing written), and a reopened log
+/// counts those it holds.
+#[test]
+fn dictionaries_count_against_the_disk_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        prepare_ahead: false,
+        ..options(4 * SEGMENT, WhenFull::Block)
+    };
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    let before = log.metrics().disk_bytes;
+    let room = 4 * SEGMENT - before;
+    let too_big = vec![7u8; room as usize + 1];
+    let refused = log.dictionaries().insert(&too_big);
+    assert!(
+        matches!(refused, Err(shipper_core::Error::Full { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(log.dictionaries().len(), 0);
+    let small = vec![9u8; 1000];
+    log.dictionaries().insert(&small).unwrap();
+    assert_eq!(log.metrics().disk_bytes, before + 1000);
+    log.close().unwrap();
+    let log = Log::open(dir.path(), options).unwrap();
+    assert_eq!(
+        log.metrics().disk_bytes,
+        before + 1000,
+        "counted after a reopen"
+    );
+    log.close().unwrap();
+}

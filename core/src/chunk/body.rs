@@ -82,6 +82,16 @@ pub struct Body<'a> {
     record_count: u32,
 }
 
+/// The most records the body `chunk` declares can hold: a record takes at
+/// least one byte (its newline) in a `Lines` body, four (its length) in a
+/// length-prefixed one.
+pub fn record_capacity(chunk: &ChunkView<'_>) -> usize {
+    match chunk.layout() {
+        BodyLayout::Lines => chunk.uncompressed_len(),
+        BodyLayout::LengthPrefixed => chunk.uncompressed_len() / 4,
+    }
+}
+
 /// Checks, without decompressing, that the body of `chunk` is what its
 /// header says: for zstd exactly one frame whose header declares the
 /// chunk's uncompressed size (which zstd enforces when it decodes: a body
@@ -100,11 +110,7 @@ pub fn check_body(chunk: &ChunkView<'_>) -> Result<()> {
     let declared = chunk.uncompressed_len();
     let body = chunk.body();
     let at = chunk.first_offset();
-    let most_records = match chunk.layout() {
-        BodyLayout::Lines => declared,
-        BodyLayout::LengthPrefixed => declared / 4,
-    };
-    if !chunk.is_loss_marker() && chunk.record_count() as usize > most_records {
+    if !chunk.is_loss_marker() && chunk.record_count() as usize > record_capacity(chunk) {
         return Err(Error::Corruption(format!(
             "chunk at offset {at} declares {} records, more than its {declared}-byte body can hold",
             chunk.record_count()

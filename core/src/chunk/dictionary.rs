@@ -277,6 +277,50 @@ mod tests {
     }
 
     #[test]
+    fn a_full_store_refuses_new_dictionaries_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Dictionaries::open(dir.path()).unwrap();
+        for i in 0..MAX_DICTIONARIES {
+            store.insert(format!("dictionary {i}").as_bytes()).unwrap();
+        }
+        let error = store.insert(b"one too many").unwrap_err();
+        assert!(error.to_string().contains("store is full"), "{error}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            MAX_DICTIONARIES
+        );
+        // What it holds already is still found.
+        assert!(store.insert(b"dictionary 3").is_ok());
+
+        let big = tempfile::tempdir().unwrap();
+        let store = Dictionaries::open(big.path()).unwrap();
+        let chunk = vec![1u8; (MAX_DICTIONARIES_BYTES / 2) as usize];
+        store.insert(&chunk).unwrap();
+        let mut other = chunk.clone();
+        other[0] = 2;
+        store.insert(&other).unwrap();
+        other[0] = 3;
+        assert!(store.insert(&other).is_err(), "over the bytes limit");
+    }
+
+    #[test]
+    fn a_budget_that_says_no_keeps_a_dictionary_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Dictionaries::open(dir.path()).unwrap();
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        store.set_budget(Arc::new(move |bytes| {
+            seen.lock().unwrap().push(bytes);
+            Err(Error::Full { max_bytes: 1 })
+        }));
+        assert!(store.insert(b"refused").is_err());
+        assert_eq!(*asked.lock().unwrap(), vec![7]);
+        assert_eq!(store.len(), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(store.id_for(b"refused"), crc32c::crc32c(b"refused").max(1));
+    }
+
+    #[test]
     fn streams_keep_their_dictionary_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let store = Dictionaries::open(dir.path()).unwrap();

@@ -23,7 +23,7 @@ mod builder;
 pub mod dictionary;
 pub mod frame;
 
-pub use body::{check_body, decode_body, Body, Decoder, RecordError, Records};
+pub use body::{check_body, decode_body, record_capacity, Body, Decoder, RecordError, Records};
 pub use builder::{ChunkBuilder, ChunkOptions, ClosedChunk, Compressors, OpenChunk};
 pub use dictionary::{Dictionaries, DictionaryTraining};
 pub use frame::{BodyLayout, ChunkView, FrameError};

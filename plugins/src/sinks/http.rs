@@ -43,6 +43,15 @@
 //! sink itself (its credentials, uri or method), not the batch: retried
 //! the same way, logged as needing a look, never dead-lettered.
 //!
+//! With the shipper protocol each request says where the sink's data
+//! continues (`Shipper-From`, the end of what was acknowledged), and each
+//! answer is checked against the sink's own log: a receiver that claims
+//! offsets the log never had (`high_water` beyond its end: a forged or
+//! damaged mark, under which every chunk would be answered "duplicate"),
+//! counts that do not add up, or a `409` about the mark, stops the sink
+//! with a fatal error, counted in `contradictions`; the cursor stays where
+//! it is, so nothing is dropped.
+//!
 //! Any other `4xx` means the backend refuses the batch for good. With
 //! `on_rejected = dead_letter` (the default) its records go to the
 //! dead-letter file (see `dead_letter.rs`; by default

@@ -57,7 +57,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use shipper_core::chunk::{check_body, decode_body, ChunkView, ClosedChunk, Decoder};
+use shipper_core::chunk::{
+    check_body, decode_body, record_capacity, ChunkView, ClosedChunk, Decoder,
+};
 use shipper_core::log::{source_position, Log, Offer, ProducerId};
 use shipper_core::plugin::{PluginError, Source, SourceContext};
 use tokio::net::TcpListener;
@@ -574,6 +576,18 @@ fn check_frames(
                     need_dictionary: Some(view.dict_id()),
                 },
             ));
+        }
+        if view.record_count() as usize > record_capacity(&view) {
+            // Each record takes an offset here: a header may not claim more
+            // than its body can hold.
+            return bad(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "chunk {index} at byte {position} declares {} records, more than its {}-byte body can hold",
+                    view.record_count(),
+                    view.uncompressed_len()
+                ),
+            );
         }
         if view.uncompressed_len() > max_chunk_bytes {
             return bad(

@@ -427,7 +427,10 @@ pub struct HttpSource {
     pub max_body_bytes: ByteSize,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
-    #[serde(default = "default_header_timeout_ms", deserialize_with = "duration_ms")]
+    #[serde(
+        default = "default_header_timeout_ms",
+        deserialize_with = "duration_ms"
+    )]
     pub header_timeout_ms: u64,
     #[serde(default = "default_body_timeout_ms", deserialize_with = "duration_ms")]
     pub body_timeout_ms: u64,
@@ -479,7 +482,10 @@ pub struct ShipperSource {
     pub verify: ShipperVerify,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
-    #[serde(default = "default_header_timeout_ms", deserialize_with = "duration_ms")]
+    #[serde(
+        default = "default_header_timeout_ms",
+        deserialize_with = "duration_ms"
+    )]
     pub header_timeout_ms: u64,
     #[serde(default = "default_body_timeout_ms", deserialize_with = "duration_ms")]
     pub body_timeout_ms: u64,

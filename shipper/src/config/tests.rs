@@ -641,6 +641,8 @@ fn duration_keys() -> Vec<(&'static str, String)> {
     let postgres_sink = "[sinks.pg]\ntype = \"postgres\"\ninputs = [\"in\"]\nconnection = \"host=db\"\ntable = \"events\"\n";
     let nats_sink =
         "[sinks.js]\ntype = \"nats\"\ninputs = [\"in\"]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"events\"\n";
+    let http_source = "[sources.h]\ntype = \"http\"\naddress = \"127.0.0.1:18080\"\n";
+    let socket_source = "[sources.s]\ntype = \"socket\"\naddress = \"127.0.0.1:18081\"\n";
     vec![
         (
             "shutdown_timeout_ms",
@@ -697,6 +699,18 @@ fn duration_keys() -> Vec<(&'static str, String)> {
         (
             "sinks.js.timeout_ms",
             format!("{WIRED}{nats_sink}timeout_ms = MS\n"),
+        ),
+        (
+            "sources.h.header_timeout_ms",
+            format!("{WIRED}{http_source}header_timeout_ms = MS\n"),
+        ),
+        (
+            "sources.h.body_timeout_ms",
+            format!("{WIRED}{http_source}body_timeout_ms = MS\n"),
+        ),
+        (
+            "sources.s.idle_timeout_ms",
+            format!("{WIRED}{socket_source}idle_timeout_ms = MS\n"),
         ),
     ]
 }
@@ -1174,4 +1188,52 @@ fn validate_refuses_what_the_listening_sources_refuse() {
         ),
     ];
     check_cases(cases);
+}
+
+#[test]
+fn listener_limits_are_checked_by_key() {
+    let http = "[sources.h]\ntype = \"http\"\naddress = \"127.0.0.1:18080\"\n";
+    let shipper = "[sources.a]\ntype = \"shipper\"\naddress = \"127.0.0.1:18082\"\n";
+    let socket = "[sources.s]\ntype = \"socket\"\naddress = \"127.0.0.1:18081\"\n";
+    let cases = [
+        (
+            format!("{WIRED}{http}max_connections = 0\n"),
+            "sources.h.max_connections",
+            "at least 1",
+        ),
+        (
+            format!("{WIRED}{http}header_timeout_ms = 0\n"),
+            "sources.h.header_timeout_ms",
+            "at least 1",
+        ),
+        (
+            format!("{WIRED}{http}body_timeout_ms = 0\n"),
+            "sources.h.body_timeout_ms",
+            "at least 1",
+        ),
+        (
+            format!("{WIRED}{http}max_body_bytes = \"8MiB\"\nmax_buffered_bytes = \"4MiB\"\n"),
+            "sources.h.max_buffered_bytes",
+            "at least max_body_bytes",
+        ),
+        (
+            format!("{WIRED}{shipper}max_buffered_bytes = \"1MiB\"\n"),
+            "sources.a.max_buffered_bytes",
+            "at least max_body_bytes",
+        ),
+        (
+            format!("{WIRED}{socket}idle_timeout_ms = 0\n"),
+            "sources.s.idle_timeout_ms",
+            "at least 1",
+        ),
+    ];
+    for (text, key, message) in cases {
+        let found = errors(&text);
+        assert!(
+            found
+                .iter()
+                .any(|(_, path, m)| path == key && m.contains(message)),
+            "{key}: {found:?}"
+        );
+    }
 }
