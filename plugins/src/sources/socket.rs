@@ -712,3 +712,52 @@ async fn accept_loop<A: Acceptor>(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A datagram socket nobody reads, flooded until its receive buffer
+    /// overflows: `udp_drops` reads the kernel's count of what it dropped,
+    /// for IPv4 and (where the host has it) IPv6.
+    #[test]
+    fn udp_drops_reads_the_kernels_count_of_a_full_receive_buffer() {
+        for (address, family) in [("127.0.0.1:0", "IPv4"), ("[::1]:0", "IPv6")] {
+            let receiver = match std::net::UdpSocket::bind(address) {
+                Ok(receiver) => receiver,
+                Err(error) if family == "IPv6" => {
+                    eprintln!("no IPv6 loopback here ({error}); IPv6 not checked");
+                    continue;
+                }
+                Err(error) => panic!("binding {address}: {error}"),
+            };
+            let local = receiver.local_addr().unwrap();
+            assert_eq!(udp_drops(local), Some(0), "{family}: nothing dropped yet");
+            let sender = std::net::UdpSocket::bind(address).unwrap();
+            let datagram = [b'x'; 1024];
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let dropped = loop {
+                for _ in 0..256 {
+                    sender.send_to(&datagram, local).unwrap();
+                }
+                let dropped = udp_drops(local).expect("the socket is in the table");
+                if dropped > 0 {
+                    break dropped;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{family}: the kernel never dropped"
+                );
+            };
+            // The count only grows while the buffer stays full.
+            sender.send_to(&datagram, local).unwrap();
+            assert!(udp_drops(local).unwrap() > dropped, "{family}");
+            drop(receiver);
+            assert_eq!(
+                udp_drops(local),
+                None,
+                "{family}: a closed socket has no entry"
+            );
+        }
+    }
+}
