@@ -263,6 +263,8 @@ pub(crate) struct Shared {
     pub next_offset: AtomicU64,
     pub durable_offset: AtomicU64,
     pub progress: Mutex<Progress>,
+    /// Set with `progress.poisoned`: appends check it without a lock.
+    pub poisoned_flag: AtomicBool,
     /// Notified when the durable or written offset moves, or the log is
     /// poisoned or closed. Serves blocking and async waiters alike.
     pub progress_changed: Event,
@@ -294,6 +296,7 @@ impl Shared {
         if progress.poisoned.is_none() {
             tracing::error!(dir = %self.dir.display(), %reason, "log writer stopped: flush failed");
             progress.poisoned = Some(reason);
+            self.poisoned_flag.store(true, Ordering::Release);
         }
         drop(progress);
         self.notify_progress();
@@ -622,6 +625,7 @@ impl Log {
     /// Hands a closed chunk to the writer, waiting while the writer's queue
     /// is full. The ticket resolves to the chunk's offset range.
     pub fn append(&self, chunk: ClosedChunk) -> Result<AppendTicket> {
+        self.refuse_if_poisoned()?;
         let (ticket, reply) = AppendTicket::new(self.shared());
         self.inner
             .commands
@@ -635,6 +639,7 @@ impl Log {
     /// room in a way that suits it (an async runtime moves the wait off
     /// its workers) and then [`Log::append`] it.
     pub fn offer(&self, chunk: ClosedChunk) -> Result<Offer> {
+        self.refuse_if_poisoned()?;
         let (ticket, reply) = AppendTicket::new(self.shared());
         match self
             .inner
@@ -653,6 +658,7 @@ impl Log {
     /// Like [`Log::append`] but returns [`Error::Full`] instead of waiting
     /// when the log is at its disk budget or the writer's queue is full.
     pub fn try_append(&self, chunk: ClosedChunk) -> Result<AppendTicket> {
+        self.refuse_if_poisoned()?;
         if self.shared().full.load(Ordering::Acquire) {
             return Err(Error::Full {
                 max_bytes: self.shared().options.max_bytes,
@@ -670,6 +676,15 @@ impl Log {
             }),
             Err(TrySendError::Disconnected(_)) => Err(self.closed_error()),
         }
+    }
+
+    /// `Error::Poisoned` once a flush failed (or the writer died): the
+    /// writer may still be unwinding, its queue open, but takes nothing more.
+    fn refuse_if_poisoned(&self) -> Result<()> {
+        if self.shared().poisoned_flag.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        Ok(())
     }
 
     fn closed_error(&self) -> Error {

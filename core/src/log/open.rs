@@ -171,6 +171,7 @@ pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
         next_offset: AtomicU64::new(next_offset),
         durable_offset: AtomicU64::new(next_offset),
         progress: Mutex::new(Progress::default()),
+        poisoned_flag: AtomicBool::new(false),
         progress_changed: event_listener::Event::new(),
         space: Mutex::new(()),
         space_freed: Condvar::new(),

@@ -75,6 +75,28 @@ pub(crate) fn run_preparer(
     }
 }
 
+/// Flush requests taken from the queue and not answered yet. If the
+/// writer panics while holding them, the log is poisoned *before* they are
+/// answered, so whoever learns from them that the writer is gone finds the
+/// log refusing appends too.
+struct FlushReplies<'a> {
+    shared: &'a Shared,
+    replies: Vec<Sender<Result<()>>>,
+}
+
+impl Drop for FlushReplies<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let reason = "the log writer thread panicked";
+        self.shared.poison(reason.into());
+        for reply in self.replies.drain(..) {
+            let _ = reply.send(Err(Error::Poisoned(reason.into())));
+        }
+    }
+}
+
 pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub commands: Receiver<Command>,
@@ -127,7 +149,10 @@ impl Writer {
                 },
                 None => Some(self.commands.recv().unwrap_or(Command::Shutdown)),
             };
-            let mut flush_replies = Vec::new();
+            let mut flush_replies = FlushReplies {
+                shared: &shared,
+                replies: Vec::new(),
+            };
             let mut shutdown = false;
             if let Some(command) = command {
                 let mut next = Some(command);
@@ -135,7 +160,7 @@ impl Writer {
                 while let Some(command) = next.take() {
                     match command {
                         Command::Append(request) => self.append(request),
-                        Command::Flush(reply) => flush_replies.push(reply),
+                        Command::Flush(reply) => flush_replies.replies.push(reply),
                         Command::Shutdown => {
                             shutdown = true;
                             break;
@@ -148,7 +173,7 @@ impl Writer {
                 }
             }
             let flush_now = shutdown
-                || !flush_replies.is_empty()
+                || !flush_replies.replies.is_empty()
                 || match self.shared.options.durability {
                     Durability::Always => true,
                     Durability::Interval(every) => self.last_flush.elapsed() >= every,
@@ -156,7 +181,7 @@ impl Writer {
                 };
             if flush_now {
                 let result = self.flush();
-                for reply in flush_replies {
+                for reply in std::mem::take(&mut flush_replies.replies) {
                     let _ = reply.send(
                         result
                             .as_ref()
