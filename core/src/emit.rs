@@ -1111,12 +1111,12 @@ mod tests {
         assert_eq!(records(&log).len(), 2);
     }
 
-    #[test]
-    fn an_append_error_reaches_the_source() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A log whose disk can be made full, and an emitter of 4 KiB chunks
+    /// into it.
+    fn emitter_on_a_disk_that_fills(dir: &std::path::Path) -> (Log, Faults, Emitter) {
         let faults = Faults::default();
         let log = Log::open(
-            dir.path(),
+            dir,
             LogOptions {
                 segment_bytes: 64 * 1024,
                 max_bytes: 1 << 20,
@@ -1131,7 +1131,14 @@ mod tests {
             compression: crate::chunk::Compression::None,
             ..ChunkOptions::default()
         };
-        let mut emitter = Emitter::new(log, "src", options).unwrap();
+        let emitter = Emitter::new(log.clone(), "src", options).unwrap();
+        (log, faults, emitter)
+    }
+
+    #[test]
+    fn an_append_error_reaches_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, faults, mut emitter) = emitter_on_a_disk_that_fills(dir.path());
         faults.set_disk_full(true);
         let record = vec![b'x'; 1000];
         let outcome = (0..1000)
@@ -1150,24 +1157,7 @@ mod tests {
     #[test]
     fn records_of_a_chunk_the_log_refused_are_not_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let faults = Faults::default();
-        let log = Log::open(
-            dir.path(),
-            LogOptions {
-                segment_bytes: 64 * 1024,
-                max_bytes: 1 << 20,
-                faults: faults.clone(),
-                prepare_ahead: false,
-                ..LogOptions::default()
-            },
-        )
-        .unwrap();
-        let options = ChunkOptions {
-            max_bytes: 4096,
-            compression: crate::chunk::Compression::None,
-            ..ChunkOptions::default()
-        };
-        let mut emitter = Emitter::new(log.clone(), "src", options).unwrap();
+        let (log, faults, mut emitter) = emitter_on_a_disk_that_fills(dir.path());
         let stats = emitter.stats()[0].1.clone();
         let record = vec![b'x'; 1000];
         faults.set_disk_full(true);

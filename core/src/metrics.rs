@@ -5,6 +5,7 @@
 //! them at each scrape and labels each with the component's id, kind and
 //! type, so it knows no component.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Whether a value only grows (a counter) or goes up and down (a gauge).
@@ -69,6 +70,31 @@ impl ComponentMetric {
     pub fn value(&self) -> u64 {
         (self.read)()
     }
+}
+
+/// A counter kept in a field of a shared struct: its name, help, labels
+/// and the field. See [`counters_of`].
+pub type CounterField<T> = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    fn(&T) -> &AtomicU64,
+);
+
+/// Counters read from the fields of `counters`, one per row of `fields`.
+pub fn counters_of<T: Send + Sync + 'static>(
+    counters: &Arc<T>,
+    fields: &[CounterField<T>],
+) -> Vec<ComponentMetric> {
+    fields
+        .iter()
+        .map(|&(name, help, labels, field)| {
+            let counters = counters.clone();
+            ComponentMetric::counter(name, help, labels, move || {
+                field(&counters).load(Ordering::Relaxed)
+            })
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for ComponentMetric {

@@ -410,8 +410,8 @@ async fn stalled_and_trickling_bodies_get_408_and_store_nothing() {
     assert_eq!(trickling.status, 408, "{trickling:?}");
     assert!(trickling.body.contains("slower than"), "{trickling:?}");
 
-    assert_eq!(counters.refused_too_slow.load(Ordering::Relaxed), 2);
-    assert_eq!(counters.accepted_requests.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.requests.too_slow.load(Ordering::Relaxed), 2);
+    assert_eq!(counters.requests.accepted.load(Ordering::Relaxed), 0);
     assert_eq!(source.stop().await, Vec::<String>::new());
 }
 
@@ -460,7 +460,7 @@ async fn http_bodies_over_the_memory_budget_get_503_until_the_budget_is_back() {
     // Refused after budget_wait and the drain of its (complete) body, not
     // after the stalled uploads' body_timeout (30 s).
     assert!(started.elapsed() < Duration::from_secs(20), "{started:?}");
-    assert!(counters.refused_unavailable.load(Ordering::Relaxed) >= 2);
+    assert!(counters.requests.unavailable.load(Ordering::Relaxed) >= 2);
 
     drop(stalled);
     let deadline = Instant::now() + PATIENCE;
@@ -506,7 +506,7 @@ async fn shipper_bodies_over_the_memory_budget_get_503_until_the_budget_is_back(
     let served = post(source.address, "/v1/chunks", &headers, &body_of(&chunks)).await;
     assert_eq!(served.status, 200, "{served:?}");
     assert!(served.body.contains(r#""stored":200"#), "{served:?}");
-    assert_eq!(counters.accepted_requests.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.requests.accepted.load(Ordering::Relaxed), 1);
     assert_eq!(source.stop().await.len(), 200);
 }
 
@@ -548,7 +548,7 @@ async fn shipper_requests_parked_beyond_max_parked_are_refused_not_kept() {
         assert!(answer.body.contains("already wait"), "{answer:?}");
     }
     assert_eq!(
-        counters.refused_unavailable.load(Ordering::Relaxed),
+        counters.requests.unavailable.load(Ordering::Relaxed),
         extra as u64
     );
     assert_eq!(log_end(&source), 0);
@@ -569,7 +569,7 @@ async fn shipper_requests_parked_beyond_max_parked_are_refused_not_kept() {
         assert_eq!(answer.status, 200, "{answer:?}");
     }
     assert_eq!(
-        counters.accepted_requests.load(Ordering::Relaxed),
+        counters.requests.accepted.load(Ordering::Relaxed),
         1 + MAX_PARKED as u64
     );
     assert_eq!(source.stop().await.len(), 600);
@@ -596,7 +596,7 @@ async fn a_body_over_max_body_bytes_is_drained_so_its_client_reads_the_413() {
     let answer = read_answer(&mut stream).await;
     assert_eq!(answer.status, 413, "{answer:?}");
     assert!(answer.body.contains("larger than"), "{answer:?}");
-    assert_eq!(counters.refused_too_large.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.requests.too_large.load(Ordering::Relaxed), 1);
     assert_eq!(source.stop().await, Vec::<String>::new());
 }
 
@@ -615,7 +615,7 @@ async fn http_bodies_with_invalid_utf8_are_refused_whole() {
     assert_eq!(refused.status, 400, "{refused:?}");
     assert!(refused.body.contains("invalid UTF-8"), "{refused:?}");
     assert!(refused.body.contains("line 2"), "{refused:?}");
-    assert_eq!(counters.refused_invalid.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.requests.invalid.load(Ordering::Relaxed), 1);
 
     let served = post(
         source.address,

@@ -359,43 +359,6 @@ inputs = ["ingest"]
     assert!(stderr.contains("does not parse was dropped"), "{stderr}");
 }
 
-/// A tmpfs mounted for a test (root only), unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
-        let output = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs(path.to_owned()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = std::process::Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-}
-
 /// Issue 14, item 10: with the disk full `/health` said "ready" for 30 s
 /// while every append failed, and a generator that failed on it never
 /// resumed. Now a full disk is backpressure: `/health` says so (503) and
@@ -404,7 +367,7 @@ impl Drop for Tmpfs {
 fn a_full_disk_is_reported_and_sources_resume_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk");
-    let _mounted = match Tmpfs::mount(&disk, "2m") {
+    let _mounted = match shipper_tests::TmpfsMount::mount(&disk, "2m") {
         Ok(mounted) => mounted,
         Err(reason) => {
             // Mounting needs root; the engine's own full-disk tests (in

@@ -3,7 +3,8 @@
 
 pub mod records;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Copies a data directory byte for byte (what a crashed process leaves
 /// behind). A file that vanishes while copying (a prepared segment the log
@@ -24,6 +25,61 @@ pub fn copy_dir(from: &Path, to: &Path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => panic!("copying {}: {e}", entry.path().display()),
             }
+        }
+    }
+}
+
+/// A small tmpfs mounted for a test, so the test can fill a real disk;
+/// unmounted when dropped.
+#[derive(Debug)]
+pub struct TmpfsMount {
+    path: PathBuf,
+}
+
+impl TmpfsMount {
+    /// Mounts a tmpfs of `size` (`mount`'s syntax, `"2m"`) on `path`
+    /// (created if missing). Needs root: the error says why not, for the
+    /// test to print as its reason to skip.
+    pub fn mount(path: &Path, size: &str) -> Result<TmpfsMount, String> {
+        let uid = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("Uid:"))
+                    .and_then(|ids| ids.split_whitespace().nth(1).map(str::to_owned))
+            });
+        if uid.as_deref() != Some("0") {
+            return Err(format!("not running as root (effective uid {uid:?})"));
+        }
+        std::fs::create_dir_all(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(TmpfsMount {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            eprintln!("umount {} failed; detaching it lazily", self.path.display());
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
         }
     }
 }

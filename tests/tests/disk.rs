@@ -10,13 +10,12 @@
 //!   acknowledged durable before it.
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use shipper_core::log::{Durability, Faults, Log, LogOptions, OnDiskFull};
 use shipper_core::Error;
 use shipper_tests::records::{self, fixed_chunk, fixed_record};
+use shipper_tests::TmpfsMount;
 
 const SEGMENT: u64 = 16 << 10;
 const RECORDS_PER_CHUNK: u64 = 4;
@@ -49,55 +48,6 @@ fn seam_options(faults: &Faults, prepare_ahead: bool, durability: Durability) ->
         prepare_ahead,
         faults: faults.clone(),
         ..LogOptions::default()
-    }
-}
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct TmpfsMount {
-    path: PathBuf,
-}
-
-impl TmpfsMount {
-    fn mount(path: &Path, size: &str) -> Result<TmpfsMount, String> {
-        let uid = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|line| line.strip_prefix("Uid:"))
-                    .and_then(|ids| ids.split_whitespace().nth(1).map(str::to_owned))
-            });
-        if uid.as_deref() != Some("0") {
-            return Err(format!("not running as root (effective uid {uid:?})"));
-        }
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(TmpfsMount {
-            path: path.to_owned(),
-        })
-    }
-}
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            eprintln!("umount {} failed; detaching it lazily", self.path.display());
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
     }
 }
 

@@ -173,9 +173,9 @@ pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(
     sync_dir(dir)
 }
 
-/// Moves `path` into the data directory's quarantine folder under a unique
-/// name and returns where it went.
-pub(crate) fn quarantine(dir: &Path, path: &Path) -> Result<PathBuf> {
+/// Where `path` goes in the data directory's quarantine folder (created if
+/// missing): its name, the time, and `suffix`.
+fn quarantine_target(dir: &Path, path: &Path, suffix: &str) -> Result<(PathBuf, PathBuf)> {
     let folder = dir.join(QUARANTINE_DIR);
     std::fs::create_dir_all(&folder).map_err(|e| Error::io("creating", &folder, e))?;
     let name = path
@@ -183,7 +183,14 @@ pub(crate) fn quarantine(dir: &Path, path: &Path) -> Result<PathBuf> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let stamp = crate::chunk::now_nanos();
-    let target = folder.join(format!("{name}.{stamp}"));
+    let target = folder.join(format!("{name}.{stamp}{suffix}"));
+    Ok((folder, target))
+}
+
+/// Moves `path` into the data directory's quarantine folder under a unique
+/// name and returns where it went.
+pub(crate) fn quarantine(dir: &Path, path: &Path) -> Result<PathBuf> {
+    let (folder, target) = quarantine_target(dir, path, "")?;
     std::fs::rename(path, &target).map_err(|e| Error::io("moving to quarantine", path, e))?;
     let _ = sync_dir(&folder);
     let _ = path.parent().map(sync_dir);
@@ -193,14 +200,7 @@ pub(crate) fn quarantine(dir: &Path, path: &Path) -> Result<PathBuf> {
 /// Copies `path` into the quarantine folder under a unique name (synced)
 /// and returns where the copy is: the original stays where it is.
 pub(crate) fn quarantine_copy(dir: &Path, path: &Path) -> Result<PathBuf> {
-    let folder = dir.join(QUARANTINE_DIR);
-    std::fs::create_dir_all(&folder).map_err(|e| Error::io("creating", &folder, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stamp = crate::chunk::now_nanos();
-    let target = folder.join(format!("{name}.{stamp}.before-repair"));
+    let (folder, target) = quarantine_target(dir, path, ".before-repair")?;
     std::fs::copy(path, &target).map_err(|e| Error::io("copying to quarantine", path, e))?;
     File::open(&target)
         .and_then(|f| f.sync_all())

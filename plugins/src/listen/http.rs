@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use shipper_core::metrics::{counters_of, ComponentMetric};
 use shipper_core::plugin::Shutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -34,32 +35,88 @@ pub struct ListenerCounters {
 
 impl ListenerCounters {
     /// The listener's metrics, for a component's `metrics()`.
-    pub fn metrics(self: &Arc<Self>) -> Vec<shipper_core::metrics::ComponentMetric> {
-        use shipper_core::metrics::ComponentMetric;
-        let read = |f: fn(&ListenerCounters) -> &AtomicU64| {
-            let counters = self.clone();
-            move || f(&counters).load(Ordering::Relaxed)
+    pub fn metrics(self: &Arc<Self>) -> Vec<ComponentMetric> {
+        counters_of(
+            self,
+            &[
+                (
+                    "shipper_source_connections_total",
+                    "Connections accepted.",
+                    &[],
+                    |c| &c.accepted,
+                ),
+                (
+                    "shipper_source_connections_refused_total",
+                    "Connections refused at the connection cap.",
+                    &[],
+                    |c| &c.refused,
+                ),
+                (
+                    "shipper_source_connections_closed_total",
+                    "Connections the source closed: a request head not complete within header_timeout (also an idle keep-alive connection).",
+                    &[("reason", "timeout")],
+                    |c| &c.timed_out,
+                ),
+            ],
+        )
+    }
+}
+
+/// Requests an HTTP listener answered, by outcome.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    /// Answered 2xx.
+    pub accepted: AtomicU64,
+    /// Refused for want of credentials (401, 403).
+    pub unauthorized: AtomicU64,
+    /// Refused for what they hold: headers, body, frames (400, 415, 422...).
+    pub invalid: AtomicU64,
+    /// Refused for their size (413).
+    pub too_large: AtomicU64,
+    /// Refused because their body came too slowly (408).
+    pub too_slow: AtomicU64,
+    /// Refused because they contradict the receiver's state (409).
+    pub conflict: AtomicU64,
+    /// Refused for want of room or because the receiver is stopping (429,
+    /// 503).
+    pub unavailable: AtomicU64,
+}
+
+impl RequestCounters {
+    /// Counts one request answered with `status`.
+    pub fn count(&self, status: axum::http::StatusCode) {
+        let counter = match status.as_u16() {
+            200..=299 => &self.accepted,
+            401 | 403 => &self.unauthorized,
+            408 => &self.too_slow,
+            409 => &self.conflict,
+            413 => &self.too_large,
+            429 | 503 => &self.unavailable,
+            _ => &self.invalid,
         };
-        vec![
-            ComponentMetric::counter(
-                "shipper_source_connections_total",
-                "Connections accepted.",
-                &[],
-                read(|c| &c.accepted),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_connections_refused_total",
-                "Connections refused at the connection cap.",
-                &[],
-                read(|c| &c.refused),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_connections_closed_total",
-                "Connections the source closed: a request head not complete within header_timeout (also an idle keep-alive connection).",
-                &[("reason", "timeout")],
-                read(|c| &c.timed_out),
-            ),
-        ]
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters as `shipper_source_requests_total{outcome=...}`.
+    pub fn metrics(self: &Arc<Self>) -> Vec<ComponentMetric> {
+        const NAME: &str = "shipper_source_requests_total";
+        const HELP: &str = "Requests answered, by outcome.";
+        counters_of(
+            self,
+            &[
+                (NAME, HELP, &[("outcome", "accepted")], |c| &c.accepted),
+                (NAME, HELP, &[("outcome", "unauthorized")], |c| {
+                    &c.unauthorized
+                }),
+                (NAME, HELP, &[("outcome", "invalid")], |c| &c.invalid),
+                (NAME, HELP, &[("outcome", "too_large")], |c| &c.too_large),
+                (NAME, HELP, &[("outcome", "too_slow")], |c| &c.too_slow),
+                (NAME, HELP, &[("outcome", "conflict")], |c| &c.conflict),
+                (NAME, HELP, &[("outcome", "unavailable")], |c| {
+                    &c.unavailable
+                }),
+            ],
+        )
     }
 }
 

@@ -12,7 +12,6 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::listen::body::{read_body, BodyBudget, BodyBuffer, Refused, Reservation};
-use crate::listen::http::ListenerCounters;
+use crate::listen::http::{ListenerCounters, RequestCounters};
 use crate::listen::ListenerLimits;
 use crate::throttle::Throttle;
 
@@ -50,19 +49,8 @@ pub struct HttpOptions {
 pub struct HttpCounters {
     /// The listener's connections (accepted, refused, timed out).
     pub listener: Arc<ListenerCounters>,
-    /// Requests answered 200.
-    pub accepted_requests: AtomicU64,
-    /// Requests refused for their body: not JSON, not UTF-8, badly
-    /// encoded (400, 415).
-    pub refused_invalid: AtomicU64,
-    /// Requests refused for their size (413).
-    pub refused_too_large: AtomicU64,
-    /// Requests whose body came too slowly (408).
-    pub refused_too_slow: AtomicU64,
-    /// Requests refused for want of room in the log or in memory (503).
-    pub refused_unavailable: AtomicU64,
-    /// Records in the refused requests that could be counted.
-    pub refused_records: AtomicU64,
+    /// Requests answered, by outcome.
+    pub requests: Arc<RequestCounters>,
 }
 
 /// A parsed request on its way to the log.
@@ -256,16 +244,8 @@ fn records(body: Bytes) -> Result<(Bytes, Vec<(usize, usize)>), String> {
     Ok((body, ends))
 }
 
-/// Counts a refused request (and logs it, throttled) and answers it.
+/// Answers a refused request, logging it (throttled).
 fn refused(shared: &Shared, status: StatusCode, message: String) -> Response {
-    let counters = &shared.counters;
-    let counter = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => &counters.refused_too_large,
-        StatusCode::REQUEST_TIMEOUT => &counters.refused_too_slow,
-        StatusCode::SERVICE_UNAVAILABLE => &counters.refused_unavailable,
-        _ => &counters.refused_invalid,
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
     if let Some(suppressed) = shared.refusals.allow() {
         tracing::warn!(status = status.as_u16(), %message, suppressed, "http source refused a request");
     }
@@ -280,6 +260,7 @@ fn refused(shared: &Shared, status: StatusCode, message: String) -> Response {
 
 async fn ingest(State(shared): State<Shared>, headers: HeaderMap, mut body: Body) -> Response {
     let response = answer_request(&shared, headers, &mut body).await;
+    shared.counters.requests.count(response.status());
     if response.status() != StatusCode::OK {
         crate::listen::body::discard(&mut body, shared.max_body_bytes).await;
     }
@@ -328,13 +309,7 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
     }
     let end = match answer.await {
         Ok(Ok(end)) => end,
-        Ok(Err(message)) => {
-            shared
-                .counters
-                .refused_records
-                .fetch_add(count as u64, Ordering::Relaxed);
-            return refused(&shared, StatusCode::SERVICE_UNAVAILABLE, message);
-        }
+        Ok(Err(message)) => return refused(&shared, StatusCode::SERVICE_UNAVAILABLE, message),
         Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
     };
     if let Some(end) = end {
@@ -342,10 +317,6 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
             return refused(&shared, StatusCode::SERVICE_UNAVAILABLE, error.to_string());
         }
     }
-    shared
-        .counters
-        .accepted_requests
-        .fetch_add(1, Ordering::Relaxed);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -357,46 +328,8 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
 #[async_trait]
 impl Source for HttpSource {
     fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
-        use shipper_core::metrics::ComponentMetric;
-        let c = self.counters.clone();
-        let read = |f: fn(&HttpCounters) -> &AtomicU64| {
-            let c = c.clone();
-            move || f(&c).load(Ordering::Relaxed)
-        };
         let mut metrics = self.counters.listener.metrics();
-        let help = "Requests answered, by outcome.";
-        metrics.extend([
-            ComponentMetric::counter(
-                "shipper_source_requests_total",
-                help,
-                &[("outcome", "accepted")],
-                read(|c| &c.accepted_requests),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_requests_total",
-                help,
-                &[("outcome", "invalid")],
-                read(|c| &c.refused_invalid),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_requests_total",
-                help,
-                &[("outcome", "too_large")],
-                read(|c| &c.refused_too_large),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_requests_total",
-                help,
-                &[("outcome", "too_slow")],
-                read(|c| &c.refused_too_slow),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_requests_total",
-                help,
-                &[("outcome", "unavailable")],
-                read(|c| &c.refused_unavailable),
-            ),
-        ]);
+        metrics.extend(self.counters.requests.metrics());
         metrics
     }
 

@@ -66,7 +66,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::listen::body::{read_body, BodyBudget, Refused};
-use crate::listen::http::ListenerCounters;
+use crate::listen::http::{ListenerCounters, RequestCounters};
 use crate::listen::ListenerLimits;
 use crate::throttle::Throttle;
 
@@ -110,20 +110,11 @@ pub struct ShipperOptions {
 pub struct ShipperCounters {
     /// The listener's connections (accepted, refused, timed out).
     pub listener: Arc<ListenerCounters>,
-    /// Requests answered 200.
-    pub accepted_requests: AtomicU64,
+    /// Requests answered, by outcome (`conflict`: an overlap, or a jump
+    /// over offsets the sender did not declare).
+    pub requests: Arc<RequestCounters>,
     /// Records skipped as already stored.
     pub duplicate_records: AtomicU64,
-    /// Requests refused without a valid token (401).
-    pub refused_unauthorized: AtomicU64,
-    /// Requests refused for their headers or frames (400, 413, 415, 422).
-    pub refused_invalid: AtomicU64,
-    /// Requests refused because they contradict a producer's mark (409):
-    /// an overlap, or a jump over offsets the sender did not declare.
-    pub refused_conflict: AtomicU64,
-    /// Requests refused for want of room (log, memory, parking) or time
-    /// (408, 503).
-    pub refused_unavailable: AtomicU64,
     /// Offsets a known producer's mark jumped over that its sender
     /// declared (`Shipper-From` above the mark): acknowledged elsewhere.
     pub declared_gap_records: AtomicU64,
@@ -285,23 +276,9 @@ fn answer(status: StatusCode, message: impl Into<String>) -> Response {
     response
 }
 
-/// A refusal: counted by its status, logged (throttled), answered.
-fn refuse(
-    counters: &ShipperCounters,
-    refusals: &Throttle,
-    status: StatusCode,
-    message: impl Into<String>,
-) -> Response {
+/// A refusal: logged (throttled) and answered (`receive` counts it).
+fn refuse(refusals: &Throttle, status: StatusCode, message: impl Into<String>) -> Response {
     let message = message.into();
-    let counter = match status {
-        StatusCode::UNAUTHORIZED => &counters.refused_unauthorized,
-        StatusCode::CONFLICT => &counters.refused_conflict,
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => {
-            &counters.refused_unavailable
-        }
-        _ => &counters.refused_invalid,
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
     if let Some(suppressed) = refusals.allow() {
         tracing::warn!(status = status.as_u16(), %message, suppressed, "shipper source refused a request");
     }
@@ -347,6 +324,7 @@ fn offset_header(headers: &HeaderMap, name: &str) -> Result<Option<u64>, String>
 /// Checks a request; on success it goes to the source's task, which answers.
 async fn receive(State(shared): State<Shared>, headers: HeaderMap, mut body: Body) -> Response {
     let response = answer_request(&shared, headers, &mut body).await;
+    shared.counters.requests.count(response.status());
     if response.status() != StatusCode::OK {
         crate::listen::body::discard(&mut body, shared.options.max_body_bytes).await;
     }
@@ -354,11 +332,10 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, mut body: Bod
 }
 
 async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) -> Response {
-    let (counters, refusals) = (&*shared.counters, &*shared.refusals);
+    let refusals = &*shared.refusals;
     if let Some(token) = &shared.options.token {
         if !authorized(headers.get(header::AUTHORIZATION), token) {
             let mut response = refuse(
-                counters,
                 refusals,
                 StatusCode::UNAUTHORIZED,
                 "a valid bearer token is required",
@@ -375,7 +352,6 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
         .unwrap_or("");
     if content_type != CONTENT_TYPE && content_type != DICTIONARY_CONTENT_TYPE {
         return refuse(
-            counters,
             refusals,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be {CONTENT_TYPE}, not {content_type:?}"),
@@ -386,7 +362,6 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
         .and_then(|v| v.to_str().ok());
     if version != Some(PROTOCOL_VERSION) {
         return refuse(
-            counters,
             refusals,
             StatusCode::BAD_REQUEST,
             format!(
@@ -400,7 +375,6 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
         .and_then(ProducerId::parse)
     else {
         return refuse(
-            counters,
             refusals,
             StatusCode::BAD_REQUEST,
             "Shipper-Producer must be 32 hex digits",
@@ -412,13 +386,12 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
     ) {
         (Ok(after), Ok(from)) => (after, from),
         (Err(message), _) | (_, Err(message)) => {
-            return refuse(counters, refusals, StatusCode::BAD_REQUEST, message)
+            return refuse(refusals, StatusCode::BAD_REQUEST, message)
         }
     };
     let dictionary = content_type == DICTIONARY_CONTENT_TYPE;
     if !dictionary && shared.log.is_full() {
         return refuse(
-            counters,
             refusals,
             StatusCode::SERVICE_UNAVAILABLE,
             "the receiver's log is at its disk budget (or its disk is full); try again later",
@@ -432,7 +405,7 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
     let limits = &shared.options.limits;
     let body = match read_body(body, &headers, max, limits, &shared.budget).await {
         Ok(body) => body,
-        Err(Refused { status, message }) => return refuse(counters, refusals, status, message),
+        Err(Refused { status, message }) => return refuse(refusals, status, message),
     };
     if dictionary {
         return receive_dictionary(shared, producer, &headers, &body);
@@ -456,7 +429,7 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
     let frames = match checked {
         Ok(Ok(frames)) => frames,
         Ok(Err((status, message))) => {
-            let mut response = refuse(counters, refusals, status, message.text);
+            let mut response = refuse(refusals, status, message.text);
             if let Some(id) = message.need_dictionary {
                 response
                     .headers_mut()
@@ -470,7 +443,6 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
         ChunkView::parse(&body[frames[0].0..frames[0].1]).map_or(0, |view| view.first_offset());
     if let Some(declared) = from.filter(|&declared| declared > first_offset) {
         return refuse(
-            counters,
             refusals,
             StatusCode::BAD_REQUEST,
             format!(
@@ -490,22 +462,9 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
     if shared.requests.send(request).await.is_err() {
         return answer(StatusCode::SERVICE_UNAVAILABLE, "the receiver is stopping");
     }
-    let response = answered
+    answered
         .await
-        .unwrap_or_else(|_| answer(StatusCode::SERVICE_UNAVAILABLE, "the receiver is stopping"));
-    match response.status() {
-        StatusCode::OK => {
-            counters.accepted_requests.fetch_add(1, Ordering::Relaxed);
-        }
-        StatusCode::CONFLICT => {
-            counters.refused_conflict.fetch_add(1, Ordering::Relaxed);
-        }
-        StatusCode::SERVICE_UNAVAILABLE => {
-            counters.refused_unavailable.fetch_add(1, Ordering::Relaxed);
-        }
-        _ => {}
-    }
-    response
+        .unwrap_or_else(|_| answer(StatusCode::SERVICE_UNAVAILABLE, "the receiver is stopping"))
 }
 
 /// Checks every frame of a body: CRC, order, sizes, and that each body
@@ -654,7 +613,6 @@ fn receive_dictionary(
         .filter(|&id| id != 0)
     else {
         return refuse(
-            &shared.counters,
             &shared.refusals,
             StatusCode::BAD_REQUEST,
             "Shipper-Dictionary must name the dictionary's id",
@@ -662,7 +620,6 @@ fn receive_dictionary(
     };
     if body.is_empty() || body.len() > MAX_DICTIONARY_BYTES {
         return refuse(
-            &shared.counters,
             &shared.refusals,
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("a dictionary is 1 to {MAX_DICTIONARY_BYTES} bytes"),
@@ -670,7 +627,6 @@ fn receive_dictionary(
     }
     if zstd::bulk::Decompressor::with_dictionary(body).is_err() {
         return refuse(
-            &shared.counters,
             &shared.refusals,
             StatusCode::BAD_REQUEST,
             "not a zstd dictionary",
@@ -681,7 +637,6 @@ fn receive_dictionary(
     let here = shared.log.dictionaries().id_for(body);
     if here != id {
         return refuse(
-            &shared.counters,
             &shared.refusals,
             StatusCode::CONFLICT,
             format!(
@@ -703,7 +658,6 @@ fn receive_dictionary(
             ok_json(format!("{{\"dictionary\":{id}}}\n"))
         }
         Ok(stored) => refuse(
-            &shared.counters,
             &shared.refusals,
             StatusCode::CONFLICT,
             format!(
@@ -711,7 +665,6 @@ fn receive_dictionary(
             ),
         ),
         Err(error) => refuse(
-            &shared.counters,
             &shared.refusals,
             StatusCode::SERVICE_UNAVAILABLE,
             error.to_string(),
@@ -722,64 +675,31 @@ fn receive_dictionary(
 #[async_trait]
 impl Source for ShipperSource {
     fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
-        use shipper_core::metrics::ComponentMetric;
-        let c = self.counters.clone();
-        let read = |f: fn(&ShipperCounters) -> &AtomicU64| {
-            let c = c.clone();
-            move || f(&c).load(Ordering::Relaxed)
-        };
         let mut metrics = self.counters.listener.metrics();
-        let help = "Requests answered, by outcome.";
-        metrics.extend([
-            ComponentMetric::counter(
-                "shipper_source_requests_total",
-                help,
-                &[("outcome", "accepted")],
-                read(|c| &c.accepted_requests),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_requests_total",
-                help,
-                &[("outcome", "unauthorized")],
-                read(|c| &c.refused_unauthorized),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_requests_total",
-                help,
-                &[("outcome", "invalid")],
-                read(|c| &c.refused_invalid),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_requests_total",
-                help,
-                &[("outcome", "conflict")],
-                read(|c| &c.refused_conflict),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_requests_total",
-                help,
-                &[("outcome", "unavailable")],
-                read(|c| &c.refused_unavailable),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_duplicate_records_total",
-                "Records received again and skipped: already stored (a sender's retry or replay).",
-                &[],
-                read(|c| &c.duplicate_records),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_declared_gap_records_total",
-                "Offsets a known producer's mark jumped over because its sender declared them acknowledged elsewhere (Shipper-From).",
-                &[],
-                read(|c| &c.declared_gap_records),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_dictionaries_total",
-                "Compression dictionaries senders uploaded and the receiver stored.",
-                &[],
-                read(|c| &c.dictionaries_stored),
-            ),
-        ]);
+        metrics.extend(self.counters.requests.metrics());
+        metrics.extend(shipper_core::metrics::counters_of(
+            &self.counters,
+            &[
+                (
+                    "shipper_source_duplicate_records_total",
+                    "Records received again and skipped: already stored (a sender's retry or replay).",
+                    &[],
+                    |c| &c.duplicate_records,
+                ),
+                (
+                    "shipper_source_declared_gap_records_total",
+                    "Offsets a known producer's mark jumped over because its sender declared them acknowledged elsewhere (Shipper-From).",
+                    &[],
+                    |c| &c.declared_gap_records,
+                ),
+                (
+                    "shipper_source_dictionaries_total",
+                    "Compression dictionaries senders uploaded and the receiver stored.",
+                    &[],
+                    |c| &c.dictionaries_stored,
+                ),
+            ],
+        ));
         metrics
     }
 

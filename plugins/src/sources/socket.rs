@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use shipper_core::chunk::now_nanos;
-use shipper_core::metrics::ComponentMetric;
+use shipper_core::metrics::{counters_of, ComponentMetric};
 use shipper_core::plugin::{PluginError, Shutdown, Source, SourceContext};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
@@ -526,61 +526,46 @@ fn udp_drops(local: SocketAddr) -> Option<u64> {
 #[async_trait]
 impl Source for SocketSource {
     fn metrics(&self) -> Vec<ComponentMetric> {
-        let c = self.shared.counters.clone();
-        let read = |f: fn(&SocketCounters) -> &AtomicU64| {
-            let c = c.clone();
-            move || f(&c).load(Ordering::Relaxed)
-        };
-        vec![
-            ComponentMetric::counter(
-                "shipper_source_connections_total",
-                "Connections accepted.",
-                &[],
-                read(|c| &c.connections),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_connections_refused_total",
-                "Connections refused at the connection cap.",
-                &[],
-                read(|c| &c.refused),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_connections_closed_total",
-                "Connections the source closed: idle for idle_timeout, evicted at the cap for a new one, or after a framing error.",
-                &[("reason", "idle")],
-                read(|c| &c.idle_closed),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_connections_closed_total",
-                "",
-                &[("reason", "evicted")],
-                read(|c| &c.evicted),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_connections_closed_total",
-                "",
-                &[("reason", "framing")],
-                read(|c| &c.framing_errors),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_discarded_records_total",
-                "Records the source received and dropped, by why.",
-                &[("reason", "oversized")],
-                read(|c| &c.oversized),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_discarded_records_total",
-                "",
-                &[("reason", "unparsable")],
-                read(|c| &c.unparsable),
-            ),
-            ComponentMetric::counter(
-                "shipper_source_discarded_records_total",
-                "",
-                &[("reason", "udp_receive_buffer")],
-                read(|c| &c.udp_receive_drops),
-            ),
-        ]
+        const CLOSED: &str = "shipper_source_connections_closed_total";
+        const DISCARDED: &str = "shipper_source_discarded_records_total";
+        counters_of(
+            &self.shared.counters,
+            &[
+                (
+                    "shipper_source_connections_total",
+                    "Connections accepted.",
+                    &[],
+                    |c| &c.connections,
+                ),
+                (
+                    "shipper_source_connections_refused_total",
+                    "Connections refused at the connection cap.",
+                    &[],
+                    |c| &c.refused,
+                ),
+                (
+                    CLOSED,
+                    "Connections the source closed: idle for idle_timeout, evicted at the cap for a new one, or after a framing error.",
+                    &[("reason", "idle")],
+                    |c| &c.idle_closed,
+                ),
+                (CLOSED, "", &[("reason", "evicted")], |c| &c.evicted),
+                (CLOSED, "", &[("reason", "framing")], |c| &c.framing_errors),
+                (
+                    DISCARDED,
+                    "Records the source received and dropped, by why.",
+                    &[("reason", "oversized")],
+                    |c| &c.oversized,
+                ),
+                (DISCARDED, "", &[("reason", "unparsable")], |c| &c.unparsable),
+                (
+                    DISCARDED,
+                    "",
+                    &[("reason", "udp_receive_buffer")],
+                    |c| &c.udp_receive_drops,
+                ),
+            ],
+        )
     }
 
     async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
