@@ -677,6 +677,8 @@ async fn a_receiver_that_claims_offsets_the_sender_never_had_stops_the_sink() {
     let mut forged_headers = good_headers();
     forged_headers.retain(|(name, _)| *name != "Shipper-Producer");
     forged_headers.push(("Shipper-Producer", producer));
+    // The sink's name is as visible in its traffic as its producer id.
+    forged_headers.push(("Shipper-Sink", "aggregator"));
     let (status, answer) = receiver
         .post(forged_headers, moved_to(&chunks[0], (1u64 << 62) - 100))
         .await;
@@ -820,4 +822,81 @@ async fn a_refused_dictionary_upload_leaves_nothing_on_disk() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(files(), 1);
     receiver.stop().await;
+}
+
+/// Two `http` sinks of one sidecar, reading different components, send to
+/// one receiver: their chunks interleave in the producer's offsets. Each
+/// keeps its own mark (`Shipper-Sink`), so one that is ahead never makes
+/// the other's chunks look like duplicates — with one mark per producer,
+/// sink `b`'s older chunks were answered "duplicate" and lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sinks_of_one_sender_keep_their_own_marks() {
+    use shipper_core::plugin::{Sink, SinkContext};
+    use shipper_plugins::sinks::http::{HttpAuth, HttpProtocol, HttpSink, HttpSinkOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let sender = Log::open(dir.path().join("sender"), LogOptions::default()).unwrap();
+    for (c, component) in ["a", "b", "a", "b", "a", "b"].into_iter().enumerate() {
+        let mut builder = ChunkBuilder::new("app", component, ChunkOptions::default()).unwrap();
+        for i in 0..100 {
+            builder
+                .push(format!(r#"{{"chunk":{c},"i":{i}}}"#).as_bytes(), 1, None)
+                .unwrap();
+        }
+        sender
+            .append(builder.finish().unwrap().unwrap())
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+    }
+    let chunks: Vec<StoredChunk> = sender.reader(0).map(Result::unwrap).collect();
+    let of = |component: &[u8]| -> Vec<StoredChunk> {
+        chunks
+            .iter()
+            .filter(|c| c.view().component() == component)
+            .cloned()
+            .collect()
+    };
+    let log = Log::open(dir.path().join("receiver"), LogOptions::default()).unwrap();
+    let receiver = start(&log).await;
+    let sink = |name: &str| {
+        let mut options = HttpSinkOptions::new(format!("http://{}/v1/chunks", receiver.address));
+        options.protocol = HttpProtocol::Shipper;
+        options.auth = Some(HttpAuth::Bearer {
+            token: "secret".into(),
+        });
+        (
+            HttpSink::new(options).unwrap(),
+            SinkContext::new(name, &sender, 0),
+        )
+    };
+    let (mut a, a_cx) = sink("a");
+    let (mut b, b_cx) = sink("b");
+    a.open(&a_cx).await.unwrap();
+    b.open(&b_cx).await.unwrap();
+    // Sink a delivers everything first (its mark reaches offset 500), then b.
+    a.deliver(&of(b"a")).await.unwrap();
+    b.deliver(&of(b"b")).await.unwrap();
+    receiver.stop().await;
+    assert_eq!(
+        log.durable_offset(),
+        600,
+        "every record of both sinks stored"
+    );
+    // And after a restart each sink's replay is a duplicate of its own.
+    let receiver = start(&log).await;
+    let (mut b, b_cx) = {
+        let mut options = HttpSinkOptions::new(format!("http://{}/v1/chunks", receiver.address));
+        options.protocol = HttpProtocol::Shipper;
+        options.auth = Some(HttpAuth::Bearer {
+            token: "secret".into(),
+        });
+        (
+            HttpSink::new(options).unwrap(),
+            SinkContext::new("b", &sender, 0),
+        )
+    };
+    b.open(&b_cx).await.unwrap();
+    b.deliver(&of(b"b")).await.unwrap();
+    receiver.stop().await;
+    assert_eq!(log.durable_offset(), 600, "nothing stored twice");
 }

@@ -85,8 +85,9 @@ batch = {{ max_age_ms = 0 }}
     )
 }
 
-/// POSTs one chunk of one record at `first_offset`, as producer `producer`,
-/// to a shipper source on `port`: a forged request.
+/// POSTs one chunk of one record at `first_offset`, as producer `producer`
+/// and its sink `aggregator` (both visible to whoever sees its traffic), to
+/// a shipper source on `port`: a forged request.
 fn forge(port: u16, producer: &str, first_offset: u64) -> (u16, String) {
     let mut builder = ChunkBuilder::new("app", "gen", ChunkOptions::default()).unwrap();
     builder.push(br#"{"forged":true}"#, 1, None).unwrap();
@@ -97,7 +98,8 @@ fn forge(port: u16, producer: &str, first_offset: u64) -> (u16, String) {
         stream,
         "POST /v1/chunks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
          Content-Type: application/vnd.shipper.chunks\r\nShipper-Protocol: 1\r\n\
-         Shipper-Producer: {producer}\r\nAuthorization: Bearer s3cret\r\n\
+         Shipper-Producer: {producer}\r\nShipper-Sink: aggregator\r\n\
+         Authorization: Bearer s3cret\r\n\
          Content-Length: {}\r\n\r\n",
         frame.len()
     )

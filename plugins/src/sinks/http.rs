@@ -96,7 +96,7 @@ pub const SHIPPER_PROTOCOL_VERSION: &str = "1";
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Headers a user may not set through `headers`: the sink sets them.
-pub const RESERVED_HEADERS: [&str; 7] = [
+pub const RESERVED_HEADERS: [&str; 8] = [
     "content-type",
     "content-encoding",
     "content-length",
@@ -104,6 +104,7 @@ pub const RESERVED_HEADERS: [&str; 7] = [
     "host",
     "shipper-protocol",
     "shipper-producer",
+    "shipper-sink",
 ];
 
 /// How the sink authenticates.
@@ -743,6 +744,12 @@ impl Sink for HttpSink {
                 .expect("hex digits are a valid header value");
             self.headers
                 .insert(HeaderName::from_static("shipper-producer"), producer);
+            // The receiver keeps one mark per producer and sink: another
+            // sink of this log sending to it keeps its own.
+            if let Ok(sink) = HeaderValue::from_str(&cx.name) {
+                self.headers
+                    .insert(HeaderName::from_static("shipper-sink"), sink);
+            }
         }
         self.acked_through = self.acked_through.max(cx.committed);
         self.opened = true;

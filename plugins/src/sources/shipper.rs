@@ -20,8 +20,10 @@
 //!
 //! # High-water marks
 //!
-//! Each stored chunk's source position is `<source>/<producer hex>`, NUL,
-//! and the sender's end offset (u64 LE). The log keeps the last of each
+//! Marks are kept per sender: a producer and the sink of it that sends
+//! (`Shipper-Sink`), since two sinks of one sidecar interleave in its
+//! offsets. Each stored chunk's source position is `<source>/<producer
+//! hex>[/<sink>]`, NUL, and the sender's end offset (u64 LE). The log keeps the last of each
 //! even after delivered segments are deleted, so at start the marks are
 //! read back from it ([`shipper_core::log::Log::source_positions_with_prefix`])
 //! and survive any crash: a chunk the log did not keep is not marked either.
@@ -154,9 +156,36 @@ impl Default for ShipperOptions {
     }
 }
 
+/// Whose acknowledgements a high-water mark tracks: a producer (a
+/// sender's log), and the sink of it that sends (`Shipper-Sink`; empty for
+/// a sender that does not say). Two sinks of one sidecar sending to one
+/// receiver each have their own mark: their chunks interleave in the
+/// producer's offsets, and one's mark must not make the other's chunks
+/// look like duplicates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SenderId {
+    producer: ProducerId,
+    sink: String,
+}
+
+impl std::fmt::Display for SenderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.sink.is_empty() {
+            write!(f, "{}", self.producer)
+        } else {
+            write!(f, "{}/{}", self.producer, self.sink)
+        }
+    }
+}
+
+/// The marks of every sender, and what waits on them.
+type Marks = HashMap<SenderId, Producer>;
+
 /// A checked request on its way to the source's task.
 struct Checked {
     producer: ProducerId,
+    /// `Shipper-Sink`, or empty.
+    sink: String,
     /// `Shipper-After`: store only once the producer's high-water mark has
     /// reached this offset (the sender has earlier requests in flight).
     after: Option<u64>,
@@ -230,20 +259,27 @@ impl ShipperSource {
         self.listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// The high-water marks the log holds for this source, by producer.
-    fn load_marks(&self, log: &Log) -> HashMap<ProducerId, Producer> {
+    /// The high-water marks the log holds for this source, by sender
+    /// (positions `<source>/<producer hex>` or `.../<sink>`).
+    fn load_marks(&self, log: &Log) -> Marks {
         let prefix = format!("{}/", self.name);
         let mut marks = HashMap::new();
         for (source, _component, payload) in log.source_positions_with_prefix(&prefix) {
-            let Some(producer) = ProducerId::parse(&source[prefix.len()..]) else {
+            let rest = &source[prefix.len()..];
+            let (hex, sink) = rest.split_once('/').unwrap_or((rest, ""));
+            let Some(producer) = ProducerId::parse(hex) else {
                 continue;
+            };
+            let sender = SenderId {
+                producer,
+                sink: sink.to_owned(),
             };
             let Ok(end) = <[u8; 8]>::try_from(payload.as_slice()) else {
                 tracing::warn!(source = %self.name, %source, "unreadable high-water mark ignored");
                 continue;
             };
             let end = u64::from_le_bytes(end);
-            let entry = marks.entry(producer).or_insert_with(|| Producer::new(0));
+            let entry = marks.entry(sender).or_insert_with(|| Producer::new(0));
             entry.high_water = entry.high_water.max(end);
             entry.known = true;
         }
@@ -380,6 +416,17 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
             "Shipper-Producer must be 32 hex digits",
         );
     };
+    let sink = match headers.get("shipper-sink").map(|v| v.to_str()) {
+        None => String::new(),
+        Some(Ok(name)) if shipper_core::log::validate_cursor_name(name).is_ok() => name.to_owned(),
+        Some(_) => {
+            return refuse(
+                refusals,
+                StatusCode::BAD_REQUEST,
+                "Shipper-Sink must be a sink name (1-128 of A-Z a-z 0-9 _ . -)",
+            )
+        }
+    };
     let (after, from) = match (
         offset_header(&headers, "Shipper-After"),
         offset_header(&headers, "Shipper-From"),
@@ -453,6 +500,7 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
     let (reply, answered) = oneshot::channel();
     let request = Checked {
         producer,
+        sink,
         after,
         from,
         body,
@@ -762,8 +810,8 @@ impl Source for ShipperSource {
 
 /// Answers `503` to the parked requests older than `age` (all with zero)
 /// and forgets those whose sender stopped waiting.
-fn sweep_parked(producers: &mut HashMap<ProducerId, Producer>, age: Duration) {
-    for (producer, state) in producers.iter_mut() {
+fn sweep_parked(producers: &mut Marks, age: Duration) {
+    for (sender, state) in producers.iter_mut() {
         let high_water = state.high_water;
         state.parked.retain_mut(|(request, since)| {
             if request.reply.is_closed() {
@@ -778,7 +826,7 @@ fn sweep_parked(producers: &mut HashMap<ProducerId, Producer>, age: Duration) {
             let mut response = answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "this request follows offset {after} of producer {producer}, but nothing reached it (the high-water mark is {high_water}); send it again"
+                    "this request follows offset {after} of {sender}, but nothing reached it (the high-water mark is {high_water}); send it again"
                 ),
             );
             response
@@ -797,20 +845,23 @@ impl ShipperSource {
         &self,
         cx: &SourceContext,
         log: &Log,
-        producers: &mut HashMap<ProducerId, Producer>,
+        producers: &mut Marks,
         request: Checked,
         answering: &mut tokio::task::JoinSet<()>,
     ) -> Result<(), PluginError> {
-        let producer = request.producer;
+        let sender = SenderId {
+            producer: request.producer,
+            sink: request.sink.clone(),
+        };
         let state = producers
-            .entry(producer)
+            .entry(sender.clone())
             .or_insert_with(|| Producer::new(0));
         if request.after.is_some_and(|after| after > state.high_water) {
             state.parked.retain(|(parked, _)| !parked.reply.is_closed());
             if state.parked.len() >= MAX_PARKED {
                 let _ = request.reply.send(answer(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("{MAX_PARKED} requests of producer {producer} already wait for the one they follow; send it again"),
+                    format!("{MAX_PARKED} requests of {sender} already wait for the one they follow; send it again"),
                 ));
                 return Ok(());
             }
@@ -819,7 +870,7 @@ impl ShipperSource {
         }
         self.store(cx, log, producers, request, answering)?;
         loop {
-            let state = producers.get_mut(&producer).expect("inserted above");
+            let state = producers.get_mut(&sender).expect("inserted above");
             let high_water = state.high_water;
             // The earliest of those it unblocks first: they follow each other.
             let Some((ready, _)) = state
@@ -846,20 +897,22 @@ impl ShipperSource {
         &self,
         cx: &SourceContext,
         log: &Log,
-        producers: &mut HashMap<ProducerId, Producer>,
+        producers: &mut Marks,
         request: Checked,
         answering: &mut tokio::task::JoinSet<()>,
     ) -> Result<(), PluginError> {
         let Checked {
             producer,
+            sink,
             after,
             from,
             body,
             frames,
             reply,
         } = request;
+        let sender = SenderId { producer, sink };
         let state = producers
-            .entry(producer)
+            .entry(sender.clone())
             .or_insert_with(|| Producer::new(0));
         let views: Vec<ChunkView<'_>> = frames
             .iter()
@@ -875,7 +928,7 @@ impl ShipperSource {
                 let _ = reply.send(conflict(
                     "overlap",
                     format!(
-                        "chunk {index} [{}, {}) overlaps the high-water mark {} of producer {producer}",
+                        "chunk {index} [{}, {}) overlaps the high-water mark {} of {sender}",
                         view.first_offset(),
                         view.end_offset(),
                         state.high_water
@@ -895,7 +948,7 @@ impl ShipperSource {
                     let _ = reply.send(conflict(
                         "gap",
                         format!(
-                            "producer {producer}'s data here ends at offset {}; this request starts at {first} without declaring the offsets between (Shipper-From)",
+                            "{sender}'s data here ends at offset {}; this request starts at {first} without declaring the offsets between (Shipper-From)",
                             state.high_water
                         ),
                     ));
@@ -906,15 +959,18 @@ impl ShipperSource {
                     self.counters
                         .declared_gap_records
                         .fetch_add(records, Ordering::Relaxed);
+                    // Normal after a sender restarts with its cursor past
+                    // chunks that were not for this receiver; worth a look
+                    // when it was acknowledged by no one else.
                     if let Some(suppressed) = self.gaps.allow() {
-                        tracing::warn!(
+                        tracing::info!(
                             source = %self.name,
-                            %producer,
+                            %sender,
                             high_water = state.high_water,
                             resumes_at = declared,
                             records,
                             suppressed,
-                            "a sender resumes above what it stored here: it says offsets in between were acknowledged elsewhere"
+                            "a sender resumes above what it stored here: it declares the offsets in between not for this receiver (other components', or acknowledged elsewhere)"
                         );
                     }
                 }
@@ -925,7 +981,7 @@ impl ShipperSource {
         self.counters
             .duplicate_records
             .fetch_add(duplicate, Ordering::Relaxed);
-        let source = format!("{}/{producer}", self.name);
+        let source = format!("{}/{sender}", self.name);
         let mut last_ticket = None;
         let (mut records, mut bytes, mut chunks) = (0u64, 0u64, 0u64);
         let before = state.high_water;
