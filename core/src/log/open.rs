@@ -629,15 +629,27 @@ fn probe_segment(
 }
 
 /// True when a region of a segment image holds a frame whose CRC holds
-/// (a whole chunk some repair would destroy).
+/// (a whole chunk some repair would destroy), or may: the CRCs checked are
+/// bounded as the scan's are (crafted bytes, the magic every few bytes each
+/// declaring a long frame, cannot make this quadratic), and a region that
+/// spends the budget counts as holding one.
 fn holds_valid_frame(image: &[u8], from: usize, to: usize) -> bool {
+    use crate::chunk::frame::{peek_frame_len, ChunkView, CHUNK_MAGIC};
     let to = to.min(image.len());
+    let mut budget = image.len().saturating_mul(4).saturating_add(64 << 20);
     let mut at = from.next_multiple_of(FRAME_ALIGN);
     while at + FIXED_HEADER_LEN <= to {
-        if image[at..at + 4] == crate::chunk::frame::CHUNK_MAGIC
-            && crate::chunk::frame::ChunkView::parse(&image[at..]).is_ok()
-        {
-            return true;
+        if image[at..at + 4] == CHUNK_MAGIC {
+            let declared = peek_frame_len(&image[at..])
+                .unwrap_or(0)
+                .min(image.len() - at);
+            if declared > budget {
+                return true;
+            }
+            budget -= declared;
+            if ChunkView::parse(&image[at..]).is_ok() {
+                return true;
+            }
         }
         at += FRAME_ALIGN;
     }
