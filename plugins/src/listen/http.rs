@@ -21,6 +21,12 @@ use crate::throttle::Throttle;
 
 /// How long open requests get to finish once the listener stops.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Connections over the cap being answered `503` at once; more are closed
+/// without an answer (each answer holds a descriptor for up to a second).
+const MAX_REFUSING: usize = 64;
+/// A connection's read buffer at most: a request head must fit (64 KiB,
+/// where the usual one is a few hundred bytes); bodies stream through it.
+const MAX_READ_BUFFER: usize = 64 * 1024;
 
 /// What a listener counts.
 #[derive(Debug, Default)]
@@ -131,6 +137,7 @@ pub async fn serve(
     stop: Shutdown,
 ) {
     let slots = ConnectionSlots::new(limits.max_connections);
+    let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     let refusals = Arc::new(Throttle::default());
     let accept_errors = Throttle::default();
     let mut connections = JoinSet::new();
@@ -162,7 +169,12 @@ pub async fn serve(
                     "connection refused: max_connections reached (or the process's open-files limit)"
                 );
             }
-            connections.spawn(refuse(stream));
+            if let Ok(answering) = refusing.clone().try_acquire_owned() {
+                connections.spawn(async move {
+                    refuse(stream).await;
+                    drop(answering);
+                });
+            }
             continue;
         };
         counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -174,6 +186,7 @@ pub async fn serve(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
+                .max_buf_size(MAX_READ_BUFFER)
                 .keep_alive(true);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
