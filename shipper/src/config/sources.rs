@@ -269,7 +269,7 @@ pub enum ParseFormat {
 }
 
 fn default_max_connections() -> u32 {
-    1024
+    u32::try_from(listener_defaults().max_connections).unwrap_or(u32::MAX)
 }
 
 /// `type = "socket"`: TCP, UDP or a Unix stream socket.
@@ -297,24 +297,30 @@ pub struct SocketSource {
     pub parse: ParseFormat,
 }
 
+// The listener keys' defaults are the plugins' own (`ListenerLimits`), so
+// each number is written once.
+fn listener_defaults() -> shipper_plugins::listen::ListenerLimits {
+    shipper_plugins::listen::ListenerLimits::default()
+}
+
 fn default_idle_timeout_ms() -> u64 {
-    300_000
+    listener_defaults().idle_timeout.as_millis() as u64
 }
 
 fn default_header_timeout_ms() -> u64 {
-    30_000
+    listener_defaults().header_timeout.as_millis() as u64
 }
 
 fn default_body_timeout_ms() -> u64 {
-    30_000
+    listener_defaults().body_timeout.as_millis() as u64
 }
 
 fn default_min_body_rate() -> ByteSize {
-    ByteSize::kib(16)
+    ByteSize(listener_defaults().min_body_rate)
 }
 
 fn default_max_buffered_bytes() -> ByteSize {
-    ByteSize::mib(256)
+    ByteSize(listener_defaults().max_buffered_bytes)
 }
 
 /// The connection and request limits an HTTP listener's keys give (see
