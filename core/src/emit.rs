@@ -70,6 +70,34 @@ impl EmitterStats {
             chunks: self.chunks.load(Ordering::Relaxed),
         }
     }
+
+    /// The counters as the metrics of the source or transform whose
+    /// records they count.
+    pub fn metrics(self: &Arc<Self>) -> Vec<crate::metrics::ComponentMetric> {
+        crate::metrics::counters_of(
+            self,
+            &[
+                (
+                    "shipper_component_received_records_total",
+                    "Records a source or transform put into the pipeline (as the log accepted them).",
+                    &[],
+                    |s| &s.records,
+                ),
+                (
+                    "shipper_component_received_bytes_total",
+                    "Record payload bytes a source or transform put into the pipeline.",
+                    &[],
+                    |s| &s.bytes,
+                ),
+                (
+                    "shipper_component_stored_chunks_total",
+                    "Compressed chunks a source or transform appended to the log.",
+                    &[],
+                    |s| &s.chunks,
+                ),
+            ],
+        )
+    }
 }
 
 /// Puts one component's records into the log; see the module docs.
@@ -428,6 +456,21 @@ impl Emitter {
         let mut all = vec![(self.component.clone(), self.stats.clone())];
         for route in &self.routes {
             all.extend(route.emitter.stats());
+        }
+        all
+    }
+
+    /// The metrics of this emitter's component and of every transform
+    /// under it, by component name: each emitter's counters, and each
+    /// transform's own metrics under the transform's name.
+    pub fn metrics(&self) -> Vec<(String, Vec<crate::metrics::ComponentMetric>)> {
+        let mut all = vec![(self.component.clone(), self.stats.metrics())];
+        for route in &self.routes {
+            let mut under = route.emitter.metrics();
+            if let Some((_, first)) = under.first_mut() {
+                first.extend(route.transform.metrics());
+            }
+            all.extend(under);
         }
         all
     }

@@ -131,7 +131,7 @@ pub trait Source: Send {
     async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError>;
 
     /// The source's own metrics (drops, refusals, timeouts), read at each
-    /// scrape of `/metrics`; asked once, before `run`.
+    /// scrape of `/metrics`; asked once, when it is built, before `run`.
     fn metrics(&self) -> Vec<crate::metrics::ComponentMetric> {
         Vec::new()
     }
@@ -146,6 +146,16 @@ pub enum TransformOutcome<'a> {
     Drop,
     /// The record goes on as these bytes (in the caller's scratch buffer).
     Replace(&'a [u8]),
+}
+
+impl<'a> TransformOutcome<'a> {
+    /// The bytes that go on, if the record was not dropped.
+    pub fn bytes(&self) -> Option<&'a [u8]> {
+        match *self {
+            TransformOutcome::Keep(bytes) | TransformOutcome::Replace(bytes) => Some(bytes),
+            TransformOutcome::Drop => None,
+        }
+    }
 }
 
 /// A transform of single records. It runs on the producing side, in the
@@ -167,6 +177,12 @@ pub trait Transform: Send {
     ) -> TransformOutcome<'a> {
         let _ = (stream, timestamp);
         self.apply(record, scratch)
+    }
+
+    /// The transform's own metrics (records dropped, unreadable), read at
+    /// each scrape of `/metrics`; asked once, when it is built.
+    fn metrics(&self) -> Vec<crate::metrics::ComponentMetric> {
+        Vec::new()
     }
 }
 
@@ -231,6 +247,14 @@ pub trait Sink: Send {
     /// Called once when the sink stops, after its last delivery.
     async fn close(&mut self) -> Result<(), PluginError> {
         Ok(())
+    }
+
+    /// The sink's own metrics (requests, rows, refusals), read at each
+    /// scrape of `/metrics`; asked once, when it is built. The delivery
+    /// loop's records, bytes, retries and latency are counted for every
+    /// sink besides these.
+    fn metrics(&self) -> Vec<crate::metrics::ComponentMetric> {
+        Vec::new()
     }
 }
 

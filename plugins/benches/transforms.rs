@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use shipper_plugins::transform::{
-    Condition, FieldValue, Filter, FilterAction, FilterOptions, RecordTransform, Remap,
-    RemapOptions, Sample, SampleOptions,
+    Condition, FieldValue, Filter, FilterAction, FilterOptions, Remap, RemapOptions, Sample,
+    SampleOptions, Transform,
 };
 
 /// Corpus size: a few times the L2 cache, small enough to stay quick.
@@ -115,7 +115,7 @@ impl Probe {
 }
 
 /// Runs `transform` over every record; the bytes passed on.
-fn run(transform: &mut dyn RecordTransform, records: &[Vec<u8>], scratch: &mut Vec<u8>) -> usize {
+fn run(transform: &mut dyn Transform, records: &[Vec<u8>], scratch: &mut Vec<u8>) -> usize {
     records
         .iter()
         .filter_map(|record| {
@@ -137,7 +137,7 @@ fn main() {
     let records = corpus();
     let bytes: usize = records.iter().map(Vec::len).sum();
 
-    let mut transforms: Vec<(&'static str, Box<dyn RecordTransform>)> = vec![
+    let mut transforms: Vec<(&'static str, Box<dyn Transform>)> = vec![
         (
             "filter/equals_nested",
             Box::new(
@@ -238,8 +238,12 @@ fn main() {
     }
     group.finish();
     for (id, transform) in &transforms {
-        let counters = transform.counters();
-        assert_eq!(counters.unreadable, 0, "{id}: the corpus is readable");
+        let unreadable = transform
+            .metrics()
+            .iter()
+            .find(|metric| metric.name == "shipper_transform_unreadable_records_total")
+            .map_or(0, |metric| metric.value());
+        assert_eq!(unreadable, 0, "{id}: the corpus is readable");
     }
 
     let (Some(memcpy), Some(parse)) = (

@@ -5,8 +5,8 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use shipper_plugins::transform::{
-    Condition, FieldValue, Filter, FilterAction, FilterOptions, OnError, Outcome, RecordTransform,
-    Remap, RemapOptions, Sample, SampleOptions,
+    Condition, FieldValue, Filter, FilterAction, FilterOptions, OnError, Remap, RemapOptions,
+    Sample, SampleOptions, Transform, TransformOutcome,
 };
 
 /// Keys drawn from a small set, so paths often hit.
@@ -132,7 +132,7 @@ proptest! {
         rate in 1u64..5,
     ) {
         let mut scratch = Vec::new();
-        let mut transforms: Vec<Box<dyn RecordTransform>> = Vec::new();
+        let mut transforms: Vec<Box<dyn Transform>> = Vec::new();
         for filter in filters(&field, &value) {
             transforms.push(Box::new(filter));
         }
@@ -140,16 +140,22 @@ proptest! {
         transforms.push(Box::new(Sample::new(SampleOptions { rate, key: None }).unwrap()));
         for transform in &mut transforms {
             match transform.apply(&record, &mut scratch) {
-                Outcome::Keep(bytes) => prop_assert_eq!(bytes, &record[..]),
-                Outcome::Drop => {}
-                Outcome::Replace(_) => prop_assert!(false, "filter and sample never rewrite"),
+                TransformOutcome::Keep(bytes) => prop_assert_eq!(bytes, &record[..]),
+                TransformOutcome::Drop => {}
+                TransformOutcome::Replace(_) => prop_assert!(false, "filter and sample never rewrite"),
             }
         }
         prop_assert!(scratch.is_empty());
         // The filters read what serde_json reads, and nothing that is not
         // a JSON object by syntax.
         for transform in &transforms[..8] {
-            let unreadable = transform.counters().unreadable;
+            // What the transform exports to /metrics.
+            let unreadable = transform
+                .metrics()
+                .iter()
+                .find(|metric| metric.name == "shipper_transform_unreadable_records_total")
+                .map(|metric| metric.value())
+                .unwrap();
             if strictly_readable(&record) {
                 prop_assert_eq!(unreadable, 0);
             }
@@ -170,7 +176,7 @@ proptest! {
         let mut not_equals = Filter::new(options(Condition::NotEquals(value.clone()))).unwrap();
         let mut exists = Filter::new(options(Condition::Exists(true))).unwrap();
         let mut missing = Filter::new(options(Condition::Exists(false))).unwrap();
-        let kept = |outcome: Outcome<'_>| outcome != Outcome::Drop;
+        let kept = |outcome: TransformOutcome<'_>| outcome != TransformOutcome::Drop;
         let e = kept(equals.apply(&record, &mut scratch));
         let n = kept(not_equals.apply(&record, &mut scratch));
         let x = kept(exists.apply(&record, &mut scratch));
@@ -191,13 +197,13 @@ proptest! {
         let mut scratch = Vec::new();
         let readable = strictly_readable(&record);
         match remap.apply(&record, &mut scratch) {
-            Outcome::Keep(bytes) => prop_assert_eq!(bytes, &record[..]),
-            Outcome::Replace(bytes) => {
+            TransformOutcome::Keep(bytes) => prop_assert_eq!(bytes, &record[..]),
+            TransformOutcome::Replace(bytes) => {
                 prop_assert!(readable, "only objects are rewritten");
                 let output: Value = serde_json::from_slice(bytes).expect("remap writes JSON");
                 prop_assert!(output.is_object(), "remap writes an object");
             }
-            Outcome::Drop => prop_assert!(false, "on_error = keep never drops"),
+            TransformOutcome::Drop => prop_assert!(false, "on_error = keep never drops"),
         }
         prop_assert_eq!(remap.counters().unreadable, u64::from(!readable));
     }

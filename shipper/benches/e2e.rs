@@ -10,7 +10,7 @@
 //!
 //! Each scenario is timed from spawning the (last) process until every
 //! record has arrived (counted by the receiver, or by the blackhole's
-//! `shipper_sink_records_out_total` on `/metrics`). For every process it
+//! `shipper_component_sent_records_total` on `/metrics`). For every process it
 //! reports CPU (user + system from `/proc/PID/stat`, read just before
 //! SIGTERM) per GB and per line, and its peak RSS (`VmHWM`) next to
 //! `RssAnon` and `RssFile` at the end: the log's mapped segments count in
@@ -104,24 +104,20 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 
 /// The value of the sample `name{labels}` (`labels` as written, e.g.
 /// `sink="void"`, or empty for none) in Prometheus text.
-fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = if labels.is_empty() {
-        format!("{name} ")
+fn metric(text: &str, name: &str, component: &str) -> Option<f64> {
+    if component.is_empty() {
+        shipper::metrics::sample(text, name, &[])
     } else {
-        format!("{name}{{{labels}}} ")
-    };
-    text.lines()
-        .find_map(|line| line.strip_prefix(prefix.as_str()))
-        .and_then(|value| value.trim().parse().ok())
+        shipper::metrics::sample(text, name, &[("component_id", component)])
+    }
 }
 
 /// An http sink's requests and their mean latency, from its process's
 /// `/metrics`.
 fn http_sink_requests(metrics: &str, sink: &str) -> (Option<u64>, Option<f64>) {
-    let labels = format!("sink=\"{sink}\"");
-    let requests = metric(metrics, "shipper_http_sink_requests_total", &labels);
-    let sum = metric(metrics, "shipper_http_sink_request_seconds_sum", &labels);
-    let count = metric(metrics, "shipper_http_sink_request_seconds_count", &labels);
+    let requests = metric(metrics, "shipper_http_requests_total", sink);
+    let sum = metric(metrics, "shipper_component_request_seconds_sum", sink);
+    let count = metric(metrics, "shipper_component_request_seconds_count", sink);
     let mean = sum
         .zip(count)
         .filter(|&(_, count)| count > 0.0)
@@ -229,7 +225,7 @@ durability = "interval"
             self.check_running();
             assert!(
                 now < deadline,
-                "{}: {name}{{{labels}}} at {seen} of {target} after {DEADLINE:?}:\n{}",
+                "{}: {name}{{component_id=\"{labels}\"}} at {seen} of {target} after {DEADLINE:?}:\n{}",
                 self.label,
                 self.log_text()
             );
@@ -676,8 +672,8 @@ protocol = "shipper"
         ),
     );
     let done = aggregator.wait_for_metric(
-        "shipper_sink_records_out_total",
-        r#"sink="void""#,
+        "shipper_component_sent_records_total",
+        "void",
         input.records,
     );
     let sidecar_usage = sidecar.usage();
@@ -691,20 +687,20 @@ protocol = "shipper"
 
     let out = metric(
         &aggregator_metrics,
-        "shipper_sink_records_out_total",
-        r#"sink="void""#,
+        "shipper_component_sent_records_total",
+        "void",
     )
     .unwrap_or(0.0) as u64;
     assert_eq!(out, input.records, "records out of the aggregator");
     let body = metric(
         &sidecar_metrics,
-        "shipper_http_sink_body_bytes_total",
-        r#"sink="out""#,
+        "shipper_http_request_body_bytes_total",
+        "out",
     );
     let raw = metric(
         &sidecar_metrics,
-        "shipper_http_sink_raw_bytes_total",
-        r#"sink="out""#,
+        "shipper_http_request_uncompressed_bytes_total",
+        "out",
     );
     let (requests, mean_request_seconds) = http_sink_requests(&sidecar_metrics, "out");
     let mut notes = notable("sidecar", &sidecar_log);
@@ -746,8 +742,8 @@ inputs = ["app"]
         ),
     );
     let done = shipper.wait_for_metric(
-        "shipper_sink_records_out_total",
-        r#"sink="void""#,
+        "shipper_component_sent_records_total",
+        "void",
         input.records,
     );
     let shipper_usage = shipper.usage();
@@ -814,11 +810,7 @@ hwm_table = "{hwm}"
             source = file_source(input)
         ),
     );
-    let done = shipper.wait_for_metric(
-        "shipper_sink_records_out_total",
-        r#"sink="db""#,
-        input.records,
-    );
+    let done = shipper.wait_for_metric("shipper_component_sent_records_total", "db", input.records);
     let shipper_usage = shipper.usage();
     let result = ProcessResult::polled("shipper", &mut shipper, shipper_usage);
     let log = shipper.stop();

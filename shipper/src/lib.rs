@@ -11,5 +11,6 @@
 pub mod admin;
 pub mod config;
 pub mod ingest;
+pub mod metrics;
 pub mod procstat;
 pub mod runtime;

@@ -19,27 +19,25 @@
 //! it (and those that consume them), and a component's records are stored
 //! under its own name only when some sink reads that component.
 
+mod deliver;
 mod reload;
 mod stdin;
 mod supervisor;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use shipper_core::chunk::{now_nanos, ChunkOptions};
+use shipper_core::chunk::ChunkOptions;
 use shipper_core::emit::{Emitter, Route};
 use shipper_core::log::Log;
-use shipper_core::plugin::{
-    PluginError, Shutdown, Sink, SinkContext, Source, Transform, TransformOutcome,
-};
+use shipper_core::plugin::{Shutdown, Sink, Source, Transform};
 use shipper_plugins::framing::lines::LineOptions;
 use shipper_plugins::sinks::blackhole::BlackholeSink;
 use shipper_plugins::sinks::file::{FileCompression, FileSink, FileSinkOptions};
-use shipper_plugins::sinks::http::{HttpSink, HttpSinkOptions, HttpSinkStats};
+use shipper_plugins::sinks::http::{HttpSink, HttpSinkOptions};
 use shipper_plugins::sinks::nats::{MessagePer, NatsSink, NatsSinkOptions};
 use shipper_plugins::sinks::postgres::{
     PostgresSink, PostgresSinkOptions, TableCreation, TableRouting,
@@ -55,24 +53,19 @@ use shipper_plugins::sources::socket::{
 };
 use shipper_plugins::sources::stdin::StdinSource;
 use shipper_plugins::transform::{
-    self, Condition, Filter, FilterOptions, Outcome, RecordTransform, Remap, RemapOptions, Sample,
-    SampleOptions,
+    self, Condition, Filter, FilterOptions, Remap, RemapOptions, Sample, SampleOptions,
 };
 
 pub use reload::{ReloadHandle, ReloadOutcome, ReloadSummary, ReloadTrigger, Reloads};
 
-use crate::admin::{AdminState, SinkStats};
+use crate::admin::AdminState;
 use crate::config::{
     Codec, Config, Encoding, FieldValue, FilterAction, Framing, NatsMessage, ParseFormat,
     PluginComponent, SinkConfig, SocketMode, SourceConfig, TransformConfig,
 };
+pub(crate) use deliver::{deliver, BatchPolicy, DeliveryStats, SinkTask};
 use shipper_plugin_host::{DynamicSink, DynamicSource, DynamicTransform};
 use supervisor::Supervisor;
-
-/// Chunks a sink is given at most per delivery.
-const MAX_BATCH_CHUNKS: usize = 256;
-/// Stored bytes a sink is given at most per delivery.
-const MAX_BATCH_BYTES: usize = 8 << 20;
 
 type Built<T> = Vec<(String, Box<T>)>;
 
@@ -81,34 +74,8 @@ struct BuiltSink {
     name: String,
     sink: Box<dyn Sink>,
     inputs: Vec<String>,
-    /// An http sink's own counters, for `/metrics`.
-    http_stats: Option<Arc<HttpSinkStats>>,
-    /// How long a small batch may wait for more (an http sink's `batch`).
-    linger: Option<Linger>,
-}
-
-/// A sink's batch limits and how long a batch below them waits for more
-/// records before it goes (`batch.max_age_ms`).
-#[derive(Debug, Clone, Copy)]
-struct Linger {
-    max_age: Duration,
-    max_records: u64,
-    max_bytes: u64,
-}
-
-impl Linger {
-    /// Whether a batch of `records` taking `bytes` (stored) has room left.
-    fn wants_more(&self, records: u64, bytes: u64) -> bool {
-        records < self.max_records && bytes < self.max_bytes
-    }
-
-    /// How much longer a batch whose oldest record was produced at
-    /// `oldest_ns` (unix nanoseconds) may wait: `max_age` less its age, at
-    /// most `max_age` (a clock ahead of this one does not stretch it).
-    fn remaining(&self, oldest_ns: u64) -> Duration {
-        let age = Duration::from_nanos(now_nanos().saturating_sub(oldest_ns));
-        self.max_age.saturating_sub(age)
-    }
+    /// How the sink's batches are gathered (its `batch` table).
+    batch: Option<BatchPolicy>,
 }
 
 /// The file source's options from its config table.
@@ -362,8 +329,7 @@ fn http_sink_options(http: &crate::config::HttpSink) -> HttpSinkOptions {
 fn build_sinks(config: &Config, wanted: impl Fn(&str) -> bool) -> anyhow::Result<Vec<BuiltSink>> {
     let mut sinks = Vec::new();
     for (name, sink) in config.sinks.iter().filter(|(name, _)| wanted(name)) {
-        let mut http_stats = None;
-        let mut linger = None;
+        let mut batch = None;
         let (built, inputs): (Box<dyn Sink>, &Vec<String>) = match sink {
             SinkConfig::Stdout(stdout) => (Box::new(StdoutSink::default()), &stdout.inputs),
             SinkConfig::Plugin(plugin) => (
@@ -430,8 +396,7 @@ fn build_sinks(config: &Config, wanted: impl Fn(&str) -> bool) -> anyhow::Result
             SinkConfig::Http(http) => {
                 let sink = HttpSink::new(http_sink_options(http))
                     .map_err(|e| anyhow!("sink {name}: {e}"))?;
-                http_stats = Some(sink.stats());
-                linger = (http.batch.max_age_ms > 0).then(|| Linger {
+                batch = (http.batch.max_age_ms > 0).then(|| BatchPolicy {
                     max_age: Duration::from_millis(http.batch.max_age_ms),
                     max_records: http.batch.max_records,
                     max_bytes: http.batch.max_bytes.bytes(),
@@ -460,8 +425,7 @@ fn build_sinks(config: &Config, wanted: impl Fn(&str) -> bool) -> anyhow::Result
             name: name.clone(),
             sink: built,
             inputs: inputs.clone(),
-            http_stats,
-            linger,
+            batch,
         });
     }
     Ok(sinks)
@@ -472,19 +436,6 @@ fn build_sink(config: &Config, name: &str) -> anyhow::Result<BuiltSink> {
     build_sinks(config, |wanted| wanted == name)?
         .pop()
         .ok_or_else(|| anyhow!("sink {name} is not in the config"))
-}
-
-/// A plugins-crate transform behind the core trait.
-struct PluginTransform<T>(T);
-
-impl<T: RecordTransform> Transform for PluginTransform<T> {
-    fn apply<'a>(&mut self, record: &'a [u8], scratch: &'a mut Vec<u8>) -> TransformOutcome<'a> {
-        match self.0.apply(record, scratch) {
-            Outcome::Keep(bytes) => TransformOutcome::Keep(bytes),
-            Outcome::Replace(bytes) => TransformOutcome::Replace(bytes),
-            Outcome::Drop => TransformOutcome::Drop,
-        }
-    }
 }
 
 fn field_value(value: &FieldValue) -> transform::FieldValue {
@@ -517,7 +468,7 @@ fn build_transform(name: &str, config: &TransformConfig) -> anyhow::Result<Box<d
             };
             let filter = Filter::new(FilterOptions::new(filter.field.clone(), condition, action))
                 .map_err(|e| anyhow!("transform {name}: {e}"))?;
-            Box::new(PluginTransform(filter))
+            Box::new(filter)
         }
         TransformConfig::Sample(sample) => {
             let sample = Sample::new(SampleOptions {
@@ -525,7 +476,7 @@ fn build_transform(name: &str, config: &TransformConfig) -> anyhow::Result<Box<d
                 key: sample.key.clone(),
             })
             .map_err(|e| anyhow!("transform {name}: {e}"))?;
-            Box::new(PluginTransform(sample))
+            Box::new(sample)
         }
         TransformConfig::Remap(remap) => {
             let remap = Remap::new(RemapOptions {
@@ -544,7 +495,7 @@ fn build_transform(name: &str, config: &TransformConfig) -> anyhow::Result<Box<d
                 ..RemapOptions::default()
             })
             .map_err(|e| anyhow!("transform {name}: {e}"))?;
-            Box::new(PluginTransform(remap))
+            Box::new(remap)
         }
     };
     Ok(built)
@@ -651,8 +602,13 @@ pub async fn run(
         "shipper running"
     );
 
-    let admin_state = Arc::new(AdminState::new(log.clone(), reloads.handle()));
-    let mut supervisor = Supervisor::new(log.clone(), config, config_file, admin_state.clone());
+    let registry = crate::metrics::registry(&log);
+    let admin_state = Arc::new(AdminState::new(
+        log.clone(),
+        registry.clone(),
+        reloads.handle(),
+    ));
+    let mut supervisor = Supervisor::new(log.clone(), config, config_file, registry);
     supervisor.start(sources, sinks)?;
 
     let admin_address = admin_listener.local_addr().ok();
@@ -686,7 +642,7 @@ pub async fn run(
 /// supervisor (no reloads).
 pub(crate) struct EmbeddedSinks {
     /// Each sink's name and counters.
-    pub stats: Vec<(String, Arc<SinkStats>)>,
+    pub stats: Vec<(String, Arc<DeliveryStats>)>,
     tasks: Vec<(String, tokio::task::JoinHandle<anyhow::Result<()>>)>,
     drain: Shutdown,
     stop: Shutdown,
@@ -707,16 +663,13 @@ pub(crate) fn start_embedded_sinks(config: &Config, log: &Log) -> anyhow::Result
         let start = log
             .open_cursor(&name)
             .with_context(|| format!("sink {name}: opening its cursor"))?;
-        let stats = Arc::new(SinkStats::default());
-        if let Some(http) = built.http_stats {
-            stats.attach_http(http);
-        }
+        let stats = Arc::new(DeliveryStats::default());
         let task = tokio::spawn(deliver(SinkTask {
             log: log.clone(),
             name: name.clone(),
             sink: built.sink,
             inputs: built.inputs,
-            linger: built.linger,
+            batch: built.batch,
             start,
             stats: stats.clone(),
             drain: drain.clone(),
@@ -758,286 +711,4 @@ impl EmbeddedSinks {
         }
         failed
     }
-}
-
-/// Where sink `sink` keeps the chunks it could not decode.
-pub fn quarantine_path(data_dir: &Path, sink: &str) -> PathBuf {
-    data_dir.join("quarantine").join(format!("{sink}.chunks"))
-}
-
-/// Appends `frame` (a whole stored chunk, self-describing) to the
-/// quarantine file at `path` and syncs it: the log may delete the chunk
-/// once the cursor passes it.
-fn quarantine(path: &Path, frame: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    file.write_all(frame)?;
-    file.sync_data()?;
-    // The file's name, if it was just created, is durable too.
-    match path.parent() {
-        Some(dir) => std::fs::File::open(dir)?.sync_all(),
-        None => Ok(()),
-    }
-}
-
-/// Commits cursor `name` at `offset` and returns true. A passing failure
-/// (out of file descriptors or memory) is tried again with a backoff
-/// rather than ending the sink; `stop` ends the waiting with false (the
-/// next start delivers the batch again, and receivers drop the repeat).
-async fn commit_cursor(
-    log: &Log,
-    name: &str,
-    offset: u64,
-    stop: &Shutdown,
-) -> anyhow::Result<bool> {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let outcome = tokio::task::block_in_place(|| log.commit_cursor(name, offset));
-        match outcome {
-            Ok(()) => return Ok(true),
-            Err(error) if error.is_transient() => {
-                tracing::warn!(sink = %name, %error, retry_in = ?backoff, "cannot commit the cursor for now; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = stop.wait() => return Ok(false),
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-            Err(error) => {
-                return Err(anyhow!(error)).with_context(|| format!("committing cursor {name}"))
-            }
-        }
-    }
-}
-
-/// What one sink's delivery task runs with.
-struct SinkTask {
-    log: Log,
-    name: String,
-    sink: Box<dyn Sink>,
-    inputs: Vec<String>,
-    linger: Option<Linger>,
-    /// The sink's committed cursor.
-    start: u64,
-    stats: Arc<SinkStats>,
-    /// Shutdown: stop once caught up with the durable end of the log.
-    drain: Shutdown,
-    /// A reload replaced or removed the sink: stop after the current
-    /// delivery, caught up or not.
-    stop: Shutdown,
-}
-
-/// One sink's delivery loop: read chunks from its cursor, keep those of its
-/// inputs, deliver them in batches, and move the cursor after each
-/// acknowledged batch. A retryable failure is retried with capped backoff,
-/// never dropped. Once `drain` is triggered it stops when caught up; once
-/// `stop` is, after the delivery in progress (a batch waiting for a retry
-/// is left unacknowledged, for whoever reads the cursor next).
-async fn deliver(task: SinkTask) -> anyhow::Result<()> {
-    let SinkTask {
-        log,
-        name,
-        mut sink,
-        inputs,
-        linger,
-        start,
-        stats,
-        drain,
-        stop,
-    } = task;
-    let cx = SinkContext::new(&name, &log, start);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match sink.open(&cx).await {
-            Ok(()) => break,
-            Err(PluginError::Retryable(reason)) => {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(sink = %name, %reason, retry_in = ?backoff, "sink cannot start yet; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = stop.wait() => return Ok(()),
-                    () = drain.wait(), if !drain.is_triggered() => {}
-                }
-                // Draining with nothing to deliver ends the sink; with
-                // records waiting it goes on trying to start, as a sink
-                // that started goes on trying to deliver, until the
-                // shutdown's patience runs out (the run then fails: what
-                // is left stays on disk).
-                if drain.is_triggered() && start >= log.durable_offset() {
-                    return Ok(());
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(error) => return Err(anyhow!(error)).context("the sink cannot start"),
-        }
-    }
-    let inputs: BTreeSet<Vec<u8>> = inputs.into_iter().map(String::into_bytes).collect();
-    let mut reader = log.reader(start);
-    let mut committed = start;
-    'deliver: loop {
-        if stop.is_triggered() {
-            break;
-        }
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        let mut records = 0;
-        let mut end = committed;
-        let mut caught_up;
-        let mut linger_until = None;
-        // Until the batch is full, or caught up and (with a linger) as
-        // full as the sink's batch or as old as its `max_age_ms`.
-        loop {
-            caught_up = false;
-            while batch.len() < MAX_BATCH_CHUNKS && bytes < MAX_BATCH_BYTES {
-                match reader.next() {
-                    Some(Ok(chunk)) => {
-                        end = chunk.end_offset();
-                        if inputs.contains(chunk.view().component()) {
-                            bytes += chunk.frame().len();
-                            records += chunk.end_offset() - chunk.first_offset();
-                            batch.push(chunk);
-                        }
-                    }
-                    Some(Err(error)) => {
-                        tracing::error!(sink = %name, %error, "corrupt chunk skipped")
-                    }
-                    None => {
-                        caught_up = true;
-                        break;
-                    }
-                }
-            }
-            let Some(linger) = linger else { break };
-            if batch.is_empty()
-                || !caught_up
-                || !linger.wants_more(records, bytes as u64)
-                || drain.is_triggered()
-            {
-                break;
-            }
-            if stop.is_triggered() {
-                // Nothing is in progress: the next start delivers it.
-                break 'deliver;
-            }
-            // Fixed when the wait begins, so a chunk stamped by a clock
-            // ahead of this one waits `max_age` at most, not again and again.
-            let deadline = *linger_until.get_or_insert_with(|| {
-                let oldest = batch.iter().map(|c| c.view().min_ts()).min();
-                tokio::time::Instant::now() + linger.remaining(oldest.unwrap_or(0))
-            });
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::select! {
-                ready = reader.ready() => ready?,
-                () = tokio::time::sleep_until(deadline) => {}
-                () = drain.wait() => {}
-                () = stop.wait() => {}
-            }
-        }
-        if let Some((from, to)) = reader.take_gap() {
-            tracing::error!(sink = %name, from, to, records = to - from, "records no longer stored were skipped");
-        }
-        // Offsets the reader stepped over (lost, or recorded lost) are
-        // passed with what was read: a cursor never waits at a loss.
-        end = end.max(reader.next_offset());
-        if !batch.is_empty() {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let started = Instant::now();
-                match sink.deliver(&batch).await {
-                    Ok(()) => {
-                        stats.deliver_seconds.observe(started.elapsed());
-                        let records: u64 = batch
-                            .iter()
-                            .map(|c| c.end_offset() - c.first_offset())
-                            .sum();
-                        let raw: u64 = batch
-                            .iter()
-                            .map(|c| c.view().uncompressed_len() as u64)
-                            .sum();
-                        stats.records.fetch_add(records, Ordering::Relaxed);
-                        stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-                        stats.raw_bytes.fetch_add(raw, Ordering::Relaxed);
-                        stats.batches.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    Err(PluginError::Undecodable {
-                        first_offset,
-                        reason,
-                    }) => {
-                        let Some(index) =
-                            batch.iter().position(|c| c.first_offset() == first_offset)
-                        else {
-                            stats.errors.fetch_add(1, Ordering::Relaxed);
-                            return Err(anyhow!(
-                                "the sink reports chunk {first_offset} undecodable, which it was not given: {reason}"
-                            ));
-                        };
-                        let chunk = batch.remove(index);
-                        bytes -= chunk.frame().len();
-                        let path = quarantine_path(log.dir(), &name);
-                        tokio::task::block_in_place(|| quarantine(&path, chunk.frame()))
-                            .with_context(|| {
-                                format!(
-                                    "putting chunk {first_offset} in quarantine at {}",
-                                    path.display()
-                                )
-                            })?;
-                        stats.quarantined.fetch_add(1, Ordering::Relaxed);
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(
-                            sink = %name,
-                            first_offset,
-                            end_offset = chunk.end_offset(),
-                            %reason,
-                            quarantine = %path.display(),
-                            "a chunk the sink cannot decode is in quarantine; delivering the rest"
-                        );
-                        if batch.is_empty() {
-                            break;
-                        }
-                    }
-                    Err(PluginError::Retryable(reason)) => {
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                        stats.retries.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(sink = %name, %reason, retry_in = ?backoff, "delivery failed; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff) => {}
-                            () = stop.wait() => break 'deliver,
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                    Err(error) => {
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                        return Err(anyhow!(error)).context("delivery failed for good");
-                    }
-                }
-            }
-        }
-        if end > committed {
-            if !commit_cursor(&log, &name, end, &stop).await? {
-                break;
-            }
-            committed = end;
-        }
-        if caught_up {
-            if drain.is_triggered() && committed >= log.durable_offset() {
-                break;
-            }
-            tokio::select! {
-                ready = reader.ready() => ready?,
-                () = drain.wait(), if !drain.is_triggered() => {}
-                () = stop.wait() => {}
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
-        }
-    }
-    sink.close().await.map_err(|e| anyhow!(e))
 }

@@ -351,8 +351,12 @@ inputs = ["ingest"]
     wait_until("the drops are in /metrics", Duration::from_secs(30), || {
         metric(admin, &oversized) == Some(1.0) && metric(admin, &unparsable) == Some(2.0)
     });
-    let records_in = "shipper_component_records_in_total{component=\"ingest\",kind=\"source\"}";
-    assert_eq!(metric(admin, records_in), Some(1.0), "only the good record");
+    let records_in = format!("shipper_component_received_records_total{{{labels}}}");
+    assert_eq!(
+        metric(admin, &records_in),
+        Some(1.0),
+        "only the good record"
+    );
     let stderr = run.terminate();
     assert!(
         stderr.contains("longer than max_frame_bytes was dropped"),

@@ -448,12 +448,15 @@ panic_times = 2
     });
     let (status, metrics) = http_request(port, "GET", "/metrics");
     assert_eq!(status, 200);
-    assert!(
-        metrics.contains("shipper_plugin_panics_total{component=\"flaky\"} 2\n"),
+    let flaky = [("component_id", "flaky")];
+    assert_eq!(
+        shipper::metrics::sample(&metrics, "shipper_plugin_panics_total", &flaky),
+        Some(2.0),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("shipper_plugin_errors_total{component=\"flaky\"} 4\n"),
+    assert_eq!(
+        shipper::metrics::sample(&metrics, "shipper_plugin_errors_total", &flaky),
+        Some(4.0),
         "two simulated outages and two panics: {metrics}"
     );
     let stderr = shipper.terminate();

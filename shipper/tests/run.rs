@@ -4,6 +4,7 @@
 
 mod common;
 
+use shipper::metrics::sample;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -485,26 +486,58 @@ fn the_admin_endpoint_reports_health_and_metrics() {
     let metrics = loop {
         let (status, body) = http_get(port, "/metrics");
         assert_eq!(status, 200);
-        if (body.contains("shipper_sink_records_out_total{sink=\"void\"} 1000")
-            && body.contains("shipper_sink_records_out_total{sink=\"out\"} 1000"))
+        let sent = |sink| {
+            sample(
+                &body,
+                "shipper_component_sent_records_total",
+                &[("component_id", sink)],
+            )
+        };
+        if (sent("void") == Some(1000.0) && sent("out") == Some(1000.0))
             || Instant::now() > deadline
         {
             break body;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let value = |name: &str, labels: &[(&str, &str)]| sample(&metrics, name, labels);
+    for (name, component, expected) in [
+        (
+            "shipper_component_received_records_total",
+            "in",
+            Some(1000.0),
+        ),
+        ("shipper_component_sent_records_total", "out", Some(1000.0)),
+        ("shipper_component_sent_records_total", "void", Some(1000.0)),
+        ("shipper_component_lag_records", "out", Some(0.0)),
+        ("shipper_component_errors_total", "out", Some(0.0)),
+    ] {
+        assert_eq!(
+            value(name, &[("component_id", component)]),
+            expected,
+            "{name} of {component} in\n{metrics}"
+        );
+    }
+    assert_eq!(
+        value("shipper_log_appended_records_total", &[]),
+        Some(1000.0)
+    );
+    for (name, component) in [
+        ("shipper_component_deliver_seconds_count", "out"),
+        ("shipper_component_sent_uncompressed_bytes_total", "out"),
+        ("shipper_component_compression_ratio", "out"),
+        ("shipper_component_lag_seconds", "out"),
+    ] {
+        assert!(
+            value(name, &[("component_id", component)]).is_some(),
+            "missing {name} of {component} in\n{metrics}"
+        );
+    }
     for expected in [
-        "shipper_component_records_in_total{component=\"in\",kind=\"source\"} 1000",
-        "shipper_sink_records_out_total{sink=\"out\"} 1000",
-        "shipper_sink_records_out_total{sink=\"void\"} 1000",
-        "shipper_sink_lag_records{sink=\"out\"} 0",
-        "shipper_sink_errors_total{sink=\"out\"} 0",
-        "shipper_log_records_appended_total 1000",
-        "# TYPE shipper_sink_lag_seconds gauge",
-        "# TYPE shipper_sink_deliver_seconds histogram",
-        "shipper_sink_deliver_seconds_bucket{sink=\"out\",le=\"+Inf\"}",
-        "shipper_sink_raw_bytes_out_total{sink=\"out\"}",
-        "shipper_sink_compression_ratio{sink=\"out\"}",
+        "# TYPE shipper_component_lag_seconds gauge",
+        "# TYPE shipper_component_deliver_seconds histogram",
+        "shipper_component_deliver_seconds_bucket{component_id=\"out\",component_kind=\"sink\",component_type=\"file\",le=\"+Inf\"}",
+        "shipper_component_received_records_total{component_id=\"in\",component_kind=\"source\",component_type=\"stdin\"} 1000",
     ] {
         assert!(
             metrics.contains(expected),
@@ -1110,16 +1143,22 @@ fn post_reload_refuses_invalid_and_restart_only_configs_and_applies_valid_ones()
 
     // /metrics follows the reloads.
     let (_, metrics) = http_get(port, "/metrics");
-    for expected in [
-        "shipper_sink_records_out_total{sink=\"second\"}",
-        "shipper_component_records_in_total{component=\"net\",kind=\"source\"} 0",
-        &format!("shipper_component_records_in_total{{component=\"in\",kind=\"source\"}} {total}"),
-    ] {
-        assert!(
-            metrics.contains(expected),
-            "missing {expected:?} in\n{metrics}"
-        );
-    }
+    let value =
+        |name: &str, component: &str| sample(&metrics, name, &[("component_id", component)]);
+    assert!(
+        value("shipper_component_sent_records_total", "second").is_some(),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("shipper_component_received_records_total", "net"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("shipper_component_received_records_total", "in"),
+        Some(total as f64),
+        "{metrics}"
+    );
     stop(child);
     drop(stdin);
     let stderr = stderr.text();
@@ -1240,41 +1279,40 @@ batch = {{ max_records = 100 }}
     let metrics = loop {
         let (status, body) = http_get(port, "/metrics");
         assert_eq!(status, 200);
-        if body.contains("shipper_sink_records_out_total{sink=\"web\"} 1000")
+        let web = [("component_id", "web")];
+        if sample(&body, "shipper_component_sent_records_total", &web) == Some(1000.0)
             || Instant::now() > deadline
         {
             break body;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    for expected in [
-        "shipper_sink_records_out_total{sink=\"web\"} 1000",
-        "# TYPE shipper_http_sink_request_seconds histogram",
-        "shipper_http_sink_dead_lettered_batches_total{sink=\"web\"} 0",
-        "shipper_http_sink_retries_total{sink=\"web\"} 0",
-        &format!(
-            "shipper_http_sink_raw_bytes_total{{sink=\"web\"}} {}",
-            expected.len()
-        ),
-    ] {
-        assert!(
-            metrics.contains(expected),
-            "missing {expected:?} in\n{metrics}"
-        );
-    }
-    let requests: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("shipper_http_sink_requests_total{sink=\"web\"} "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let web = [("component_id", "web")];
+    let value = |name: &str| sample(&metrics, name, &web);
+    assert_eq!(value("shipper_component_sent_records_total"), Some(1000.0));
+    assert!(metrics.contains("# TYPE shipper_component_request_seconds histogram"));
+    assert_eq!(value("shipper_http_dead_lettered_batches_total"), Some(0.0));
+    assert_eq!(value("shipper_http_request_retries_total"), Some(0.0));
+    assert_eq!(
+        value("shipper_http_request_uncompressed_bytes_total"),
+        Some(expected.len() as f64)
+    );
+    let requests = value("shipper_http_requests_total").unwrap();
     // A chunk is never split: how many requests depends on how stdin's
     // lines fell into chunks.
-    assert!(requests >= 1, "{requests} requests");
-    assert!(metrics.contains(&format!(
-        "shipper_http_sink_request_seconds_count{{sink=\"web\"}} {requests}"
-    )));
-    assert!(!metrics.contains("shipper_http_sink_requests_total{sink=\"out\"}"));
+    assert!(requests >= 1.0, "{requests} requests");
+    assert_eq!(
+        value("shipper_component_request_seconds_count"),
+        Some(requests)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "shipper_http_requests_total",
+            &[("component_id", "out")]
+        ),
+        None
+    );
     send_signal(&child, "TERM");
     assert!(wait_for_exit(child).success());
     drop(stdin);
@@ -1285,10 +1323,12 @@ batch = {{ max_records = 100 }}
 fn http_requests(port: u16) -> u64 {
     let (status, metrics) = http_get(port, "/metrics");
     assert_eq!(status, 200);
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("shipper_http_sink_requests_total{sink=\"web\"} "))
-        .map_or(0, |count| count.parse().unwrap())
+    sample(
+        &metrics,
+        "shipper_http_requests_total",
+        &[("component_id", "web")],
+    )
+    .map_or(0, |count| count as u64)
 }
 
 /// Waits until the endpoint has received `count` lines; returns them.

@@ -45,5 +45,5 @@ pub use instance::{check_config, CallError};
 pub use loader::{load, Kind, LoadError, Plugin};
 pub use sink::DynamicSink;
 pub use source::DynamicSource;
-pub use stats::{plugin_stats, PluginStats};
+pub use stats::PluginStats;
 pub use transform::DynamicTransform;

@@ -12,7 +12,7 @@ use shipper_plugin::abi::{self, Slice};
 
 use crate::instance::{CallError, Instance};
 use crate::loader::{Kind, Plugin};
-use crate::stats::{for_component, PluginStats};
+use crate::stats::PluginStats;
 
 /// A dynamically loaded sink. The host decodes the stored chunks and hands
 /// the plugin their records (borrowed byte slices with stream, timestamp
@@ -165,7 +165,7 @@ impl DynamicSink {
             opened: false,
             context: None,
             decoder: Decoder::default(),
-            stats: for_component(name),
+            stats: Arc::default(),
             lane: None,
         })
     }
@@ -293,6 +293,10 @@ impl Drop for DynamicSink {
 
 #[async_trait]
 impl Sink for DynamicSink {
+    fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
+        self.stats.metrics(false)
+    }
+
     async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
         self.decoder = cx.decoder();
         self.lane = Some(Lane::of(&cx.data_dir.to_string_lossy(), &cx.name));

@@ -16,7 +16,7 @@ use shipper_plugin::export::report;
 
 use crate::instance::{CallError, Instance};
 use crate::loader::{Kind, Plugin};
-use crate::stats::{for_component, PluginStats};
+use crate::stats::PluginStats;
 
 /// A dynamically loaded source. Its `run` is the plugin's: it blocks, so
 /// it runs where blocking is allowed (`block_in_place`, and the runtime
@@ -46,7 +46,7 @@ impl DynamicSource {
             name: name.to_owned(),
             plugin: plugin.clone(),
             config: config.to_owned(),
-            stats: for_component(name),
+            stats: Arc::default(),
         })
     }
 
@@ -119,6 +119,10 @@ fn close_lingering(emitter: &Mutex<&mut Emitter>, finished: &Shutdown) {
 
 #[async_trait]
 impl Source for DynamicSource {
+    fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
+        self.stats.metrics(false)
+    }
+
     /// Blocks: call it on a multi-thread runtime or a blocking thread
     /// (`block_in_place` panics on a current-thread runtime); the runtime
     /// runs plugin sources on the blocking pool.

@@ -1,8 +1,10 @@
-//! Counters of the dynamic plugins, by component name, for `/metrics`.
+//! Counters of a component that runs a dynamic plugin: calls that
+//! failed or panicked, and records a transform dropped for it.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use shipper_core::metrics::{counters_of, ComponentMetric};
 
 /// One component's plugin counters.
 #[derive(Debug, Default)]
@@ -22,26 +24,37 @@ impl PluginStats {
             self.panics.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
 
-static STATS: Mutex<BTreeMap<String, Arc<PluginStats>>> = Mutex::new(BTreeMap::new());
-
-/// The counters of component `name` (created at first use; kept across
-/// reloads, as the other per-component counters are).
-pub(crate) fn for_component(name: &str) -> Arc<PluginStats> {
-    let mut stats = STATS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    stats.entry(name.to_owned()).or_default().clone()
-}
-
-/// Every component's plugin counters, by name.
-pub fn plugin_stats() -> Vec<(String, Arc<PluginStats>)> {
-    let stats = STATS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    stats
-        .iter()
-        .map(|(name, stats)| (name.clone(), stats.clone()))
-        .collect()
+    /// The counters as metrics (`with_dropped` for a transform).
+    pub fn metrics(self: &Arc<Self>, with_dropped: bool) -> Vec<ComponentMetric> {
+        let mut metrics = counters_of(
+            self,
+            &[
+                (
+                    "shipper_plugin_errors_total",
+                    "Calls into a plugin library that failed (retryable, fatal or panicked).",
+                    &[],
+                    |s| &s.errors,
+                ),
+                (
+                    "shipper_plugin_panics_total",
+                    "Calls into a plugin library that panicked; each replaced the plugin's instance.",
+                    &[],
+                    |s| &s.panics,
+                ),
+            ],
+        );
+        if with_dropped {
+            metrics.extend(counters_of(
+                self,
+                &[(
+                    "shipper_plugin_dropped_records_total",
+                    "Records a transform plugin dropped because its call failed.",
+                    &[],
+                    |s| &s.dropped,
+                )],
+            ));
+        }
+        metrics
+    }
 }

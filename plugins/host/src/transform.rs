@@ -9,7 +9,7 @@ use shipper_plugin::abi::{self, Slice};
 
 use crate::instance::{CallError, Decision, Instance};
 use crate::loader::{Kind, Plugin};
-use crate::stats::{for_component, PluginStats};
+use crate::stats::PluginStats;
 
 /// How often a failing transform's errors are logged at most.
 const LOG_EVERY: Duration = Duration::from_secs(1);
@@ -46,7 +46,7 @@ impl DynamicTransform {
             plugin: plugin.clone(),
             config: config.to_owned(),
             instance: Some(Instance::create(plugin, config)?),
-            stats: for_component(component),
+            stats: Arc::default(),
             last_logged: None,
             unlogged: 0,
         })
@@ -75,6 +75,10 @@ impl DynamicTransform {
 }
 
 impl Transform for DynamicTransform {
+    fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
+        self.stats.metrics(true)
+    }
+
     fn apply<'a>(&mut self, record: &'a [u8], scratch: &'a mut Vec<u8>) -> TransformOutcome<'a> {
         self.apply_record("", 0, record, scratch)
     }

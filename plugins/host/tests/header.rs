@@ -298,19 +298,20 @@ fn a_failed_transform_call_drops_the_record_and_a_panic_replaces_the_instance() 
         Some("instance 2"),
         "a panic replaces it"
     );
-    let stats = shipper_plugin_host::plugin_stats()
-        .into_iter()
-        .find(|(name, _)| name == "numbered-test")
-        .unwrap()
-        .1;
-    use std::sync::atomic::Ordering::Relaxed;
+    let value = |name: &str| {
+        transform
+            .metrics()
+            .iter()
+            .find(|metric| metric.name == name)
+            .map(|metric| metric.value())
+    };
     assert_eq!(
         (
-            stats.errors.load(Relaxed),
-            stats.panics.load(Relaxed),
-            stats.dropped.load(Relaxed)
+            value("shipper_plugin_errors_total"),
+            value("shipper_plugin_panics_total"),
+            value("shipper_plugin_dropped_records_total")
         ),
-        (2, 1, 2)
+        (Some(2), Some(1), Some(2))
     );
 }
 

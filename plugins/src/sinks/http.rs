@@ -80,7 +80,7 @@ use shipper_core::plugin::{PluginError, Sink, SinkContext};
 
 pub use encode::{HttpCompression, HttpProtocol};
 pub use retry::{RetryOptions, MAX_RETRY_AFTER};
-pub use stats::{HttpSinkStats, LatencyHistogram, LatencySnapshot, LATENCY_BUCKETS};
+pub use stats::HttpSinkStats;
 
 use encode::{Encoder, Pieces, Request};
 use stats::{Event, FailureKind};
@@ -728,6 +728,10 @@ impl HttpSink {
 
 #[async_trait]
 impl Sink for HttpSink {
+    fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
+        self.stats.metrics()
+    }
+
     async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
         self.name.clone_from(&cx.name);
         self.encoder.set_decoder(cx.decoder());

@@ -184,6 +184,33 @@ pub struct PostgresStats {
     pub transactions: AtomicU64,
 }
 
+impl PostgresStats {
+    /// The counters as metrics.
+    pub fn metrics(self: &Arc<Self>) -> Vec<shipper_core::metrics::ComponentMetric> {
+        const ROWS: &str = "shipper_postgres_rows_total";
+        const HELP: &str = "Records the sink handled, by outcome: copied, skipped (already stored by the high-water mark), stored as a JSON string (not JSON jsonb takes), or with invalid UTF-8 replaced.";
+        shipper_core::metrics::counters_of(
+            self,
+            &[
+                (ROWS, HELP, &[("outcome", "copied")], |c| &c.rows),
+                (ROWS, HELP, &[("outcome", "skipped")], |c| &c.skipped),
+                (ROWS, HELP, &[("outcome", "stored_as_text")], |c| {
+                    &c.stored_as_text
+                }),
+                (ROWS, HELP, &[("outcome", "invalid_utf8_replaced")], |c| {
+                    &c.invalid_utf8
+                }),
+                (
+                    "shipper_postgres_transactions_total",
+                    "Transactions committed.",
+                    &[],
+                    |c| &c.transactions,
+                ),
+            ],
+        )
+    }
+}
+
 /// `name` or `schema.name`, each a plain identifier.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TableName {
@@ -721,6 +748,10 @@ impl PostgresSink {
 
 #[async_trait]
 impl Sink for PostgresSink {
+    fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
+        self.stats.metrics()
+    }
+
     async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
         self.decoder = cx.decoder();
         let identity = Identity {

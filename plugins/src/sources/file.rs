@@ -891,8 +891,42 @@ impl Out<'_> {
     }
 }
 
+impl FileStats {
+    /// The counters as metrics.
+    pub fn metrics(self: &Arc<Self>) -> Vec<shipper_core::metrics::ComponentMetric> {
+        const LINES: &str = "shipper_source_lines_total";
+        const FILES: &str = "shipper_source_files_total";
+        shipper_core::metrics::counters_of(
+            self,
+            &[
+                (FILES, "Files the source opened, closed or refused.", &[("event", "opened")], |c| &c.files_opened),
+                (FILES, "Files the source opened, closed or refused.", &[("event", "closed")], |c| &c.files_closed),
+                (FILES, "Files the source opened, closed or refused.", &[("event", "refused")], |c| &c.files_refused),
+                (
+                    "shipper_source_truncations_total",
+                    "Files found shorter than the position read (copy and truncate): read again from the start.",
+                    &[],
+                    |c| &c.truncations,
+                ),
+                (LINES, "Lines the source altered or dropped.", &[("outcome", "truncated")], |c| &c.lines_truncated),
+                (LINES, "Lines the source altered or dropped.", &[("outcome", "dropped")], |c| &c.lines_dropped),
+                (
+                    "shipper_source_invalid_utf8_records_total",
+                    "Records holding invalid UTF-8 (kept or replaced, as invalid_utf8 says).",
+                    &[],
+                    |c| &c.invalid_utf8,
+                ),
+            ],
+        )
+    }
+}
+
 #[async_trait]
 impl Source for FileSource {
+    fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
+        self.stats.metrics()
+    }
+
     async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
         const MIN_IDLE: Duration = Duration::from_millis(5);
         let mut resume = self.resume(&cx.emitter);

@@ -398,8 +398,27 @@ impl Backoff {
     }
 }
 
+impl MqttCounters {
+    /// The counters as metrics.
+    pub fn metrics(self: &Arc<Self>) -> Vec<shipper_core::metrics::ComponentMetric> {
+        shipper_core::metrics::counters_of(
+            self,
+            &[
+                ("shipper_source_connections_total", "Connections the broker accepted (CONNACK).", &[], |c| &c.connections),
+                ("shipper_source_subscriptions_total", "Subscriptions the broker confirmed with every filter granted (SUBACK).", &[], |c| &c.subscriptions),
+                ("shipper_source_acknowledgements_total", "Acknowledgements sent to the broker (PUBACK), each after its record was durable.", &[], |c| &c.acked),
+                ("shipper_source_discarded_records_total", "Records the source dropped, by reason.", &[("reason", "oversized")], |c| &c.oversized),
+            ],
+        )
+    }
+}
+
 #[async_trait]
 impl Source for MqttSource {
+    fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
+        self.counters.metrics()
+    }
+
     async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
         let (client, mut eventloop) = AsyncClient::new(self.client_options(), REQUEST_CAPACITY);
         let mut acks = Acks::default();

@@ -18,7 +18,9 @@
 //! kept record is passed on as the input bytes.
 
 use super::path::{lookup, Scalar};
-use super::{Counters, FieldPath, FieldValue, OnError, Outcome, RecordTransform, Result};
+use super::{
+    Counters, FieldPath, FieldValue, OnError, Result, SharedCounters, Transform, TransformOutcome,
+};
 
 /// The test a [`Filter`] applies to its field.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +76,7 @@ pub struct Filter {
     condition: Condition,
     action: FilterAction,
     on_error: OnError,
-    counters: Counters,
+    counters: std::sync::Arc<SharedCounters>,
 }
 
 impl Filter {
@@ -90,7 +92,7 @@ impl Filter {
             condition: options.condition,
             action: options.action,
             on_error: options.on_error,
-            counters: Counters::default(),
+            counters: std::sync::Arc::default(),
         })
     }
 
@@ -113,19 +115,26 @@ impl Filter {
     }
 }
 
-impl RecordTransform for Filter {
-    fn apply<'a>(&mut self, record: &'a [u8], _scratch: &'a mut Vec<u8>) -> Outcome<'a> {
+impl Filter {
+    /// What this transform has done so far.
+    pub fn counters(&self) -> Counters {
+        self.counters.snapshot()
+    }
+}
+
+impl Transform for Filter {
+    fn apply<'a>(&mut self, record: &'a [u8], _scratch: &'a mut Vec<u8>) -> TransformOutcome<'a> {
         let outcome = match self.meets(record) {
             None => {
-                self.counters.unreadable += 1;
+                self.counters.count_unreadable();
                 self.on_error.outcome(record)
             }
             Some(met) => {
                 let keep = met == (self.action == FilterAction::Keep);
                 if keep {
-                    Outcome::Keep(record)
+                    TransformOutcome::Keep(record)
                 } else {
-                    Outcome::Drop
+                    TransformOutcome::Drop
                 }
             }
         };
@@ -133,8 +142,8 @@ impl RecordTransform for Filter {
         outcome
     }
 
-    fn counters(&self) -> &Counters {
-        &self.counters
+    fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
+        self.counters.metrics()
     }
 }
 
@@ -188,9 +197,9 @@ mod tests {
                     Filter::new(FilterOptions::new(field, condition.clone(), action)).unwrap();
                 let keep = kept == (action == FilterAction::Keep);
                 let expected = if keep {
-                    Outcome::Keep(record)
+                    TransformOutcome::Keep(record)
                 } else {
-                    Outcome::Drop
+                    TransformOutcome::Drop
                 };
                 assert_eq!(
                     filter.apply(record, &mut scratch),
@@ -228,8 +237,8 @@ mod tests {
                 let mut scratch = Vec::new();
                 for record in records {
                     let expected = match on_error {
-                        OnError::Keep => Outcome::Keep(record),
-                        OnError::Drop => Outcome::Drop,
+                        OnError::Keep => TransformOutcome::Keep(record),
+                        OnError::Drop => TransformOutcome::Drop,
                     };
                     assert_eq!(filter.apply(record, &mut scratch), expected, "{record:?}");
                 }
@@ -257,7 +266,7 @@ mod tests {
             filter.apply(record, &mut scratch);
         }
         assert_eq!(
-            *filter.counters(),
+            filter.counters(),
             Counters {
                 kept: 3,
                 dropped: 1,
@@ -278,7 +287,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             filter.apply(record.as_bytes(), &mut Vec::new()),
-            Outcome::Drop
+            TransformOutcome::Drop
         );
     }
 

@@ -2,17 +2,18 @@
 //!
 //! A record is a byte slice holding one JSON object (one NDJSON line,
 //! with or without its trailing newline). Every transform implements
-//! [`RecordTransform`]: it takes the record and returns an [`Outcome`]:
+//! [`Transform`] (the component interface's transform trait): it takes
+//! the record and returns a [`TransformOutcome`]:
 //!
-//! * [`Outcome::Keep`] borrows the input unchanged (zero-copy);
-//! * [`Outcome::Drop`] removes the record;
-//! * [`Outcome::Replace`] borrows new bytes written into a caller-provided
+//! * [`TransformOutcome::Keep`] borrows the input unchanged (zero-copy);
+//! * [`TransformOutcome::Drop`] removes the record;
+//! * [`TransformOutcome::Replace`] borrows new bytes written into a caller-provided
 //!   scratch `Vec<u8>`, which the caller reuses from record to record so
 //!   the buffer is allocated once, not per record.
 //!
 //! ```
 //! use shipper_plugins::transform::{
-//!     Condition, FieldValue, Filter, FilterAction, FilterOptions, Outcome, RecordTransform,
+//!     Condition, FieldValue, Filter, FilterAction, FilterOptions, TransformOutcome, Transform,
 //! };
 //!
 //! let mut filter = Filter::new(FilterOptions::new(
@@ -23,8 +24,8 @@
 //! .unwrap();
 //! let mut scratch = Vec::new();
 //! let error = br#"{"http":{"status":500},"msg":"boom"}"#;
-//! assert_eq!(filter.apply(error, &mut scratch), Outcome::Keep(&error[..]));
-//! assert_eq!(filter.apply(br#"{"http":{"status":200}}"#, &mut scratch), Outcome::Drop);
+//! assert_eq!(filter.apply(error, &mut scratch), TransformOutcome::Keep(&error[..]));
+//! assert_eq!(filter.apply(br#"{"http":{"status":200}}"#, &mut scratch), TransformOutcome::Drop);
 //! ```
 //!
 //! # Field paths
@@ -43,7 +44,7 @@
 //! happens to it is the transform's [`OnError`] (default
 //! [`OnError::Keep`]: pass it through unchanged, so a shipper never loses
 //! what it cannot read by default), and it is counted in
-//! [`Counters::unreadable`]. `sample` has no `OnError`: see [`sample`].
+//! [`Counters::unreadable`] (and exported as a metric). `sample` has no `OnError`: see [`sample`].
 //!
 //! `filter` and `sample` check the whole record's UTF-8 and JSON syntax but
 //! decode only the values on their field's path, while `remap` builds the
@@ -51,6 +52,10 @@
 //! 128 levels *off the path* leaves a record readable to the first two and
 //! unreadable to `remap`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use shipper_core::metrics::{counters_of, ComponentMetric};
 use thiserror::Error;
 
 pub mod filter;
@@ -63,37 +68,7 @@ pub use path::FieldPath;
 pub use remap::{Remap, RemapOptions};
 pub use sample::{Sample, SampleOptions};
 
-/// What a transform did with one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome<'a> {
-    /// The record goes on unchanged: these are the input bytes.
-    Keep(&'a [u8]),
-    /// The record is dropped.
-    Drop,
-    /// The record goes on as these bytes, held in the caller's scratch
-    /// buffer.
-    Replace(&'a [u8]),
-}
-
-impl<'a> Outcome<'a> {
-    /// The bytes that go on, if the record was not dropped.
-    pub fn bytes(&self) -> Option<&'a [u8]> {
-        match *self {
-            Outcome::Keep(bytes) | Outcome::Replace(bytes) => Some(bytes),
-            Outcome::Drop => None,
-        }
-    }
-}
-
-/// A transform of single records.
-pub trait RecordTransform: Send {
-    /// Transforms one record. `scratch` is cleared and written to only when
-    /// the outcome is [`Outcome::Replace`]; pass the same buffer every time.
-    fn apply<'a>(&mut self, record: &'a [u8], scratch: &'a mut Vec<u8>) -> Outcome<'a>;
-
-    /// What this transform has done so far.
-    fn counters(&self) -> &Counters;
-}
+pub use shipper_core::plugin::{Transform, TransformOutcome};
 
 /// What happens to a record that is not a JSON object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,10 +81,10 @@ pub enum OnError {
 }
 
 impl OnError {
-    fn outcome<'a>(self, record: &'a [u8]) -> Outcome<'a> {
+    fn outcome<'a>(self, record: &'a [u8]) -> TransformOutcome<'a> {
         match self {
-            OnError::Keep => Outcome::Keep(record),
-            OnError::Drop => Outcome::Drop,
+            OnError::Keep => TransformOutcome::Keep(record),
+            OnError::Drop => TransformOutcome::Drop,
         }
     }
 }
@@ -129,13 +104,59 @@ pub struct Counters {
     pub unreadable: u64,
 }
 
-impl Counters {
-    fn count(&mut self, outcome: &Outcome<'_>) {
-        match outcome {
-            Outcome::Keep(_) => self.kept += 1,
-            Outcome::Drop => self.dropped += 1,
-            Outcome::Replace(_) => self.replaced += 1,
+/// A transform's live counts, shared with the metrics registry. Only the
+/// transform's own thread writes them.
+#[derive(Debug, Default)]
+pub struct SharedCounters {
+    kept: AtomicU64,
+    dropped: AtomicU64,
+    replaced: AtomicU64,
+    unreadable: AtomicU64,
+}
+
+impl SharedCounters {
+    fn count(&self, outcome: &TransformOutcome<'_>) {
+        let counter = match outcome {
+            TransformOutcome::Keep(_) => &self.kept,
+            TransformOutcome::Drop => &self.dropped,
+            TransformOutcome::Replace(_) => &self.replaced,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_unreadable(&self) {
+        self.unreadable.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> Counters {
+        Counters {
+            kept: self.kept.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            replaced: self.replaced.load(Ordering::Relaxed),
+            unreadable: self.unreadable.load(Ordering::Relaxed),
         }
+    }
+
+    /// The counts as metrics: `shipper_transform_records_total` by
+    /// outcome, and the unreadable records.
+    pub fn metrics(self: &Arc<Self>) -> Vec<ComponentMetric> {
+        const NAME: &str = "shipper_transform_records_total";
+        const HELP: &str = "Records a transform saw, by what it did with them.";
+        counters_of(
+            self,
+            &[
+                (NAME, HELP, &[("outcome", "kept")], |c| &c.kept),
+                (NAME, HELP, &[("outcome", "dropped")], |c| &c.dropped),
+                (NAME, HELP, &[("outcome", "replaced")], |c| &c.replaced),
+                (
+                    "shipper_transform_unreadable_records_total",
+                    "Records that are not a JSON object (also counted as kept or dropped, as on_error says).",
+                    &[],
+                    |c| &c.unreadable,
+                ),
+            ],
+        )
     }
 }
 

@@ -28,7 +28,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    Counters, FieldPath, FieldValue, OnError, Outcome, RecordTransform, Result, TransformError,
+    Counters, FieldPath, FieldValue, OnError, Result, SharedCounters, Transform, TransformError,
+    TransformOutcome,
 };
 
 /// Configuration of a [`Remap`]; fields are dotted paths.
@@ -75,7 +76,7 @@ pub struct Remap {
     redaction: Value,
     add: Vec<(FieldPath, Value)>,
     on_error: OnError,
-    counters: Counters,
+    counters: std::sync::Arc<SharedCounters>,
 }
 
 impl Remap {
@@ -106,7 +107,7 @@ impl Remap {
             redaction: Value::String(options.redaction),
             add,
             on_error: options.on_error,
-            counters: Counters::default(),
+            counters: std::sync::Arc::default(),
         })
     }
 
@@ -139,27 +140,34 @@ impl Remap {
     }
 }
 
-impl RecordTransform for Remap {
-    fn apply<'a>(&mut self, record: &'a [u8], scratch: &'a mut Vec<u8>) -> Outcome<'a> {
+impl Remap {
+    /// What this transform has done so far.
+    pub fn counters(&self) -> Counters {
+        self.counters.snapshot()
+    }
+}
+
+impl Transform for Remap {
+    fn apply<'a>(&mut self, record: &'a [u8], scratch: &'a mut Vec<u8>) -> TransformOutcome<'a> {
         let outcome = match serde_json::from_slice::<Value>(record) {
             Ok(Value::Object(mut object)) => {
                 if self.change(&mut object) {
                     scratch.clear();
                     match serde_json::to_writer(&mut *scratch, &object) {
-                        Ok(()) => Outcome::Replace(scratch),
+                        Ok(()) => TransformOutcome::Replace(scratch),
                         // A map of strings to values always serializes;
                         // should it not, the record is unreadable.
                         Err(_) => {
-                            self.counters.unreadable += 1;
+                            self.counters.count_unreadable();
                             self.on_error.outcome(record)
                         }
                     }
                 } else {
-                    Outcome::Keep(record)
+                    TransformOutcome::Keep(record)
                 }
             }
             Ok(_) | Err(_) => {
-                self.counters.unreadable += 1;
+                self.counters.count_unreadable();
                 self.on_error.outcome(record)
             }
         };
@@ -167,8 +175,8 @@ impl RecordTransform for Remap {
         outcome
     }
 
-    fn counters(&self) -> &Counters {
-        &self.counters
+    fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
+        self.counters.metrics()
     }
 }
 
@@ -247,12 +255,12 @@ mod tests {
     fn run(remap: &mut Remap, record: &[u8]) -> Option<String> {
         let mut scratch = b"stale".to_vec();
         match remap.apply(record, &mut scratch) {
-            Outcome::Keep(bytes) => {
+            TransformOutcome::Keep(bytes) => {
                 assert_eq!(bytes, record, "keep borrows the input");
                 Some(format!("same:{}", String::from_utf8_lossy(bytes)))
             }
-            Outcome::Replace(bytes) => Some(String::from_utf8(bytes.to_vec()).unwrap()),
-            Outcome::Drop => None,
+            TransformOutcome::Replace(bytes) => Some(String::from_utf8(bytes.to_vec()).unwrap()),
+            TransformOutcome::Drop => None,
         }
     }
 
@@ -342,8 +350,8 @@ mod tests {
             for record in records {
                 let mut scratch = Vec::new();
                 let expected = match on_error {
-                    OnError::Keep => Outcome::Keep(record),
-                    OnError::Drop => Outcome::Drop,
+                    OnError::Keep => TransformOutcome::Keep(record),
+                    OnError::Drop => TransformOutcome::Drop,
                 };
                 assert_eq!(remap.apply(record, &mut scratch), expected, "{record:?}");
             }

@@ -22,7 +22,9 @@
 //! `rate = 1` keeps everything without parsing.
 
 use super::path::{lookup, Scalar};
-use super::{Counters, FieldPath, Outcome, RecordTransform, Result, TransformError};
+use super::{
+    Counters, FieldPath, Result, SharedCounters, Transform, TransformError, TransformOutcome,
+};
 
 /// Configuration of a [`Sample`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +44,7 @@ pub struct Sample {
     /// Records decided by the counter so far.
     seen: u64,
     unkeyed: u64,
-    counters: Counters,
+    counters: std::sync::Arc<SharedCounters>,
 }
 
 impl Sample {
@@ -57,7 +59,7 @@ impl Sample {
             key,
             seen: 0,
             unkeyed: 0,
-            counters: Counters::default(),
+            counters: std::sync::Arc::default(),
         })
     }
 
@@ -87,26 +89,33 @@ impl Sample {
             }
             Err(_) => {
                 self.unkeyed += 1;
-                self.counters.unreadable += 1;
+                self.counters.count_unreadable();
                 self.by_counter()
             }
         }
     }
 }
 
-impl RecordTransform for Sample {
-    fn apply<'a>(&mut self, record: &'a [u8], _scratch: &'a mut Vec<u8>) -> Outcome<'a> {
+impl Sample {
+    /// What this transform has done so far.
+    pub fn counters(&self) -> Counters {
+        self.counters.snapshot()
+    }
+}
+
+impl Transform for Sample {
+    fn apply<'a>(&mut self, record: &'a [u8], _scratch: &'a mut Vec<u8>) -> TransformOutcome<'a> {
         let outcome = if self.keep(record) {
-            Outcome::Keep(record)
+            TransformOutcome::Keep(record)
         } else {
-            Outcome::Drop
+            TransformOutcome::Drop
         };
         self.counters.count(&outcome);
         outcome
     }
 
-    fn counters(&self) -> &Counters {
-        &self.counters
+    fn metrics(&self) -> Vec<shipper_core::metrics::ComponentMetric> {
+        self.counters.metrics()
     }
 }
 
@@ -176,7 +185,7 @@ mod tests {
     }
 
     fn kept(sample: &mut Sample, record: &[u8]) -> bool {
-        sample.apply(record, &mut Vec::new()) != Outcome::Drop
+        sample.apply(record, &mut Vec::new()) != TransformOutcome::Drop
     }
 
     #[test]

@@ -9,24 +9,20 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use shipper_core::emit::{EmitterCounters, EmitterStats};
 use shipper_core::log::Log;
-use shipper_core::metrics::{ComponentMetric, MetricKind};
+use shipper_core::metrics::{ComponentLabels, Registration, Registry, Value};
 use shipper_core::plugin::{PluginError, Shutdown, Source, SourceContext};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::reload::{self, Changes, ReloadOutcome, ReloadSummary, ReloadTrigger, Reloads};
 use super::{
-    build_emitter, build_sink, build_source, deliver, runs_plugin_code, Built, BuiltSink, SinkTask,
-};
-use crate::admin::{
-    add_counters, metric_key, AdminState, ComponentLabels, MetricKey, PipelineStats, SinkStats,
+    build_emitter, build_sink, build_source, deliver, runs_plugin_code, Built, BuiltSink,
+    DeliveryStats, SinkTask,
 };
 use crate::config::{self, Config, LoadError};
 
@@ -44,14 +40,8 @@ pub(super) struct Supervisor {
     returned_sender: mpsc::UnboundedSender<u64>,
     returned: mpsc::UnboundedReceiver<u64>,
     next_task_id: u64,
-    admin: Arc<AdminState>,
-    /// What the emitters a reload stopped had counted, by component and
-    /// kind, so totals never go backwards.
-    retired: BTreeMap<(String, &'static str), EmitterCounters>,
-    /// Records acknowledged by sinks a reload removed.
-    retired_sinks: BTreeMap<String, u64>,
-    /// What the counters of components a reload replaced had counted.
-    retired_metrics: BTreeMap<MetricKey, u64>,
+    /// Where every component's metrics are registered.
+    registry: Registry,
     /// Errors reported at exit: components that failed while running.
     failures: Vec<String>,
     /// Sources stopped by a reload that did not return in time (a plugin
@@ -63,10 +53,9 @@ pub(super) struct Supervisor {
 
 /// A source of the config and its task.
 struct SourceSlot {
-    /// Counters of the source's emitter and of the transforms under it.
-    emitters: Vec<(String, &'static str, Arc<EmitterStats>)>,
-    /// The source's own metrics.
-    metrics: Vec<(ComponentLabels, ComponentMetric)>,
+    /// The metrics of the source, its emitter and the transforms under
+    /// it; dropped when it stops (what they counted stays counted).
+    registrations: Vec<Registration>,
     state: SourceState,
 }
 
@@ -85,8 +74,6 @@ enum SourceState {
 
 /// A sink of the config and its delivery task.
 struct SinkSlot {
-    /// Kept across restarts of the sink, so its counters keep counting.
-    stats: Arc<SinkStats>,
     /// `None` when building it failed, or its task failed.
     task: Option<RunningSink>,
 }
@@ -94,6 +81,9 @@ struct SinkSlot {
 struct RunningSink {
     stop: Shutdown,
     task: JoinHandle<anyhow::Result<()>>,
+    /// The metrics of the sink and its delivery loop: dropped once its
+    /// task has ended, so they hold everything it counted.
+    registration: Registration,
 }
 
 /// Sends a source task's id to the supervisor when dropped: when the task
@@ -156,12 +146,7 @@ impl Listed {
 }
 
 impl Supervisor {
-    pub(super) fn new(
-        log: Log,
-        config: Config,
-        config_file: PathBuf,
-        admin: Arc<AdminState>,
-    ) -> Self {
+    pub(super) fn new(log: Log, config: Config, config_file: PathBuf, registry: Registry) -> Self {
         let (returned_sender, returned) = mpsc::unbounded_channel();
         Supervisor {
             log,
@@ -173,10 +158,7 @@ impl Supervisor {
             returned_sender,
             returned,
             next_task_id: 0,
-            admin,
-            retired: BTreeMap::new(),
-            retired_sinks: BTreeMap::new(),
-            retired_metrics: BTreeMap::new(),
+            registry,
             failures: Vec::new(),
             lingering: Vec::new(),
             started: Instant::now(),
@@ -254,7 +236,12 @@ impl Supervisor {
         let deadline = Instant::now() + timeout;
         let mut aborted = Vec::new();
         for (name, slot) in &mut self.sinks {
-            let Some(RunningSink { task, .. }) = slot.task.take() else {
+            let Some(RunningSink {
+                task,
+                registration: _registration,
+                ..
+            }) = slot.task.take()
+            else {
                 continue;
             };
             match join(task, deadline).await {
@@ -378,10 +365,7 @@ impl Supervisor {
             .collect();
         summary.failed.extend(self.stop_sinks(&stopping).await);
         for name in &diff.sinks.removed {
-            if let Some(slot) = self.sinks.remove(name) {
-                *self.retired_sinks.entry(name.clone()).or_default() +=
-                    slot.stats.records.load(Ordering::Relaxed);
-            }
+            self.sinks.remove(name);
             // The sink is gone for good: its cursor would keep every
             // segment from its position on until the disk budget is full.
             match tokio::task::block_in_place(|| self.log.remove_cursor(name)) {
@@ -485,37 +469,23 @@ impl Supervisor {
                 self.sources.insert(
                     name.to_owned(),
                     SourceSlot {
-                        emitters: Vec::new(),
-                        metrics: Vec::new(),
+                        registrations: Vec::new(),
                         state: SourceState::NotBuilt,
                     },
                 );
                 return Err(error);
             }
         };
-        let emitters = emitter
-            .stats()
-            .into_iter()
-            .enumerate()
-            .map(|(index, (component, stats))| {
-                let kind = if index == 0 { "source" } else { "transform" };
-                (component, kind, stats)
-            })
-            .collect();
-        let labels = ComponentLabels {
-            id: name.to_owned(),
-            kind: "source",
-            type_name: self
-                .config
-                .sources
-                .get(name)
-                .map_or_else(String::new, |source| source.type_name().to_owned()),
-        };
-        let metrics = source
-            .metrics()
-            .into_iter()
-            .map(|metric| (labels.clone(), metric))
-            .collect();
+        let mut registrations = Vec::new();
+        for (index, (component, mut metrics)) in emitter.metrics().into_iter().enumerate() {
+            let labels = if index == 0 {
+                metrics.extend(source.metrics());
+                self.labels(&component, "source")
+            } else {
+                self.labels(&component, "transform")
+            };
+            registrations.push(self.registry.register(labels, metrics));
+        }
         let stop = Shutdown::new();
         let mut cx = SourceContext {
             emitter,
@@ -543,8 +513,7 @@ impl Supervisor {
         self.sources.insert(
             name.to_owned(),
             SourceSlot {
-                emitters,
-                metrics,
+                registrations,
                 state: SourceState::Running { id, stop, task },
             },
         );
@@ -555,36 +524,47 @@ impl Supervisor {
     /// stored record) and starts its delivery task. The slot is filled even
     /// when building fails, so the next reload tries again.
     fn start_sink(&mut self, name: &str, built: anyhow::Result<BuiltSink>) -> anyhow::Result<()> {
-        let stats = self
-            .sinks
-            .get(name)
-            .map_or_else(Arc::default, |slot| slot.stats.clone());
         let started = built.and_then(|built| {
             let start = tokio::task::block_in_place(|| self.log.open_cursor(name))
                 .with_context(|| format!("sink {name}: opening its cursor"))?;
-            if let Some(http) = built.http_stats {
-                stats.attach_http(http);
-            }
+            let stats = Arc::new(DeliveryStats::default());
+            let mut metrics = stats.metrics(&self.log, name);
+            metrics.extend(built.sink.metrics());
+            let registration = self.registry.register(self.labels(name, "sink"), metrics);
             let stop = Shutdown::new();
             let task = tokio::spawn(deliver(SinkTask {
                 log: self.log.clone(),
                 name: name.to_owned(),
                 sink: built.sink,
                 inputs: built.inputs,
-                linger: built.linger,
+                batch: built.batch,
                 start,
-                stats: stats.clone(),
+                stats,
                 drain: self.drain.clone(),
                 stop: stop.clone(),
             }));
-            Ok(RunningSink { stop, task })
+            Ok(RunningSink {
+                stop,
+                task,
+                registration,
+            })
         });
         let (task, result) = match started {
             Ok(running) => (Some(running), Ok(())),
             Err(error) => (None, Err(error)),
         };
-        self.sinks.insert(name.to_owned(), SinkSlot { stats, task });
+        self.sinks.insert(name.to_owned(), SinkSlot { task });
         result
+    }
+
+    /// The labels of component `name`, a `kind` of the running config.
+    fn labels(&self, name: &str, kind: &'static str) -> ComponentLabels {
+        let type_name = match kind {
+            "source" => self.config.sources.get(name).map(|c| c.type_name()),
+            "transform" => self.config.transforms.get(name).map(|c| c.type_name()),
+            _ => self.config.sinks.get(name).map(|c| c.type_name()),
+        };
+        ComponentLabels::new(name, kind, type_name.unwrap_or_default())
     }
 
     /// Tells the running sources among `names` to stop, and waits for each
@@ -639,13 +619,13 @@ impl Supervisor {
         for name in names {
             if let Some(running) = self.sinks.get_mut(name).and_then(|slot| slot.task.take()) {
                 running.stop.trigger();
-                stopping.push((name, running.task));
+                stopping.push((name, running.task, running.registration));
             }
         }
         let timeout = self.config.shutdown_timeout();
         let deadline = Instant::now() + timeout;
         let mut failed = Vec::new();
-        for (name, task) in stopping {
+        for (name, task, _registration) in stopping {
             let error = match join(task, deadline).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(error)) => format!("sink {name}: {error:#}"),
@@ -710,85 +690,52 @@ impl Supervisor {
         }
     }
 
-    /// Moves the counters of source `name`'s emitters to the retired totals.
+    /// Takes the metrics of source `name` (and of the transforms under
+    /// it) out of the registry; what they counted stays counted.
     fn retire(&mut self, name: &str) {
-        let Some(slot) = self.sources.get_mut(name) else {
-            return;
-        };
-        for (component, kind, stats) in slot.emitters.drain(..) {
-            add_counters(
-                self.retired.entry((component, kind)).or_default(),
-                &stats.snapshot(),
-            );
-        }
-        for (labels, metric) in slot.metrics.drain(..) {
-            if metric.kind == MetricKind::Counter {
-                *self
-                    .retired_metrics
-                    .entry(metric_key(&labels, &metric))
-                    .or_default() += metric.value();
-            }
+        if let Some(slot) = self.sources.get_mut(name) {
+            slot.registrations.clear();
         }
     }
 
-    /// Hands the admin endpoint the counters of what runs now.
+    /// Forgets the counts of components the config no longer has.
     fn publish(&self) {
-        let configured = |name: &str| {
-            self.config.sources.contains_key(name) || self.config.transforms.contains_key(name)
-        };
-        self.admin.set_pipeline(PipelineStats {
-            components: self
-                .sources
-                .values()
-                .flat_map(|slot| slot.emitters.iter().cloned())
-                .collect(),
-            retired: self
-                .retired
-                .iter()
-                .filter(|((name, _), _)| configured(name))
-                .map(|(key, counters)| (key.clone(), *counters))
-                .collect(),
-            sinks: self
-                .sinks
-                .iter()
-                .map(|(name, slot)| (name.clone(), slot.stats.clone()))
-                .collect(),
-            component_metrics: self
-                .sources
-                .values()
-                .flat_map(|slot| slot.metrics.iter().cloned())
-                .collect(),
-            retired_metrics: self
-                .retired_metrics
-                .iter()
-                .filter(|((labels, _, _), _)| configured(&labels.id))
-                .map(|(key, value)| (key.clone(), *value))
-                .collect(),
+        let config = &self.config;
+        self.registry.retain_components(|name| {
+            config.sources.contains_key(name)
+                || config.transforms.contains_key(name)
+                || config.sinks.contains_key(name)
         });
     }
 
     /// The one line the run ends with: records in per source, out per sink,
     /// elapsed time and rate.
     fn log_summary(&self) {
-        let mut records_in: BTreeMap<&str, u64> = BTreeMap::new();
-        for ((name, kind), counters) in &self.retired {
-            if *kind == "source" {
-                *records_in.entry(name).or_default() += counters.records;
-            }
-        }
-        for (name, kind, stats) in self.sources.values().flat_map(|slot| &slot.emitters) {
-            if *kind == "source" {
-                *records_in.entry(name).or_default() += stats.snapshot().records;
-            }
-        }
-        let mut records_out: BTreeMap<&str, u64> = self
-            .retired_sinks
-            .iter()
-            .map(|(name, records)| (name.as_str(), *records))
+        let count = |metric: &str, kind: &str, name: &str| match self
+            .registry
+            .value(metric, &[("component_kind", kind), ("component_id", name)])
+        {
+            Some(Value::Counter(count)) => count,
+            _ => 0,
+        };
+        let records_in: BTreeMap<&str, u64> = self
+            .config
+            .sources
+            .keys()
+            .map(|name| {
+                let count = count("shipper_component_received_records_total", "source", name);
+                (name.as_str(), count)
+            })
             .collect();
-        for (name, slot) in &self.sinks {
-            *records_out.entry(name).or_default() += slot.stats.records.load(Ordering::Relaxed);
-        }
+        let records_out: BTreeMap<&str, u64> = self
+            .config
+            .sinks
+            .keys()
+            .map(|name| {
+                let count = count("shipper_component_sent_records_total", "sink", name);
+                (name.as_str(), count)
+            })
+            .collect();
         let seconds = self.started.elapsed().as_secs_f64();
         let total: u64 = records_in.values().sum();
         let rate = if seconds > 0.0 {

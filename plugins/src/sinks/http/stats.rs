@@ -3,72 +3,12 @@
 //! metric name is never typed twice.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Upper bounds (seconds) of the request-latency histogram's buckets; a
-/// last, unbounded bucket (`+Inf`) follows them.
-pub const LATENCY_BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-/// Request latency, from sending a request to having read its answer (or
-/// its failure), in fixed buckets of atomics.
-#[derive(Debug, Default)]
-pub struct LatencyHistogram {
-    /// One count per bucket of [`LATENCY_BUCKETS`], then `+Inf`; not cumulative.
-    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    sum_nanos: AtomicU64,
-}
-
-/// A histogram read at one moment, in Prometheus' shape.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LatencySnapshot {
-    /// `(upper bound in seconds, observations at or below it)`, cumulative,
-    /// ending with `f64::INFINITY` and the total count.
-    pub buckets: Vec<(f64, u64)>,
-    /// Number of observations.
-    pub count: u64,
-    /// Sum of the observations, in seconds.
-    pub sum_seconds: f64,
-}
-
-impl LatencyHistogram {
-    /// Counts one request that took `elapsed`.
-    pub fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    /// The buckets, cumulative, with count and sum.
-    pub fn snapshot(&self) -> LatencySnapshot {
-        let mut buckets = Vec::with_capacity(self.counts.len());
-        let mut cumulative = 0;
-        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
-        for (bound, count) in bounds.zip(&self.counts) {
-            cumulative += count.load(Ordering::Relaxed);
-            buckets.push((bound, cumulative));
-        }
-        LatencySnapshot {
-            buckets,
-            count: cumulative,
-            sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
-        }
-    }
-
-    fn absorb(&self, earlier: &LatencyHistogram) {
-        for (count, old) in self.counts.iter().zip(&earlier.counts) {
-            count.fetch_add(old.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-        self.sum_nanos
-            .fetch_add(earlier.sum_nanos.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
-}
+use shipper_core::metrics::{
+    counters_of, ComponentMetric, Histogram, REQUEST_SECONDS, REQUEST_SECONDS_HELP,
+};
 
 /// Live counters of one http sink, shared (`Arc`) with whoever reports
 /// them (the admin endpoint's `/metrics`).
@@ -96,32 +36,77 @@ pub struct HttpSinkStats {
     /// high-water mark): each stops the sink, its records kept.
     pub contradictions: AtomicU64,
     /// Request latency.
-    pub latency: LatencyHistogram,
+    pub latency: Arc<Histogram>,
 }
 
 impl HttpSinkStats {
-    /// Adds the counts of `earlier` (the stats of a sink this one replaces,
-    /// after a reload), so that counters never go backwards.
-    pub fn absorb(&self, earlier: &HttpSinkStats) {
-        let pairs = [
-            (&self.requests, &earlier.requests),
-            (&self.retries, &earlier.retries),
-            (&self.failures, &earlier.failures),
-            (&self.dead_lettered_batches, &earlier.dead_lettered_batches),
-            (&self.dead_lettered_records, &earlier.dead_lettered_records),
-            (&self.body_bytes, &earlier.body_bytes),
-            (&self.raw_bytes, &earlier.raw_bytes),
-            (&self.contradictions, &earlier.contradictions),
-        ];
-        for (counter, old) in pairs {
-            counter.fetch_add(old.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-        self.latency.absorb(&earlier.latency);
-    }
-
     /// Loads a counter (a shorthand for reporting).
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// The counters and the request-latency histogram as metrics.
+    pub fn metrics(self: &Arc<Self>) -> Vec<ComponentMetric> {
+        let mut metrics = counters_of(
+            self,
+            &[
+                (
+                    "shipper_http_requests_total",
+                    "HTTP requests sent, retries included.",
+                    &[],
+                    |s| &s.requests,
+                ),
+                (
+                    "shipper_http_request_retries_total",
+                    "HTTP requests sent again after the previous try of the batch failed.",
+                    &[],
+                    |s| &s.retries,
+                ),
+                (
+                    "shipper_http_request_failures_total",
+                    "HTTP requests that failed and will be retried (connection, timeout, 408, 429, 5xx, bad answer).",
+                    &[],
+                    |s| &s.failures,
+                ),
+                (
+                    "shipper_http_dead_lettered_batches_total",
+                    "Batches refused for good (4xx) and written to the dead-letter file.",
+                    &[],
+                    |s| &s.dead_lettered_batches,
+                ),
+                (
+                    "shipper_http_dead_lettered_records_total",
+                    "Records in dead-lettered batches.",
+                    &[],
+                    |s| &s.dead_lettered_records,
+                ),
+                (
+                    "shipper_http_request_body_bytes_total",
+                    "Request body bytes sent as on the wire (compressed), retries included.",
+                    &[],
+                    |s| &s.body_bytes,
+                ),
+                (
+                    "shipper_http_request_uncompressed_bytes_total",
+                    "Uncompressed record bytes of the requests sent, retries included.",
+                    &[],
+                    |s| &s.raw_bytes,
+                ),
+                (
+                    "shipper_http_contradictions_total",
+                    "Answers of a shipper receiver that contradict this log (a high-water mark beyond it, a 409): each stopped the sink, its records kept.",
+                    &[],
+                    |s| &s.contradictions,
+                ),
+            ],
+        );
+        metrics.push(ComponentMetric::histogram(
+            REQUEST_SECONDS,
+            REQUEST_SECONDS_HELP,
+            &[],
+            self.latency.clone(),
+        ));
+        metrics
     }
 }
 
@@ -249,43 +234,5 @@ impl Event<'_> {
                 );
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latencies_fall_into_cumulative_buckets() {
-        let histogram = LatencyHistogram::default();
-        for millis in [1, 5, 7, 300, 1_000, 60_000] {
-            histogram.observe(Duration::from_millis(millis));
-        }
-        let snapshot = histogram.snapshot();
-        assert_eq!(snapshot.count, 6);
-        assert!((snapshot.sum_seconds - 61.313).abs() < 1e-9);
-        let at = |bound: f64| {
-            snapshot
-                .buckets
-                .iter()
-                .find(|(b, _)| *b == bound)
-                .map(|(_, count)| *count)
-        };
-        assert_eq!(at(0.005), Some(2), "1 ms and exactly 5 ms");
-        assert_eq!(at(0.01), Some(3));
-        assert_eq!(at(0.25), Some(3));
-        assert_eq!(at(0.5), Some(4));
-        assert_eq!(at(1.0), Some(5));
-        assert_eq!(at(30.0), Some(5));
-        assert_eq!(at(f64::INFINITY), Some(6));
-        let other = HttpSinkStats::default();
-        other.latency.observe(Duration::from_millis(2));
-        other.requests.fetch_add(3, Ordering::Relaxed);
-        let stats = HttpSinkStats::default();
-        stats.requests.fetch_add(1, Ordering::Relaxed);
-        stats.absorb(&other);
-        assert_eq!(HttpSinkStats::get(&stats.requests), 4);
-        assert_eq!(stats.latency.snapshot().count, 1);
     }
 }

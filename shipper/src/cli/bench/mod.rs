@@ -928,21 +928,16 @@ fn scrape(port: u16) -> anyhow::Result<String> {
 }
 
 /// The value of sample `family{labels}` in a `/metrics` text.
-fn sample_of(text: &str, family: &str, labels: &str) -> Option<u64> {
-    let prefix = format!("{family}{{{labels}}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map(|value| value as u64)
+fn sample_of(text: &str, family: &str, component: &str) -> Option<u64> {
+    shipper::metrics::sample(text, family, &[("component_id", component)]).map(|value| value as u64)
 }
 
 /// Sink `sink`'s counters in a `/metrics` text.
 fn counters(text: &str, sink: &str) -> anyhow::Result<Counters> {
-    let labels = format!("sink=\"{sink}\"");
     Ok(Counters {
-        acknowledged: sample_of(text, "shipper_sink_records_out_total", &labels)
-            .context("no shipper_sink_records_out_total in /metrics")?,
-        stored_bytes: sample_of(text, "shipper_sink_bytes_out_total", &labels).unwrap_or(0),
+        acknowledged: sample_of(text, "shipper_component_sent_records_total", sink)
+            .context("no shipper_component_sent_records_total in /metrics")?,
+        stored_bytes: sample_of(text, "shipper_component_sent_bytes_total", sink).unwrap_or(0),
     })
 }
 

@@ -158,16 +158,15 @@ pub(super) fn observe(prepared: &Prepared) -> anyhow::Result<(u64, u64)> {
     let text = scrape(prepared.plan.admin)?;
     let records_in = sample_of(
         &text,
-        "shipper_component_records_in_total",
-        &format!("component=\"{}\",kind=\"source\"", prepared.source),
+        "shipper_component_received_records_total",
+        &prepared.source,
     )
     .unwrap_or(0);
     let mut lag = 0;
     let mut stored = 0;
     for sink in &prepared.sinks {
-        let labels = format!("sink=\"{sink}\"");
-        lag = lag.max(sample_of(&text, "shipper_sink_lag_records", &labels).unwrap_or(u64::MAX));
-        stored += sample_of(&text, "shipper_sink_bytes_out_total", &labels).unwrap_or(0);
+        lag = lag.max(sample_of(&text, "shipper_component_lag_records", sink).unwrap_or(u64::MAX));
+        stored += sample_of(&text, "shipper_component_sent_bytes_total", sink).unwrap_or(0);
     }
     Ok((records_in.saturating_sub(lag), stored))
 }
