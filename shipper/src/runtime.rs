@@ -63,7 +63,9 @@ use crate::config::{
     Codec, Config, Encoding, FieldValue, FilterAction, Framing, NatsMessage, ParseFormat,
     PluginComponent, SinkConfig, SocketMode, SourceConfig, TransformConfig,
 };
-pub(crate) use deliver::{deliver, BatchPolicy, DeliveryStats, SinkTask};
+pub(crate) use deliver::{
+    deliver, drain_sinks, BatchPolicy, DeliveryStats, RunningDelivery, SinkTask,
+};
 use shipper_plugin_host::{DynamicSink, DynamicSource, DynamicTransform};
 use supervisor::Supervisor;
 
@@ -643,20 +645,18 @@ pub async fn run(
 pub(crate) struct EmbeddedSinks {
     /// Each sink's name and counters.
     pub stats: Vec<(String, Arc<DeliveryStats>)>,
-    tasks: Vec<(String, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    tasks: Vec<RunningDelivery>,
     drain: Shutdown,
-    stop: Shutdown,
 }
 
 /// Builds the sinks of `config` and starts their delivery tasks on the
 /// current tokio runtime, each from its cursor in `log`.
 pub(crate) fn start_embedded_sinks(config: &Config, log: &Log) -> anyhow::Result<EmbeddedSinks> {
-    let (drain, stop) = (Shutdown::new(), Shutdown::new());
+    let drain = Shutdown::new();
     let mut sinks = EmbeddedSinks {
         stats: Vec::new(),
         tasks: Vec::new(),
         drain: drain.clone(),
-        stop: stop.clone(),
     };
     for built in build_sinks(config, |_| true)? {
         let name = built.name.clone();
@@ -664,6 +664,7 @@ pub(crate) fn start_embedded_sinks(config: &Config, log: &Log) -> anyhow::Result
             .open_cursor(&name)
             .with_context(|| format!("sink {name}: opening its cursor"))?;
         let stats = Arc::new(DeliveryStats::default());
+        let stop = Shutdown::new();
         let task = tokio::spawn(deliver(SinkTask {
             log: log.clone(),
             name: name.clone(),
@@ -676,39 +677,15 @@ pub(crate) fn start_embedded_sinks(config: &Config, log: &Log) -> anyhow::Result
             stop: stop.clone(),
         }));
         sinks.stats.push((name.clone(), stats));
-        sinks.tasks.push((name, task));
+        sinks.tasks.push(RunningDelivery { name, stop, task });
     }
     Ok(sinks)
 }
 
 impl EmbeddedSinks {
-    /// Lets every sink deliver what is durable for up to `patience`, then
-    /// stops them after their delivery in progress. Returns each failure.
+    /// Stops the sinks as `shipper run` does ([`drain_sinks`]): each
+    /// delivers what is durable for up to `patience`. Returns each failure.
     pub async fn shutdown(self, patience: Duration) -> Vec<String> {
-        self.drain.trigger();
-        let deadline = tokio::time::Instant::now() + patience;
-        let mut failed = Vec::new();
-        for (name, mut task) in self.tasks {
-            let outcome = match tokio::time::timeout_at(deadline, &mut task).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    self.stop.trigger();
-                    match tokio::time::timeout(Duration::from_secs(5), &mut task).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => {
-                            task.abort();
-                            failed.push(format!("sink {name}: did not stop"));
-                            continue;
-                        }
-                    }
-                }
-            };
-            match outcome {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => failed.push(format!("sink {name}: {error:#}")),
-                Err(error) => failed.push(format!("sink {name}: {error}")),
-            }
-        }
-        failed
+        drain_sinks(&self.drain, self.tasks, patience).await
     }
 }

@@ -179,13 +179,29 @@ impl Registry {
     }
 
     /// Forgets what components no longer configured had counted: `keep`
-    /// says which component ids stay.
-    pub fn retain_components(&self, keep: impl Fn(&str) -> bool) {
+    /// says, from a component's labels, whether it stays (a component
+    /// that changed its type is another component).
+    pub fn retain_components(&self, keep: impl Fn(&ComponentLabels) -> bool) {
         self.lock().retired.retain(|(_, labels), _| {
-            labels
-                .iter()
-                .find(|(key, _)| key == "component_id")
-                .is_none_or(|(_, id)| keep(id))
+            let label = |key: &str| {
+                labels
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, value)| value.as_str())
+            };
+            let (Some(id), Some(kind), Some(type_name)) = (
+                label("component_id"),
+                label("component_kind"),
+                label("component_type"),
+            ) else {
+                return true;
+            };
+            let kind = match kind {
+                "source" => "source",
+                "transform" => "transform",
+                _ => "sink",
+            };
+            keep(&ComponentLabels::new(id, kind, type_name))
         });
     }
 
@@ -381,6 +397,7 @@ mod tests {
         );
         assert_eq!(value, Some(Value::Counter(7)));
         registry.retain_components(|_| false);
+        // (A live registration is never forgotten.)
         let value = registry.value(
             "shipper_test_dropped_records_total",
             &[("component_id", "in")],

@@ -188,18 +188,26 @@ impl PostgresStats {
     /// The counters as metrics.
     pub fn metrics(self: &Arc<Self>) -> Vec<shipper_core::metrics::ComponentMetric> {
         const ROWS: &str = "shipper_postgres_rows_total";
-        const HELP: &str = "Records the sink handled, by outcome: copied, skipped (already stored by the high-water mark), stored as a JSON string (not JSON jsonb takes), or with invalid UTF-8 replaced.";
+        const HELP: &str = "Records the sink handled, by outcome: copied, or skipped (already stored, by the high-water mark).";
+        const ALTERED: &str = "shipper_postgres_altered_rows_total";
+        const ALTERED_HELP: &str = "Copied records stored altered: as a JSON string (not JSON jsonb takes), or with invalid UTF-8 (or NUL) replaced.";
         shipper_core::metrics::counters_of(
             self,
             &[
                 (ROWS, HELP, &[("outcome", "copied")], |c| &c.rows),
                 (ROWS, HELP, &[("outcome", "skipped")], |c| &c.skipped),
-                (ROWS, HELP, &[("outcome", "stored_as_text")], |c| {
-                    &c.stored_as_text
-                }),
-                (ROWS, HELP, &[("outcome", "invalid_utf8_replaced")], |c| {
-                    &c.invalid_utf8
-                }),
+                (
+                    ALTERED,
+                    ALTERED_HELP,
+                    &[("alteration", "stored_as_text")],
+                    |c| &c.stored_as_text,
+                ),
+                (
+                    ALTERED,
+                    ALTERED_HELP,
+                    &[("alteration", "invalid_utf8_replaced")],
+                    |c| &c.invalid_utf8,
+                ),
                 (
                     "shipper_postgres_transactions_total",
                     "Transactions committed.",

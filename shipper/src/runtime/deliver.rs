@@ -455,3 +455,296 @@ pub(crate) async fn deliver(task: SinkTask) -> anyhow::Result<()> {
     }
     sink.close().await.map_err(|e| anyhow!(e))
 }
+
+/// How long a sink told to stop at the drain deadline gets to finish its
+/// delivery in progress, and then, aborted, to reach its next await.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A sink's running delivery task.
+pub(crate) struct RunningDelivery {
+    pub name: String,
+    /// Tells the task to stop after the delivery in progress.
+    pub stop: Shutdown,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// The shutdown of sinks, the same for `shipper run` and an embedded
+/// pipeline: `drain` tells every sink to deliver what is durable and stop
+/// once caught up; one still busy after `patience` fails the shutdown (its
+/// records stay on disk for the next start), is told to stop after its
+/// delivery in progress, and is aborted if that takes longer than
+/// [`STOP_GRACE`], then awaited as long again, so none runs on while the
+/// log closes. Returns what failed.
+pub(crate) async fn drain_sinks(
+    drain: &Shutdown,
+    sinks: Vec<RunningDelivery>,
+    patience: Duration,
+) -> Vec<String> {
+    drain.trigger();
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut failed = Vec::new();
+    for RunningDelivery {
+        name,
+        stop,
+        mut task,
+    } in sinks
+    {
+        let outcome = match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                failed.push(format!(
+                    "sink {name} did not drain within {patience:?}; \
+                     its records stay on disk for the next start"
+                ));
+                stop.trigger();
+                match tokio::time::timeout(STOP_GRACE, &mut task).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        task.abort();
+                        // An aborted task ends at its next await; one in
+                        // blocking work (a cursor commit) once that is done.
+                        if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
+                            tracing::warn!(sink = %name, "an aborted sink is still busy; stopping without it");
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => failed.push(format!("sink {name}: {error:#}")),
+            Err(panic) => failed.push(format!("sink {name} panicked: {panic}")),
+        }
+    }
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    //! The delivery loop driven in one process: a real log in a temporary
+    //! directory, a sink that does what each test scripts.
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use shipper_core::chunk::ChunkOptions;
+    use shipper_core::emit::Emitter;
+    use shipper_core::log::{LogOptions, StoredChunk};
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::*;
+
+    /// What the scripted sink does with one `deliver` call.
+    enum Step {
+        Ok,
+        Retry,
+        /// Reports the batch's chunk at this index undecodable.
+        Undecodable(usize),
+        /// Waits for the test's word, then answers with it.
+        Hold(oneshot::Receiver<bool>),
+    }
+
+    /// A sink that answers as scripted (then `Ok`), and reports each call:
+    /// the first offsets of the batch it was given.
+    struct ScriptedSink {
+        script: VecDeque<Step>,
+        calls: mpsc::UnboundedSender<Vec<u64>>,
+        acknowledged: Arc<Mutex<Vec<u64>>>,
+    }
+
+    #[async_trait]
+    impl Sink for ScriptedSink {
+        async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
+            let offsets: Vec<u64> = chunks.iter().map(StoredChunk::first_offset).collect();
+            let _ = self.calls.send(offsets.clone());
+            let ok = match self.script.pop_front().unwrap_or(Step::Ok) {
+                Step::Ok => true,
+                Step::Retry => false,
+                Step::Undecodable(index) => {
+                    return Err(PluginError::undecodable(
+                        chunks[index].first_offset(),
+                        "scripted",
+                    ))
+                }
+                Step::Hold(word) => word.await.unwrap_or(false),
+            };
+            if !ok {
+                return Err(PluginError::Retryable("scripted".into()));
+            }
+            self.acknowledged.lock().unwrap().extend(offsets);
+            Ok(())
+        }
+    }
+
+    struct Harness {
+        _dir: tempfile::TempDir,
+        log: Log,
+        /// First offset and frame of each chunk appended.
+        chunks: Vec<(u64, Vec<u8>)>,
+        calls: mpsc::UnboundedReceiver<Vec<u64>>,
+        acknowledged: Arc<Mutex<Vec<u64>>>,
+        stats: Arc<DeliveryStats>,
+        drain: Shutdown,
+        stop: Shutdown,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    }
+
+    /// A log holding `chunks` chunks of 10 records each, durable, and the
+    /// delivery task of a sink `out` scripted with `script`.
+    fn start(chunks: usize, script: Vec<Step>) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        let mut emitter = Emitter::new(log.clone(), "in", ChunkOptions::default()).unwrap();
+        for chunk in 0..chunks {
+            for record in 0..10 {
+                let line = format!("{{\"chunk\":{chunk},\"record\":{record}}}");
+                emitter.emit("s", line.as_bytes(), 1, None).unwrap();
+            }
+            emitter.close_chunks().unwrap();
+        }
+        emitter.wait_durable().unwrap();
+        drop(emitter);
+        let stored = log
+            .reader(0)
+            .map(|chunk| {
+                let chunk = chunk.unwrap();
+                (chunk.first_offset(), chunk.frame().to_vec())
+            })
+            .collect();
+        let (calls_tx, calls) = mpsc::unbounded_channel();
+        let acknowledged = Arc::default();
+        let sink = ScriptedSink {
+            script: script.into(),
+            calls: calls_tx,
+            acknowledged: Arc::clone(&acknowledged),
+        };
+        let stats = Arc::new(DeliveryStats::default());
+        let (drain, stop) = (Shutdown::new(), Shutdown::new());
+        let start = log.open_cursor("out").unwrap();
+        let task = tokio::spawn(deliver(SinkTask {
+            log: log.clone(),
+            name: "out".to_owned(),
+            sink: Box::new(sink),
+            inputs: vec!["in".to_owned()],
+            batch: None,
+            start,
+            stats: stats.clone(),
+            drain: drain.clone(),
+            stop: stop.clone(),
+        }));
+        Harness {
+            _dir: dir,
+            log,
+            chunks: stored,
+            calls,
+            acknowledged,
+            stats,
+            drain,
+            stop,
+            task,
+        }
+    }
+
+    impl Harness {
+        fn first_offsets(&self) -> Vec<u64> {
+            self.chunks.iter().map(|(offset, _)| *offset).collect()
+        }
+
+        fn counted(&self, counter: fn(&DeliveryStats) -> &AtomicU64) -> u64 {
+            counter(&self.stats).load(Ordering::Relaxed)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retryable_failure_offers_the_same_batch_again_and_delivers_it_once() {
+        let mut h = start(3, vec![Step::Retry]);
+        let all = h.first_offsets();
+        assert_eq!(h.calls.recv().await.unwrap(), all);
+        assert_eq!(h.calls.recv().await.unwrap(), all, "the same batch again");
+        h.drain.trigger();
+        (&mut h.task).await.unwrap().unwrap();
+        assert_eq!(*h.acknowledged.lock().unwrap(), all);
+        assert_eq!(h.log.cursor("out"), Some(30));
+        assert_eq!(h.counted(|s| &s.retries), 1);
+        assert_eq!(h.counted(|s| &s.errors), 1);
+        assert_eq!(h.counted(|s| &s.records), 30);
+        assert_eq!(h.counted(|s| &s.batches), 1);
+        h.log.close().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_during_a_delivery_waits_for_it_and_commits_what_it_acknowledged() {
+        let (word, held) = oneshot::channel();
+        let mut h = start(2, vec![Step::Hold(held)]);
+        assert_eq!(h.calls.recv().await.unwrap(), h.first_offsets());
+        h.stop.trigger();
+        // The delivery in progress is not cut short.
+        tokio::task::yield_now().await;
+        assert!(!h.task.is_finished());
+        word.send(true).unwrap();
+        (&mut h.task).await.unwrap().unwrap();
+        assert_eq!(h.log.cursor("out"), Some(20), "the acknowledged batch");
+        assert_eq!(h.counted(|s| &s.records), 20);
+        h.log.close().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_during_a_delivery_that_fails_leaves_the_batch_for_the_next_start() {
+        let (word, held) = oneshot::channel();
+        let mut h = start(2, vec![Step::Hold(held)]);
+        assert_eq!(h.calls.recv().await.unwrap(), h.first_offsets());
+        h.stop.trigger();
+        word.send(false).unwrap();
+        (&mut h.task).await.unwrap().unwrap();
+        assert_eq!(h.log.cursor("out"), Some(0), "nothing acknowledged");
+        assert!(h.acknowledged.lock().unwrap().is_empty());
+        assert_eq!(h.counted(|s| &s.records), 0);
+        assert!(h.calls.try_recv().is_err(), "no retry after the stop");
+        h.log.close().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_undecodable_chunk_in_the_middle_goes_to_quarantine_and_the_rest_is_delivered() {
+        let mut h = start(3, vec![Step::Undecodable(1)]);
+        let all = h.first_offsets();
+        assert_eq!(h.calls.recv().await.unwrap(), all);
+        assert_eq!(
+            h.calls.recv().await.unwrap(),
+            vec![all[0], all[2]],
+            "offered again at once without the bad chunk"
+        );
+        h.drain.trigger();
+        (&mut h.task).await.unwrap().unwrap();
+        assert_eq!(*h.acknowledged.lock().unwrap(), vec![all[0], all[2]]);
+        assert_eq!(h.log.cursor("out"), Some(30), "the cursor passes it");
+        let quarantined = std::fs::read(quarantine_path(h.log.dir(), "out")).unwrap();
+        assert_eq!(quarantined, h.chunks[1].1, "the whole frame, as stored");
+        assert_eq!(h.counted(|s| &s.quarantined), 1);
+        assert_eq!(h.counted(|s| &s.records), 20);
+        h.log.close().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sink_that_cannot_drain_in_time_fails_the_shutdown_and_is_stopped() {
+        let script = (0..1000).map(|_| Step::Retry).collect();
+        let mut h = start(1, script);
+        h.calls.recv().await.unwrap();
+        let running = RunningDelivery {
+            name: "out".to_owned(),
+            stop: h.stop.clone(),
+            task: h.task,
+        };
+        let started = Instant::now();
+        let failed = drain_sinks(&h.drain, vec![running], Duration::from_millis(300)).await;
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].contains("did not drain within"), "{failed:?}");
+        assert!(
+            started.elapsed() < STOP_GRACE,
+            "the stop ended its retrying, no abort was needed"
+        );
+        assert_eq!(h.log.cursor("out"), Some(0));
+        h.log.close().unwrap();
+    }
+}

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use shipper_core::log::Log;
@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 
 use super::reload::{self, Changes, ReloadOutcome, ReloadSummary, ReloadTrigger, Reloads};
 use super::{
-    build_emitter, build_sink, build_source, deliver, runs_plugin_code, Built, BuiltSink,
-    DeliveryStats, SinkTask,
+    build_emitter, build_sink, build_source, deliver, drain_sinks, runs_plugin_code, Built,
+    BuiltSink, DeliveryStats, RunningDelivery, SinkTask,
 };
 use crate::config::{self, Config, LoadError};
 
@@ -107,9 +107,6 @@ enum Unjoined<T> {
     /// on; its handle says when it has returned.
     TimedOut(JoinHandle<T>),
 }
-
-/// How long a task aborted at a deadline gets to reach its next await.
-const ABORTED_TASK_GRACE: Duration = Duration::from_secs(5);
 
 /// Waits until `deadline` for a task told to stop.
 async fn join<T>(mut task: JoinHandle<T>, deadline: Instant) -> Result<T, Unjoined<T>> {
@@ -231,46 +228,22 @@ impl Supervisor {
             // what was appended before its waiting chunk is durable.
             tracing::warn!(timeout = ?timeout, "the log is full and no sink frees space: stopping without a final flush");
         }
-        self.drain.trigger();
-        let timeout = self.config.shutdown_timeout();
-        let deadline = Instant::now() + timeout;
-        let mut aborted = Vec::new();
+        let mut running = Vec::new();
+        // Each sink's metrics stay registered until its task has ended.
+        let mut registrations = Vec::new();
         for (name, slot) in &mut self.sinks {
-            let Some(RunningSink {
-                task,
-                registration: _registration,
-                ..
-            }) = slot.task.take()
-            else {
-                continue;
-            };
-            match join(task, deadline).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => self.failures.push(format!("sink {name}: {error:#}")),
-                Err(Unjoined::Panicked(panic)) => {
-                    self.failures.push(format!("sink {name} panicked: {panic}"));
-                }
-                Err(Unjoined::TimedOut(task)) => {
-                    self.failures.push(format!(
-                        "sink {name} did not drain within {timeout:?}; \
-                         its records stay on disk for the next start"
-                    ));
-                    aborted.push((name.clone(), task));
-                }
+            if let Some(sink) = slot.task.take() {
+                running.push(RunningDelivery {
+                    name: name.clone(),
+                    stop: sink.stop,
+                    task: sink.task,
+                });
+                registrations.push(sink.registration);
             }
         }
-        // An aborted sink ends at its next await; one in the middle of
-        // blocking work (a cursor commit) gets there once that work is
-        // done. Waiting for it here keeps it from running on while the log
-        // closes and the runtime shuts down under it.
-        for (name, task) in aborted {
-            if tokio::time::timeout(ABORTED_TASK_GRACE, task)
-                .await
-                .is_err()
-            {
-                tracing::warn!(sink = %name, "an aborted sink is still busy; stopping without it");
-            }
-        }
+        let failed = drain_sinks(&self.drain, running, self.config.shutdown_timeout()).await;
+        self.failures.extend(failed);
+        drop(registrations);
         self.log_summary();
         Ok(self.failures)
     }
@@ -698,14 +671,11 @@ impl Supervisor {
         }
     }
 
-    /// Forgets the counts of components the config no longer has.
+    /// Forgets the counts of components the config no longer has (or has
+    /// under another type).
     fn publish(&self) {
-        let config = &self.config;
-        self.registry.retain_components(|name| {
-            config.sources.contains_key(name)
-                || config.transforms.contains_key(name)
-                || config.sinks.contains_key(name)
-        });
+        self.registry
+            .retain_components(|labels| self.labels(&labels.id, labels.kind) == *labels);
     }
 
     /// The one line the run ends with: records in per source, out per sink,
