@@ -226,6 +226,33 @@ impl SinkContext {
     }
 }
 
+/// A sink's batch limits and how long a batch below them waits for more
+/// records before it goes (`batch.max_age_ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    /// How long a batch below the limits waits for more records.
+    pub max_age: Duration,
+    /// Records a batch holds at most.
+    pub max_records: u64,
+    /// Stored bytes a batch holds at most.
+    pub max_bytes: u64,
+}
+
+impl BatchPolicy {
+    /// Whether a batch of `records` taking `bytes` (stored) has room left.
+    pub fn wants_more(&self, records: u64, bytes: u64) -> bool {
+        records < self.max_records && bytes < self.max_bytes
+    }
+
+    /// How much longer a batch whose oldest record was produced at
+    /// `oldest_ns` (unix nanoseconds) may wait: `max_age` less its age, at
+    /// most `max_age` (a clock ahead of this one does not stretch it).
+    pub fn remaining(&self, oldest_ns: u64) -> Duration {
+        let age = Duration::from_nanos(crate::chunk::now_nanos().saturating_sub(oldest_ns));
+        self.max_age.saturating_sub(age)
+    }
+}
+
 /// A sink delivers stored chunks to a backend.
 #[async_trait]
 pub trait Sink: Send {

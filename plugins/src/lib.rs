@@ -21,7 +21,6 @@
 //! `multiline`, `transforms`, `corpus`), all on by default.
 //!
 //! ```
-//! # #[cfg(feature = "framing")] {
 //! use shipper_plugins::framing::lines::{LineOptions, LineSplitter};
 //!
 //! let mut splitter = LineSplitter::new(LineOptions::default());
@@ -39,41 +38,18 @@
 //!     lines,
 //!     [(b"first line".to_vec(), 11), (b"second".to_vec(), 18), (b"third".to_vec(), 23)]
 //! );
-//! # }
 //! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-#[cfg(feature = "corpus")]
+pub mod component;
 pub mod corpus;
-#[cfg(feature = "framing")]
 pub mod framing;
-#[cfg(feature = "listen")]
 pub mod listen;
-#[cfg(feature = "multiline")]
 pub mod multiline;
-#[cfg(feature = "syslog")]
 pub mod parse;
-#[cfg(any(
-    feature = "sinks-blackhole",
-    feature = "sinks-file",
-    feature = "sinks-http",
-    feature = "sinks-postgres",
-    feature = "sinks-nats",
-    feature = "sinks-stdout"
-))]
 pub mod sinks;
-#[cfg(any(
-    feature = "sources-stdin",
-    feature = "sources-file",
-    feature = "sources-socket",
-    feature = "sources-http",
-    feature = "sources-shipper",
-    feature = "sources-mqtt",
-    feature = "sources-generator"
-))]
 pub mod sources;
 pub mod throttle;
-#[cfg(feature = "transforms")]
 pub mod transform;

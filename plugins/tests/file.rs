@@ -3,8 +3,6 @@
 //! the segments holding the positions are deleted), partial lines, long
 //! lines, invalid UTF-8 and multiline records.
 
-#![cfg(feature = "sources-file")]
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;

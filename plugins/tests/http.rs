@@ -1,7 +1,5 @@
 //! The http source over real HTTP on 127.0.0.1.
 
-#![cfg(feature = "sources-http")]
-
 use std::io::{Read, Write};
 use std::time::Duration;
 

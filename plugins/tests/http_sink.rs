@@ -3,8 +3,6 @@
 //! NDJSON), with scripted answers for the failure cases, and a listener
 //! that never answers.
 
-#![cfg(feature = "sinks-http")]
-
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

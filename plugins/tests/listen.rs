@@ -5,8 +5,6 @@
 //! the parking limit of the shipper source. The clients are raw TCP, so a
 //! test sees exactly what the listener sends and when it closes.
 
-#![cfg(all(feature = "sources-http", feature = "sources-shipper"))]
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;

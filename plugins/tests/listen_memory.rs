@@ -2,8 +2,6 @@
 //! requests end. One test alone in its binary: it measures the resident
 //! memory of the whole process, which no other test may share.
 
-#![cfg(feature = "sources-http")]
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

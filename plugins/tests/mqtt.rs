@@ -4,8 +4,6 @@
 //! uses topics and client ids of its own (process id and time), so runs in
 //! parallel do not meet.
 
-#![cfg(feature = "sources-mqtt")]
-
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

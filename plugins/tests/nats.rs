@@ -4,8 +4,6 @@
 //! uses subjects and streams of its own (process id and time) and deletes
 //! its streams at the end.
 
-#![cfg(feature = "sinks-nats")]
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

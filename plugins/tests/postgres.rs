@@ -4,8 +4,6 @@
 //! instead. Every test uses tables and sink names of its own (process id
 //! and time) and drops its tables at the end, also when it fails.
 
-#![cfg(feature = "sinks-postgres")]
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

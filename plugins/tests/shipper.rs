@@ -3,8 +3,6 @@
 //! after a restart, and every bad request refused with its status, the
 //! zstd bomb and the truncated body included.
 
-#![cfg(all(feature = "sources-shipper", feature = "sinks-http"))]
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -58,9 +56,12 @@ fn post(address: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> (u16, Str
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
+    // A receiver that refuses a request by its headers may answer and
+    // close before the whole body is sent: the answer is what counts.
+    let _ = stream.write_all(body);
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.len() >= 12, "no answer: {answer:?}");
     let status = answer[9..12].parse().unwrap();
     let body = answer
         .split_once("\r\n\r\n")

@@ -1,7 +1,5 @@
 //! The socket source over real sockets on 127.0.0.1 and a Unix socket.
 
-#![cfg(feature = "sources-socket")]
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod components;
 pub mod config;
 pub mod ingest;
 pub mod metrics;

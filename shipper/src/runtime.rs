@@ -33,16 +33,9 @@ use anyhow::{anyhow, bail, Context};
 use shipper_core::chunk::ChunkOptions;
 use shipper_core::emit::{Emitter, Route};
 use shipper_core::log::Log;
-use shipper_core::plugin::{Shutdown, Sink, Source, Transform};
+use shipper_core::plugin::{BatchPolicy, Shutdown, Sink, Source, Transform};
+use shipper_plugins::component::BuildContext;
 use shipper_plugins::framing::lines::LineOptions;
-use shipper_plugins::sinks::blackhole::BlackholeSink;
-use shipper_plugins::sinks::file::{FileCompression, FileSink, FileSinkOptions};
-use shipper_plugins::sinks::http::{HttpSink, HttpSinkOptions};
-use shipper_plugins::sinks::nats::{MessagePer, NatsSink, NatsSinkOptions};
-use shipper_plugins::sinks::postgres::{
-    PostgresSink, PostgresSinkOptions, TableCreation, TableRouting,
-};
-use shipper_plugins::sinks::stdout::StdoutSink;
 use shipper_plugins::sources::file::{FileOptions, FileSource};
 use shipper_plugins::sources::generator::{GeneratorOptions, GeneratorSource};
 use shipper_plugins::sources::http::{HttpOptions, HttpSource};
@@ -60,12 +53,10 @@ pub use reload::{ReloadHandle, ReloadOutcome, ReloadSummary, ReloadTrigger, Relo
 
 use crate::admin::AdminState;
 use crate::config::{
-    Codec, Config, Encoding, FieldValue, FilterAction, Framing, NatsMessage, ParseFormat,
-    PluginComponent, SinkConfig, SocketMode, SourceConfig, TransformConfig,
+    Config, FieldValue, FilterAction, Framing, ParseFormat, PluginComponent, SinkConfig,
+    SocketMode, SourceConfig, TransformConfig,
 };
-pub(crate) use deliver::{
-    deliver, drain_sinks, BatchPolicy, DeliveryStats, RunningDelivery, SinkTask,
-};
+pub(crate) use deliver::{deliver, drain_sinks, DeliveryStats, RunningDelivery, SinkTask};
 use shipper_plugin_host::{DynamicSink, DynamicSource, DynamicTransform};
 use supervisor::Supervisor;
 
@@ -269,164 +260,34 @@ async fn build_source(config: &Config, name: &str) -> anyhow::Result<Box<dyn Sou
         .ok_or_else(|| anyhow!("source {name} is not in the config"))
 }
 
-/// The http sink's options from its config table.
-fn http_sink_options(http: &crate::config::HttpSink) -> HttpSinkOptions {
-    use crate::config::{AuthStrategy, OnRejected, Protocol};
-    use shipper_plugins::sinks::http::{self, HttpAuth, HttpCompression, HttpProtocol};
-    let level = http.compression.effective_level();
-    let auth = http.auth.as_ref().map(|auth| {
-        let secret = |value: &Option<String>| value.clone().unwrap_or_default();
-        match auth.strategy {
-            AuthStrategy::Bearer => HttpAuth::Bearer {
-                token: secret(&auth.token),
-            },
-            AuthStrategy::Basic => HttpAuth::Basic {
-                user: secret(&auth.user),
-                password: secret(&auth.password),
-            },
-        }
-    });
-    HttpSinkOptions {
-        uri: http.uri.clone(),
-        protocol: match http.protocol {
-            Protocol::Shipper => HttpProtocol::Shipper,
-            Protocol::Ndjson => HttpProtocol::Ndjson,
-            Protocol::Json => HttpProtocol::Json,
-        },
-        compression: match http.compression.codec {
-            Codec::None => HttpCompression::None,
-            Codec::Zstd => HttpCompression::Zstd {
-                level: level.unwrap_or(3),
-            },
-            Codec::Gzip => HttpCompression::Gzip {
-                level: level.unwrap_or(6).clamp(1, 9) as u32,
-            },
-        },
-        max_records: http.batch.max_records,
-        max_bytes: http.batch.max_bytes.bytes(),
-        max_in_flight: http.max_in_flight.unwrap_or(match http.protocol {
-            Protocol::Shipper => 4,
-            Protocol::Ndjson | Protocol::Json => 1,
-        }),
-        auth,
-        headers: http.headers.clone().into_iter().collect(),
-        connect_timeout: Duration::from_millis(http.connect_timeout_ms),
-        timeout: Duration::from_millis(http.timeout_ms),
-        retry: http::RetryOptions {
-            initial: Duration::from_millis(http.retry.initial_ms),
-            max: Duration::from_millis(http.retry.max_ms),
-            attempts: http.retry.attempts,
-        },
-        on_rejected: match http.on_rejected {
-            OnRejected::DeadLetter => http::OnRejected::DeadLetter,
-            OnRejected::Retry => http::OnRejected::Retry,
-        },
-        dead_letter: http.dead_letter.as_ref().map(PathBuf::from),
-        dead_letter_max_bytes: http.dead_letter_max_bytes.bytes(),
-    }
-}
-
 /// Builds the sinks of `config` that `wanted` names; the first that fails
 /// is the error.
 fn build_sinks(config: &Config, wanted: impl Fn(&str) -> bool) -> anyhow::Result<Vec<BuiltSink>> {
     let mut sinks = Vec::new();
     for (name, sink) in config.sinks.iter().filter(|(name, _)| wanted(name)) {
-        let mut batch = None;
-        let (built, inputs): (Box<dyn Sink>, &Vec<String>) = match sink {
-            SinkConfig::Stdout(stdout) => (Box::new(StdoutSink::default()), &stdout.inputs),
+        let (built, batch): (Box<dyn Sink>, _) = match sink {
+            SinkConfig::Builtin(component) => {
+                let cx = BuildContext {
+                    name,
+                    data_dir: &config.data_dir,
+                };
+                let built = component
+                    .build(&cx)
+                    .map_err(|e| anyhow!("sink {name}: {e}"))?;
+                (built, component.batch())
+            }
             SinkConfig::Plugin(plugin) => (
                 Box::new(
                     DynamicSink::new(name, &load_plugin(plugin)?, &plugin.config_json())
                         .map_err(|e| anyhow!("sink {name}: {e}"))?,
                 ),
-                &plugin.inputs,
+                None,
             ),
-            SinkConfig::Blackhole(blackhole) => {
-                (Box::new(BlackholeSink::default()), &blackhole.inputs)
-            }
-            SinkConfig::File(file) => {
-                if file.encoding != Encoding::Ndjson {
-                    bail!("sink {name}: encoding {:?} is not available in this build yet (use ndjson)", file.encoding);
-                }
-                let compression = match file.compression.codec {
-                    Codec::None => FileCompression::None,
-                    Codec::Zstd => FileCompression::Zstd {
-                        level: file.compression.level.unwrap_or(3),
-                    },
-                    Codec::Gzip => bail!(
-                        "sink {name}: gzip is not available in this build yet (use zstd or none)"
-                    ),
-                };
-                let options = FileSinkOptions {
-                    path: file.path.clone(),
-                    compression,
-                    // Beside the log, so a new data dir starts a new journal.
-                    journal: Some(
-                        config
-                            .data_dir
-                            .join("sinks")
-                            .join(format!("{name}.journal")),
-                    ),
-                };
-                (
-                    Box::new(FileSink::new(options).map_err(|e| anyhow!("sink {name}: {e}"))?),
-                    &file.inputs,
-                )
-            }
-            SinkConfig::Postgres(postgres) => {
-                let options = PostgresSinkOptions {
-                    connection: postgres.connection.clone(),
-                    table: postgres.table.clone(),
-                    routing: if postgres.table_per_stream {
-                        TableRouting::PerStream
-                    } else {
-                        TableRouting::Single
-                    },
-                    hwm_table: postgres.hwm_table.clone(),
-                    creation: if postgres.create_tables {
-                        TableCreation::IfMissing
-                    } else {
-                        TableCreation::Never
-                    },
-                    timeout: Duration::from_millis(postgres.timeout_ms),
-                };
-                (
-                    Box::new(PostgresSink::new(options).map_err(|e| anyhow!("sink {name}: {e}"))?),
-                    &postgres.inputs,
-                )
-            }
-            SinkConfig::Http(http) => {
-                let sink = HttpSink::new(http_sink_options(http))
-                    .map_err(|e| anyhow!("sink {name}: {e}"))?;
-                batch = (http.batch.max_age_ms > 0).then(|| BatchPolicy {
-                    max_age: Duration::from_millis(http.batch.max_age_ms),
-                    max_records: http.batch.max_records,
-                    max_bytes: http.batch.max_bytes.bytes(),
-                });
-                (Box::new(sink), &http.inputs)
-            }
-            SinkConfig::Nats(nats) => {
-                let options = NatsSinkOptions {
-                    url: nats.url.clone(),
-                    subject: nats.subject.clone(),
-                    stream: nats.stream.clone(),
-                    create_stream: nats.create_stream,
-                    duplicate_window: Duration::from_millis(nats.duplicate_window_ms),
-                    message: match nats.message {
-                        NatsMessage::Record => MessagePer::Record,
-                        NatsMessage::Chunk => MessagePer::Chunk,
-                    },
-                    max_pending: nats.max_pending,
-                    timeout: Duration::from_millis(nats.timeout_ms),
-                };
-                let sink = NatsSink::new(options).map_err(|e| anyhow!("sink {name}: {e}"))?;
-                (Box::new(sink), &nats.inputs)
-            }
         };
         sinks.push(BuiltSink {
             name: name.clone(),
             sink: built,
-            inputs: inputs.clone(),
+            inputs: sink.inputs().to_vec(),
             batch,
         });
     }

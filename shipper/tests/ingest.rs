@@ -629,8 +629,9 @@ fn an_app_killed_while_inserting_loses_nothing_durable_and_repeats_nothing() {
 /// (checked like a config file's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_builder_opens_the_same_ingestor_in_code() {
-    use shipper::config::{BlackholeSink, DurabilityPolicy, LogConfig, SinkConfig};
+    use shipper::config::{DurabilityPolicy, LogConfig, SinkConfig};
     use shipper::ingest::IngestorBuilder;
+    use shipper_plugins::sinks::blackhole::BlackholeSinkConfig;
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out/records.ndjson");
@@ -646,7 +647,7 @@ async fn the_builder_opens_the_same_ingestor_in_code() {
         )
         .sink(
             "void",
-            SinkConfig::Blackhole(BlackholeSink {
+            SinkConfig::builtin(BlackholeSinkConfig {
                 inputs: vec![IngestorBuilder::SOURCE.into()],
             }),
         )

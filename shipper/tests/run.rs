@@ -267,7 +267,7 @@ encoding = "json"
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
         // Refused with the config's own checks, as `validate` refuses it.
-        stderr.contains("sinks.pg.encoding") && stderr.contains("not available in this build yet"),
+        stderr.contains("sinks.pg.encoding") && stderr.contains("is not available"),
         "{stderr}"
     );
 }

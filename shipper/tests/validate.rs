@@ -177,7 +177,7 @@ fn validate_refuses_what_run_refuses_naming_the_key() {
         ),
         (
             "[sinks.disk]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"out.ndjson.gz\"\ncompression = { codec = \"gzip\" }\n",
-            "11: sinks.disk.compression.codec: gzip is not available in this build yet",
+            "11: sinks.disk.compression.codec: gzip is not available",
         ),
         (
             "[sinks.disk]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"out.ndjson\"\ncompression = []\n",

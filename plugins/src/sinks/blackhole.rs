@@ -33,3 +33,38 @@ impl Sink for BlackholeSink {
         Ok(())
     }
 }
+
+/// `type = "blackhole"`: acknowledges and discards, for benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlackholeSinkConfig {
+    /// The sources and transforms it reads.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+}
+
+impl BlackholeSinkConfig {
+    /// Its `type`.
+    pub const TYPE: &'static str = "blackhole";
+}
+
+impl crate::component::SinkComponent for BlackholeSinkConfig {
+    fn type_name(&self) -> &'static str {
+        Self::TYPE
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn build(
+        &self,
+        _cx: &crate::component::BuildContext<'_>,
+    ) -> Result<Box<dyn Sink>, crate::component::BuildError> {
+        Ok(Box::new(BlackholeSink::default()))
+    }
+
+    fn clone_box(&self) -> Box<dyn crate::component::SinkComponent> {
+        Box::new(self.clone())
+    }
+}

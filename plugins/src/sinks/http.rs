@@ -60,6 +60,7 @@
 //! `dead_letter_max_bytes`: then the batch is retried, staying in the log; with `retry` it is retried like a
 //! `5xx`.
 
+mod config;
 mod dead_letter;
 mod encode;
 mod retry;
@@ -78,6 +79,7 @@ use reqwest::StatusCode;
 use shipper_core::log::StoredChunk;
 use shipper_core::plugin::{PluginError, Sink, SinkContext};
 
+pub use config::{Auth, AuthStrategy, Batch, HttpSinkConfig, Retry};
 pub use encode::{HttpCompression, HttpProtocol};
 pub use retry::{RetryOptions, MAX_RETRY_AFTER};
 pub use stats::HttpSinkStats;
@@ -149,9 +151,11 @@ fn refuses_the_sink(status: StatusCode) -> bool {
 /// What happens to a batch the backend refuses with a `4xx` other than
 /// `408`, `429` and those that refuse the sink itself (`401`, `403`,
 /// `404`, `405`, `407`, `410`, `421`, `426`: retried like a `5xx`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnRejected {
     /// Write it to the dead-letter file, count it, log it, move on.
+    #[default]
     DeadLetter,
     /// Retry it like a `5xx`, for ever (the sink stalls until the backend
     /// or the config changes).

@@ -62,6 +62,8 @@
 //! Two sinks of one shipper must not publish the same subject on one server
 //! (the configuration refuses it): they would read each other's tails.
 
+mod config;
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
@@ -93,8 +95,11 @@ pub const END_OFFSET_HEADER: &str = "Shipper-End-Offset";
 /// Header with the record's stream (collection) name.
 pub const STREAM_HEADER: &str = "Shipper-Stream";
 
+pub use config::NatsSinkConfig;
+
 /// What one JetStream message carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MessagePer {
     /// One record, as its payload.
     #[default]

@@ -37,6 +37,8 @@
 //! row lock serialises two deliveries of the same sink and producer,
 //! should a stale one still be running on the server.
 
+mod config;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -166,6 +168,8 @@ impl std::fmt::Debug for PostgresSinkOptions {
             .finish()
     }
 }
+
+pub use config::PostgresSinkConfig;
 
 /// Counters of a postgres sink.
 #[derive(Debug, Default)]

@@ -90,3 +90,38 @@ mod tests {
         assert_eq!(sink.into_inner(), b"{\"a\":1}\ntwo\nlines\n");
     }
 }
+
+/// `type = "stdout"`: records to standard output, for debugging.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {
+    /// The sources and transforms it reads.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+}
+
+impl StdoutSinkConfig {
+    /// Its `type`.
+    pub const TYPE: &'static str = "stdout";
+}
+
+impl crate::component::SinkComponent for StdoutSinkConfig {
+    fn type_name(&self) -> &'static str {
+        Self::TYPE
+    }
+
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn build(
+        &self,
+        _cx: &crate::component::BuildContext<'_>,
+    ) -> Result<Box<dyn Sink>, crate::component::BuildError> {
+        Ok(Box::new(StdoutSink::default()))
+    }
+
+    fn clone_box(&self) -> Box<dyn crate::component::SinkComponent> {
+        Box::new(self.clone())
+    }
+}

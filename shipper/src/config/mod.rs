@@ -21,9 +21,8 @@
 //! document along the key path. Spans of the interpolated text are mapped
 //! back to the file as written (see `interpolate.rs`).
 
-mod bytesize;
 mod diagnostic;
-mod document;
+pub(crate) mod document;
 mod interpolate;
 mod plugin;
 mod sinks;
@@ -31,7 +30,6 @@ mod sources;
 mod tables;
 mod transforms;
 mod validate;
-mod values;
 
 #[cfg(test)]
 mod tests;
@@ -46,14 +44,12 @@ use shipper_core::log::{Durability, LogOptions, OnDiskFull, WhenFull};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-pub use bytesize::{parse_byte_size, ByteSize};
 pub use diagnostic::{Diagnostic, Severity};
 pub use interpolate::{interpolate, Interpolated, InterpolationError};
 pub use plugin::PluginComponent;
-pub use sinks::{
-    Auth, AuthStrategy, Batch, BlackholeSink, Encoding, FileSink, HttpSink, NatsMessage, NatsSink,
-    OnRejected, PostgresSink, Protocol, Retry, SinkConfig, StdoutSink,
-};
+use shipper_plugins::component as values;
+pub use shipper_plugins::component::{parse_byte_size, ByteSize};
+pub use sinks::SinkConfig;
 pub use sources::{
     FileSource, Framing, GeneratorFormat, GeneratorSource, HttpSource, InvalidUtf8, MqttSource,
     Multiline, OnLongLine, ParseFormat, ReadFrom, SdkSource, ShipperSource, ShipperVerify,
@@ -65,7 +61,7 @@ pub use transforms::{
 };
 pub use values::{Codec, Compression, DurationMs, FieldValue, Pattern, MAX_DURATION_MS};
 
-use diagnostic::KeyPath;
+pub(crate) use diagnostic::KeyPath;
 use document::{get, without_keys, Node, Reporter};
 use validate::{Checker, Component, Kind};
 use values::duration_ms;
@@ -562,18 +558,20 @@ fn check_document(root: &Node<'_>, reporter: &mut Reporter<'_>) -> Option<Config
             }
         }
     }
-    // A nats sink finds what it stored on `<subject>.<producer>`: two sinks
-    // sharing it would take each other's records for their own.
-    let mut nats_subjects: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    // What a sink must have to itself (a nats subject, a file): the first
+    // in the file keeps it.
+    let mut claimed: BTreeMap<String, &str> = BTreeMap::new();
     for (name, sink) in &config.sinks {
         let mut check = Checker::new(reporter, root, KeyPath::root().join("sinks").join(name));
         sink.check(&mut check);
-        if let SinkConfig::Nats(nats) = sink {
-            let key = (nats.url.as_str(), nats.subject.as_str());
-            if let Some(other) = nats_subjects.insert(key, name) {
+        let SinkConfig::Builtin(builtin) = sink else {
+            continue;
+        };
+        for (key, what) in builtin.exclusive() {
+            if let Some(other) = claimed.insert(what.clone(), name) {
                 check.error(
-                    &["subject"],
-                    format!("sink `{other}` publishes to the same subject on the same server; each nats sink needs a subject of its own"),
+                    &[key],
+                    format!("sink `{other}` has {what} already; each sink needs one of its own"),
                 );
             }
         }
@@ -617,10 +615,13 @@ fn load_section(
         );
         return None;
     };
-    let types: &[&str] = match kind {
-        Kind::Source => &SourceConfig::TYPES,
-        Kind::Transform => &TransformConfig::TYPES,
-        Kind::Sink => &SinkConfig::TYPES,
+    let types: Vec<&str> = match kind {
+        Kind::Source => SourceConfig::TYPES.to_vec(),
+        Kind::Transform => TransformConfig::TYPES.to_vec(),
+        Kind::Sink => crate::components::SINKS
+            .iter()
+            .map(|kind| kind.type_name)
+            .collect(),
     };
     let mut complete = true;
     for (name, node) in table.iter() {
@@ -779,13 +780,6 @@ fn load_sink(
     path: &KeyPath,
     reporter: &mut Reporter<'_>,
 ) -> Option<SinkConfig> {
-    match type_name {
-        "http" => reporter.deserialize(body, path).map(SinkConfig::Http),
-        "file" => reporter.deserialize(body, path).map(SinkConfig::File),
-        "blackhole" => reporter.deserialize(body, path).map(SinkConfig::Blackhole),
-        "stdout" => reporter.deserialize(body, path).map(SinkConfig::Stdout),
-        "postgres" => reporter.deserialize(body, path).map(SinkConfig::Postgres),
-        "nats" => reporter.deserialize(body, path).map(SinkConfig::Nats),
-        _ => None,
-    }
+    let kind = crate::components::sink_kind(type_name)?;
+    (kind.parse)(reporter, body, path).map(SinkConfig::Builtin)
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::bytesize::ByteSize;
 use super::validate::Checker;
-use super::values::{duration_ms, Pattern};
+use shipper_plugins::component::ByteSize;
+use shipper_plugins::component::{duration_ms, Pattern};
 
 /// A configured source; the variant is chosen by the table's `type` key.
 #[derive(Debug, Clone, PartialEq)]

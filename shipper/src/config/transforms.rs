@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::validate::Checker;
-use super::values::FieldValue;
+use shipper_plugins::component::FieldValue;
 
 /// A configured transform; the variant is chosen by the table's `type` key.
 #[derive(Debug, Clone, PartialEq)]

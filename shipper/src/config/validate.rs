@@ -3,14 +3,14 @@
 //! that must exist.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use toml::de::DeValue;
 
 use super::diagnostic::KeyPath;
 use super::document::{Node, Reporter};
+use shipper_plugins::component::Checks;
 
 /// Reports errors about keys under one table, finding their lines in the
 /// document.
@@ -49,6 +49,16 @@ impl<'r, 'a, 'i> Checker<'r, 'a, 'i> {
         }
         let span = span_of(self.root, path.keys());
         (path, span)
+    }
+}
+
+impl Checks for Checker<'_, '_, '_> {
+    fn report(&mut self, error: bool, keys: &[&str], message: String) {
+        if error {
+            Checker::error(self, keys, message);
+        } else {
+            Checker::warning(self, keys, message);
+        }
     }
 }
 
@@ -386,47 +396,7 @@ pub fn check_data_dir(data_dir: &Path, check: &mut Checker<'_, '_, '_>) {
     }
 }
 
-/// What a component (or the admin endpoint) listens on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listener {
-    Tcp(SocketAddr),
-    Udp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl Listener {
-    /// Whether binding both would fail (or, for a Unix socket, the second
-    /// would replace the first's socket file). Port 0 is any free port.
-    /// An unspecified IPv6 address is dual-stack (Linux's default), so it
-    /// takes the port on IPv4 too.
-    fn overlaps(&self, other: &Listener) -> bool {
-        let addresses = |a: &SocketAddr, b: &SocketAddr| {
-            let covers = |wide: &SocketAddr, narrow: &SocketAddr| {
-                wide.ip().is_unspecified() && (wide.is_ipv6() || narrow.is_ipv4())
-            };
-            a.port() != 0
-                && a.port() == b.port()
-                && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
-        };
-        match (self, other) {
-            (Listener::Tcp(a), Listener::Tcp(b)) | (Listener::Udp(a), Listener::Udp(b)) => {
-                addresses(a, b)
-            }
-            (Listener::Unix(a), Listener::Unix(b)) => a == b,
-            _ => false,
-        }
-    }
-}
-
-impl std::fmt::Display for Listener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Listener::Tcp(address) => write!(f, "tcp {address}"),
-            Listener::Udp(address) => write!(f, "udp {address}"),
-            Listener::Unix(path) => write!(f, "unix socket {}", path.display()),
-        }
-    }
-}
+pub use shipper_plugins::component::Listener;
 
 /// Reports each listener that overlaps one before it in the file: `run`
 /// would fail to bind it (or replace the other's socket file). Each entry

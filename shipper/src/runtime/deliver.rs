@@ -15,7 +15,7 @@ use anyhow::{anyhow, Context};
 use shipper_core::chunk::now_nanos;
 use shipper_core::log::Log;
 use shipper_core::metrics::{counters_of, ComponentMetric, Histogram};
-use shipper_core::plugin::{PluginError, Shutdown, Sink, SinkContext};
+use shipper_core::plugin::{BatchPolicy, PluginError, Shutdown, Sink, SinkContext};
 
 /// Chunks a sink is given at most per delivery.
 const MAX_BATCH_CHUNKS: usize = 256;
@@ -144,33 +144,6 @@ impl DeliveryStats {
             },
         ));
         metrics
-    }
-}
-
-/// A sink's batch limits and how long a batch below them waits for more
-/// records before it goes (`batch.max_age_ms`).
-#[derive(Debug, Clone, Copy)]
-pub struct BatchPolicy {
-    /// How long a batch below the limits waits for more records.
-    pub max_age: Duration,
-    /// Records a batch holds at most.
-    pub max_records: u64,
-    /// Stored bytes a batch holds at most.
-    pub max_bytes: u64,
-}
-
-impl BatchPolicy {
-    /// Whether a batch of `records` taking `bytes` (stored) has room left.
-    fn wants_more(&self, records: u64, bytes: u64) -> bool {
-        records < self.max_records && bytes < self.max_bytes
-    }
-
-    /// How much longer a batch whose oldest record was produced at
-    /// `oldest_ns` (unix nanoseconds) may wait: `max_age` less its age, at
-    /// most `max_age` (a clock ahead of this one does not stretch it).
-    fn remaining(&self, oldest_ns: u64) -> Duration {
-        let age = Duration::from_nanos(now_nanos().saturating_sub(oldest_ns));
-        self.max_age.saturating_sub(age)
     }
 }
 

@@ -19,9 +19,11 @@ use shipper_core::log::StoredChunk;
 use shipper_core::plugin::PluginError;
 
 /// What a request body is made of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HttpProtocol {
     /// Stored chunk frames back to back (`docs/protocol.md`).
+    #[default]
     Shipper,
     /// One record per line.
     Ndjson,

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::validate::Checker;
+use super::Checks;
 
 /// The longest duration any `*_ms` key takes: 365 days, in milliseconds.
 ///
@@ -36,7 +36,7 @@ impl<'de> Deserialize<'de> for DurationMs {
 }
 
 /// `#[serde(deserialize_with = "duration_ms")]` for a `u64` of milliseconds.
-pub(super) fn duration_ms<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+pub fn duration_ms<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     DurationMs::deserialize(deserializer).map(|DurationMs(ms)| ms)
 }
 
@@ -72,9 +72,13 @@ impl<'de> Deserialize<'de> for Pattern {
 /// float is finite (JSON has no NaN or infinity).
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
+    /// A string.
     String(String),
+    /// An integer.
     Integer(i64),
+    /// A number with a fraction.
     Float(f64),
+    /// `true` or `false`.
     Boolean(bool),
 }
 
@@ -127,8 +131,11 @@ impl<'de> Deserialize<'de> for FieldValue {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Codec {
+    /// zstd.
     Zstd,
+    /// gzip.
     Gzip,
+    /// No compression.
     None,
 }
 
@@ -137,6 +144,7 @@ pub enum Codec {
 #[serde(deny_unknown_fields)]
 pub struct Compression {
     #[serde(default = "Compression::default_codec")]
+    /// The codec.
     pub codec: Codec,
     /// The codec's level; `None` is the codec's default (zstd 3, gzip 6).
     #[serde(default)]
@@ -173,7 +181,8 @@ impl Compression {
         }
     }
 
-    pub(super) fn check(&self, check: &mut Checker<'_, '_, '_>, key: &str) {
+    /// Reports a level out of the codec's range, under `key`.
+    pub fn check(&self, check: &mut dyn Checks, key: &str) {
         let range = match self.codec {
             Codec::Zstd => Some(1..=22),
             Codec::Gzip => Some(1..=9),
