@@ -8,10 +8,14 @@
 //! docs/config.md, and its tests. ARCHITECTURE.md has the recipe.
 
 use serde::de::DeserializeOwned;
-use shipper_plugins::component::SinkComponent;
+use shipper_plugins::component::{SinkComponent, TransformComponent};
 use shipper_plugins::sinks::{
     blackhole::BlackholeSinkConfig, file::FileSinkConfig, http::HttpSinkConfig,
     nats::NatsSinkConfig, postgres::PostgresSinkConfig, stdout::StdoutSinkConfig,
+};
+
+use shipper_plugins::transform::{
+    FilterTransformConfig, RemapTransformConfig, SampleTransformConfig,
 };
 
 use crate::config::document::{Node, Reporter};
@@ -20,13 +24,18 @@ use crate::config::KeyPath;
 /// Reads a component's config from its table, reporting every error.
 pub(crate) type Parse<C> = fn(&mut Reporter<'_>, &Node<'_>, &KeyPath) -> Option<Box<C>>;
 
-/// A type of sink: its `type` name and how its config is read.
+/// A type of component: its `type` name and how its config is read.
 #[derive(Debug)]
-pub struct SinkKind {
+pub struct Kind<C: ?Sized> {
     /// The value of `type` that selects it.
     pub type_name: &'static str,
-    pub(crate) parse: Parse<dyn SinkComponent>,
+    pub(crate) parse: Parse<C>,
 }
+
+/// A type of sink.
+pub type SinkKind = Kind<dyn SinkComponent>;
+/// A type of transform.
+pub type TransformKind = Kind<dyn TransformComponent>;
 
 fn parse_sink<C: SinkComponent + DeserializeOwned>(
     reporter: &mut Reporter<'_>,
@@ -38,11 +47,36 @@ fn parse_sink<C: SinkComponent + DeserializeOwned>(
 }
 
 const fn sink<C: SinkComponent + DeserializeOwned>(type_name: &'static str) -> SinkKind {
-    SinkKind {
+    Kind {
         type_name,
         parse: parse_sink::<C>,
     }
 }
+
+fn parse_transform<C: TransformComponent + DeserializeOwned>(
+    reporter: &mut Reporter<'_>,
+    node: &Node<'_>,
+    path: &KeyPath,
+) -> Option<Box<dyn TransformComponent>> {
+    let config: C = reporter.deserialize(node, path)?;
+    Some(Box::new(config))
+}
+
+const fn transform<C: TransformComponent + DeserializeOwned>(
+    type_name: &'static str,
+) -> TransformKind {
+    Kind {
+        type_name,
+        parse: parse_transform::<C>,
+    }
+}
+
+/// Every built-in transform.
+pub static TRANSFORMS: &[TransformKind] = &[
+    transform::<FilterTransformConfig>(FilterTransformConfig::TYPE),
+    transform::<RemapTransformConfig>(RemapTransformConfig::TYPE),
+    transform::<SampleTransformConfig>(SampleTransformConfig::TYPE),
+];
 
 /// Every built-in sink.
 pub static SINKS: &[SinkKind] = &[
@@ -54,7 +88,12 @@ pub static SINKS: &[SinkKind] = &[
     sink::<StdoutSinkConfig>(StdoutSinkConfig::TYPE),
 ];
 
-/// The sink kind whose `type` is `type_name`.
-pub fn sink_kind(type_name: &str) -> Option<&'static SinkKind> {
-    SINKS.iter().find(|kind| kind.type_name == type_name)
+/// The kind in `kinds` whose `type` is `type_name`.
+pub fn find<C: ?Sized>(kinds: &'static [Kind<C>], type_name: &str) -> Option<&'static Kind<C>> {
+    kinds.iter().find(|kind| kind.type_name == type_name)
+}
+
+/// The `type` names of `kinds`.
+pub fn type_names<C: ?Sized>(kinds: &[Kind<C>]) -> Vec<&'static str> {
+    kinds.iter().map(|kind| kind.type_name).collect()
 }

@@ -45,16 +45,13 @@ use shipper_plugins::sources::socket::{
     Listen, SocketFraming, SocketOptions, SocketParse, SocketSource,
 };
 use shipper_plugins::sources::stdin::StdinSource;
-use shipper_plugins::transform::{
-    self, Condition, Filter, FilterOptions, Remap, RemapOptions, Sample, SampleOptions,
-};
 
 pub use reload::{ReloadHandle, ReloadOutcome, ReloadSummary, ReloadTrigger, Reloads};
 
 use crate::admin::AdminState;
 use crate::config::{
-    Config, FieldValue, FilterAction, Framing, ParseFormat, PluginComponent, SinkConfig,
-    SocketMode, SourceConfig, TransformConfig,
+    Config, Framing, ParseFormat, PluginComponent, SinkConfig, SocketMode, SourceConfig,
+    TransformConfig,
 };
 pub(crate) use deliver::{deliver, drain_sinks, DeliveryStats, RunningDelivery, SinkTask};
 use shipper_plugin_host::{DynamicSink, DynamicSource, DynamicTransform};
@@ -301,67 +298,26 @@ fn build_sink(config: &Config, name: &str) -> anyhow::Result<BuiltSink> {
         .ok_or_else(|| anyhow!("sink {name} is not in the config"))
 }
 
-fn field_value(value: &FieldValue) -> transform::FieldValue {
-    match value {
-        FieldValue::String(s) => transform::FieldValue::String(s.clone()),
-        FieldValue::Integer(i) => transform::FieldValue::Integer(*i),
-        FieldValue::Float(f) => transform::FieldValue::Float(*f),
-        FieldValue::Boolean(b) => transform::FieldValue::Boolean(*b),
-    }
-}
-
-fn build_transform(name: &str, config: &TransformConfig) -> anyhow::Result<Box<dyn Transform>> {
-    let built: Box<dyn Transform> = match config {
+fn build_transform(
+    config: &Config,
+    name: &str,
+    transform: &TransformConfig,
+) -> anyhow::Result<Box<dyn Transform>> {
+    Ok(match transform {
         TransformConfig::Plugin(plugin) => Box::new(
             DynamicTransform::new(name, &load_plugin(plugin)?, &plugin.config_json())
                 .map_err(|e| anyhow!("transform {name}: {e}"))?,
         ),
-        TransformConfig::Filter(filter) => {
-            let condition = match (&filter.equals, &filter.not_equals, filter.exists) {
-                (Some(value), None, None) => Condition::Equals(field_value(value)),
-                (None, Some(value), None) => Condition::NotEquals(field_value(value)),
-                (None, None, Some(exists)) => Condition::Exists(exists),
-                _ => bail!(
-                    "transform {name}: a filter takes exactly one of equals, not_equals, exists"
-                ),
+        TransformConfig::Builtin(component) => {
+            let cx = BuildContext {
+                name,
+                data_dir: &config.data_dir,
             };
-            let action = match filter.action {
-                FilterAction::Keep => transform::FilterAction::Keep,
-                FilterAction::Drop => transform::FilterAction::Drop,
-            };
-            let filter = Filter::new(FilterOptions::new(filter.field.clone(), condition, action))
-                .map_err(|e| anyhow!("transform {name}: {e}"))?;
-            Box::new(filter)
+            component
+                .build(&cx)
+                .map_err(|e| anyhow!("transform {name}: {e}"))?
         }
-        TransformConfig::Sample(sample) => {
-            let sample = Sample::new(SampleOptions {
-                rate: sample.rate,
-                key: sample.key.clone(),
-            })
-            .map_err(|e| anyhow!("transform {name}: {e}"))?;
-            Box::new(sample)
-        }
-        TransformConfig::Remap(remap) => {
-            let remap = Remap::new(RemapOptions {
-                rename: remap
-                    .rename
-                    .iter()
-                    .map(|(a, b)| (a.clone(), b.clone()))
-                    .collect(),
-                delete: remap.delete.clone(),
-                redact: remap.redact.clone(),
-                add: remap
-                    .add
-                    .iter()
-                    .map(|(k, v)| (k.clone(), field_value(v)))
-                    .collect(),
-                ..RemapOptions::default()
-            })
-            .map_err(|e| anyhow!("transform {name}: {e}"))?;
-            Box::new(remap)
-        }
-    };
-    Ok(built)
+    })
 }
 
 /// The library of a plugin component, loaded (once per process).
@@ -415,7 +371,10 @@ pub(crate) fn build_emitter(
     for (name, transform) in &config.transforms {
         if transform.inputs().iter().any(|input| input == component) {
             let emitter = build_emitter(config, log, name, depth + 1)?;
-            routes.push(Route::new(build_transform(name, transform)?, emitter));
+            routes.push(Route::new(
+                build_transform(config, name, transform)?,
+                emitter,
+            ));
         }
     }
     let options = ChunkOptions {

@@ -1,9 +1,7 @@
 //! Value types shared by several components: durations, regular
 //! expressions, field values and compression settings.
 
-use std::fmt;
-
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use super::Checks;
@@ -68,64 +66,7 @@ impl<'de> Deserialize<'de> for Pattern {
     }
 }
 
-/// A scalar field value: what `filter` compares with and `remap` adds. A
-/// float is finite (JSON has no NaN or infinity).
-#[derive(Debug, Clone, PartialEq)]
-pub enum FieldValue {
-    /// A string.
-    String(String),
-    /// An integer.
-    Integer(i64),
-    /// A number with a fraction.
-    Float(f64),
-    /// `true` or `false`.
-    Boolean(bool),
-}
-
-impl<'de> Deserialize<'de> for FieldValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldValueVisitor;
-
-        impl Visitor<'_> for FieldValueVisitor {
-            type Value = FieldValue;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string, number or boolean")
-            }
-
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<FieldValue, E> {
-                Ok(FieldValue::String(value.to_owned()))
-            }
-
-            fn visit_i64<E: de::Error>(self, value: i64) -> Result<FieldValue, E> {
-                Ok(FieldValue::Integer(value))
-            }
-
-            fn visit_u64<E: de::Error>(self, value: u64) -> Result<FieldValue, E> {
-                i64::try_from(value)
-                    .map(FieldValue::Integer)
-                    .map_err(|_| E::custom("integer too large"))
-            }
-
-            fn visit_f64<E: de::Error>(self, value: f64) -> Result<FieldValue, E> {
-                // Records are JSON, which has no NaN or infinity; the
-                // transforms refuse them too.
-                if !value.is_finite() {
-                    return Err(E::custom(format!(
-                        "{value} is not a JSON number: give a finite one"
-                    )));
-                }
-                Ok(FieldValue::Float(value))
-            }
-
-            fn visit_bool<E: de::Error>(self, value: bool) -> Result<FieldValue, E> {
-                Ok(FieldValue::Boolean(value))
-            }
-        }
-
-        deserializer.deserialize_any(FieldValueVisitor)
-    }
-}
+pub use crate::transform::FieldValue;
 
 /// A compression codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

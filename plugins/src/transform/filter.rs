@@ -34,7 +34,8 @@ pub enum Condition {
 }
 
 /// What a [`Filter`] does with records that meet its condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FilterAction {
     /// Keep them, drop the rest.
     #[default]
@@ -312,3 +313,79 @@ mod tests {
         assert_eq!(error.to_string(), "value of \"n\" must be a finite number");
     }
 }
+
+/// The `filter` transform's config: `[transforms.NAME] type = "filter"`.
+/// Every key is described in docs/config.md.
+#[allow(missing_docs)]
+mod config {
+    use serde::Deserialize;
+    use shipper_core::plugin::Transform;
+
+    use super::{Condition, Filter, FilterAction, FilterOptions};
+    use crate::component::{BuildContext, BuildError, Checks, TransformComponent};
+    use crate::transform::{check_field, FieldValue};
+
+    /// `type = "filter"`: keeps or drops records by one field condition.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct FilterTransformConfig {
+        #[serde(default)]
+        pub inputs: Vec<String>,
+        pub field: String,
+        #[serde(default)]
+        pub equals: Option<FieldValue>,
+        #[serde(default)]
+        pub not_equals: Option<FieldValue>,
+        #[serde(default)]
+        pub exists: Option<bool>,
+        #[serde(default)]
+        pub action: FilterAction,
+    }
+
+    impl FilterTransformConfig {
+        /// Its `type`.
+        pub const TYPE: &'static str = "filter";
+    }
+
+    impl TransformComponent for FilterTransformConfig {
+        fn type_name(&self) -> &'static str {
+            Self::TYPE
+        }
+
+        fn inputs(&self) -> &[String] {
+            &self.inputs
+        }
+
+        fn check(&self, check: &mut dyn Checks) {
+            let conditions = [
+                self.equals.is_some(),
+                self.not_equals.is_some(),
+                self.exists.is_some(),
+            ];
+            if conditions.iter().filter(|set| **set).count() != 1 {
+                check.error(
+                    &[],
+                    "needs exactly one condition: `equals`, `not_equals` or `exists`",
+                );
+            }
+            check_field(check, &["field"], &self.field);
+        }
+
+        fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Transform>, BuildError> {
+            let condition = match (&self.equals, &self.not_equals, self.exists) {
+                (Some(value), None, None) => Condition::Equals(value.clone()),
+                (None, Some(value), None) => Condition::NotEquals(value.clone()),
+                (None, None, Some(exists)) => Condition::Exists(exists),
+                _ => return Err("a filter takes exactly one of equals, not_equals, exists".into()),
+            };
+            let options = FilterOptions::new(self.field.clone(), condition, self.action);
+            Ok(Box::new(Filter::new(options).map_err(|e| e.to_string())?))
+        }
+
+        fn clone_box(&self) -> Box<dyn TransformComponent> {
+            Box::new(self.clone())
+        }
+    }
+}
+
+pub use config::FilterTransformConfig;

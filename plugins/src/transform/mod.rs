@@ -63,10 +63,10 @@ pub mod path;
 pub mod remap;
 pub mod sample;
 
-pub use filter::{Condition, Filter, FilterAction, FilterOptions};
+pub use filter::{Condition, Filter, FilterAction, FilterOptions, FilterTransformConfig};
 pub use path::FieldPath;
-pub use remap::{Remap, RemapOptions};
-pub use sample::{Sample, SampleOptions};
+pub use remap::{Remap, RemapOptions, RemapTransformConfig};
+pub use sample::{Sample, SampleOptions, SampleTransformConfig};
 
 pub use shipper_core::plugin::{Transform, TransformOutcome};
 
@@ -178,6 +178,52 @@ pub enum FieldValue {
     Boolean(bool),
 }
 
+/// Read from the config: a string, integer, finite float or boolean.
+impl<'de> serde::Deserialize<'de> for FieldValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldValueVisitor;
+
+        impl serde::de::Visitor<'_> for FieldValueVisitor {
+            type Value = FieldValue;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<FieldValue, E> {
+                Ok(FieldValue::String(value.to_owned()))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<FieldValue, E> {
+                Ok(FieldValue::Integer(value))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<FieldValue, E> {
+                i64::try_from(value)
+                    .map(FieldValue::Integer)
+                    .map_err(|_| E::custom("integer too large"))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<FieldValue, E> {
+                // Records are JSON, which has no NaN or infinity; the
+                // transforms refuse them too.
+                if !value.is_finite() {
+                    return Err(E::custom(format!(
+                        "{value} is not a JSON number: give a finite one"
+                    )));
+                }
+                Ok(FieldValue::Float(value))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<FieldValue, E> {
+                Ok(FieldValue::Boolean(value))
+            }
+        }
+
+        deserializer.deserialize_any(FieldValueVisitor)
+    }
+}
+
 impl FieldValue {
     /// Whether the record's value `found` is this value.
     fn matches(&self, found: &path::Scalar<'_>) -> bool {
@@ -212,6 +258,14 @@ impl FieldValue {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Reports a field path the transforms' own parser refuses (an empty
+/// path, an empty segment between dots) under `keys`.
+fn check_field(check: &mut dyn crate::component::Checks, keys: &[&str], field: &str) {
+    if let Err(error) = FieldPath::parse(field) {
+        check.error(keys, error.to_string());
     }
 }
 

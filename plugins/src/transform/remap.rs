@@ -428,3 +428,102 @@ mod tests {
         }
     }
 }
+
+/// The `remap` transform's config: `[transforms.NAME] type = "remap"`.
+/// Every key is described in docs/config.md.
+#[allow(missing_docs)]
+mod config {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+    use shipper_core::plugin::Transform;
+
+    use super::{Remap, RemapOptions};
+    use crate::component::{BuildContext, BuildError, Checks, TransformComponent};
+    use crate::transform::{check_field, FieldValue};
+
+    /// `type = "remap"`: renames, deletes, redacts and adds fields.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RemapTransformConfig {
+        #[serde(default)]
+        pub inputs: Vec<String>,
+        /// Old name to new name.
+        #[serde(default)]
+        pub rename: BTreeMap<String, String>,
+        #[serde(default)]
+        pub delete: Vec<String>,
+        /// Fields whose values are replaced by a fixed marker.
+        #[serde(default)]
+        pub redact: Vec<String>,
+        #[serde(default)]
+        pub add: BTreeMap<String, FieldValue>,
+    }
+
+    impl RemapTransformConfig {
+        /// Its `type`.
+        pub const TYPE: &'static str = "remap";
+    }
+
+    impl TransformComponent for RemapTransformConfig {
+        fn type_name(&self) -> &'static str {
+            Self::TYPE
+        }
+
+        fn inputs(&self) -> &[String] {
+            &self.inputs
+        }
+
+        fn check(&self, check: &mut dyn Checks) {
+            for (old, new) in &self.rename {
+                check_field(check, &["rename", old], old);
+                check_field(check, &["rename", old], new);
+            }
+            for field in &self.delete {
+                check_field(check, &["delete"], field);
+            }
+            for field in &self.redact {
+                check_field(check, &["redact"], field);
+            }
+            for field in self.add.keys() {
+                check_field(check, &["add", field], field);
+            }
+            if self.rename.is_empty()
+                && self.delete.is_empty()
+                && self.redact.is_empty()
+                && self.add.is_empty()
+            {
+                check.warning(
+                    &[],
+                    "does nothing: give `rename`, `delete`, `redact` or `add`",
+                );
+            }
+        }
+
+        fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Transform>, BuildError> {
+            let remap = Remap::new(RemapOptions {
+                rename: self
+                    .rename
+                    .iter()
+                    .map(|(a, b)| (a.clone(), b.clone()))
+                    .collect(),
+                delete: self.delete.clone(),
+                redact: self.redact.clone(),
+                add: self
+                    .add
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                ..RemapOptions::default()
+            })
+            .map_err(|e| e.to_string())?;
+            Ok(Box::new(remap))
+        }
+
+        fn clone_box(&self) -> Box<dyn TransformComponent> {
+            Box::new(self.clone())
+        }
+    }
+}
+
+pub use config::RemapTransformConfig;

@@ -319,3 +319,66 @@ mod tests {
         );
     }
 }
+
+/// The `sample` transform's config: `[transforms.NAME] type = "sample"`.
+/// Every key is described in docs/config.md.
+#[allow(missing_docs)]
+mod config {
+    use serde::Deserialize;
+    use shipper_core::plugin::Transform;
+
+    use super::{Sample, SampleOptions};
+    use crate::component::{BuildContext, BuildError, Checks, TransformComponent};
+    use crate::transform::check_field;
+
+    /// `type = "sample"`: keeps 1 record in `rate`.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct SampleTransformConfig {
+        #[serde(default)]
+        pub inputs: Vec<String>,
+        pub rate: u64,
+        /// Field whose value decides, deterministically, which records are kept.
+        #[serde(default)]
+        pub key: Option<String>,
+    }
+
+    impl SampleTransformConfig {
+        /// Its `type`.
+        pub const TYPE: &'static str = "sample";
+    }
+
+    impl TransformComponent for SampleTransformConfig {
+        fn type_name(&self) -> &'static str {
+            Self::TYPE
+        }
+
+        fn inputs(&self) -> &[String] {
+            &self.inputs
+        }
+
+        fn check(&self, check: &mut dyn Checks) {
+            if self.rate == 0 {
+                check.error(&["rate"], "must be at least 1 (keep 1 record in `rate`)");
+            }
+            if let Some(key) = &self.key {
+                check_field(check, &["key"], key);
+            }
+        }
+
+        fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Transform>, BuildError> {
+            let sample = Sample::new(SampleOptions {
+                rate: self.rate,
+                key: self.key.clone(),
+            })
+            .map_err(|e| e.to_string())?;
+            Ok(Box::new(sample))
+        }
+
+        fn clone_box(&self) -> Box<dyn TransformComponent> {
+            Box::new(self.clone())
+        }
+    }
+}
+
+pub use config::SampleTransformConfig;

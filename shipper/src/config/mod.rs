@@ -56,9 +56,7 @@ pub use sources::{
     SocketMode, SocketSource, SourceConfig, StdinSource, GENERATOR_MAX_RECORD_BYTES,
     MQTT_DEFAULT_PORT,
 };
-pub use transforms::{
-    FilterAction, FilterTransform, RemapTransform, SampleTransform, TransformConfig,
-};
+pub use transforms::TransformConfig;
 pub use values::{Codec, Compression, DurationMs, FieldValue, Pattern, MAX_DURATION_MS};
 
 pub(crate) use diagnostic::KeyPath;
@@ -617,11 +615,8 @@ fn load_section(
     };
     let types: Vec<&str> = match kind {
         Kind::Source => SourceConfig::TYPES.to_vec(),
-        Kind::Transform => TransformConfig::TYPES.to_vec(),
-        Kind::Sink => crate::components::SINKS
-            .iter()
-            .map(|kind| kind.type_name)
-            .collect(),
+        Kind::Transform => crate::components::type_names(crate::components::TRANSFORMS),
+        Kind::Sink => crate::components::type_names(crate::components::SINKS),
     };
     let mut complete = true;
     for (name, node) in table.iter() {
@@ -762,16 +757,8 @@ fn load_transform(
     path: &KeyPath,
     reporter: &mut Reporter<'_>,
 ) -> Option<TransformConfig> {
-    match type_name {
-        "filter" => reporter
-            .deserialize(body, path)
-            .map(TransformConfig::Filter),
-        "sample" => reporter
-            .deserialize(body, path)
-            .map(TransformConfig::Sample),
-        "remap" => reporter.deserialize(body, path).map(TransformConfig::Remap),
-        _ => None,
-    }
+    let kind = crate::components::find(crate::components::TRANSFORMS, type_name)?;
+    (kind.parse)(reporter, body, path).map(TransformConfig::Builtin)
 }
 
 fn load_sink(
@@ -780,6 +767,6 @@ fn load_sink(
     path: &KeyPath,
     reporter: &mut Reporter<'_>,
 ) -> Option<SinkConfig> {
-    let kind = crate::components::sink_kind(type_name)?;
+    let kind = crate::components::find(crate::components::SINKS, type_name)?;
     (kind.parse)(reporter, body, path).map(SinkConfig::Builtin)
 }

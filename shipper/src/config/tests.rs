@@ -541,9 +541,9 @@ stream = "EVENTS"
             record_bytes: Some(ByteSize(256)),
         })
     );
-    let TransformConfig::Remap(remap) = &config.transforms["fix"] else {
-        unreachable!()
-    };
+    let remap = config.transforms["fix"]
+        .get::<shipper_plugins::transform::RemapTransformConfig>()
+        .unwrap();
     assert_eq!(remap.add["version"], FieldValue::Integer(2));
     assert!(!format!("{:?}", config.sinks["pg"]).contains("u:p@"));
 }
