@@ -51,9 +51,11 @@ pub const DEFAULT_START_NS: u64 = 1_714_521_600_000_000_000;
 pub const DEFAULT_STEP_NS: u64 = 250_000;
 
 /// The shape of a corpus's records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CorpusKind {
     /// JSON web access-log lines.
+    #[default]
     AccessLog,
     /// JSON application events with nested fields.
     Events,

@@ -8,12 +8,17 @@
 //! docs/config.md, and its tests. ARCHITECTURE.md has the recipe.
 
 use serde::de::DeserializeOwned;
-use shipper_plugins::component::{SinkComponent, TransformComponent};
+use shipper_plugins::component::{SinkComponent, SourceComponent, TransformComponent};
 use shipper_plugins::sinks::{
     blackhole::BlackholeSinkConfig, file::FileSinkConfig, http::HttpSinkConfig,
     nats::NatsSinkConfig, postgres::PostgresSinkConfig, stdout::StdoutSinkConfig,
 };
 
+use shipper_plugins::sources::{
+    file::FileSourceConfig, generator::GeneratorSourceConfig, http::HttpSourceConfig,
+    mqtt::MqttSourceConfig, sdk::SdkSourceConfig, shipper::ShipperSourceConfig,
+    socket::SocketSourceConfig, stdin::StdinSourceConfig,
+};
 use shipper_plugins::transform::{
     FilterTransformConfig, RemapTransformConfig, SampleTransformConfig,
 };
@@ -32,10 +37,40 @@ pub struct Kind<C: ?Sized> {
     pub(crate) parse: Parse<C>,
 }
 
+/// A type of source.
+pub type SourceKind = Kind<dyn SourceComponent>;
 /// A type of sink.
 pub type SinkKind = Kind<dyn SinkComponent>;
 /// A type of transform.
 pub type TransformKind = Kind<dyn TransformComponent>;
+
+fn parse_source<C: SourceComponent + DeserializeOwned>(
+    reporter: &mut Reporter<'_>,
+    node: &Node<'_>,
+    path: &KeyPath,
+) -> Option<Box<dyn SourceComponent>> {
+    let config: C = reporter.deserialize(node, path)?;
+    Some(Box::new(config))
+}
+
+const fn source<C: SourceComponent + DeserializeOwned>(type_name: &'static str) -> SourceKind {
+    Kind {
+        type_name,
+        parse: parse_source::<C>,
+    }
+}
+
+/// Every built-in source.
+pub static SOURCES: &[SourceKind] = &[
+    source::<FileSourceConfig>(FileSourceConfig::TYPE),
+    source::<GeneratorSourceConfig>(GeneratorSourceConfig::TYPE),
+    source::<HttpSourceConfig>(HttpSourceConfig::TYPE),
+    source::<MqttSourceConfig>(MqttSourceConfig::TYPE),
+    source::<SdkSourceConfig>(SdkSourceConfig::TYPE),
+    source::<ShipperSourceConfig>(ShipperSourceConfig::TYPE),
+    source::<SocketSourceConfig>(SocketSourceConfig::TYPE),
+    source::<StdinSourceConfig>(StdinSourceConfig::TYPE),
+];
 
 fn parse_sink<C: SinkComponent + DeserializeOwned>(
     reporter: &mut Reporter<'_>,

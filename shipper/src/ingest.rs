@@ -96,7 +96,8 @@ use shipper_core::emit::Emitter;
 use shipper_core::log::Log;
 use shipper_core::plugin::Shutdown;
 
-use crate::config::{Config, LogConfig, SdkSource, SinkConfig, SourceConfig};
+use crate::config::{Config, LogConfig, SinkConfig, SourceConfig};
+use shipper_plugins::sources::sdk::SdkSourceConfig;
 
 mod events;
 mod json;
@@ -242,7 +243,7 @@ impl Ingestor {
         let mut sdk = config
             .sources
             .iter()
-            .filter(|(_, source)| matches!(source, SourceConfig::Sdk(_)));
+            .filter(|(_, source)| source.get::<SdkSourceConfig>().is_some());
         let Some((component, _)) = sdk.next() else {
             bail!("the config needs a source of type \"sdk\": the records the application inserts");
         };
@@ -252,7 +253,7 @@ impl Ingestor {
         if let Some((name, source)) = config
             .sources
             .iter()
-            .find(|(_, source)| !matches!(source, SourceConfig::Sdk(_)))
+            .find(|(_, source)| source.get::<SdkSourceConfig>().is_none())
         {
             bail!(
                 "source {name}: type {:?} runs in `shipper run`, not inside an application",
@@ -731,9 +732,10 @@ impl IngestorBuilder {
         if self.config.sinks.is_empty() {
             bail!("an ingestor needs at least one sink");
         }
-        self.config
-            .sources
-            .insert(Self::SOURCE.to_owned(), SourceConfig::Sdk(SdkSource {}));
+        self.config.sources.insert(
+            Self::SOURCE.to_owned(),
+            SourceConfig::builtin(SdkSourceConfig {}),
+        );
         Ingestor::open_config(self.config, self.options)
     }
 }

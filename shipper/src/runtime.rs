@@ -21,7 +21,6 @@
 
 mod deliver;
 mod reload;
-mod stdin;
 mod supervisor;
 
 use std::collections::BTreeSet;
@@ -35,24 +34,11 @@ use shipper_core::emit::{Emitter, Route};
 use shipper_core::log::Log;
 use shipper_core::plugin::{BatchPolicy, Shutdown, Sink, Source, Transform};
 use shipper_plugins::component::BuildContext;
-use shipper_plugins::framing::lines::LineOptions;
-use shipper_plugins::sources::file::{FileOptions, FileSource};
-use shipper_plugins::sources::generator::{GeneratorOptions, GeneratorSource};
-use shipper_plugins::sources::http::{HttpOptions, HttpSource};
-use shipper_plugins::sources::mqtt::{self, MqttOptions, MqttQos, MqttSource};
-use shipper_plugins::sources::shipper::{ShipperOptions, ShipperSource, Verify};
-use shipper_plugins::sources::socket::{
-    Listen, SocketFraming, SocketOptions, SocketParse, SocketSource,
-};
-use shipper_plugins::sources::stdin::StdinSource;
 
 pub use reload::{ReloadHandle, ReloadOutcome, ReloadSummary, ReloadTrigger, Reloads};
 
 use crate::admin::AdminState;
-use crate::config::{
-    Config, Framing, ParseFormat, PluginComponent, SinkConfig, SocketMode, SourceConfig,
-    TransformConfig,
-};
+use crate::config::{Config, PluginComponent, SinkConfig, SourceConfig, TransformConfig};
 pub(crate) use deliver::{deliver, drain_sinks, DeliveryStats, RunningDelivery, SinkTask};
 use shipper_plugin_host::{DynamicSink, DynamicSource, DynamicTransform};
 use supervisor::Supervisor;
@@ -68,45 +54,6 @@ struct BuiltSink {
     batch: Option<BatchPolicy>,
 }
 
-/// The file source's options from its config table.
-fn file_options(file: &crate::config::FileSource) -> FileOptions {
-    use crate::config::{InvalidUtf8, OnLongLine, ReadFrom};
-    use shipper_plugins::framing::lines::Overlong;
-    use shipper_plugins::sources::file;
-    let max_line_bytes = usize::try_from(file.max_line_bytes.bytes()).unwrap_or(usize::MAX);
-    FileOptions {
-        include: file.include.clone(),
-        exclude: file.exclude.clone(),
-        read_from: match file.read_from {
-            ReadFrom::Beginning => file::ReadFrom::Beginning,
-            ReadFrom::End => file::ReadFrom::End,
-        },
-        lines: LineOptions {
-            max_line_bytes,
-            overlong: match file.on_long_line {
-                OnLongLine::Truncate => Overlong::Truncate,
-                OnLongLine::Drop => Overlong::Drop,
-            },
-            ..LineOptions::default()
-        },
-        multiline: file.multiline.as_ref().map(|m| {
-            (
-                m.start_pattern.0.as_str().to_owned(),
-                Duration::from_millis(m.timeout_ms),
-            )
-        }),
-        invalid_utf8: match file.invalid_utf8 {
-            InvalidUtf8::Keep => file::InvalidUtf8::Keep,
-            InvalidUtf8::Replace => file::InvalidUtf8::Replace,
-        },
-        glob_interval: Duration::from_millis(file.glob_interval_ms),
-        rotate_wait: Duration::from_millis(file.rotate_wait_ms),
-        fingerprint_bytes: file.fingerprint_bytes as usize,
-        max_files: file.max_files as usize,
-        ..FileOptions::default()
-    }
-}
-
 /// Builds the sources of `config` that `wanted` names; the first that
 /// fails is the error.
 async fn build_sources(
@@ -116,136 +63,24 @@ async fn build_sources(
     let mut sources: Built<dyn Source> = Vec::new();
     for (name, source) in config.sources.iter().filter(|(name, _)| wanted(name)) {
         let built: Box<dyn Source> = match source {
-            SourceConfig::Sdk(_) => bail!(
-                "source {name}: type \"sdk\" takes the records of an application that embeds shipper (shipper::ingest::Ingestor); `shipper run` has nothing to feed it"
-            ),
             SourceConfig::Plugin(plugin) => Box::new(
                 DynamicSource::new(name, &load_plugin(plugin)?, &plugin.config_json())
                     .map_err(|e| anyhow!("source {name}: {e}"))?,
             ),
-            SourceConfig::Stdin(_) => Box::new(StdinSource::from_reader(
-                stdin::process_stdin(),
-                name,
-                LineOptions::default(),
-            )),
-            SourceConfig::File(file) => Box::new(
-                FileSource::new(file_options(file), name)
-                    .map_err(|e| anyhow!("source {name}: {e}"))?,
-            ),
-            SourceConfig::Shipper(shipper) => {
-                let options = ShipperOptions {
-                    address: shipper.address,
-                    path: shipper.path.clone(),
-                    token: shipper.token.clone(),
-                    max_body_bytes: usize::try_from(shipper.max_body_bytes.bytes())
-                        .unwrap_or(usize::MAX),
-                    max_chunk_bytes: usize::try_from(shipper.max_chunk_bytes.bytes())
-                        .unwrap_or(usize::MAX),
-                    verify: match shipper.verify {
-                        crate::config::ShipperVerify::Frame => Verify::Frame,
-                        crate::config::ShipperVerify::Full => Verify::Full,
-                    },
-                    limits: shipper.http_limits().limits(),
-                    ..ShipperOptions::default()
+            SourceConfig::Builtin(component) => {
+                let cx = BuildContext {
+                    name,
+                    data_dir: &config.data_dir,
                 };
-                Box::new(
-                    ShipperSource::bind(options, name)
-                        .await
-                        .map_err(|e| anyhow!("source {name}: {e}"))?,
-                )
-            }
-            SourceConfig::Generator(generator) => Box::new(
-                GeneratorSource::new(generator_options(generator), name)
-                    .map_err(|e| anyhow!("source {name}: {e}"))?,
-            ),
-            SourceConfig::Http(http) => {
-                let options = HttpOptions {
-                    address: http.address,
-                    path: http.path.clone(),
-                    max_body_bytes: usize::try_from(http.max_body_bytes.0).unwrap_or(usize::MAX),
-                    limits: http.http_limits().limits(),
-                };
-                Box::new(
-                    HttpSource::bind(options, name)
-                        .await
-                        .map_err(|e| anyhow!("source {name}: {e}"))?,
-                )
-            }
-            SourceConfig::Socket(socket) => {
-                let listen = match (socket.mode, socket.address, &socket.path) {
-                    (SocketMode::Tcp, Some(address), _) => Listen::Tcp(address),
-                    (SocketMode::Udp, Some(address), _) => Listen::Udp(address),
-                    (SocketMode::Unix, _, Some(path)) => Listen::Unix(path.clone()),
-                    _ => bail!("source {name}: tcp and udp need `address`, unix needs `path`"),
-                };
-                let options = SocketOptions {
-                    listen,
-                    framing: match socket.framing {
-                        Framing::Newline => SocketFraming::Newline,
-                        Framing::OctetCounting => SocketFraming::OctetCounting,
-                    },
-                    max_connections: socket.max_connections as usize,
-                    idle_timeout: Duration::from_millis(socket.idle_timeout_ms),
-                    max_frame_bytes: usize::try_from(socket.max_frame_bytes.0)
-                        .unwrap_or(usize::MAX),
-                    parse: match socket.parse {
-                        ParseFormat::None => SocketParse::None,
-                        ParseFormat::Syslog => SocketParse::Syslog,
-                        ParseFormat::Json => SocketParse::Json,
-                    },
-                };
-                Box::new(
-                    SocketSource::bind(options, name)
-                        .await
-                        .map_err(|e| anyhow!("source {name}: {e}"))?,
-                )
-            }
-            SourceConfig::Mqtt(mqtt_config) => {
-                let (host, port) = match (&mqtt_config.url, &mqtt_config.host) {
-                    (Some(url), _) => {
-                        mqtt::parse_url(url).map_err(|e| anyhow!("source {name}: url: {e}"))?
-                    }
-                    (None, Some(host)) => {
-                        (host.clone(), mqtt_config.port.unwrap_or(mqtt::DEFAULT_PORT))
-                    }
-                    (None, None) => bail!("source {name}: needs `url` or `host`"),
-                };
-                let options = MqttOptions {
-                    host,
-                    port,
-                    client_id: mqtt_config
-                        .client_id
-                        .clone()
-                        .unwrap_or_else(|| MqttOptions::default_client_id(name)),
-                    topics: mqtt_config.topics.clone(),
-                    qos: MqttQos::from_level(mqtt_config.qos)
-                        .map_err(|e| anyhow!("source {name}: {e}"))?,
-                };
-                Box::new(MqttSource::new(options, name).map_err(|e| anyhow!("source {name}: {e}"))?)
+                component
+                    .build(&cx)
+                    .await
+                    .map_err(|e| anyhow!("source {name}: {e}"))?
             }
         };
         sources.push((name.clone(), built));
     }
     Ok(sources)
-}
-
-/// The plugin's options for a `generator` source.
-fn generator_options(config: &crate::config::GeneratorSource) -> GeneratorOptions {
-    use crate::config::GeneratorFormat;
-    use shipper_plugins::corpus::CorpusKind;
-    GeneratorOptions {
-        corpus: match config.format {
-            GeneratorFormat::AccessLog => CorpusKind::AccessLog,
-            GeneratorFormat::Events => CorpusKind::Events,
-            GeneratorFormat::Iot => CorpusKind::Iot,
-        },
-        seed: config.seed,
-        record_bytes: config
-            .record_bytes
-            .map(|bytes| usize::try_from(bytes.bytes()).unwrap_or(usize::MAX)),
-        count: config.count,
-        rate: config.rate,
-    }
 }
 
 /// Source `name` of `config`, built.

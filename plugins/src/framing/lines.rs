@@ -49,7 +49,8 @@ pub enum CarriageReturn {
 }
 
 /// What to do with a line longer than the maximum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Overlong {
     /// Emit the first `max_line_bytes` bytes once and discard the rest up
     /// to the next newline.

@@ -23,6 +23,7 @@
 //! its read buffer and headers (`max_connections` of them).
 
 pub mod body;
+pub mod config;
 pub mod http;
 mod slots;
 

@@ -69,7 +69,8 @@ use crate::framing::lines::{LineOptions, LineSplitter};
 use crate::multiline::{Joiner, JoinerOptions};
 
 /// Where reading starts in a file present at the first start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ReadFrom {
     /// From the first byte.
     #[default]
@@ -79,7 +80,8 @@ pub enum ReadFrom {
 }
 
 /// What happens to a line that is not valid UTF-8.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum InvalidUtf8 {
     /// Stored as the bytes read.
     #[default]
@@ -970,3 +972,167 @@ impl Source for FileSource {
         Ok(())
     }
 }
+
+/// The `file` source's config: `[sources.NAME] type = "file"`. Every key is described in docs/config.md.
+#[allow(missing_docs)]
+mod config {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+    use shipper_core::plugin::Source;
+
+    use super::{FileOptions, FileSource, InvalidUtf8, ReadFrom};
+    use crate::component::{
+        duration_ms, BuildContext, BuildError, ByteSize, Checks, Pattern, SourceComponent,
+    };
+    use crate::framing::lines::{LineOptions, Overlong};
+
+    /// `multiline = { start_pattern = "^\\d{4}-", timeout_ms = 1000 }`.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Multiline {
+        /// A line matching this starts a new record; others join the previous one.
+        pub start_pattern: Pattern,
+        /// A record waiting for its next line is emitted after this long.
+        #[serde(
+            default = "default_multiline_timeout_ms",
+            deserialize_with = "duration_ms"
+        )]
+        pub timeout_ms: u64,
+    }
+
+    fn default_multiline_timeout_ms() -> u64 {
+        1000
+    }
+
+    fn default_max_line_bytes() -> ByteSize {
+        ByteSize::mib(1)
+    }
+
+    /// `type = "file"`: tails files matching glob patterns.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct FileSourceConfig {
+        pub include: Vec<String>,
+        #[serde(default)]
+        pub exclude: Vec<String>,
+        #[serde(default)]
+        pub read_from: ReadFrom,
+        #[serde(default)]
+        pub multiline: Option<Multiline>,
+        #[serde(default = "default_max_line_bytes")]
+        pub max_line_bytes: ByteSize,
+        #[serde(default)]
+        pub on_long_line: Overlong,
+        /// Lines that are not valid UTF-8: kept as bytes or replaced.
+        #[serde(default)]
+        pub invalid_utf8: InvalidUtf8,
+        /// How often the patterns are expanded to find new files.
+        #[serde(default = "default_glob_interval_ms", deserialize_with = "duration_ms")]
+        pub glob_interval_ms: u64,
+        /// How long a file that no longer matches (rotated away, deleted) is
+        /// still read after it last grew.
+        #[serde(default = "default_rotate_wait_ms", deserialize_with = "duration_ms")]
+        pub rotate_wait_ms: u64,
+        /// Bytes at the start of a file that identify it with its inode.
+        #[serde(default = "default_fingerprint_bytes")]
+        pub fingerprint_bytes: u32,
+        /// The most files tracked at once.
+        #[serde(default = "default_max_files")]
+        pub max_files: u32,
+    }
+
+    fn default_glob_interval_ms() -> u64 {
+        1000
+    }
+
+    fn default_rotate_wait_ms() -> u64 {
+        5000
+    }
+
+    fn default_fingerprint_bytes() -> u32 {
+        256
+    }
+
+    fn default_max_files() -> u32 {
+        1024
+    }
+
+    impl FileSourceConfig {
+        /// Its `type`.
+        pub const TYPE: &'static str = "file";
+    }
+
+    #[async_trait::async_trait]
+    impl SourceComponent for FileSourceConfig {
+        fn type_name(&self) -> &'static str {
+            Self::TYPE
+        }
+
+        fn check(&self, check: &mut dyn Checks) {
+            if self.include.is_empty() {
+                check.error(&["include"], "needs at least one glob pattern");
+            }
+            if self.include.iter().any(String::is_empty) {
+                check.error(&["include"], "a pattern is empty");
+            }
+            if self.max_line_bytes.bytes() == 0 {
+                check.error(&["max_line_bytes"], "must be at least 1 byte");
+            }
+            if self.multiline.as_ref().is_some_and(|m| m.timeout_ms == 0) {
+                check.error(&["multiline", "timeout_ms"], "must be at least 1");
+            }
+            if self.glob_interval_ms == 0 {
+                check.error(&["glob_interval_ms"], "must be at least 1");
+            }
+            if !(1..=65535).contains(&self.fingerprint_bytes) {
+                check.error(&["fingerprint_bytes"], "must be within 1..=65535");
+            }
+            if !(1..=2000).contains(&self.max_files) {
+                check.error(&["max_files"], "must be within 1..=2000");
+            }
+            for (key, patterns) in [("include", &self.include), ("exclude", &self.exclude)] {
+                for pattern in patterns {
+                    if let Err(error) = glob::Pattern::new(pattern) {
+                        check.error(&[key], format!("bad pattern {pattern:?}: {error}"));
+                    }
+                }
+            }
+        }
+
+        async fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+            let max_line_bytes = usize::try_from(self.max_line_bytes.bytes()).unwrap_or(usize::MAX);
+            let options = FileOptions {
+                include: self.include.clone(),
+                exclude: self.exclude.clone(),
+                read_from: self.read_from,
+                lines: LineOptions {
+                    max_line_bytes,
+                    overlong: self.on_long_line,
+                    ..LineOptions::default()
+                },
+                multiline: self.multiline.as_ref().map(|m| {
+                    (
+                        m.start_pattern.0.as_str().to_owned(),
+                        Duration::from_millis(m.timeout_ms),
+                    )
+                }),
+                invalid_utf8: self.invalid_utf8,
+                glob_interval: Duration::from_millis(self.glob_interval_ms),
+                rotate_wait: Duration::from_millis(self.rotate_wait_ms),
+                fingerprint_bytes: self.fingerprint_bytes as usize,
+                max_files: self.max_files as usize,
+                ..FileOptions::default()
+            };
+            Ok(Box::new(
+                FileSource::new(options, cx.name).map_err(|e| e.to_string())?,
+            ))
+        }
+
+        fn clone_box(&self) -> Box<dyn SourceComponent> {
+            Box::new(self.clone())
+        }
+    }
+}
+
+pub use config::{FileSourceConfig, Multiline};

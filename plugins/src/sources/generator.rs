@@ -364,3 +364,94 @@ mod tests {
         assert_eq!(due_offset(u64::MAX, 1), Duration::from_nanos(u64::MAX));
     }
 }
+
+/// The `generator` source's config: `[sources.NAME] type = "generator"`. Every key is described in docs/config.md.
+#[allow(missing_docs)]
+mod config {
+    use serde::Deserialize;
+    use shipper_core::plugin::Source;
+
+    use super::{GeneratorOptions, GeneratorSource};
+    use crate::component::{BuildContext, BuildError, ByteSize, Checks, SourceComponent};
+    use crate::corpus::CorpusKind;
+
+    /// The largest `record_bytes` of a generator source.
+    pub const GENERATOR_MAX_RECORD_BYTES: ByteSize = ByteSize::mib(1);
+
+    /// `type = "generator"`: synthetic records from a seeded corpus.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct GeneratorSourceConfig {
+        #[serde(default)]
+        pub format: CorpusKind,
+        /// Records to emit before the source ends; absent: until shutdown.
+        #[serde(default)]
+        pub count: Option<u64>,
+        /// Records per second; absent: as fast as possible.
+        #[serde(default)]
+        pub rate: Option<u64>,
+        #[serde(default)]
+        pub seed: u64,
+        /// Pad or trim records to about this size; absent: their natural size.
+        #[serde(default)]
+        pub record_bytes: Option<ByteSize>,
+    }
+
+    impl GeneratorSourceConfig {
+        /// Its `type`.
+        pub const TYPE: &'static str = "generator";
+    }
+
+    #[async_trait::async_trait]
+    impl SourceComponent for GeneratorSourceConfig {
+        fn type_name(&self) -> &'static str {
+            Self::TYPE
+        }
+
+        fn check(&self, check: &mut dyn Checks) {
+            if self.count == Some(0) {
+                check.error(
+                    &["count"],
+                    "must be at least 1 (leave it out to run until stopped)",
+                );
+            }
+            if self.rate == Some(0) {
+                check.error(
+                    &["rate"],
+                    "must be at least 1 record per second (leave it out for as fast as possible)",
+                );
+            }
+            match self.record_bytes {
+                Some(bytes) if bytes.bytes() == 0 => {
+                    check.error(&["record_bytes"], "must be at least 1 byte");
+                }
+                Some(bytes) if bytes > GENERATOR_MAX_RECORD_BYTES => check.error(
+                    &["record_bytes"],
+                    format!("must be at most {GENERATOR_MAX_RECORD_BYTES}"),
+                ),
+                _ => {}
+            }
+        }
+
+        async fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+            let options = GeneratorOptions {
+                corpus: self.format,
+                seed: self.seed,
+                record_bytes: self
+                    .record_bytes
+                    .map(|bytes| usize::try_from(bytes.bytes()).unwrap_or(usize::MAX)),
+                count: self.count,
+                rate: self.rate,
+            };
+            Ok(Box::new(
+                GeneratorSource::new(options, cx.name).map_err(|e| e.to_string())?,
+            ))
+        }
+
+        fn clone_box(&self) -> Box<dyn SourceComponent> {
+            Box::new(self.clone())
+        }
+    }
+}
+
+pub use config::{GeneratorSourceConfig, GENERATOR_MAX_RECORD_BYTES};

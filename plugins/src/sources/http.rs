@@ -400,3 +400,110 @@ impl HttpSource {
         let _ = request.reply.send(answer);
     }
 }
+
+/// The `http` source's config: `[sources.NAME] type = "http"`. Every key is described in docs/config.md.
+#[allow(missing_docs)]
+mod config {
+    use std::net::SocketAddr;
+
+    use serde::Deserialize;
+    use shipper_core::plugin::Source;
+
+    use super::{HttpOptions, HttpSource};
+    use crate::component::{
+        duration_ms, BuildContext, BuildError, ByteSize, Checks, Listener, SourceComponent,
+    };
+    use crate::listen::config::{
+        check_route_path, default_body_timeout_ms, default_header_timeout_ms,
+        default_max_buffered_bytes, default_max_connections, default_min_body_rate, HttpLimits,
+    };
+
+    fn default_http_path() -> String {
+        "/".to_owned()
+    }
+
+    fn default_max_body_bytes() -> ByteSize {
+        ByteSize::mib(10)
+    }
+
+    /// `type = "http"`: accepts POSTs of NDJSON or JSON arrays.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct HttpSourceConfig {
+        /// `IP:port` to listen on.
+        pub address: SocketAddr,
+        #[serde(default = "default_http_path")]
+        pub path: String,
+        #[serde(default = "default_max_body_bytes")]
+        pub max_body_bytes: ByteSize,
+        #[serde(default = "default_max_connections")]
+        pub max_connections: u32,
+        #[serde(
+            default = "default_header_timeout_ms",
+            deserialize_with = "duration_ms"
+        )]
+        pub header_timeout_ms: u64,
+        #[serde(default = "default_body_timeout_ms", deserialize_with = "duration_ms")]
+        pub body_timeout_ms: u64,
+        #[serde(default = "default_min_body_rate")]
+        pub min_body_rate: ByteSize,
+        #[serde(default = "default_max_buffered_bytes")]
+        pub max_buffered_bytes: ByteSize,
+    }
+
+    impl HttpSourceConfig {
+        /// Its listener's limits.
+        pub fn http_limits(&self) -> HttpLimits {
+            HttpLimits {
+                max_connections: self.max_connections,
+                header_timeout_ms: self.header_timeout_ms,
+                body_timeout_ms: self.body_timeout_ms,
+                min_body_rate: self.min_body_rate,
+                max_buffered_bytes: self.max_buffered_bytes,
+            }
+        }
+    }
+
+    impl HttpSourceConfig {
+        /// Its `type`.
+        pub const TYPE: &'static str = "http";
+    }
+
+    #[async_trait::async_trait]
+    impl SourceComponent for HttpSourceConfig {
+        fn type_name(&self) -> &'static str {
+            Self::TYPE
+        }
+
+        fn check(&self, check: &mut dyn Checks) {
+            check_route_path(check, &self.path);
+            if self.max_body_bytes.bytes() == 0 || self.max_body_bytes.bytes() > 1 << 30 {
+                check.error(&["max_body_bytes"], "must be between 1 byte and 1GiB");
+            }
+            self.http_limits().check(self.max_body_bytes, check);
+        }
+
+        fn listener(&self) -> Option<(&'static str, Listener)> {
+            Some(("address", Listener::Tcp(self.address)))
+        }
+
+        async fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+            let options = HttpOptions {
+                address: self.address,
+                path: self.path.clone(),
+                max_body_bytes: usize::try_from(self.max_body_bytes.0).unwrap_or(usize::MAX),
+                limits: self.http_limits().limits(),
+            };
+            let source = HttpSource::bind(options, cx.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Box::new(source))
+        }
+
+        fn clone_box(&self) -> Box<dyn SourceComponent> {
+            Box::new(self.clone())
+        }
+    }
+}
+
+pub use config::HttpSourceConfig;

@@ -827,3 +827,136 @@ mod tests {
         assert_eq!(backoff.next_delay(), BACKOFF_MIN);
     }
 }
+
+/// The `mqtt` source's config: `[sources.NAME] type = "mqtt"`. Every key is described in docs/config.md.
+#[allow(missing_docs)]
+mod config {
+    use serde::Deserialize;
+    use shipper_core::plugin::Source;
+
+    use super::{parse_url, MqttOptions, MqttQos, MqttSource, DEFAULT_PORT};
+    use crate::component::{BuildContext, BuildError, Checks, SourceComponent};
+
+    fn default_qos() -> u8 {
+        1
+    }
+
+    /// `type = "mqtt"`: subscribes to topic filters on a broker.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct MqttSourceConfig {
+        /// `mqtt://host:port`; or give `host` (and `port`) instead.
+        #[serde(default)]
+        pub url: Option<String>,
+        #[serde(default)]
+        pub host: Option<String>,
+        #[serde(default)]
+        pub port: Option<u16>,
+        pub topics: Vec<String>,
+        #[serde(default = "default_qos")]
+        pub qos: u8,
+        #[serde(default)]
+        pub client_id: Option<String>,
+    }
+
+    /// Checks one topic filter as the source does: `MqttSource::new` is given
+    /// that filter alone, with options otherwise valid, and refuses it if it is
+    /// not a valid MQTT filter (nothing is connected).
+    fn check_topic_filter(topic: &str) -> Result<(), String> {
+        let options = MqttOptions {
+            host: "localhost".into(),
+            port: DEFAULT_PORT,
+            client_id: "validate".into(),
+            topics: vec![topic.to_owned()],
+            qos: MqttQos::AtLeastOnce,
+        };
+        MqttSource::new(options, "validate")
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+
+    impl MqttSourceConfig {
+        /// Its `type`.
+        pub const TYPE: &'static str = "mqtt";
+    }
+
+    #[async_trait::async_trait]
+    impl SourceComponent for MqttSourceConfig {
+        fn type_name(&self) -> &'static str {
+            Self::TYPE
+        }
+
+        fn check(&self, check: &mut dyn Checks) {
+            match (&self.url, &self.host) {
+                (None, None) => check.error(&[], "needs `url` or `host`"),
+                (Some(_), Some(_)) => check.error(&["host"], "give `url` or `host`, not both"),
+                (Some(url), None) => {
+                    // The source's own parser (TLS, credentials, a path, a bad port).
+                    if let Err(message) = parse_url(url) {
+                        check.error(&["url"], message);
+                    }
+                    if self.port.is_some() {
+                        check.error(&["port"], "with `url`, the port goes in the url");
+                    }
+                }
+                (None, Some(host)) => {
+                    if host.is_empty() {
+                        check.error(&["host"], "must not be empty");
+                    }
+                }
+            }
+            if self.port == Some(0) {
+                check.error(&["port"], "must be 1 to 65535");
+            }
+            if self.client_id.as_deref() == Some("") {
+                check.error(
+                    &["client_id"],
+                    "must not be empty (leave it out for shipper-NAME)",
+                );
+            }
+            if self.topics.is_empty() {
+                check.error(&["topics"], "needs at least one topic filter");
+            }
+            for topic in &self.topics {
+                if let Err(message) = check_topic_filter(topic) {
+                    check.error(&["topics"], message);
+                }
+            }
+            match self.qos {
+                0 | 1 => {}
+                2 => check.error(
+                    &["qos"],
+                    "qos 2 is not supported (the MQTT client cannot resume a QoS 2 exchange after a reconnect); use 1: records are acknowledged only once durable",
+                ),
+                other => check.error(&["qos"], format!("qos {other} is not 0 or 1")),
+            }
+        }
+
+        async fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+            let (host, port) = match (&self.url, &self.host) {
+                (Some(url), _) => parse_url(url).map_err(|e| format!("url: {e}"))?,
+                (None, Some(host)) => (host.clone(), self.port.unwrap_or(DEFAULT_PORT)),
+                (None, None) => return Err("needs `url` or `host`".into()),
+            };
+            let options = MqttOptions {
+                host,
+                port,
+                client_id: self
+                    .client_id
+                    .clone()
+                    .unwrap_or_else(|| MqttOptions::default_client_id(cx.name)),
+                topics: self.topics.clone(),
+                qos: MqttQos::from_level(self.qos).map_err(|e| e.to_string())?,
+            };
+            Ok(Box::new(
+                MqttSource::new(options, cx.name).map_err(|e| e.to_string())?,
+            ))
+        }
+
+        fn clone_box(&self) -> Box<dyn SourceComponent> {
+            Box::new(self.clone())
+        }
+    }
+}
+
+pub use config::MqttSourceConfig;

@@ -126,7 +126,8 @@ pub struct ShipperCounters {
 
 /// How far the receiver checks a chunk's body before storing it (its
 /// frame's CRC, order and declared size are always checked).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verify {
     /// The zstd frame's structure and its declared size, without
     /// decompressing ([`shipper_core::chunk::check_body`]): a bomb that
@@ -1067,3 +1068,154 @@ fn ok_json(body: String) -> Response {
     )
         .into_response()
 }
+
+/// The `shipper` source's config: `[sources.NAME] type = "shipper"`. Every key is described in docs/config.md.
+#[allow(missing_docs)]
+mod config {
+    use std::net::SocketAddr;
+
+    use serde::Deserialize;
+    use shipper_core::plugin::Source;
+
+    use super::{ShipperOptions, ShipperSource, Verify};
+    use crate::component::{
+        duration_ms, BuildContext, BuildError, ByteSize, Checks, Listener, SourceComponent,
+    };
+    use crate::listen::config::{
+        check_route_path, default_body_timeout_ms, default_header_timeout_ms,
+        default_max_buffered_bytes, default_max_connections, default_min_body_rate, HttpLimits,
+    };
+
+    /// `type = "shipper"`: receives chunks from other shippers' `http` sinks
+    /// (shipper's wire protocol, docs/protocol.md): an aggregator.
+    #[derive(Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ShipperSourceConfig {
+        /// `IP:port` to listen on.
+        pub address: SocketAddr,
+        #[serde(default = "default_shipper_path")]
+        pub path: String,
+        /// A bearer token senders must present.
+        #[serde(default)]
+        pub token: Option<String>,
+        #[serde(default = "default_shipper_max_bytes")]
+        pub max_body_bytes: ByteSize,
+        /// The largest decompressed body of one chunk.
+        #[serde(default = "default_shipper_max_bytes")]
+        pub max_chunk_bytes: ByteSize,
+        /// How far each chunk's body is checked before it is stored.
+        #[serde(default)]
+        pub verify: Verify,
+        #[serde(default = "default_max_connections")]
+        pub max_connections: u32,
+        #[serde(
+            default = "default_header_timeout_ms",
+            deserialize_with = "duration_ms"
+        )]
+        pub header_timeout_ms: u64,
+        #[serde(default = "default_body_timeout_ms", deserialize_with = "duration_ms")]
+        pub body_timeout_ms: u64,
+        #[serde(default = "default_min_body_rate")]
+        pub min_body_rate: ByteSize,
+        #[serde(default = "default_max_buffered_bytes")]
+        pub max_buffered_bytes: ByteSize,
+    }
+
+    impl std::fmt::Debug for ShipperSourceConfig {
+        /// The token is a secret: never log it.
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ShipperSourceConfig")
+                .field("address", &self.address)
+                .field("path", &self.path)
+                .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+                .field("max_body_bytes", &self.max_body_bytes)
+                .field("max_chunk_bytes", &self.max_chunk_bytes)
+                .field("verify", &self.verify)
+                .field("limits", &self.http_limits())
+                .finish()
+        }
+    }
+
+    fn default_shipper_path() -> String {
+        "/v1/chunks".into()
+    }
+
+    fn default_shipper_max_bytes() -> ByteSize {
+        ByteSize::mib(64)
+    }
+
+    impl ShipperSourceConfig {
+        /// Its listener's limits.
+        pub fn http_limits(&self) -> HttpLimits {
+            HttpLimits {
+                max_connections: self.max_connections,
+                header_timeout_ms: self.header_timeout_ms,
+                body_timeout_ms: self.body_timeout_ms,
+                min_body_rate: self.min_body_rate,
+                max_buffered_bytes: self.max_buffered_bytes,
+            }
+        }
+    }
+
+    impl ShipperSourceConfig {
+        /// Its `type`.
+        pub const TYPE: &'static str = "shipper";
+    }
+
+    #[async_trait::async_trait]
+    impl SourceComponent for ShipperSourceConfig {
+        fn type_name(&self) -> &'static str {
+            Self::TYPE
+        }
+
+        fn check(&self, check: &mut dyn Checks) {
+            self.http_limits().check(self.max_body_bytes, check);
+            check_route_path(check, &self.path);
+            if self.token.as_deref().is_some_and(str::is_empty) {
+                check.error(&["token"], "must not be empty (leave it out for no token)");
+            }
+            for (key, size) in [
+                ("max_body_bytes", self.max_body_bytes),
+                ("max_chunk_bytes", self.max_chunk_bytes),
+            ] {
+                if size.bytes() == 0 || size.bytes() > 1 << 30 {
+                    check.error(&[key], "must be between 1 byte and 1GiB");
+                }
+            }
+        }
+
+        fn listener(&self) -> Option<(&'static str, Listener)> {
+            Some(("address", Listener::Tcp(self.address)))
+        }
+
+        /// Received chunks are stored as they are, compressed: no
+        /// transform can read them.
+        fn transformable(&self) -> bool {
+            false
+        }
+
+        async fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+            let options = ShipperOptions {
+                address: self.address,
+                path: self.path.clone(),
+                token: self.token.clone(),
+                max_body_bytes: usize::try_from(self.max_body_bytes.bytes()).unwrap_or(usize::MAX),
+                max_chunk_bytes: usize::try_from(self.max_chunk_bytes.bytes())
+                    .unwrap_or(usize::MAX),
+                verify: self.verify,
+                limits: self.http_limits().limits(),
+                ..ShipperOptions::default()
+            };
+            let source = ShipperSource::bind(options, cx.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Box::new(source))
+        }
+
+        fn clone_box(&self) -> Box<dyn SourceComponent> {
+            Box::new(self.clone())
+        }
+    }
+}
+
+pub use config::ShipperSourceConfig;

@@ -52,18 +52,22 @@ pub enum Listen {
 }
 
 /// How a stream is cut into records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SocketFraming {
     /// One record per line.
+    #[default]
     Newline,
     /// RFC 6587 octet counting: `LEN SP MSG`.
     OctetCounting,
 }
 
 /// What is done to each record before it is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SocketParse {
     /// Stored as received.
+    #[default]
     None,
     /// Parsed as syslog and stored as a JSON object.
     Syslog,
@@ -746,3 +750,177 @@ mod tests {
         }
     }
 }
+
+/// The `socket` source's config: `[sources.NAME] type = "socket"`. Every key is described in docs/config.md.
+#[allow(missing_docs)]
+mod config {
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use serde::Deserialize;
+    use shipper_core::plugin::Source;
+
+    use super::{Listen, SocketFraming, SocketOptions, SocketParse, SocketSource};
+    use crate::component::{
+        duration_ms, BuildContext, BuildError, ByteSize, Checks, Listener, SourceComponent,
+    };
+    use crate::listen::config::{default_idle_timeout_ms, default_max_connections};
+
+    fn default_max_frame_bytes() -> ByteSize {
+        ByteSize::mib(1)
+    }
+
+    /// Transport of a socket source.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum SocketMode {
+        #[default]
+        Tcp,
+        Udp,
+        Unix,
+    }
+
+    /// `type = "socket"`: TCP, UDP or a Unix stream socket.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct SocketSourceConfig {
+        #[serde(default)]
+        pub mode: SocketMode,
+        /// `IP:port` to listen on, for `tcp` and `udp`.
+        #[serde(default)]
+        pub address: Option<SocketAddr>,
+        /// Socket file, for `unix`.
+        #[serde(default)]
+        pub path: Option<PathBuf>,
+        #[serde(default)]
+        pub framing: SocketFraming,
+        #[serde(default = "default_max_connections")]
+        pub max_connections: u32,
+        /// A stream connection that sends nothing for this long is closed.
+        #[serde(default = "default_idle_timeout_ms", deserialize_with = "duration_ms")]
+        pub idle_timeout_ms: u64,
+        #[serde(default = "default_max_frame_bytes")]
+        pub max_frame_bytes: ByteSize,
+        #[serde(default)]
+        pub parse: SocketParse,
+    }
+
+    /// A Unix socket's path: its directory must exist, and the path must be
+    /// free or a socket (a stale one is replaced; any other file is not).
+    fn check_socket_path(path: &Path, check: &mut dyn Checks) {
+        let shown = path.display();
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+                check.error(
+                    &["path"],
+                    format!("`{shown}` exists and is not a socket; shipper replaces only a socket"),
+                );
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let parent = match path.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => parent,
+                    _ => Path::new("."),
+                };
+                if !parent.is_dir() {
+                    check.error(
+                        &["path"],
+                        format!("directory `{}` does not exist", parent.display()),
+                    );
+                }
+            }
+        }
+    }
+
+    impl SocketSourceConfig {
+        /// Its `type`.
+        pub const TYPE: &'static str = "socket";
+    }
+
+    #[async_trait::async_trait]
+    impl SourceComponent for SocketSourceConfig {
+        fn type_name(&self) -> &'static str {
+            Self::TYPE
+        }
+
+        fn check(&self, check: &mut dyn Checks) {
+            if self.mode == SocketMode::Unix {
+                match &self.path {
+                    None => check.error(&["path"], "missing required key `path` (mode = \"unix\")"),
+                    Some(path) => check_socket_path(path, check),
+                }
+                if self.address.is_some() {
+                    check.error(
+                        &["address"],
+                        "mode = \"unix\" listens on `path`, not `address`",
+                    );
+                }
+            } else {
+                if self.address.is_none() {
+                    check.error(
+                        &["address"],
+                        "missing required key `address` (an IP:port, for mode = \"tcp\" or \"udp\")",
+                    );
+                }
+                if self.path.is_some() {
+                    check.error(
+                        &["path"],
+                        "`path` is for mode = \"unix\"; tcp and udp listen on `address`",
+                    );
+                }
+            }
+            if self.mode == SocketMode::Udp && self.framing == SocketFraming::OctetCounting {
+                check.error(
+                    &["framing"],
+                    "octet_counting frames a stream; a UDP datagram is one record",
+                );
+            }
+            if self.max_connections == 0 {
+                check.error(&["max_connections"], "must be at least 1");
+            }
+            if self.idle_timeout_ms == 0 {
+                check.error(&["idle_timeout_ms"], "must be at least 1");
+            }
+            if self.max_frame_bytes.bytes() == 0 {
+                check.error(&["max_frame_bytes"], "must be at least 1 byte");
+            }
+        }
+
+        fn listener(&self) -> Option<(&'static str, Listener)> {
+            match (self.mode, self.address, &self.path) {
+                (SocketMode::Tcp, Some(address), _) => Some(("address", Listener::Tcp(address))),
+                (SocketMode::Udp, Some(address), _) => Some(("address", Listener::Udp(address))),
+                (SocketMode::Unix, _, Some(path)) => Some(("path", Listener::Unix(path.clone()))),
+                _ => None,
+            }
+        }
+
+        async fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+            let listen = match (self.mode, self.address, &self.path) {
+                (SocketMode::Tcp, Some(address), _) => Listen::Tcp(address),
+                (SocketMode::Udp, Some(address), _) => Listen::Udp(address),
+                (SocketMode::Unix, _, Some(path)) => Listen::Unix(path.clone()),
+                _ => return Err("tcp and udp need `address`, unix needs `path`".into()),
+            };
+            let options = SocketOptions {
+                listen,
+                framing: self.framing,
+                max_connections: self.max_connections as usize,
+                idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+                max_frame_bytes: usize::try_from(self.max_frame_bytes.0).unwrap_or(usize::MAX),
+                parse: self.parse,
+            };
+            let source = SocketSource::bind(options, cx.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Box::new(source))
+        }
+
+        fn clone_box(&self) -> Box<dyn SourceComponent> {
+            Box::new(self.clone())
+        }
+    }
+}
+
+pub use config::{SocketMode, SocketSourceConfig};

@@ -112,3 +112,41 @@ mod tests {
         assert_eq!(lines[10_000], "last, unterminated");
     }
 }
+
+mod process;
+
+pub use process::{process_stdin, SharedInput};
+
+/// The `stdin` source's config: `[sources.NAME] type = "stdin"` (no keys).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdinSourceConfig {}
+
+impl StdinSourceConfig {
+    /// Its `type`.
+    pub const TYPE: &'static str = "stdin";
+}
+
+#[async_trait::async_trait]
+impl crate::component::SourceComponent for StdinSourceConfig {
+    fn type_name(&self) -> &'static str {
+        Self::TYPE
+    }
+
+    async fn build(
+        &self,
+        cx: &crate::component::BuildContext<'_>,
+    ) -> Result<Box<dyn Source>, crate::component::BuildError> {
+        // One reader of the process's input for every stdin source it
+        // starts: a restarted source goes on where the last one stopped.
+        Ok(Box::new(StdinSource::from_reader(
+            process_stdin(),
+            cx.name,
+            LineOptions::default(),
+        )))
+    }
+
+    fn clone_box(&self) -> Box<dyn crate::component::SourceComponent> {
+        Box::new(self.clone())
+    }
+}

@@ -25,7 +25,10 @@ pub(crate) fn run(args: ValidateArgs) -> anyhow::Result<Outcome> {
             }
             let config = &loaded.config;
             for (name, source) in &config.sources {
-                if matches!(source, config::SourceConfig::Sdk(_)) {
+                if source
+                    .get::<shipper_plugins::sources::sdk::SdkSourceConfig>()
+                    .is_some()
+                {
                     eprintln!(
                         "{file}: sources.{name}: warning: `shipper run` refuses type \"sdk\": only an application embedding shipper (shipper::ingest::Ingestor) can feed it"
                     );

@@ -50,12 +50,7 @@ pub use plugin::PluginComponent;
 use shipper_plugins::component as values;
 pub use shipper_plugins::component::{parse_byte_size, ByteSize};
 pub use sinks::SinkConfig;
-pub use sources::{
-    FileSource, Framing, GeneratorFormat, GeneratorSource, HttpSource, InvalidUtf8, MqttSource,
-    Multiline, OnLongLine, ParseFormat, ReadFrom, SdkSource, ShipperSource, ShipperVerify,
-    SocketMode, SocketSource, SourceConfig, StdinSource, GENERATOR_MAX_RECORD_BYTES,
-    MQTT_DEFAULT_PORT,
-};
+pub use sources::SourceConfig;
 pub use transforms::TransformConfig;
 pub use values::{Codec, Compression, DurationMs, FieldValue, Pattern, MAX_DURATION_MS};
 
@@ -546,7 +541,11 @@ fn check_document(root: &Node<'_>, reporter: &mut Reporter<'_>) -> Option<Config
         );
         transform.check(&mut check);
         for input in transform.inputs() {
-            if matches!(config.sources.get(input), Some(SourceConfig::Shipper(_))) {
+            if config
+                .sources
+                .get(input)
+                .is_some_and(|source| !source.transformable())
+            {
                 check.error(
                     &["inputs"],
                     format!(
@@ -614,7 +613,7 @@ fn load_section(
         return None;
     };
     let types: Vec<&str> = match kind {
-        Kind::Source => SourceConfig::TYPES.to_vec(),
+        Kind::Source => crate::components::type_names(crate::components::SOURCES),
         Kind::Transform => crate::components::type_names(crate::components::TRANSFORMS),
         Kind::Sink => crate::components::type_names(crate::components::SINKS),
     };
@@ -736,19 +735,8 @@ fn load_source(
     path: &KeyPath,
     reporter: &mut Reporter<'_>,
 ) -> Option<SourceConfig> {
-    match type_name {
-        "file" => reporter.deserialize(body, path).map(SourceConfig::File),
-        "socket" => reporter.deserialize(body, path).map(SourceConfig::Socket),
-        "http" => reporter.deserialize(body, path).map(SourceConfig::Http),
-        "mqtt" => reporter.deserialize(body, path).map(SourceConfig::Mqtt),
-        "stdin" => reporter.deserialize(body, path).map(SourceConfig::Stdin),
-        "generator" => reporter
-            .deserialize(body, path)
-            .map(SourceConfig::Generator),
-        "shipper" => reporter.deserialize(body, path).map(SourceConfig::Shipper),
-        "sdk" => reporter.deserialize(body, path).map(SourceConfig::Sdk),
-        _ => None,
-    }
+    let kind = crate::components::find(crate::components::SOURCES, type_name)?;
+    (kind.parse)(reporter, body, path).map(SourceConfig::Builtin)
 }
 
 fn load_transform(

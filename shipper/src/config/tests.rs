@@ -6,6 +6,10 @@ use std::time::Duration;
 use shipper_core::log::{Durability, WhenFull};
 
 use super::*;
+use shipper_plugins::corpus::CorpusKind;
+use shipper_plugins::sources::file::{FileSourceConfig, ReadFrom};
+use shipper_plugins::sources::generator::GeneratorSourceConfig;
+use shipper_plugins::sources::stdin::StdinSourceConfig;
 
 fn env(name: &str) -> Option<String> {
     match name {
@@ -306,7 +310,10 @@ fn a_minimal_config_takes_the_defaults() {
     assert_eq!(config.admin.address.to_string(), "127.0.0.1:8686");
     assert_eq!(config.logging.level, LogLevel::Info);
     assert_eq!(config.logging.format, LogFormat::Human);
-    assert_eq!(config.sources["in"], SourceConfig::Stdin(StdinSource {}));
+    assert_eq!(
+        config.sources["in"],
+        SourceConfig::builtin(StdinSourceConfig {})
+    );
     assert_eq!(config.sinks["out"].inputs(), ["in".to_owned()]);
     let options = config.log_options();
     let engine = LogOptions::default();
@@ -519,9 +526,7 @@ stream = "EVENTS"
         types(config.sinks.values().map(SinkConfig::type_name).collect()),
         ["file", "nats", "blackhole", "postgres", "http"]
     );
-    let SourceConfig::File(file) = &config.sources["f"] else {
-        unreachable!()
-    };
+    let file = config.sources["f"].get::<FileSourceConfig>().unwrap();
     assert_eq!(file.read_from, ReadFrom::End);
     assert_eq!(file.max_line_bytes, ByteSize::kib(256));
     assert!(file
@@ -533,8 +538,8 @@ stream = "EVENTS"
         .is_match("x"));
     assert_eq!(
         config.sources["g"],
-        SourceConfig::Generator(GeneratorSource {
-            format: GeneratorFormat::Iot,
+        SourceConfig::builtin(GeneratorSourceConfig {
+            format: CorpusKind::Iot,
             count: Some(1_000),
             rate: Some(500),
             seed: 7,
@@ -581,8 +586,8 @@ fn a_generator_takes_its_defaults() {
     let config = parse(text, &env).unwrap().config;
     assert_eq!(
         config.sources["gen"],
-        SourceConfig::Generator(GeneratorSource {
-            format: GeneratorFormat::AccessLog,
+        SourceConfig::builtin(GeneratorSourceConfig {
+            format: CorpusKind::AccessLog,
             count: None,
             rate: None,
             seed: 0,
@@ -603,7 +608,7 @@ fn the_quickstart_config_validates() {
     let loaded = parse(&text, &lookup).unwrap_or_else(|invalid| panic!("{invalid}"));
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let config = loaded.config;
-    let SourceConfig::Generator(generator) = &config.sources["access"] else {
+    let Some(generator) = config.sources["access"].get::<GeneratorSourceConfig>() else {
         panic!("{:?}", config.sources);
     };
     assert_eq!(generator.count, Some(2_000_000));

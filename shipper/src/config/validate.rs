@@ -440,30 +440,3 @@ pub fn check_listeners(
         reporter.error(path, span, format!("{clash}: {consequence}"));
     }
 }
-
-/// A Unix socket's path: its directory must exist, and the path must be
-/// free or a socket (a stale one is replaced; any other file is not).
-pub fn check_socket_path(path: &Path, check: &mut Checker<'_, '_, '_>) {
-    let shown = path.display();
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
-            check.error(
-                &["path"],
-                format!("`{shown}` exists and is not a socket; shipper replaces only a socket"),
-            );
-        }
-        Ok(_) => {}
-        Err(_) => {
-            let parent = match path.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => parent,
-                _ => Path::new("."),
-            };
-            if !parent.is_dir() {
-                check.error(
-                    &["path"],
-                    format!("directory `{}` does not exist", parent.display()),
-                );
-            }
-        }
-    }
-}

@@ -11,7 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use shipper::config::{SocketMode, SourceConfig};
+use shipper::config::SourceConfig;
+use shipper_plugins::sources::file::FileSourceConfig;
+use shipper_plugins::sources::http::HttpSourceConfig;
+use shipper_plugins::sources::socket::{SocketMode, SocketSourceConfig};
 
 use super::{free_port, sample_of, scrape, ChildPlan, Feed};
 
@@ -89,8 +92,8 @@ pub(super) fn prepare(path: &Path, dir: &Path, source: Option<&str>) -> anyhow::
 
 /// How the bench feeds source `name`.
 fn feed_for(name: &str, source: &SourceConfig) -> anyhow::Result<Feed> {
-    match source {
-        SourceConfig::File(file) => {
+    if let Some(file) = source.get::<FileSourceConfig>() {
+        {
             let pattern = file
                 .include
                 .first()
@@ -106,20 +109,25 @@ fn feed_for(name: &str, source: &SourceConfig) -> anyhow::Result<Feed> {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("creating {}", parent.display()))?;
             }
-            Ok(Feed::File(candidate))
+            return Ok(Feed::File(candidate));
         }
-        SourceConfig::Socket(socket) if socket.mode == SocketMode::Tcp => {
-            let address = socket
-                .address
-                .ok_or_else(|| anyhow!("source {name} has no address"))?;
-            Ok(Feed::Tcp(address))
-        }
-        SourceConfig::Http(http) => Ok(Feed::Http(http.address, http.path.clone())),
-        other => bail!(
-            "source {name}: the bench cannot feed a source of type {:?} (file, TCP socket and http sources it can)",
-            other.type_name()
-        ),
     }
+    if let Some(socket) = source
+        .get::<SocketSourceConfig>()
+        .filter(|socket| socket.mode == SocketMode::Tcp)
+    {
+        let address = socket
+            .address
+            .ok_or_else(|| anyhow!("source {name} has no address"))?;
+        return Ok(Feed::Tcp(address));
+    }
+    if let Some(http) = source.get::<HttpSourceConfig>() {
+        return Ok(Feed::Http(http.address, http.path.clone()));
+    }
+    bail!(
+        "source {name}: the bench cannot feed a source of type {:?} (file, TCP socket and http sources it can)",
+        source.type_name()
+    )
 }
 
 /// A file name that `pattern` matches, in its (wildcard-free) directory.

@@ -26,7 +26,7 @@ const READ_BYTES: usize = 64 * 1024;
 
 /// The reader of this process's standard input; every call returns a handle
 /// to the same reader.
-pub(super) fn process_stdin() -> SharedInput<tokio::io::Stdin> {
+pub fn process_stdin() -> SharedInput<tokio::io::Stdin> {
     static STDIN: OnceLock<SharedInput<tokio::io::Stdin>> = OnceLock::new();
     STDIN
         .get_or_init(|| SharedInput::new(tokio::io::stdin()))
@@ -36,7 +36,7 @@ pub(super) fn process_stdin() -> SharedInput<tokio::io::Stdin> {
 /// A line-preserving reader that outlives the sources reading it; clones
 /// share the input and what was read from it. One source reads it at a time.
 #[derive(Debug)]
-pub(super) struct SharedInput<R>(Arc<Mutex<Held<R>>>);
+pub struct SharedInput<R>(Arc<Mutex<Held<R>>>);
 
 impl<R> Clone for SharedInput<R> {
     fn clone(&self) -> Self {
