@@ -9,10 +9,10 @@
 //! changed, and ends the run like a SIGTERM once every source has ended on
 //! its own (standard input at its end, a generator with a `count`).
 //!
-//! Built today: the `file`, `stdin`, `socket`, `http`, `mqtt` and
-//! `generator` sources, the `filter`, `sample` and `remap` transforms, and
-//! the `blackhole`, `file`, `http`, `postgres` and `nats` sinks. A config naming any other component
-//! type is refused at start with a clear error (the sinks issue adds them).
+//! It knows no component type: a built-in component is built through its
+//! kind's config (`shipper::components`, `SourceComponent::build`...), a
+//! plugin through the plugin host. The delivery loop and the shutdown of
+//! sinks are in `deliver.rs`.
 //!
 //! Transforms run on the producing side, in the source's task, before
 //! compression: each source's emitter carries the transforms that consume

@@ -83,3 +83,25 @@ impl Drop for TmpfsMount {
         }
     }
 }
+
+/// Whether `service` answers on `address` (`IP:port`, TCP). When it does
+/// not, a test that needs it prints why it skips; with
+/// `SHIPPER_REQUIRE_SERVICES=1` (as `.ci/run` sets it) that is a failure
+/// instead.
+///
+/// # Panics
+/// When the service is not reachable and services are required.
+pub fn service_available(service: &str, address: &str) -> bool {
+    let socket = address.parse().expect("an IP:port");
+    match std::net::TcpStream::connect_timeout(&socket, std::time::Duration::from_secs(2)) {
+        Ok(_) => true,
+        Err(error) => {
+            let reason = format!("{service} not reachable on {address}: {error}");
+            if std::env::var("SHIPPER_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("{reason}");
+            }
+            eprintln!("skipped: {reason} (SHIPPER_REQUIRE_SERVICES=1 makes this a failure)");
+            false
+        }
+    }
+}
