@@ -1,8 +1,18 @@
-//! Reusable building blocks of shipper's built-in sources.
+//! shipper's built-in components and the building blocks they share.
 //!
-//! The sources themselves (file, socket, HTTP, ...) arrive with the
-//! pipeline; this crate holds the parts they share, each small, allocation-
-//! conscious and tested on its own:
+//! Each built-in source ([`sources`]), transform ([`transform`]) and sink
+//! ([`sinks`]) is one module that holds all of it: its `type` name (`TYPE`
+//! on its config struct), its config struct (serde, unknown keys refused),
+//! its checks, how it is built from that config, and its metrics (the
+//! implementation's `Source::metrics`, `Transform::metrics` or
+//! `Sink::metrics`). [`component`] is the config side of the component
+//! interface those config structs implement (`SourceComponent`,
+//! `TransformComponent`, `SinkComponent`, `Checks`, `BuildContext`,
+//! `Listener`) and the value types they share (`ByteSize`, `DurationMs`,
+//! `Compression`, ...); the lists of kinds are in `shipper::components`.
+//!
+//! The building blocks, each small, allocation-conscious and tested on its
+//! own:
 //!
 //! * [`framing::lines`] — a newline splitter for byte streams read in
 //!   arbitrary pieces, with a bounded line length and stream offsets;
@@ -11,14 +21,18 @@
 //!   and conversion to a JSON record;
 //! * [`multiline::Joiner`] — joins lines into records by a start-of-record
 //!   regex, with a size limit and a timeout;
-//! * [`transform`] — the `filter`, `sample` and `remap` record transforms
-//!   over JSON-object records;
+//! * [`listen`] — what every listener shares: connection caps, an HTTP/1.1
+//!   server with deadlines, request bodies read against a memory budget,
+//!   and the keys every listener's config shares ([`listen::config`]);
+//! * [`throttle`] — an event that can repeat thousands of times a second
+//!   counted every time and logged at most once per interval;
 //! * [`corpus`] — seeded, deterministic generators of realistic JSON
 //!   records (access logs, application events, sensor readings), which the
-//!   `generator` source, `shipper demo` and the benchmarks use.
+//!   `generator` source, `shipper demo` and the benchmarks use;
+//! * [`transform`] — the `filter`, `sample` and `remap` record transforms
+//!   over JSON-object records, with the field paths and counters they share.
 //!
-//! Each group sits behind its own cargo feature (`framing`, `syslog`,
-//! `multiline`, `transforms`, `corpus`), all on by default.
+//! Every module is always built: the crate has no cargo features.
 //!
 //! ```
 //! use shipper_plugins::framing::lines::{LineOptions, LineSplitter};
