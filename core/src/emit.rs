@@ -21,13 +21,18 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use crate::chunk::{ChunkBuilder, ChunkOptions, ClosedChunk, Compressors, OpenChunk};
+use crate::chunk::{ChunkBuilder, ChunkOptions, ClosedChunk, OpenChunk};
 use crate::log::{AppendTicket, Log, Offer};
 use crate::plugin::{Transform, TransformOutcome};
 use crate::{Error, Result};
+
+mod linger;
+mod pool;
+
+pub use pool::set_compression_threads;
 
 /// Counters of one emitter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -100,11 +105,9 @@ impl EmitterStats {
     }
 }
 
-/// Puts one component's records into the log; see the module docs.
-///
-/// Appends wait while the log's writer queue is full, so a source that
-/// emits faster than the disk takes stops reading its input: backpressure.
-pub struct Emitter {
+/// What an emitter holds, behind the lock its handles and the linger
+/// thread share.
+struct Core {
     log: Log,
     component: String,
     /// Whether records are stored under this component (some consumer
@@ -128,20 +131,23 @@ pub struct Emitter {
     scratch: Vec<u8>,
     /// [`Emitter::emit_with`]'s record when it cannot write in place.
     record: Vec<u8>,
+    /// An error the linger thread met closing a chunk: returned by the
+    /// next call of the source.
+    deferred: Option<Error>,
 }
 
 /// Compression threads and their queues. Threads take chunks in the order
 /// they were closed; the answers are put back in that order before they
 /// are appended, so the log sees the same order as without them.
 struct Compressing {
-    jobs: Option<crossbeam_channel::Sender<(u64, usize, OpenChunk)>>,
+    /// Where the pool sends this emitter's compressed chunks.
+    reply: crossbeam_channel::Sender<CompressedResult>,
     results: crossbeam_channel::Receiver<CompressedResult>,
     /// Sequence number of the next chunk handed over, and of the next to append.
     next_sent: u64,
     next_appended: u64,
     /// Answers that came back ahead of an earlier chunk's.
     early: BTreeMap<u64, (usize, Compressed)>,
-    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// A compressed chunk with its body buffer, or why compression failed.
@@ -162,8 +168,6 @@ impl std::fmt::Debug for Emitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Emitter")
             .field("component", &self.component)
-            .field("store", &self.store)
-            .field("routes", &self.routes.len())
             .field("counters", &self.stats.snapshot())
             .finish()
     }
@@ -230,13 +234,11 @@ impl Counted {
 /// Tickets kept before the oldest answered ones are collected.
 const MAX_IN_FLIGHT: usize = 64;
 
-impl Emitter {
-    /// An emitter for `component` (the source or transform name stored in
-    /// every chunk header).
-    pub fn new(log: Log, component: &str, options: ChunkOptions) -> Result<Self> {
+impl Core {
+    fn new(log: Log, component: &str, options: ChunkOptions) -> Result<Self> {
         // Validates the options and the component name once, up front.
         ChunkBuilder::new("", component, options.clone())?;
-        Ok(Emitter {
+        Ok(Core {
             log,
             component: component.to_owned(),
             store: true,
@@ -250,23 +252,27 @@ impl Emitter {
             compressing: None,
             scratch: Vec::new(),
             record: Vec::new(),
+            deferred: None,
         })
     }
 
-    /// An emitter that stores its records only when `store` is set, and
-    /// passes each record through `routes` (transforms consuming this
-    /// component), whose output their own emitters store and route on.
-    pub fn with_routes(
-        log: Log,
-        component: &str,
-        options: ChunkOptions,
-        store: bool,
-        routes: Vec<Route>,
-    ) -> Result<Self> {
-        let mut emitter = Emitter::new(log, component, options)?;
-        emitter.store = store;
-        emitter.routes = routes;
-        Ok(emitter)
+    /// The error the linger thread met, if any (once).
+    fn deferred(&mut self) -> Result<()> {
+        match self.deferred.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// What the linger thread does: close the chunks whose time has come;
+    /// an error waits for the source's next call.
+    fn linger(&mut self, now: Instant) {
+        if self.deferred.is_some() {
+            return;
+        }
+        if let Err(error) = self.poll(now) {
+            self.deferred = Some(error);
+        }
     }
 
     /// Installs `hook` to run this emitter's (and its transforms')
@@ -279,58 +285,20 @@ impl Emitter {
         self.blocking = Some(hook);
     }
 
-    /// Compresses this emitter's chunks (and its transforms') on a thread
-    /// of their own, so a busy source keeps splitting and copying records
-    /// while the previous chunk is compressed: two cores instead of one.
-    /// Chunks are still appended in the order they closed.
-    pub fn compress_in_background(&mut self) -> Result<()> {
+    fn compress_in_background(&mut self) -> Result<()> {
         for route in &mut self.routes {
             route.emitter.compress_in_background()?;
         }
-        if self.compressing.is_some() {
-            return Ok(());
+        if self.compressing.is_none() {
+            let (reply, results) = crossbeam_channel::unbounded::<CompressedResult>();
+            self.compressing = Some(Compressing {
+                reply,
+                results,
+                next_sent: 0,
+                next_appended: 0,
+                early: BTreeMap::new(),
+            });
         }
-        let (jobs, job_rx) =
-            crossbeam_channel::bounded::<(u64, usize, OpenChunk)>(COMPRESSING_DEPTH);
-        let (result_tx, results) = crossbeam_channel::unbounded::<CompressedResult>();
-        // Two threads: with the source's own, that fills two cores and
-        // more is only contention on this class of machine.
-        let count = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 2));
-        let mut threads = Vec::new();
-        for n in 0..count {
-            let (job_rx, result_tx) = (job_rx.clone(), result_tx.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("shipper-zstd-{n}"))
-                .spawn(move || {
-                    let mut compressors = Compressors::default();
-                    let mut scratch = Vec::new();
-                    for (seq, index, open) in job_rx {
-                        // A panic becomes this chunk's error: the emitter
-                        // waits for every sequence number, so none may go
-                        // missing.
-                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            open.compress_with(&mut compressors, &mut scratch)
-                        }))
-                        .unwrap_or_else(|_| {
-                            compressors = Compressors::default();
-                            Err(Error::Codec("the compression thread panicked".into()))
-                        });
-                        if result_tx.send((seq, index, result)).is_err() {
-                            return;
-                        }
-                    }
-                })
-                .map_err(|e| Error::Config(format!("starting a compression thread: {e}")))?;
-            threads.push(thread);
-        }
-        self.compressing = Some(Compressing {
-            jobs: Some(jobs),
-            results,
-            next_sent: 0,
-            next_appended: 0,
-            early: BTreeMap::new(),
-            threads,
-        });
         Ok(())
     }
 
@@ -342,25 +310,24 @@ impl Emitter {
             self.builders[index].give_back(body);
             return self.append(chunk);
         }
-        let seq = self.compressing.as_ref().expect("checked above").next_sent;
-        let mut job = (seq, index, open);
-        loop {
-            let compressing = self.compressing.as_mut().expect("checked above");
-            let jobs = compressing.jobs.as_ref().ok_or(Error::Closed)?;
-            match jobs.try_send(job) {
-                Ok(()) => {
-                    compressing.next_sent += 1;
-                    break;
-                }
-                Err(crossbeam_channel::TrySendError::Full(back)) => {
-                    job = back;
-                    self.take_compressed(true)?;
-                }
-                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
-                    return Err(Error::Config("the compression threads stopped".into()))
-                }
-            }
+        // At most COMPRESSING_DEPTH of this emitter's chunks wait for the
+        // pool: a busy source waits for its oldest rather than piling up.
+        while self
+            .compressing
+            .as_ref()
+            .is_some_and(|c| c.pending() >= COMPRESSING_DEPTH as u64)
+        {
+            self.take_compressed(true)?;
         }
+        let compressing = self.compressing.as_mut().expect("checked above");
+        let seq = compressing.next_sent;
+        compressing.next_sent += 1;
+        pool::submit(pool::Job {
+            seq,
+            index,
+            open,
+            reply: compressing.reply.clone(),
+        });
         while self.take_compressed(false)? {}
         Ok(())
     }
@@ -388,7 +355,7 @@ impl Emitter {
             };
             let Some((seq, index, result)) = received else {
                 if wait {
-                    return Err(Error::Config("the compression threads stopped".into()));
+                    return Err(Error::Config("the compression pool stopped".into()));
                 }
                 return Ok(false);
             };
@@ -429,25 +396,6 @@ impl Emitter {
                 out.expect("the blocking hook runs the wait it is given")
             }
         }
-    }
-
-    /// The component name.
-    pub fn component(&self) -> &str {
-        &self.component
-    }
-
-    /// Counts records a source stored itself, bypassing the builders (an
-    /// aggregator appending received chunks as they are), so its metrics
-    /// still move.
-    pub fn count_stored(&self, records: u64, bytes: u64, chunks: u64) {
-        self.stats.records.fetch_add(records, Ordering::Relaxed);
-        self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.stats.chunks.fetch_add(chunks, Ordering::Relaxed);
-    }
-
-    /// Counters so far.
-    pub fn counters(&self) -> EmitterCounters {
-        self.stats.snapshot()
     }
 
     /// The live counters of this emitter and of every transform's emitter
@@ -504,6 +452,7 @@ impl Emitter {
         timestamp: u64,
         write: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
+        self.deferred()?;
         if !self.writes_in_place() {
             let mut record = std::mem::take(&mut self.record);
             record.clear();
@@ -516,8 +465,12 @@ impl Emitter {
             return emitted;
         }
         let index = self.builder_index(stream)?;
+        let opening = self.builders[index].deadline().is_none();
         let (closed, len) = self.builders[index].push_open_with(timestamp, write)?;
         self.stats.count_record(len);
+        if opening {
+            linger::wake();
+        }
         if let Some(open) = closed {
             self.hand_over(index, open)?;
         }
@@ -563,6 +516,7 @@ impl Emitter {
         source_position: Option<&[u8]>,
         skip: &[String],
     ) -> Result<()> {
+        self.deferred()?;
         for route in &mut self.routes {
             let Route {
                 transform,
@@ -584,8 +538,12 @@ impl Emitter {
             return Ok(());
         }
         let index = self.builder_index(stream)?;
+        let opening = self.builders[index].deadline().is_none();
         let closed = self.builders[index].push_open(payload, timestamp, source_position)?;
         self.stats.count_record(payload.len());
+        if opening {
+            linger::wake();
+        }
         if let Some(open) = closed {
             self.hand_over(index, open)?;
         }
@@ -629,6 +587,7 @@ impl Emitter {
 
     /// Closes and appends every open chunk.
     pub fn close_chunks(&mut self) -> Result<()> {
+        self.deferred()?;
         for route in &mut self.routes {
             route.emitter.close_chunks()?;
         }
@@ -744,6 +703,208 @@ impl Emitter {
         first_error?;
         Ok(end.max(self.stored_end))
     }
+}
+
+/// `core`, locked; a panic while it was locked left it usable.
+fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Drop for Core {
+    /// Open chunks are appended, not lost, when an emitter goes away; their
+    /// durability follows the log's policy.
+    fn drop(&mut self) {
+        if let Err(error) = self.close_chunks() {
+            if !matches!(error, Error::Closed) {
+                tracing::error!(component = %self.component, %error, "records of a dropped emitter could not be appended");
+            }
+        }
+    }
+}
+
+/// Puts one component's records into the log; see the module docs.
+///
+/// Appends wait while the log's writer queue is full, so a source that
+/// emits faster than the disk takes stops reading its input: backpressure.
+///
+/// A chunk left open closes at its linger time whatever the source does:
+/// the process's linger thread closes it if the source does not call the
+/// emitter again in time (it blocks on its input, or has nothing to read).
+/// So a source never keeps a timer of its own.
+pub struct Emitter {
+    core: Arc<Mutex<Core>>,
+    log: Log,
+    component: String,
+    stats: Arc<EmitterStats>,
+}
+
+impl Emitter {
+    fn wrap(core: Core) -> Self {
+        let (log, component, stats) =
+            (core.log.clone(), core.component.clone(), core.stats.clone());
+        let core = Arc::new(Mutex::new(core));
+        linger::register(&core);
+        Emitter {
+            core,
+            log,
+            component,
+            stats,
+        }
+    }
+
+    fn core(&self) -> MutexGuard<'_, Core> {
+        lock(&self.core)
+    }
+
+    /// An emitter for `component` (the source or transform name stored in
+    /// every chunk header).
+    pub fn new(log: Log, component: &str, options: ChunkOptions) -> Result<Self> {
+        Ok(Emitter::wrap(Core::new(log, component, options)?))
+    }
+
+    /// An emitter that stores its records only when `store` is set, and
+    /// passes each record through `routes` (transforms consuming this
+    /// component), whose output their own emitters store and route on.
+    pub fn with_routes(
+        log: Log,
+        component: &str,
+        options: ChunkOptions,
+        store: bool,
+        routes: Vec<Route>,
+    ) -> Result<Self> {
+        let mut core = Core::new(log, component, options)?;
+        core.store = store;
+        core.routes = routes;
+        Ok(Emitter::wrap(core))
+    }
+
+    /// Installs `hook` to run this emitter's (and its transforms')
+    /// blocking waits; see [`BlockingHook`]. Without one they block the
+    /// calling thread.
+    pub fn set_blocking_hook(&mut self, hook: BlockingHook) {
+        self.core().set_blocking_hook(hook);
+    }
+
+    /// Compresses this emitter's chunks (and its transforms') on the
+    /// process's compression pool ([`set_compression_threads`]), so a busy
+    /// source keeps splitting and copying records while its previous
+    /// chunks are compressed. Chunks are still appended in the order they
+    /// closed.
+    pub fn compress_in_background(&mut self) -> Result<()> {
+        self.core().compress_in_background()
+    }
+
+    /// The component name.
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+
+    /// Counts records a source stored itself, bypassing the builders (an
+    /// aggregator appending received chunks as they are), so its metrics
+    /// still move.
+    pub fn count_stored(&self, records: u64, bytes: u64, chunks: u64) {
+        self.stats.records.fetch_add(records, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.stats.chunks.fetch_add(chunks, Ordering::Relaxed);
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> EmitterCounters {
+        self.stats.snapshot()
+    }
+
+    /// The live counters of this emitter and of every transform's emitter
+    /// under it, by component name (for metrics).
+    pub fn stats(&self) -> Vec<(String, Arc<EmitterStats>)> {
+        self.core().stats()
+    }
+
+    /// The metrics of this emitter's component and of every transform
+    /// under it, by component name: each emitter's counters, and each
+    /// transform's own metrics under the transform's name.
+    pub fn metrics(&self) -> Vec<(String, Vec<crate::metrics::ComponentMetric>)> {
+        self.core().metrics()
+    }
+
+    /// Adds a record to `stream`. A chunk that reaches its size is closed
+    /// and appended here. An error of an earlier append (a full disk, a
+    /// poisoned log) is returned by the next call after it is known.
+    pub fn emit(
+        &mut self,
+        stream: &str,
+        payload: &[u8],
+        timestamp: u64,
+        source_position: Option<&[u8]>,
+    ) -> Result<()> {
+        self.core()
+            .emit_skipping(stream, payload, timestamp, source_position, &[])
+    }
+
+    /// Whether [`Emitter::emit_with`] writes records straight into the
+    /// chunk: no transform reads them first, and they are stored.
+    pub fn writes_in_place(&self) -> bool {
+        self.core().writes_in_place()
+    }
+
+    /// [`Emitter::emit`] of a record that `write` appends to the vector it
+    /// is given: with [`Emitter::writes_in_place`], the open chunk's body
+    /// (no copy); otherwise a buffer of the emitter's, emitted as usual.
+    /// `write` must only append; nothing of a failed write is stored.
+    pub fn emit_with<E: From<Error>>(
+        &mut self,
+        stream: &str,
+        timestamp: u64,
+        write: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        self.core().emit_with(stream, timestamp, write)
+    }
+
+    /// The stored components of this emitter and of the transforms under
+    /// it: the components whose chunks carry this emitter's source
+    /// positions.
+    pub fn stored_components(&self) -> Vec<String> {
+        self.core().stored_components()
+    }
+
+    /// [`Emitter::emit`], except that the components named in `skip` do
+    /// not store the record (transforms still see it). A resuming source
+    /// uses it for records some of its components stored before a restart
+    /// and others did not.
+    pub fn emit_skipping(
+        &mut self,
+        stream: &str,
+        payload: &[u8],
+        timestamp: u64,
+        source_position: Option<&[u8]>,
+        skip: &[String],
+    ) -> Result<()> {
+        self.core()
+            .emit_skipping(stream, payload, timestamp, source_position, skip)
+    }
+
+    /// When the oldest open chunk's linger time ends, if a chunk is open.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.core().deadline()
+    }
+
+    /// Closes and appends every open chunk whose linger time has passed
+    /// (the linger thread does it too; a source may call it when it likes).
+    pub fn poll(&mut self, now: Instant) -> Result<()> {
+        let mut core = self.core();
+        core.deferred()?;
+        core.poll(now)
+    }
+
+    /// Closes and appends every open chunk.
+    pub fn close_chunks(&mut self) -> Result<()> {
+        self.core().close_chunks()
+    }
+
+    /// Closes every open chunk and waits until everything emitted so far is
+    /// in the log; returns one past the last offset stored, if any.
+    pub fn wait_stored(&mut self) -> Result<Option<u64>> {
+        self.core().wait_stored()
+    }
 
     /// Closes every open chunk and waits until everything emitted so far is
     /// durable under the log's policy (blocking).
@@ -760,6 +921,15 @@ impl Emitter {
         &self.log
     }
 
+    /// This emitter's core and those of every transform's emitter under it.
+    fn tree(&self) -> Vec<Arc<Mutex<Core>>> {
+        let mut all = vec![self.core.clone()];
+        for route in &self.core().routes {
+            all.extend(route.emitter.tree());
+        }
+        all
+    }
+
     /// Closes every open chunk and waits (async) until everything emitted
     /// so far is in the log, not yet durable; returns one past the last
     /// offset stored, if any. Pair with [`Log::durable`] to acknowledge a
@@ -767,15 +937,14 @@ impl Emitter {
     pub async fn written(&mut self) -> Result<Option<u64>> {
         self.close_chunks()?;
         let mut end = None;
-        let mut pending: Vec<&mut Emitter> = vec![self];
-        // Every emitter of the tree, without recursion in an async fn.
-        while let Some(emitter) = pending.pop() {
-            while let Some((ticket, counted)) = emitter.in_flight.pop_front() {
+        // Every emitter of the tree; no lock is held across an await.
+        for core in self.tree() {
+            let tickets: Vec<(AppendTicket, Counted)> = lock(&core).in_flight.drain(..).collect();
+            for (ticket, counted) in tickets {
                 let outcome = ticket.written().await;
-                emitter.note(outcome, counted)?;
+                lock(&core).note(outcome, counted)?;
             }
-            end = end.max(emitter.stored_end);
-            pending.extend(emitter.routes.iter_mut().map(|r| &mut r.emitter));
+            end = end.max(lock(&core).stored_end);
         }
         Ok(end)
     }
@@ -789,25 +958,6 @@ impl Emitter {
             self.log.durable(end).await?;
         }
         Ok(end)
-    }
-}
-
-impl Drop for Emitter {
-    /// Open chunks are appended, not lost, when an emitter goes away; their
-    /// durability follows the log's policy.
-    fn drop(&mut self) {
-        if let Err(error) = self.close_chunks() {
-            if !matches!(error, Error::Closed) {
-                tracing::error!(component = %self.component, %error, "records of a dropped emitter could not be appended");
-            }
-        }
-        if let Some(mut compressing) = self.compressing.take() {
-            // Closing the queue ends the thread.
-            compressing.jobs.take();
-            for thread in compressing.threads.drain(..) {
-                let _ = thread.join();
-            }
-        }
     }
 }
 
@@ -1137,8 +1287,9 @@ mod tests {
             },
         )
         .unwrap();
+        // Long enough that the linger thread leaves it to these polls.
         let options = ChunkOptions {
-            linger: Duration::from_millis(5),
+            linger: Duration::from_secs(600),
             ..ChunkOptions::default()
         };
         let mut emitter = Emitter::new(log.clone(), "src", options).unwrap();
@@ -1152,6 +1303,40 @@ mod tests {
         drop(emitter);
         log.flush().unwrap();
         assert_eq!(records(&log).len(), 2);
+    }
+
+    /// A source that emits a record and then never calls its emitter again
+    /// (blocked on its input) still has the record stored: the linger
+    /// thread closes the chunk at its linger time.
+    #[test]
+    fn a_chunk_closes_at_its_linger_time_while_the_source_is_blocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        let options = ChunkOptions {
+            linger: Duration::from_millis(20),
+            ..ChunkOptions::default()
+        };
+        let mut emitter = Emitter::new(log.clone(), "src", options).unwrap();
+        emitter.compress_in_background().unwrap();
+        emitter.emit("s", b"only", 1, None).unwrap();
+        // The source blocks from here on; the test only watches the log.
+        let mut reader = log.reader(0);
+        let started = std::time::Instant::now();
+        let chunk = loop {
+            match reader.next() {
+                Some(chunk) => break chunk.unwrap(),
+                None => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "the record was never stored"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        };
+        assert_eq!((chunk.first_offset(), chunk.end_offset()), (0, 1));
+        assert_eq!(emitter.counters().chunks, 1);
+        drop(emitter);
     }
 
     /// A log whose disk can be made full, and an emitter of 4 KiB chunks

@@ -720,4 +720,30 @@ mod tests {
         assert_eq!(h.log.cursor("out"), Some(0));
         h.log.close().unwrap();
     }
+
+    /// A source that emits one record and then blocks for ever (it never
+    /// calls its emitter again) still has the record delivered: the
+    /// engine closes the chunk at its linger time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_of_a_source_that_then_blocks_is_delivered() {
+        let mut h = start(0, Vec::new());
+        let options = ChunkOptions {
+            linger: Duration::from_millis(20),
+            ..ChunkOptions::default()
+        };
+        let mut blocked = Emitter::new(h.log.clone(), "in", options).unwrap();
+        blocked.compress_in_background().unwrap();
+        blocked.emit("s", b"{\"only\":1}", 1, None).unwrap();
+        // From here the source is blocked: nothing touches `blocked`.
+        let batch = tokio::time::timeout(Duration::from_secs(60), h.calls.recv())
+            .await
+            .expect("the record was never delivered")
+            .unwrap();
+        assert_eq!(batch, vec![0]);
+        h.drain.trigger();
+        (&mut h.task).await.unwrap().unwrap();
+        assert_eq!(h.log.cursor("out"), Some(1));
+        drop(blocked);
+        h.log.close().unwrap();
+    }
 }
