@@ -53,11 +53,11 @@
 //! [`Ingestor::insert`] writes the object's JSON ([`Ingest::write_json`])
 //! straight into the open chunk of the calling thread's own chunk builder
 //! (with transforms configured, into a buffer they read first). The
-//! builder is an [`Emitter`] behind a mutex only that thread locks, except
-//! for a ticker that closes lingering chunks every few milliseconds with
-//! `try_lock`, never waiting: no syscall (the record's time is the coarse wall clock, read from the vDSO) and no
-//! contended lock. A chunk that fills is compressed on the emitter's
-//! background threads and appended to the log; its durability follows
+//! builder is an [`Emitter`] only that thread inserts through (the
+//! engine's linger thread closes its lingering chunks with `try_lock`,
+//! never waiting): no syscall (the record's time is the coarse wall clock,
+//! read from the vDSO) and no contended lock. A chunk that fills is
+//! compressed on the process's compression pool and appended to the log; its durability follows
 //! `[log] durability`. [`Ingestor::insert_durable`] waits until that
 //! object is durable; it, [`Ingestor::flush`] and
 //! [`Ingestor::wait_for_upload`] wait for the compression threads and the
@@ -94,7 +94,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use shipper_core::emit::Emitter;
 use shipper_core::log::Log;
-use shipper_core::plugin::Shutdown;
 
 use crate::config::{Config, LogConfig, SinkConfig, SourceConfig};
 use shipper_plugins::sources::sdk::SdkSourceConfig;
@@ -194,14 +193,9 @@ struct Inner {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     sinks: Mutex<Option<EmbeddedSinks>>,
     sink_names: Vec<String>,
-    ticker: Mutex<Option<std::thread::JoinHandle<()>>>,
-    stop_ticker: Shutdown,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// How often lingering chunks are closed.
-const TICK: Duration = Duration::from_millis(5);
 
 thread_local! {
     /// This thread's emitter, per ingestor.
@@ -295,16 +289,7 @@ impl Ingestor {
             runtime: Mutex::new(Some(runtime)),
             sinks: Mutex::new(Some(sinks)),
             sink_names,
-            ticker: Mutex::default(),
-            stop_ticker: Shutdown::new(),
         });
-        let weak = Arc::downgrade(&inner);
-        let stop = inner.stop_ticker.clone();
-        let ticker = std::thread::Builder::new()
-            .name("shipper-ingest-linger".into())
-            .spawn(move || tick(&weak, &stop))
-            .context("starting the linger thread")?;
-        *lock(&inner.ticker) = Some(ticker);
         Ok(Ingestor { inner })
     }
 
@@ -565,7 +550,7 @@ impl Inner {
             .all(|name| self.log.cursor(name).is_some_and(|at| at >= end))
     }
 
-    /// A new thread's emitter, registered for the ticker and flushes.
+    /// A new thread's emitter, registered for flushes.
     fn new_emitter(&self) -> Result<Arc<Mutex<Emitter>>, InsertError> {
         let mut emitter = build_emitter(&self.config, &self.log, &self.component, 0)
             .map_err(|e| InsertError::Log(shipper_core::Error::Config(format!("{e:#}"))))?;
@@ -591,10 +576,6 @@ impl Inner {
     fn shut_down(&self, patience: Duration) -> anyhow::Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
-        }
-        self.stop_ticker.trigger();
-        if let Some(ticker) = lock(&self.ticker).take() {
-            let _ = ticker.join();
         }
         let mut failed = Vec::new();
         // Storing the open chunks waits for room in the log: at its budget
@@ -737,26 +718,6 @@ impl IngestorBuilder {
             SourceConfig::builtin(SdkSourceConfig {}),
         );
         Ingestor::open_config(self.config, self.options)
-    }
-}
-
-/// Closes lingering chunks every [`TICK`] until the ingestor goes.
-fn tick(inner: &Weak<Inner>, stop: &Shutdown) {
-    while !stop.wait_timeout(TICK) {
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        let emitters = lock(&inner.emitters).clone();
-        drop(inner);
-        let now = Instant::now();
-        for emitter in emitters {
-            // Never wait for an inserting thread: it goes next tick.
-            if let Ok(mut emitter) = emitter.try_lock() {
-                if let Err(error) = emitter.poll(now) {
-                    tracing::error!(%error, "closing a lingering chunk failed");
-                }
-            }
-        }
     }
 }
 

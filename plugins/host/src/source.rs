@@ -6,7 +6,7 @@
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use shipper_core::emit::Emitter;
@@ -55,16 +55,9 @@ impl DynamicSource {
             .map_err(|e| PluginError::Fatal(format!("source {}: {e}", self.name)))?;
         let shutdown = cx.shutdown.clone();
         let emitter = Mutex::new(&mut cx.emitter);
-        let (ran, stopped) = std::thread::scope(|scope| {
-            // The plugin may block in its own code for as long as it likes;
-            // chunks it emitted before still close at their linger time.
-            let finished = Shutdown::new();
-            let linger = {
-                let (emitter, finished) = (&emitter, finished.clone());
-                std::thread::Builder::new()
-                    .name("shipper-plugin-linger".into())
-                    .spawn_scoped(scope, move || close_lingering(emitter, &finished))
-            };
+        // The plugin may block in its own code for as long as it likes:
+        // the engine closes the chunks it emitted at their linger time.
+        let (ran, stopped) = {
             let mut state = HostState {
                 emitter: &emitter,
                 shutdown: &shutdown,
@@ -77,12 +70,8 @@ impl DynamicSource {
                 wait_stop: host_wait_stop,
             };
             let ran = instance.source_run(&host);
-            finished.trigger();
-            if let Ok(linger) = linger {
-                let _ = linger.join();
-            }
             (ran, state.refused_for_stop)
-        });
+        };
         drop(instance);
         let mut ran = ran;
         if stopped && !matches!(ran, Err(CallError::Panicked(_))) {
@@ -100,20 +89,6 @@ impl DynamicSource {
         })?;
         durable?;
         Ok(())
-    }
-}
-
-/// How often the linger thread looks at the emitter at most.
-const LINGER_TICK: Duration = Duration::from_millis(5);
-
-/// Closes the emitter's chunks whose linger time has passed, until
-/// `finished`: with `try_lock`, never waiting for the plugin's thread.
-fn close_lingering(emitter: &Mutex<&mut Emitter>, finished: &Shutdown) {
-    while !finished.wait_timeout(LINGER_TICK) {
-        if let Ok(mut emitter) = emitter.try_lock() {
-            // An error here is the log's; the plugin's next call gets it.
-            let _ = emitter.poll(Instant::now());
-        }
     }
 }
 

@@ -946,22 +946,16 @@ impl Source for FileSource {
             let progressed = self.read_files(&mut cx.emitter, &mut buffer)?;
             let now = Instant::now();
             self.expire(&mut cx.emitter, now)?;
-            cx.emitter.poll(now)?;
             if progressed {
                 idle = MIN_IDLE;
                 tokio::task::yield_now().await;
                 continue;
             }
-            let wake = [
-                Some(next_scan),
-                Some(now + idle),
-                self.joiner_deadline(),
-                cx.emitter.deadline(),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now + idle);
+            let wake = [Some(next_scan), Some(now + idle), self.joiner_deadline()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now + idle);
             tokio::select! {
                 () = tokio::time::sleep_until(wake.into()) => {}
                 () = cx.shutdown.wait() => break,

@@ -123,9 +123,6 @@ impl GeneratorSource {
             let end = limit.min(emitted + BATCH);
             self.emit_range(cx, record, emitted, end, Stamp::Fixed(now_nanos()))?;
             emitted = end;
-            // Full chunks close as they fill; this closes a lingering one
-            // (a transform that keeps few records) on time.
-            cx.emitter.poll(Instant::now())?;
             // Let the sinks and the admin endpoint on this worker run.
             tokio::task::yield_now().await;
         }
@@ -164,10 +161,8 @@ impl GeneratorSource {
             }
             // Sleep until a tick's worth of records is due.
             let wake = started + due_offset(limit.min(emitted + per_tick) - 1, rate);
-            let linger = super::linger(cx.emitter.deadline());
             tokio::select! {
                 () = tokio::time::sleep_until(wake.into()) => {}
-                () = linger => cx.emitter.poll(Instant::now())?,
                 () = cx.shutdown.wait() => break,
             }
         }

@@ -453,7 +453,6 @@ impl Source for MqttSource {
                     let wait = acks.waiting.take().expect("a settled wait exists");
                     acks.durable.extend(wait.acks);
                 }
-                () = super::linger(cx.emitter.deadline()) => cx.emitter.poll(Instant::now())?,
                 event = eventloop.poll(), if may_receive => match event {
                     Ok(Event::Incoming(Incoming::Publish(publish))) => {
                         self.store(cx, &publish, &mut record, &mut acks)?;

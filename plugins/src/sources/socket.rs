@@ -593,13 +593,11 @@ impl Source for SocketSource {
             }
         }
         loop {
-            let linger = super::linger(cx.emitter.deadline());
             tokio::select! {
                 batch = receiver.recv() => match batch {
                     Some(batch) => self.emit(cx, &batch)?,
                     None => break,
                 },
-                () = linger => cx.emitter.poll(Instant::now())?,
                 () = cx.shutdown.wait() => break,
             }
         }

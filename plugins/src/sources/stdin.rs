@@ -1,8 +1,6 @@
 //! `stdin`: one record per line of standard input, for pipes
 //! (`tail -F app.log | shipper run -c shipper.toml`).
 
-use std::time::Instant;
-
 use async_trait::async_trait;
 use shipper_core::chunk::now_nanos;
 use shipper_core::plugin::{PluginError, Source, SourceContext};
@@ -48,7 +46,6 @@ impl<R: AsyncRead + Unpin + Send> Source for StdinSource<R> {
     async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
-            let linger = super::linger(cx.emitter.deadline());
             tokio::select! {
                 read = self.input.read(&mut buffer) => {
                     let n = read.map_err(|e| PluginError::Fatal(format!("reading standard input: {e}")))?;
@@ -61,7 +58,6 @@ impl<R: AsyncRead + Unpin + Send> Source for StdinSource<R> {
                         cx.emitter.emit(&self.stream, line.bytes, now, None)?;
                     }
                 }
-                () = linger => cx.emitter.poll(Instant::now())?,
                 () = cx.shutdown.wait() => break,
             }
         }
