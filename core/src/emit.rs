@@ -311,11 +311,13 @@ impl Core {
             return self.append(chunk);
         }
         // At most COMPRESSING_DEPTH of this emitter's chunks wait for the
-        // pool: a busy source waits for its oldest rather than piling up.
+        // pool besides those being compressed: a busy source waits for its
+        // oldest rather than piling up.
+        let most = (COMPRESSING_DEPTH + pool::threads()) as u64;
         while self
             .compressing
             .as_ref()
-            .is_some_and(|c| c.pending() >= COMPRESSING_DEPTH as u64)
+            .is_some_and(|c| c.pending() >= most)
         {
             self.take_compressed(true)?;
         }
@@ -562,12 +564,13 @@ impl Core {
             .iter()
             .filter_map(|r| r.emitter.deadline())
             .min();
-        // A chunk being compressed is appended at the next call: soon.
+        // A chunk being compressed is appended at the source's next call,
+        // or by the linger thread a linger time from now if none comes.
         let compressing = self
             .compressing
             .as_ref()
             .filter(|c| c.pending() > 0)
-            .map(|_| Instant::now() + std::time::Duration::from_millis(1));
+            .map(|_| Instant::now() + self.options.linger);
         own.into_iter().chain(routed).chain(compressing).min()
     }
 
@@ -738,6 +741,58 @@ pub struct Emitter {
     stats: Arc<EmitterStats>,
 }
 
+/// An [`Emitter`] held for a run of records; see [`Emitter::batch`].
+pub struct Batch<'a>(MutexGuard<'a, Core>);
+
+impl Batch<'_> {
+    /// [`Emitter::emit`].
+    pub fn emit(
+        &mut self,
+        stream: &str,
+        payload: &[u8],
+        timestamp: u64,
+        source_position: Option<&[u8]>,
+    ) -> Result<()> {
+        self.0
+            .emit_skipping(stream, payload, timestamp, source_position, &[])
+    }
+
+    /// [`Emitter::emit_skipping`].
+    pub fn emit_skipping(
+        &mut self,
+        stream: &str,
+        payload: &[u8],
+        timestamp: u64,
+        source_position: Option<&[u8]>,
+        skip: &[String],
+    ) -> Result<()> {
+        self.0
+            .emit_skipping(stream, payload, timestamp, source_position, skip)
+    }
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("component", &self.0.component)
+            .finish()
+    }
+}
+
+impl Clone for Emitter {
+    /// Another handle on the same emitter (its chunks, counters, routes):
+    /// calls through either are serialized. The last handle to go closes
+    /// the open chunks.
+    fn clone(&self) -> Self {
+        Emitter {
+            core: self.core.clone(),
+            log: self.log.clone(),
+            component: self.component.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
 impl Emitter {
     fn wrap(core: Core) -> Self {
         let (log, component, stats) =
@@ -844,6 +899,13 @@ impl Emitter {
     /// chunk: no transform reads them first, and they are stored.
     pub fn writes_in_place(&self) -> bool {
         self.core().writes_in_place()
+    }
+
+    /// The emitter, held for a run of records (a source that splits a read
+    /// into many lines): one lock for all of them instead of one each. The
+    /// linger thread waits while it is held.
+    pub fn batch(&mut self) -> Batch<'_> {
+        Batch(self.core())
     }
 
     /// [`Emitter::emit`] of a record that `write` appends to the vector it

@@ -187,7 +187,8 @@ struct Inner {
     component: String,
     options: IngestOptions,
     /// Every thread's emitter (threads keep theirs in a thread local).
-    emitters: Mutex<Vec<Arc<Mutex<Emitter>>>>,
+    /// A handle on every inserting thread's emitter, for flushes.
+    emitters: Mutex<Vec<Emitter>>,
     closed: AtomicBool,
     /// Runs the sinks' delivery tasks.
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
@@ -206,7 +207,7 @@ struct Local {
     ingestor: u64,
     /// Gone once the ingestor is: the entry is dropped then.
     owner: Weak<Inner>,
-    emitter: Arc<Mutex<Emitter>>,
+    emitter: Emitter,
 }
 
 impl Ingestor {
@@ -346,15 +347,14 @@ impl Ingestor {
     /// Serializes `object` (JSON) and stores it with the thread's open
     /// chunk; see the module docs. Durable per `[log] durability`.
     pub fn insert<T: Ingest + ?Sized>(&self, object: &T) -> Result<(), InsertError> {
-        self.with_local(|local| local.emit_object(object).map(drop))
+        self.with_local(|local| local.emit_object(object))
     }
 
     /// Stores `record` (bytes as they are, e.g. JSON an application
     /// already has) in `stream`.
     pub fn insert_bytes(&self, stream: &str, record: &[u8]) -> Result<(), InsertError> {
         self.with_local(|local| {
-            let mut emitter = lock(&local.emitter);
-            emitter.emit(stream, record, now(), None)?;
+            local.emitter.emit(stream, record, now(), None)?;
             Ok(())
         })
     }
@@ -363,10 +363,14 @@ impl Ingestor {
     /// local disk (it closes the thread's open chunk to get there).
     pub async fn insert_durable<T: Ingest + ?Sized>(&self, object: &T) -> Result<(), InsertError> {
         let emitter = self.with_local(|local| {
-            drop(local.emit_object(object)?);
+            local.emit_object(object)?;
             Ok(local.emitter.clone())
         })?;
-        let end = off_runtime(&self.inner, move || Ok(lock(&emitter).wait_stored()?)).await?;
+        let end = off_runtime(&self.inner, move || {
+            let mut emitter = emitter;
+            Ok(emitter.wait_stored()?)
+        })
+        .await?;
         self.durable(end).await
     }
 
@@ -479,13 +483,9 @@ impl Ingestor {
 }
 
 impl Local {
-    /// Writes `object`'s JSON into this thread's open chunk and emits it;
-    /// returns the emitter, still locked, for what the caller does next.
-    fn emit_object<T: Ingest + ?Sized>(
-        &mut self,
-        object: &T,
-    ) -> Result<std::sync::MutexGuard<'_, Emitter>, InsertError> {
-        let mut emitter = lock(&self.emitter);
+    /// Writes `object`'s JSON into this thread's open chunk and emits it.
+    fn emit_object<T: Ingest + ?Sized>(&mut self, object: &T) -> Result<(), InsertError> {
+        let emitter = &mut self.emitter;
         // Straight into the open chunk when no transform reads it first.
         emitter.emit_with(T::STREAM, now(), |out: &mut Vec<u8>| {
             #[cfg(debug_assertions)]
@@ -497,7 +497,7 @@ impl Local {
             }
             Ok::<(), InsertError>(())
         })?;
-        Ok(emitter)
+        Ok(())
     }
 }
 
@@ -551,11 +551,10 @@ impl Inner {
     }
 
     /// A new thread's emitter, registered for flushes.
-    fn new_emitter(&self) -> Result<Arc<Mutex<Emitter>>, InsertError> {
+    fn new_emitter(&self) -> Result<Emitter, InsertError> {
         let mut emitter = build_emitter(&self.config, &self.log, &self.component, 0)
             .map_err(|e| InsertError::Log(shipper_core::Error::Config(format!("{e:#}"))))?;
         emitter.compress_in_background()?;
-        let emitter = Arc::new(Mutex::new(emitter));
         lock(&self.emitters).push(emitter.clone());
         Ok(emitter)
     }
@@ -564,8 +563,7 @@ impl Inner {
     /// they stored.
     fn close_all(&self) -> Result<Option<u64>, InsertError> {
         let emitters = lock(&self.emitters).clone();
-        for emitter in emitters {
-            let mut emitter = lock(&emitter);
+        for mut emitter in emitters {
             emitter.close_chunks()?;
             emitter.wait_stored()?;
         }

@@ -5,7 +5,7 @@
 //!
 //! It holds each emitter weakly and only `try_lock`s it: a source busy in
 //! its emitter is emitting, and its chunks close by size or at its next
-//! call; the thread comes back a millisecond later. It sleeps until the
+//! call; the thread comes back a few milliseconds later. It sleeps until the
 //! earliest deadline, and an emitter that opens a new chunk wakes it.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, TryLockError, Weak};
@@ -21,8 +21,9 @@ struct Lingerer {
 
 static LINGERER: OnceLock<Lingerer> = OnceLock::new();
 
-/// How soon a busy emitter is tried again.
-const BUSY_RETRY: Duration = Duration::from_millis(1);
+/// How soon an emitter its source holds is tried again: a source in its
+/// emitter is emitting, and closes its chunks itself.
+const BUSY_RETRY: Duration = Duration::from_millis(5);
 
 fn lingerer() -> &'static Lingerer {
     LINGERER.get_or_init(|| {

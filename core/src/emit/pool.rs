@@ -37,6 +37,12 @@ pub fn set_compression_threads(threads: usize) -> bool {
     POOL.get().is_none()
 }
 
+/// The pool's threads (started at first use).
+pub(super) fn threads() -> usize {
+    POOL.get_or_init(start);
+    THREADS.load(Ordering::Relaxed)
+}
+
 /// Hands `job` to the pool (started at first use).
 pub(super) fn submit(job: Job) {
     let jobs = POOL.get_or_init(start);
@@ -49,6 +55,7 @@ fn start() -> crossbeam_channel::Sender<Job> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    THREADS.store(threads, Ordering::Relaxed);
     let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
     for n in 0..threads {
         let queue = queue.clone();

@@ -623,7 +623,7 @@ impl FileSource {
         (
             &mut self.files,
             Out {
-                emitter,
+                emitter: emitter.batch(),
                 stream: &self.name,
                 position: &mut self.position,
                 prefix_len: self.prefix_len,
@@ -806,7 +806,7 @@ fn read_file(
 
 /// Where records go: the emitter, with the position updated for each.
 struct Out<'a> {
-    emitter: &'a mut Emitter,
+    emitter: shipper_core::emit::Batch<'a>,
     stream: &'a str,
     position: &'a mut Vec<u8>,
     prefix_len: usize,
