@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use shipper_plugins::corpus::{Corpus, CorpusKind};
+use shipper_components::corpus::{Corpus, CorpusKind};
 
 struct Measured {
     ratio: f64,

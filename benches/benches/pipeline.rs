@@ -17,14 +17,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use shipper_benches::{Corpus, RecordSize, SEED};
-use shipper_core::chunk::ChunkOptions;
-use shipper_core::emit::Emitter;
-use shipper_core::log::{Durability, Log, LogOptions};
-use shipper_core::plugin::{Shutdown, Source, SourceContext};
-use shipper_plugins::sources::file::{FileOptions, FileSource};
-use shipper_plugins::sources::socket::{
+use shipper_components::sources::file::{FileOptions, FileSource};
+use shipper_components::sources::socket::{
     Listen, SocketFraming, SocketOptions, SocketParse, SocketSource,
 };
+use shipper_core::chunk::ChunkOptions;
+use shipper_core::component::{Shutdown, Source, SourceContext};
+use shipper_core::emit::Emitter;
+use shipper_core::log::{Durability, Log, LogOptions};
 
 /// User + system CPU seconds of this process so far.
 fn cpu_seconds() -> f64 {

@@ -24,7 +24,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shipper_benches::SEED;
-use shipper_core::plugin::{Transform, TransformOutcome};
+use shipper_core::component::{Transform, TransformOutcome};
 use shipper_redact::{Redact, RedactOptions};
 
 /// The redact crate called directly, as a built-in transform would be.

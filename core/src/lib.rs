@@ -8,11 +8,11 @@
 #![deny(unsafe_code)]
 
 pub mod chunk;
+pub mod component;
 pub mod emit;
 mod error;
 pub mod log;
 pub mod metrics;
-pub mod plugin;
 pub mod time;
 
 pub use error::{is_transient_io, Error, Result};

@@ -22,8 +22,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use shipper_plugins::framing::lines::{CarriageReturn, LineOptions, LineSplitter};
-use shipper_plugins::parse::syslog::{parse, write_json};
+use shipper_components::framing::lines::{CarriageReturn, LineOptions, LineSplitter};
+use shipper_components::parse::syslog::{parse, write_json};
 
 /// Corpus size: a few times the L2 cache, small enough to stay quick.
 const CORPUS_BYTES: usize = 8 << 20;

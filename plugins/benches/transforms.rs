@@ -24,7 +24,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use shipper_plugins::transform::{
+use shipper_components::transform::{
     Condition, FieldValue, Filter, FilterAction, FilterOptions, Remap, RemapOptions, Sample,
     SampleOptions, Transform,
 };

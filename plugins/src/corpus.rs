@@ -26,7 +26,7 @@
 //! bytes, by kind) it is as short as they allow.
 //!
 //! ```
-//! use shipper_plugins::corpus::{Corpus, CorpusKind};
+//! use shipper_components::corpus::{Corpus, CorpusKind};
 //!
 //! let mut corpus = Corpus::new(CorpusKind::Iot, 7).with_record_bytes(256);
 //! let mut record = Vec::new();

@@ -35,7 +35,7 @@
 //! Every module is always built: the crate has no cargo features.
 //!
 //! ```
-//! use shipper_plugins::framing::lines::{LineOptions, LineSplitter};
+//! use shipper_components::framing::lines::{LineOptions, LineSplitter};
 //!
 //! let mut splitter = LineSplitter::new(LineOptions::default());
 //! let mut lines = Vec::new();
@@ -57,7 +57,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod component;
+pub mod config;
 pub mod corpus;
 pub mod framing;
 pub mod listen;

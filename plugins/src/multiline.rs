@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use shipper_plugins::multiline::{Joiner, JoinerOptions};
+//! use shipper_components::multiline::{Joiner, JoinerOptions};
 //!
 //! let mut joiner = Joiner::new(r"^\d{4}-\d{2}-\d{2} ", JoinerOptions::default()).unwrap();
 //! let start = Instant::now();

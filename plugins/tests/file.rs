@@ -9,12 +9,14 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use shipper_components::framing::lines::{LineOptions, Overlong};
+use shipper_components::sources::file::{
+    FileOptions, FileSource, FileStats, InvalidUtf8, ReadFrom,
+};
 use shipper_core::chunk::{decode_body, ChunkOptions, Decoder};
+use shipper_core::component::{Shutdown, Source, SourceContext, Transform, TransformOutcome};
 use shipper_core::emit::{Emitter, Route};
 use shipper_core::log::{Log, LogOptions};
-use shipper_core::plugin::{Shutdown, Source, SourceContext, Transform, TransformOutcome};
-use shipper_plugins::framing::lines::{LineOptions, Overlong};
-use shipper_plugins::sources::file::{FileOptions, FileSource, FileStats, InvalidUtf8, ReadFrom};
 
 fn options(dir: &Path, pattern: &str) -> FileOptions {
     FileOptions {

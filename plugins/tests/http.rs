@@ -3,11 +3,11 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use shipper_components::sources::http::{HttpOptions, HttpSource};
 use shipper_core::chunk::{decode_body, ChunkOptions, Decoder};
+use shipper_core::component::{Shutdown, Source, SourceContext};
 use shipper_core::emit::Emitter;
 use shipper_core::log::{Durability, Log, LogOptions};
-use shipper_core::plugin::{Shutdown, Source, SourceContext};
-use shipper_plugins::sources::http::{HttpOptions, HttpSource};
 
 fn records(log: &Log) -> Vec<String> {
     let mut decoder = Decoder::default();
@@ -68,7 +68,7 @@ async fn posts_are_answered_after_durability_and_bad_bodies_are_refused_whole() 
         address: "127.0.0.1:0".parse().unwrap(),
         path: "/ingest".into(),
         max_body_bytes: 64 * 1024,
-        limits: shipper_plugins::listen::ListenerLimits::default(),
+        limits: shipper_components::listen::ListenerLimits::default(),
     };
     let mut source = HttpSource::bind(options, "web").await.unwrap();
     let address = source.local_addr().unwrap();

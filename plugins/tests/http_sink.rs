@@ -12,12 +12,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use shipper_core::chunk::{decode_body, ChunkBuilder, ChunkOptions, ChunkView, Decoder};
-use shipper_core::log::{Log, LogOptions, StoredChunk};
-use shipper_core::plugin::{PluginError, Sink, SinkContext};
-use shipper_plugins::sinks::http::{
+use shipper_components::sinks::http::{
     HttpAuth, HttpCompression, HttpProtocol, HttpSink, HttpSinkOptions, HttpSinkStats, RetryOptions,
 };
+use shipper_core::chunk::{decode_body, ChunkBuilder, ChunkOptions, ChunkView, Decoder};
+use shipper_core::component::{ComponentError, Sink, SinkContext};
+use shipper_core::log::{Log, LogOptions, StoredChunk};
 
 /// A scripted answer; once the script is empty the receiver does its job.
 #[derive(Debug, Clone)]
@@ -393,7 +393,7 @@ async fn a_delivery_offered_again_resends_only_what_was_not_acknowledged() {
     options.retry.attempts = 2;
     let mut sink = opened(options, &stored).await;
     let error = sink.deliver(&stored.chunks).await.unwrap_err();
-    assert!(matches!(error, PluginError::Retryable(_)), "{error:?}");
+    assert!(matches!(error, ComponentError::Retryable(_)), "{error:?}");
     assert_eq!(receiver.records(), stored.records[..20]);
     // The runtime offers the same chunks again: only chunks 2 and 3 go.
     sink.deliver(&stored.chunks).await.unwrap();
@@ -460,7 +460,7 @@ async fn a_401_403_or_404_is_retried_and_never_dead_lettered() {
     options.retry.attempts = 2;
     let mut sink = opened(options, &stored).await;
     match sink.deliver(&stored.chunks).await {
-        Err(PluginError::Retryable(reason)) => assert!(
+        Err(ComponentError::Retryable(reason)) => assert!(
             reason.contains("refuses the sink itself") && reason.contains("credentials"),
             "{reason}"
         ),
@@ -512,7 +512,7 @@ async fn a_full_dead_letter_file_keeps_the_refused_batch_in_the_log() {
     let mut sink = opened(tight, &stored).await;
     let file = stored.log.dir().join("sinks/web.dead-letter.ndjson");
     match sink.deliver(&stored.chunks).await {
-        Err(PluginError::Retryable(reason)) => assert!(
+        Err(ComponentError::Retryable(reason)) => assert!(
             reason.contains("would pass dead_letter_max_bytes (64)")
                 && reason.contains("stays in the log"),
             "{reason}"
@@ -547,7 +547,7 @@ async fn an_unreadable_or_short_answer_to_a_200_is_retryable() {
         "high_water 3, below the batch's end offset 10",
     ] {
         match sink.deliver(&stored.chunks).await {
-            Err(PluginError::Retryable(reason)) => {
+            Err(ComponentError::Retryable(reason)) => {
                 assert!(reason.contains(expected), "{reason:?} lacks {expected:?}")
             }
             other => panic!("expected a retryable error, got {other:?}"),
@@ -581,7 +581,7 @@ async fn a_receiver_that_never_answers_is_a_retryable_timeout() {
         .await
         .expect("the sink's own timeout ends the delivery");
     match result {
-        Err(PluginError::Retryable(reason)) => {
+        Err(ComponentError::Retryable(reason)) => {
             assert!(reason.contains("timed out"), "{reason}");
             assert!(reason.contains("2 attempts"), "{reason}");
         }

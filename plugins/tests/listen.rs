@@ -1,4 +1,4 @@
-//! The limits every HTTP listener shares (`shipper_plugins::listen`),
+//! The limits every HTTP listener shares (`shipper_components::listen`),
 //! proven on the `http` and `shipper` sources over real sockets on
 //! 127.0.0.1: the connection cap, the deadlines of a request's head and
 //! body, the memory budget of bodies, the draining of refused bodies, and
@@ -11,15 +11,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shipper_components::listen::ListenerLimits;
+use shipper_components::sources::http::{HttpOptions, HttpSource, HttpSourceStats};
+use shipper_components::sources::shipper::{
+    ShipperOptions, ShipperSource, ShipperStats, CONTENT_TYPE, MAX_PARKED,
+};
 use shipper_core::chunk::{decode_body, ChunkBuilder, ChunkOptions, Decoder};
+use shipper_core::component::{ComponentError, Shutdown, Source, SourceContext};
 use shipper_core::emit::Emitter;
 use shipper_core::log::{Log, LogOptions, StoredChunk};
-use shipper_core::plugin::{PluginError, Shutdown, Source, SourceContext};
-use shipper_plugins::listen::ListenerLimits;
-use shipper_plugins::sources::http::{HttpCounters, HttpOptions, HttpSource};
-use shipper_plugins::sources::shipper::{
-    ShipperCounters, ShipperOptions, ShipperSource, CONTENT_TYPE, MAX_PARKED,
-};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -157,7 +157,7 @@ struct Running {
     address: SocketAddr,
     log: Log,
     shutdown: Shutdown,
-    task: JoinHandle<Result<(), PluginError>>,
+    task: JoinHandle<Result<(), ComponentError>>,
     _dir: tempfile::TempDir,
 }
 
@@ -205,7 +205,7 @@ impl Running {
 async fn http_source(
     max_body_bytes: usize,
     limits: ListenerLimits,
-) -> (Running, Arc<HttpCounters>) {
+) -> (Running, Arc<HttpSourceStats>) {
     let source = HttpSource::bind(
         HttpOptions {
             address: "127.0.0.1:0".parse().unwrap(),
@@ -221,9 +221,7 @@ async fn http_source(
     (Running::start(source, address).await, counters)
 }
 
-async fn shipper_source(
-    change: impl FnOnce(&mut ShipperOptions),
-) -> (Running, Arc<ShipperCounters>) {
+async fn shipper_source(change: impl FnOnce(&mut ShipperOptions)) -> (Running, Arc<ShipperStats>) {
     let mut options = ShipperOptions {
         address: "127.0.0.1:0".parse().unwrap(),
         max_body_bytes: 4 << 20,

@@ -5,12 +5,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use shipper_components::listen::ListenerLimits;
+use shipper_components::sources::http::{HttpOptions, HttpSource};
 use shipper_core::chunk::ChunkOptions;
+use shipper_core::component::{Shutdown, Source, SourceContext};
 use shipper_core::emit::Emitter;
 use shipper_core::log::{Log, LogOptions};
-use shipper_core::plugin::{Shutdown, Source, SourceContext};
-use shipper_plugins::listen::ListenerLimits;
-use shipper_plugins::sources::http::{HttpOptions, HttpSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

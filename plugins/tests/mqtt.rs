@@ -10,11 +10,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS};
 use serde_json::{json, Value};
+use shipper_components::sources::mqtt::{MqttOptions, MqttQos, MqttSource, MqttStats};
 use shipper_core::chunk::{decode_body, ChunkOptions, Decoder};
+use shipper_core::component::{ComponentError, Shutdown, Source, SourceContext};
 use shipper_core::emit::Emitter;
 use shipper_core::log::{Durability, Faults, Log, LogOptions};
-use shipper_core::plugin::{PluginError, Shutdown, Source, SourceContext};
-use shipper_plugins::sources::mqtt::{MqttCounters, MqttOptions, MqttQos, MqttSource};
 use tokio::task::JoinHandle;
 
 const BROKER: &str = "127.0.0.1:1883";
@@ -106,8 +106,8 @@ async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
 
 struct Running {
     shutdown: Shutdown,
-    task: JoinHandle<Result<(), PluginError>>,
-    counters: Arc<MqttCounters>,
+    task: JoinHandle<Result<(), ComponentError>>,
+    counters: Arc<MqttStats>,
 }
 
 impl Running {
@@ -142,7 +142,7 @@ impl Running {
     }
 
     /// The orderly stop: must return `Ok`.
-    async fn stop(self) -> Arc<MqttCounters> {
+    async fn stop(self) -> Arc<MqttStats> {
         self.shutdown.trigger();
         tokio::time::timeout(PATIENCE, self.task)
             .await

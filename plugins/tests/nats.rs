@@ -13,13 +13,13 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, stream::Config as StreamConfig};
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
-use shipper_core::chunk::{decode_body, ChunkBuilder, ChunkOptions, ChunkView, Decoder};
-use shipper_core::log::{Log, LogOptions, StoredChunk};
-use shipper_core::plugin::{PluginError, Sink, SinkContext};
-use shipper_plugins::sinks::nats::{
+use shipper_components::sinks::nats::{
     MessagePer, NatsSink, NatsSinkOptions, END_OFFSET_HEADER, OFFSET_HEADER, PRODUCER_HEADER,
     STREAM_HEADER,
 };
+use shipper_core::chunk::{decode_body, ChunkBuilder, ChunkOptions, ChunkView, Decoder};
+use shipper_core::component::{ComponentError, Sink, SinkContext};
+use shipper_core::log::{Log, LogOptions, StoredChunk};
 
 const SERVER: &str = "127.0.0.1:4222";
 const URL: &str = "nats://127.0.0.1:4222";
@@ -354,7 +354,7 @@ async fn a_stream_that_does_not_capture_the_subject_is_refused() {
     let mut sink = NatsSink::new(options.clone()).unwrap();
     let error = sink.open(&context(&log, 0)).await.unwrap_err();
     assert!(
-        matches!(&error, PluginError::Fatal(m) if m.contains("does not capture")),
+        matches!(&error, ComponentError::Fatal(m) if m.contains("does not capture")),
         "{error:?}"
     );
     options.stream = None;
@@ -363,7 +363,7 @@ async fn a_stream_that_does_not_capture_the_subject_is_refused() {
     let mut sink = NatsSink::new(options).unwrap();
     let error = sink.open(&context(&log, 0)).await.unwrap_err();
     assert!(
-        matches!(&error, PluginError::Fatal(m) if m.contains("create_stream is false")),
+        matches!(&error, ComponentError::Fatal(m) if m.contains("create_stream is false")),
         "{error:?}"
     );
     js.delete_stream(&stream).await.unwrap();
@@ -384,7 +384,7 @@ async fn a_stream_deleted_under_the_sink_is_retryable_then_created_again() {
     sink.deliver(&chunks[..1]).await.unwrap();
     js.delete_stream(&stream).await.unwrap();
     let error = sink.deliver(&chunks[1..]).await.unwrap_err();
-    assert!(matches!(error, PluginError::Retryable(_)), "{error:?}");
+    assert!(matches!(error, ComponentError::Retryable(_)), "{error:?}");
     // The runtime offers the same chunks again.
     sink.deliver(&chunks[1..]).await.unwrap();
     let got = messages(&js, &stream).await;
@@ -412,6 +412,6 @@ async fn an_unreachable_server_is_retryable() {
     let mut sink = NatsSink::new(options).unwrap();
     let started = Instant::now();
     let error = sink.open(&context(&log, 0)).await.unwrap_err();
-    assert!(matches!(error, PluginError::Retryable(_)), "{error:?}");
+    assert!(matches!(error, ComponentError::Retryable(_)), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }

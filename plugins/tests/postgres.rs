@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use shipper_core::chunk::{ChunkBuilder, ChunkOptions};
-use shipper_core::log::{Log, LogOptions, StoredChunk};
-use shipper_core::plugin::{PluginError, Sink, SinkContext};
-use shipper_plugins::sinks::postgres::{
+use shipper_components::sinks::postgres::{
     PostgresSink, PostgresSinkOptions, TableCreation, TableRouting,
 };
+use shipper_core::chunk::{ChunkBuilder, ChunkOptions};
+use shipper_core::component::{ComponentError, Sink, SinkContext};
+use shipper_core::log::{Log, LogOptions, StoredChunk};
 use tokio_postgres::{Client, NoTls};
 
 const SERVER: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
@@ -370,7 +370,7 @@ async fn an_interrupted_delivery_leaves_nothing_and_the_retry_delivers_once() {
         .unwrap();
     let error = sink.deliver(&test.chunks[..1]).await.unwrap_err();
     assert!(
-        matches!(&error, PluginError::Fatal(m) if m.contains("not_seven") && m.contains("23514")),
+        matches!(&error, ComponentError::Fatal(m) if m.contains("not_seven") && m.contains("23514")),
         "{error:?}"
     );
     assert_eq!(offsets(&client, &table).await, BTreeMap::new());
@@ -394,7 +394,7 @@ async fn an_interrupted_delivery_leaves_nothing_and_the_retry_delivers_once() {
         .unwrap();
     let error = hurried.deliver(&test.chunks[1..]).await.unwrap_err();
     assert!(
-        matches!(&error, PluginError::Retryable(m) if m.contains("took longer")),
+        matches!(&error, ComponentError::Retryable(m) if m.contains("took longer")),
         "{error:?}"
     );
     blocker.rollback().await.unwrap();
@@ -427,7 +427,7 @@ async fn an_interrupted_delivery_leaves_nothing_and_the_retry_delivers_once() {
         .unwrap();
     let (mut fresh, result) = delivery.await.unwrap();
     assert!(
-        matches!(&result, Err(PluginError::Retryable(_))),
+        matches!(&result, Err(ComponentError::Retryable(_))),
         "{result:?}"
     );
     blocker.rollback().await.unwrap();
@@ -457,12 +457,12 @@ async fn connection_refused_is_retryable_and_never_shows_the_password() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, PluginError::Retryable(m) if m.contains("connecting")),
+        matches!(&error, ComponentError::Retryable(m) if m.contains("connecting")),
         "{error:?}"
     );
     assert!(!error.to_string().contains("hunter2"), "{error}");
     let error = sink.deliver(&test.chunks).await.unwrap_err();
-    assert!(matches!(error, PluginError::Retryable(_)), "{error:?}");
+    assert!(matches!(error, ComponentError::Retryable(_)), "{error:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,7 +485,7 @@ async fn a_table_that_does_not_fit_is_fatal_with_the_reasons() {
         .open(&context(&test.log, "unfit", 0))
         .await
         .unwrap_err();
-    let PluginError::Fatal(message) = &error else {
+    let ComponentError::Fatal(message) = &error else {
         panic!("{error:?}");
     };
     for needle in [
@@ -509,7 +509,7 @@ async fn a_table_that_does_not_fit_is_fatal_with_the_reasons() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, PluginError::Fatal(m) if m.contains("does not exist")),
+        matches!(&error, ComponentError::Fatal(m) if m.contains("does not exist")),
         "{error:?}"
     );
 }

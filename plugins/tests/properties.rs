@@ -4,10 +4,12 @@
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use shipper_plugins::framing::lines::{CarriageReturn, Line, LineOptions, LineSplitter, Overlong};
-use shipper_plugins::framing::octet::OctetDecoder;
-use shipper_plugins::multiline::{Joiner, JoinerOptions};
-use shipper_plugins::parse::syslog::{parse, parse_with, to_json, write_json, ParseOptions};
+use shipper_components::framing::lines::{
+    CarriageReturn, Line, LineOptions, LineSplitter, Overlong,
+};
+use shipper_components::framing::octet::OctetDecoder;
+use shipper_components::multiline::{Joiner, JoinerOptions};
+use shipper_components::parse::syslog::{parse, parse_with, to_json, write_json, ParseOptions};
 
 type Owned = (Vec<u8>, u64, bool);
 

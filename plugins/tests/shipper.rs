@@ -8,13 +8,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
+use shipper_components::sources::shipper::{ShipperOptions, ShipperSource, Verify, CONTENT_TYPE};
 use shipper_core::chunk::{
     lying_body_for_test, seal_for_test, ChunkBuilder, ChunkOptions, ChunkView,
 };
+use shipper_core::component::{Shutdown, Source, SourceContext};
 use shipper_core::emit::Emitter;
 use shipper_core::log::{Log, LogOptions, StoredChunk};
-use shipper_core::plugin::{Shutdown, Source, SourceContext};
-use shipper_plugins::sources::shipper::{ShipperOptions, ShipperSource, Verify, CONTENT_TYPE};
 
 const PRODUCER: &str = "0123456789abcdef0123456789abcdef";
 
@@ -343,9 +343,9 @@ async fn bad_requests_are_refused_with_their_status_and_store_nothing() {
 /// the dictionary).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dictionaries_travel_when_the_receiver_asks_for_them() {
+    use shipper_components::sinks::http::{HttpAuth, HttpProtocol, HttpSink, HttpSinkOptions};
     use shipper_core::chunk::{decode_body, Decoder, DictionaryTraining};
-    use shipper_core::plugin::{Sink, SinkContext};
-    use shipper_plugins::sinks::http::{HttpAuth, HttpProtocol, HttpSink, HttpSinkOptions};
+    use shipper_core::component::{Sink, SinkContext};
 
     let dir = tempfile::tempdir().unwrap();
     let sender = Log::open(dir.path().join("sender"), LogOptions::default()).unwrap();
@@ -549,8 +549,8 @@ async fn failing_proxy(target: SocketAddr, fail: u64) -> SocketAddr {
 /// it), and across a receiver restart with the batch offered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipelining_sink_stores_everything_in_order() {
-    use shipper_core::plugin::{Sink, SinkContext};
-    use shipper_plugins::sinks::http::{HttpAuth, HttpSink, HttpSinkOptions, HttpSinkStats};
+    use shipper_components::sinks::http::{HttpAuth, HttpSink, HttpSinkOptions, HttpSinkStats};
+    use shipper_core::component::{Sink, SinkContext};
 
     let dir = tempfile::tempdir().unwrap();
     let (sender, chunks) = sender_log(&dir.path().join("sender"), 60);
@@ -667,8 +667,8 @@ async fn an_undeclared_jump_of_a_known_producers_mark_is_refused() {
 /// with a loud error instead of acknowledging: its records are kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_claims_offsets_the_sender_never_had_stops_the_sink() {
-    use shipper_core::plugin::{PluginError, Sink, SinkContext};
-    use shipper_plugins::sinks::http::{HttpAuth, HttpProtocol, HttpSink, HttpSinkOptions};
+    use shipper_components::sinks::http::{HttpAuth, HttpProtocol, HttpSink, HttpSinkOptions};
+    use shipper_core::component::{ComponentError, Sink, SinkContext};
     let dir = tempfile::tempdir().unwrap();
     let (sender, chunks) = sender_log(&dir.path().join("sender"), 3);
     let log = Log::open(dir.path().join("receiver"), LogOptions::default()).unwrap();
@@ -700,7 +700,7 @@ async fn a_receiver_that_claims_offsets_the_sender_never_had_stops_the_sink() {
         .unwrap();
     let outcome = sink.deliver(&chunks).await;
     match outcome {
-        Err(PluginError::Fatal(reason)) => {
+        Err(ComponentError::Fatal(reason)) => {
             assert!(reason.contains("contradicts this log"), "{reason}")
         }
         other => panic!("the sink acknowledged a contradicting answer: {other:?}"),
@@ -795,7 +795,7 @@ async fn a_refused_dictionary_upload_leaves_nothing_on_disk() {
         headers.retain(|(name, _)| *name != "Content-Type");
         headers.push((
             "Content-Type",
-            shipper_plugins::sources::shipper::DICTIONARY_CONTENT_TYPE,
+            shipper_components::sources::shipper::DICTIONARY_CONTENT_TYPE,
         ));
         headers.push(("Shipper-Dictionary", id));
         headers
@@ -832,8 +832,8 @@ async fn a_refused_dictionary_upload_leaves_nothing_on_disk() {
 /// sink `b`'s older chunks were answered "duplicate" and lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sinks_of_one_sender_keep_their_own_marks() {
-    use shipper_core::plugin::{Sink, SinkContext};
-    use shipper_plugins::sinks::http::{HttpAuth, HttpProtocol, HttpSink, HttpSinkOptions};
+    use shipper_components::sinks::http::{HttpAuth, HttpProtocol, HttpSink, HttpSinkOptions};
+    use shipper_core::component::{Sink, SinkContext};
     let dir = tempfile::tempdir().unwrap();
     let sender = Log::open(dir.path().join("sender"), LogOptions::default()).unwrap();
     for (c, component) in ["a", "b", "a", "b", "a", "b"].into_iter().enumerate() {

@@ -3,14 +3,14 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use shipper_components::sources::socket::{
+    Listen, SocketFraming, SocketOptions, SocketParse, SocketSource,
+};
 use shipper_core::chunk::{decode_body, ChunkOptions, Decoder};
+use shipper_core::component::{ComponentError, Shutdown, Source, SourceContext};
 use shipper_core::emit::Emitter;
 use shipper_core::log::{Log, LogOptions};
 use shipper_core::metrics::ComponentMetric;
-use shipper_core::plugin::{PluginError, Shutdown, Source, SourceContext};
-use shipper_plugins::sources::socket::{
-    Listen, SocketFraming, SocketOptions, SocketParse, SocketSource,
-};
 use tokio::io::AsyncWriteExt;
 
 fn options(listen: Listen, framing: SocketFraming, parse: SocketParse) -> SocketOptions {
@@ -40,7 +40,7 @@ fn records(log: &Log) -> Vec<Vec<u8>> {
 /// A source running on its own task.
 struct Running {
     shutdown: Shutdown,
-    task: tokio::task::JoinHandle<Result<(), PluginError>>,
+    task: tokio::task::JoinHandle<Result<(), ComponentError>>,
 }
 
 impl Running {

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use shipper_plugins::transform::{
+use shipper_components::transform::{
     Condition, FieldValue, Filter, FilterAction, FilterOptions, OnError, Remap, RemapOptions,
     Sample, SampleOptions, Transform, TransformOutcome,
 };

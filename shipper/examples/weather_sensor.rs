@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use shipper::ingest::{Ingest, Ingestor};
 use shipper::runtime::Reloads;
-use shipper_core::plugin::Shutdown;
+use shipper_core::component::Shutdown;
 
 #[derive(serde::Serialize, Ingest)]
 #[ingest(stream = "weather")]

@@ -12,10 +12,10 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
+use shipper_components::listen::ListenerLimits;
+use shipper_core::component::Shutdown;
 use shipper_core::log::Log;
 use shipper_core::metrics::Registry;
-use shipper_core::plugin::Shutdown;
-use shipper_plugins::listen::ListenerLimits;
 
 use crate::runtime::{ReloadHandle, ReloadTrigger};
 
@@ -60,7 +60,7 @@ pub async fn serve(
         max_buffered_bytes: 1 << 20,
         ..ListenerLimits::default()
     };
-    shipper_plugins::listen::http::serve(
+    shipper_components::listen::http::serve(
         listener,
         router,
         limits,

@@ -1,25 +1,25 @@
 //! The built-in components: one list of kinds per role. The config
 //! loader, `shipper validate`, the runtime and reload find a component's
 //! type here and know nothing else about it; each kind's module (in
-//! `shipper_plugins`) owns its config, checks, build and metrics.
+//! `shipper_components`) owns its config, checks, build and metrics.
 //!
 //! Adding a sink: its module (config struct with `TYPE`, an
 //! `impl SinkComponent`, the sink), one line in [`SINKS`], its section in
 //! docs/config.md, and its tests. ARCHITECTURE.md has the recipe.
 
 use serde::de::DeserializeOwned;
-use shipper_plugins::component::{SinkComponent, SourceComponent, TransformComponent};
-use shipper_plugins::sinks::{
+use shipper_components::config::{SinkComponent, SourceComponent, TransformComponent};
+use shipper_components::sinks::{
     blackhole::BlackholeSinkConfig, file::FileSinkConfig, http::HttpSinkConfig,
     nats::NatsSinkConfig, postgres::PostgresSinkConfig, stdout::StdoutSinkConfig,
 };
 
-use shipper_plugins::sources::{
+use shipper_components::sources::{
     file::FileSourceConfig, generator::GeneratorSourceConfig, http::HttpSourceConfig,
     mqtt::MqttSourceConfig, sdk::SdkSourceConfig, shipper::ShipperSourceConfig,
     socket::SocketSourceConfig, stdin::StdinSourceConfig,
 };
-use shipper_plugins::transform::{
+use shipper_components::transform::{
     FilterTransformConfig, RemapTransformConfig, SampleTransformConfig,
 };
 

@@ -96,7 +96,7 @@ use shipper_core::emit::Emitter;
 use shipper_core::log::Log;
 
 use crate::config::{Config, LogConfig, SinkConfig, SourceConfig};
-use shipper_plugins::sources::sdk::SdkSourceConfig;
+use shipper_components::sources::sdk::SdkSourceConfig;
 
 mod events;
 mod json;

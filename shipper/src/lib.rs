@@ -3,7 +3,7 @@
 //!
 //! * [`components`] — the lists of built-in kinds per role (`SOURCES`,
 //!   `TRANSFORMS`, `SINKS`), through which everything below finds a
-//!   component's type; each kind's module is in `shipper-plugins`;
+//!   component's type; each kind's module is in `shipper-components`;
 //! * [`config`] — the config file: its loader and its diagnostics, each
 //!   with the key path and the line of the file;
 //! * [`runtime`] — runs and reloads a config's pipeline: sources into the

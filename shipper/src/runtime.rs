@@ -29,11 +29,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use shipper_components::config::BuildContext;
 use shipper_core::chunk::ChunkOptions;
+use shipper_core::component::{BatchPolicy, Shutdown, Sink, Source, Transform};
 use shipper_core::emit::{Emitter, Route};
 use shipper_core::log::Log;
-use shipper_core::plugin::{BatchPolicy, Shutdown, Sink, Source, Transform};
-use shipper_plugins::component::BuildContext;
 
 pub use reload::{ReloadHandle, ReloadOutcome, ReloadSummary, ReloadTrigger, Reloads};
 

@@ -631,7 +631,7 @@ fn an_app_killed_while_inserting_loses_nothing_durable_and_repeats_nothing() {
 async fn the_builder_opens_the_same_ingestor_in_code() {
     use shipper::config::{DurabilityPolicy, LogConfig, SinkConfig};
     use shipper::ingest::IngestorBuilder;
-    use shipper_plugins::sinks::blackhole::BlackholeSinkConfig;
+    use shipper_components::sinks::blackhole::BlackholeSinkConfig;
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out/records.ndjson");

@@ -28,7 +28,7 @@ impl Run {
         let child = Command::new(SHIPPER)
             .args(["run", "-c"])
             .arg(config)
-            .env("RUST_LOG", "warn,shipper_plugins::sinks::postgres=info")
+            .env("RUST_LOG", "warn,shipper_components::sinks::postgres=info")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

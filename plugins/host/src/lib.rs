@@ -1,9 +1,9 @@
 //! The host side of shipper's dynamic plugins: loads a shared library
 //! that speaks the C ABI of [`shipper_plugin::abi`], checks it, and runs
 //! its plugin behind the engine's own traits: [`DynamicSource`] is a
-//! [`shipper_core::plugin::Source`], [`DynamicTransform`] a
-//! [`shipper_core::plugin::Transform`], [`DynamicSink`] a
-//! [`shipper_core::plugin::Sink`]. `docs/plugins.md` describes the ABI.
+//! [`shipper_core::component::Source`], [`DynamicTransform`] a
+//! [`shipper_core::component::Transform`], [`DynamicSink`] a
+//! [`shipper_core::component::Sink`]. `docs/plugins.md` describes the ABI.
 //!
 //! ```no_run
 //! let plugin = shipper_plugin_host::load(std::path::Path::new("./libredact.so"))?;

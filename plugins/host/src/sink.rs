@@ -6,8 +6,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use shipper_core::chunk::{decode_body, Decoder};
+use shipper_core::component::{ComponentError, Sink, SinkContext};
 use shipper_core::log::StoredChunk;
-use shipper_core::plugin::{PluginError, Sink, SinkContext};
 use shipper_plugin::abi::{self, Slice};
 
 use crate::instance::{CallError, Instance};
@@ -136,11 +136,11 @@ impl Batch {
     }
 }
 
-fn plugin_error(error: CallError) -> PluginError {
+fn plugin_error(error: CallError) -> ComponentError {
     match error {
-        CallError::Retry(message) => PluginError::Retryable(message),
-        CallError::Fatal(message) => PluginError::Fatal(message),
-        CallError::Panicked(message) => PluginError::Retryable(format!(
+        CallError::Retry(message) => ComponentError::Retryable(message),
+        CallError::Fatal(message) => ComponentError::Fatal(message),
+        CallError::Panicked(message) => ComponentError::Retryable(format!(
             "{message}; a new instance is offered the same records"
         )),
     }
@@ -176,7 +176,7 @@ impl DynamicSink {
     async fn with_instance<R: Send + 'static>(
         &mut self,
         call: impl FnOnce(&mut Instance) -> Result<R, CallError> + Send + 'static,
-    ) -> Result<R, PluginError> {
+    ) -> Result<R, ComponentError> {
         let instance = self.instance.take();
         // Cleared until the call comes back: an instance lost on the way
         // (the blocking task failed) must be opened again when recreated.
@@ -219,7 +219,7 @@ impl DynamicSink {
         })
         .await;
         let (instance, opened, result, _in_lane) = joined.map_err(|e| {
-            PluginError::Fatal(format!("sink {}: the plugin call failed: {e}", self.name))
+            ComponentError::Fatal(format!("sink {}: the plugin call failed: {e}", self.name))
         })?;
         self.opened = instance.is_some() && opened;
         self.instance = instance;
@@ -242,16 +242,16 @@ impl DynamicSink {
     }
 
     /// Decodes `chunks` into one buffer of records.
-    fn decode(&mut self, chunks: &[StoredChunk]) -> Result<Batch, PluginError> {
+    fn decode(&mut self, chunks: &[StoredChunk]) -> Result<Batch, ComponentError> {
         let mut batch = Batch::default();
         for chunk in chunks {
             let view = chunk.view();
             let body = decode_body(&view, &mut self.decoder)
-                .map_err(|e| PluginError::undecodable(chunk.first_offset(), e))?;
+                .map_err(|e| ComponentError::undecodable(chunk.first_offset(), e))?;
             // The plugin is promised UTF-8 stream names (the SDK does not
             // check them again); a damaged stored name is the chunk's fault.
             if std::str::from_utf8(view.stream()).is_err() {
-                return Err(PluginError::undecodable(
+                return Err(ComponentError::undecodable(
                     chunk.first_offset(),
                     "its stream name is not UTF-8",
                 ));
@@ -261,7 +261,7 @@ impl DynamicSink {
             let stream = stream_start..batch.bytes.len();
             for (offset, record) in (chunk.first_offset()..).zip(body.records()) {
                 let record =
-                    record.map_err(|e| PluginError::undecodable(chunk.first_offset(), e))?;
+                    record.map_err(|e| ComponentError::undecodable(chunk.first_offset(), e))?;
                 let start = batch.bytes.len();
                 batch.bytes.extend_from_slice(record);
                 batch.records.push(BatchRecord {
@@ -297,7 +297,7 @@ impl Sink for DynamicSink {
         self.stats.metrics(false)
     }
 
-    async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
+    async fn open(&mut self, cx: &SinkContext) -> Result<(), ComponentError> {
         self.decoder = cx.decoder();
         self.lane = Some(Lane::of(&cx.data_dir.to_string_lossy(), &cx.name));
         self.context = Some(OwnedContext {
@@ -310,7 +310,7 @@ impl Sink for DynamicSink {
         self.with_instance(|_| Ok(())).await
     }
 
-    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
+    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), ComponentError> {
         let batch = self.decode(chunks)?;
         if batch.records.is_empty() {
             return Ok(());
@@ -319,7 +319,7 @@ impl Sink for DynamicSink {
             .await
     }
 
-    async fn close(&mut self) -> Result<(), PluginError> {
+    async fn close(&mut self) -> Result<(), ComponentError> {
         if self.instance.is_none() {
             return Ok(());
         }

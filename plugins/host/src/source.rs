@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use shipper_core::component::{ComponentError, Shutdown, Source, SourceContext};
 use shipper_core::emit::Emitter;
-use shipper_core::plugin::{PluginError, Shutdown, Source, SourceContext};
 use shipper_plugin::abi::{self, ErrorOut, Slice};
 use shipper_plugin::export::report;
 
@@ -50,9 +50,9 @@ impl DynamicSource {
         })
     }
 
-    fn run_blocking(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
+    fn run_blocking(&mut self, cx: &mut SourceContext) -> Result<(), ComponentError> {
         let mut instance = Instance::create(&self.plugin, &self.config)
-            .map_err(|e| PluginError::Fatal(format!("source {}: {e}", self.name)))?;
+            .map_err(|e| ComponentError::Fatal(format!("source {}: {e}", self.name)))?;
         let shutdown = cx.shutdown.clone();
         let emitter = Mutex::new(&mut cx.emitter);
         // The plugin may block in its own code for as long as it likes:
@@ -84,8 +84,10 @@ impl DynamicSource {
             self.stats.failed(matches!(error, CallError::Panicked(_)));
         }
         ran.map_err(|error| match error {
-            CallError::Retry(message) => PluginError::Retryable(message),
-            CallError::Fatal(message) | CallError::Panicked(message) => PluginError::Fatal(message),
+            CallError::Retry(message) => ComponentError::Retryable(message),
+            CallError::Fatal(message) | CallError::Panicked(message) => {
+                ComponentError::Fatal(message)
+            }
         })?;
         durable?;
         Ok(())
@@ -101,7 +103,7 @@ impl Source for DynamicSource {
     /// Blocks: call it on a multi-thread runtime or a blocking thread
     /// (`block_in_place` panics on a current-thread runtime); the runtime
     /// runs plugin sources on the blocking pool.
-    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
+    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), ComponentError> {
         tokio::task::block_in_place(|| self.run_blocking(cx))
     }
 }

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shipper_core::plugin::{Transform, TransformOutcome};
+use shipper_core::component::{Transform, TransformOutcome};
 use shipper_plugin::abi::{self, Slice};
 
 use crate::instance::{CallError, Decision, Instance};

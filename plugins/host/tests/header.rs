@@ -6,7 +6,7 @@ use std::mem::{offset_of, size_of};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use shipper_core::plugin::{Transform, TransformOutcome};
+use shipper_core::component::{Transform, TransformOutcome};
 use shipper_plugin::abi;
 
 fn header_dir() -> PathBuf {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::ListenerLimits;
-use crate::component::{ByteSize, Checks};
+use crate::config::{ByteSize, Checks};
 
 /// `max_connections` when not given.
 pub fn default_max_connections() -> u32 {
@@ -46,7 +46,7 @@ pub fn default_max_buffered_bytes() -> ByteSize {
 }
 
 /// The connection and request limits an HTTP listener's keys give (see
-/// `shipper_plugins::listen`).
+/// `shipper_components::listen`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)] // the keys of docs/config.md
 pub struct HttpLimits {

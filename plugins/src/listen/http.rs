@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use shipper_core::component::Shutdown;
 use shipper_core::metrics::{counters_of, ComponentMetric};
-use shipper_core::plugin::Shutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -30,7 +30,7 @@ const MAX_READ_BUFFER: usize = 64 * 1024;
 
 /// What a listener counts.
 #[derive(Debug, Default)]
-pub struct ListenerCounters {
+pub struct ListenerStats {
     /// Connections accepted and served.
     pub accepted: AtomicU64,
     /// Connections refused at the connection cap (answered `503`).
@@ -39,7 +39,7 @@ pub struct ListenerCounters {
     pub timed_out: AtomicU64,
 }
 
-impl ListenerCounters {
+impl ListenerStats {
     /// The listener's metrics, for a component's `metrics()`.
     pub fn metrics(self: &Arc<Self>) -> Vec<ComponentMetric> {
         counters_of(
@@ -70,7 +70,7 @@ impl ListenerCounters {
 
 /// Requests an HTTP listener answered, by outcome.
 #[derive(Debug, Default)]
-pub struct RequestCounters {
+pub struct RequestStats {
     /// Answered 2xx.
     pub accepted: AtomicU64,
     /// Refused for want of credentials (401, 403).
@@ -88,7 +88,7 @@ pub struct RequestCounters {
     pub unavailable: AtomicU64,
 }
 
-impl RequestCounters {
+impl RequestStats {
     /// Counts one request answered with `status`.
     pub fn count(&self, status: axum::http::StatusCode) {
         let counter = match status.as_u16() {
@@ -132,7 +132,7 @@ pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: ListenerLimits,
-    counters: Arc<ListenerCounters>,
+    counters: Arc<ListenerStats>,
     name: String,
     stop: Shutdown,
 ) {

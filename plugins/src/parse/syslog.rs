@@ -7,7 +7,7 @@
 //! contains escapes is copied (to unescape it).
 //!
 //! ```
-//! use shipper_plugins::parse::syslog::{parse, to_json, Format};
+//! use shipper_components::parse::syslog::{parse, to_json, Format};
 //!
 //! let line = br#"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut="3" eventSource="Application"] An application event"#;
 //! let syslog = parse(line).unwrap();

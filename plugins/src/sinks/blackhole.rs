@@ -2,8 +2,8 @@
 //! and for measuring everything but the backend.
 
 use async_trait::async_trait;
+use shipper_core::component::{ComponentError, Sink};
 use shipper_core::log::StoredChunk;
-use shipper_core::plugin::{PluginError, Sink};
 
 /// Counts what it is given and acknowledges it.
 #[derive(Debug, Default)]
@@ -25,7 +25,7 @@ impl BlackholeSink {
 
 #[async_trait]
 impl Sink for BlackholeSink {
-    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
+    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), ComponentError> {
         for chunk in chunks {
             self.records += chunk.end_offset() - chunk.first_offset();
             self.bytes += chunk.frame().len() as u64;
@@ -48,7 +48,7 @@ impl BlackholeSinkConfig {
     pub const TYPE: &'static str = "blackhole";
 }
 
-impl crate::component::SinkComponent for BlackholeSinkConfig {
+impl crate::config::SinkComponent for BlackholeSinkConfig {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
@@ -59,12 +59,12 @@ impl crate::component::SinkComponent for BlackholeSinkConfig {
 
     fn build(
         &self,
-        _cx: &crate::component::BuildContext<'_>,
-    ) -> Result<Box<dyn Sink>, crate::component::BuildError> {
+        _cx: &crate::config::BuildContext<'_>,
+    ) -> Result<Box<dyn Sink>, crate::config::BuildError> {
         Ok(Box::new(BlackholeSink::default()))
     }
 
-    fn clone_box(&self) -> Box<dyn crate::component::SinkComponent> {
+    fn clone_box(&self) -> Box<dyn crate::config::SinkComponent> {
         Box::new(self.clone())
     }
 }

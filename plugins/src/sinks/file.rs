@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use shipper_core::chunk::{decode_body, BodyLayout, Decoder};
+use shipper_core::component::{ComponentError, Sink, SinkContext};
 use shipper_core::log::StoredChunk;
-use shipper_core::plugin::{PluginError, Sink, SinkContext};
 
 /// How the file sink compresses what it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +111,7 @@ impl Intent {
     }
 
     /// Reads the journal; a missing or torn one holds no intent.
-    fn load(path: &Path) -> Result<Option<Intent>, PluginError> {
+    fn load(path: &Path) -> Result<Option<Intent>, ComponentError> {
         match std::fs::read(path) {
             Ok(bytes) => {
                 let intent = Intent::decode(&bytes);
@@ -121,7 +121,7 @@ impl Intent {
                 Ok(intent)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(PluginError::Retryable(format!(
+            Err(e) => Err(ComponentError::Retryable(format!(
                 "reading {}: {e}",
                 path.display()
             ))),
@@ -141,8 +141,8 @@ pub struct FileSink {
 
 impl FileSink {
     /// A sink writing to `options.path`; checks the template.
-    pub fn new(options: FileSinkOptions) -> Result<Self, PluginError> {
-        check_path(&options.path).map_err(PluginError::Fatal)?;
+    pub fn new(options: FileSinkOptions) -> Result<Self, ComponentError> {
+        check_path(&options.path).map_err(ComponentError::Fatal)?;
         Ok(FileSink {
             options,
             decoder: Decoder::default(),
@@ -151,7 +151,7 @@ impl FileSink {
         })
     }
 
-    fn file(&mut self, path: &PathBuf) -> Result<&mut File, PluginError> {
+    fn file(&mut self, path: &PathBuf) -> Result<&mut File, ComponentError> {
         if !self.files.contains_key(path) {
             if self.files.len() >= 16 {
                 // Keep few files open: periods move on.
@@ -159,36 +159,38 @@ impl FileSink {
             }
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| {
-                    PluginError::Retryable(format!("creating {}: {e}", parent.display()))
+                    ComponentError::Retryable(format!("creating {}: {e}", parent.display()))
                 })?;
             }
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|e| PluginError::Retryable(format!("opening {}: {e}", path.display())))?;
+                .map_err(|e| {
+                    ComponentError::Retryable(format!("opening {}: {e}", path.display()))
+                })?;
             self.files.insert(path.clone(), file);
         }
         Ok(self.files.get_mut(path).expect("inserted above"))
     }
 
-    fn write_all(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
+    fn write_all(&mut self, chunks: &[StoredChunk]) -> Result<(), ComponentError> {
         let mut outputs: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
         for chunk in chunks {
             let view = chunk.view();
             let path = PathBuf::from(
-                render(&self.options.path, view.max_ts()).map_err(PluginError::Fatal)?,
+                render(&self.options.path, view.max_ts()).map_err(ComponentError::Fatal)?,
             );
             let out = outputs.entry(path).or_default();
             let body = decode_body(&view, &mut self.decoder)
-                .map_err(|e| PluginError::undecodable(chunk.first_offset(), e))?;
+                .map_err(|e| ComponentError::undecodable(chunk.first_offset(), e))?;
             match body.layout() {
                 // Stored newline-terminated: the body is NDJSON as it is.
                 BodyLayout::Lines => out.extend_from_slice(body.bytes()),
                 BodyLayout::LengthPrefixed => {
                     for record in body.records() {
                         let record = record
-                            .map_err(|e| PluginError::undecodable(chunk.first_offset(), e))?;
+                            .map_err(|e| ComponentError::undecodable(chunk.first_offset(), e))?;
                         out.extend_from_slice(record);
                         out.push(b'\n');
                     }
@@ -205,7 +207,10 @@ impl FileSink {
                     Ok(metadata) => (metadata.len(), true),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, false),
                     Err(e) => {
-                        return Err(PluginError::Retryable(format!("{}: {e}", path.display())))
+                        return Err(ComponentError::Retryable(format!(
+                            "{}: {e}",
+                            path.display()
+                        )))
                     }
                 };
                 files.push((path.clone(), len, existed));
@@ -218,7 +223,7 @@ impl FileSink {
             let bytes = match self.options.compression {
                 FileCompression::None => bytes,
                 FileCompression::Zstd { level } => zstd::bulk::compress(&bytes, level)
-                    .map_err(|e| PluginError::Fatal(format!("zstd level {level}: {e}")))?,
+                    .map_err(|e| ComponentError::Fatal(format!("zstd level {level}: {e}")))?,
             };
             let file = self.file(&path)?;
             let written = file.write_all(&bytes).and_then(|_| file.sync_data());
@@ -226,7 +231,7 @@ impl FileSink {
                 // The file may hold part of this delivery; the retry cuts it
                 // back to the length in the intent (with a journal).
                 self.files.remove(&path);
-                return Err(PluginError::Retryable(format!(
+                return Err(ComponentError::Retryable(format!(
                     "writing {}: {e}",
                     path.display()
                 )));
@@ -237,7 +242,7 @@ impl FileSink {
 
     /// If the chunks from `first` on were written before (the intent covers
     /// `first`), cuts each file back to its length before that delivery.
-    fn undo_redelivered(&mut self, journal: &Path, first: u64) -> Result<(), PluginError> {
+    fn undo_redelivered(&mut self, journal: &Path, first: u64) -> Result<(), ComponentError> {
         if self.intent.is_none() {
             self.intent = Some(Intent::load(journal)?);
         }
@@ -261,7 +266,7 @@ impl FileSink {
                 }
             };
             cut.map_err(|e| {
-                PluginError::Retryable(format!(
+                ComponentError::Retryable(format!(
                     "cutting {} back to {len} bytes: {e}",
                     path.display()
                 ))
@@ -273,9 +278,9 @@ impl FileSink {
 }
 
 /// Replaces the content of `path` and syncs it.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), PluginError> {
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ComponentError> {
     let error =
-        |e: std::io::Error| PluginError::Retryable(format!("writing {}: {e}", path.display()));
+        |e: std::io::Error| ComponentError::Retryable(format!("writing {}: {e}", path.display()));
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(error)?;
     }
@@ -292,12 +297,12 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), PluginError> {
 
 #[async_trait]
 impl Sink for FileSink {
-    async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
+    async fn open(&mut self, cx: &SinkContext) -> Result<(), ComponentError> {
         self.decoder = cx.decoder();
         Ok(())
     }
 
-    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
+    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), ComponentError> {
         // File I/O and fdatasync block: keep them off the async workers' queue.
         tokio::task::block_in_place(|| self.write_all(chunks))
     }
@@ -418,10 +423,10 @@ pub use config::{Encoding, FileSinkConfig};
 #[allow(missing_docs)]
 mod config {
     use serde::Deserialize;
-    use shipper_core::plugin::Sink;
+    use shipper_core::component::Sink;
 
     use super::{check_path, FileCompression, FileSink, FileSinkOptions};
-    use crate::component::{BuildContext, BuildError, Checks, Codec, Compression, SinkComponent};
+    use crate::config::{BuildContext, BuildError, Checks, Codec, Compression, SinkComponent};
 
     /// Line format of a file sink.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -32,7 +32,7 @@
 //! the protocol is sent again after `Retry-After` (seconds or an HTTP
 //! date, at most [`MAX_RETRY_AFTER`]) or else a capped exponential
 //! backoff with jitter. After `attempts` tries within one delivery the
-//! sink returns [`PluginError::Retryable`], so the runtime gets control
+//! sink returns [`ComponentError::Retryable`], so the runtime gets control
 //! back (to stop or reload the sink) and offers the batch again later;
 //! the backoff sequence and any `Retry-After` carry over to that next
 //! call. Requests of a delivery that were acknowledged before are not sent
@@ -76,8 +76,8 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::StatusCode;
+use shipper_core::component::{ComponentError, Sink, SinkContext};
 use shipper_core::log::StoredChunk;
-use shipper_core::plugin::{PluginError, Sink, SinkContext};
 
 pub use config::{Auth, AuthStrategy, Batch, HttpSinkConfig, Retry};
 pub use encode::{HttpCompression, HttpProtocol};
@@ -285,8 +285,8 @@ pub struct HttpSink {
 
 impl HttpSink {
     /// A sink for `options`; refuses a bad URI, header or timeout.
-    pub fn new(options: HttpSinkOptions) -> Result<Self, PluginError> {
-        let fatal = |what: String| PluginError::Fatal(format!("http sink: {what}"));
+    pub fn new(options: HttpSinkOptions) -> Result<Self, ComponentError> {
+        let fatal = |what: String| ComponentError::Fatal(format!("http sink: {what}"));
         let url = reqwest::Url::parse(&options.uri)
             .map_err(|e| fatal(format!("uri {:?}: {e}", options.uri)))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -403,7 +403,7 @@ impl HttpSink {
         &mut self,
         chunks: &[StoredChunk],
         mut first: Option<Outcome>,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         let (protocol, compression) = (self.options.protocol, self.options.compression);
         let mut request = if encode::needs_work(protocol, compression, chunks) {
             let encoder = &mut self.encoder;
@@ -434,7 +434,7 @@ impl HttpSink {
                         end_offset: request.end_offset,
                     }
                     .emit(&self.name, &self.stats);
-                    return Err(PluginError::Fatal(format!(
+                    return Err(ComponentError::Fatal(format!(
                         "http sink {}: the receiver's answer contradicts this log: {reason}; \
                          the sink stopped, every record is kept",
                         self.name
@@ -483,7 +483,7 @@ impl HttpSink {
             }
             .emit(&self.name, &self.stats);
             if attempts >= self.options.retry.attempts {
-                return Err(PluginError::Retryable(format!(
+                return Err(ComponentError::Retryable(format!(
                     "http sink {}: {reason} ({attempts} attempts)",
                     self.name
                 )));
@@ -706,7 +706,7 @@ impl HttpSink {
         request: &Request,
         status: StatusCode,
         answer: &str,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         let refusal = dead_letter::Refusal {
             sink: &self.name,
             uri: self.shown_url.as_str(),
@@ -736,7 +736,7 @@ impl Sink for HttpSink {
         self.stats.metrics()
     }
 
-    async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
+    async fn open(&mut self, cx: &SinkContext) -> Result<(), ComponentError> {
         self.name.clone_from(&cx.name);
         self.encoder.set_decoder(cx.decoder());
         self.dictionaries = Some(cx.dictionaries.clone());
@@ -764,9 +764,9 @@ impl Sink for HttpSink {
         Ok(())
     }
 
-    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
+    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), ComponentError> {
         if !self.opened {
-            return Err(PluginError::Fatal(
+            return Err(ComponentError::Fatal(
                 "http sink: deliver called before open".into(),
             ));
         }

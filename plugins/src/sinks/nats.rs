@@ -83,8 +83,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use shipper_core::chunk::{decode_body, Decoder};
+use shipper_core::component::{ComponentError, Sink, SinkContext};
 use shipper_core::log::StoredChunk;
-use shipper_core::plugin::{PluginError, Sink, SinkContext};
 
 /// Header naming the producer (32 hex digits).
 pub const PRODUCER_HEADER: &str = "Shipper-Producer";
@@ -190,14 +190,16 @@ struct Connection {
 
 impl NatsSink {
     /// A sink with `options`; checks the url, the subject and stream names.
-    pub fn new(options: NatsSinkOptions) -> Result<Self, PluginError> {
-        check_url(&options.url).map_err(PluginError::Fatal)?;
-        check_subject(&options.subject).map_err(PluginError::Fatal)?;
+    pub fn new(options: NatsSinkOptions) -> Result<Self, ComponentError> {
+        check_url(&options.url).map_err(ComponentError::Fatal)?;
+        check_subject(&options.subject).map_err(ComponentError::Fatal)?;
         if let Some(stream) = &options.stream {
-            check_stream_name(stream).map_err(PluginError::Fatal)?;
+            check_stream_name(stream).map_err(ComponentError::Fatal)?;
         }
         if options.max_pending == 0 {
-            return Err(PluginError::Fatal("max_pending must be at least 1".into()));
+            return Err(ComponentError::Fatal(
+                "max_pending must be at least 1".into(),
+            ));
         }
         Ok(NatsSink {
             options,
@@ -213,11 +215,11 @@ async fn stream_for(
     options: &NatsSinkOptions,
     jetstream: &jetstream::Context,
     subject: &str,
-) -> Result<Stream, PluginError> {
+) -> Result<Stream, ComponentError> {
     match jetstream.stream_by_subject(subject).await {
         Ok(name) => {
             if let Some(wanted) = options.stream.as_deref().filter(|w| *w != name) {
-                return Err(PluginError::Fatal(format!(
+                return Err(ComponentError::Fatal(format!(
                         "subject {subject} is stored by stream {name}, not by the configured stream {wanted}"
                     )));
             }
@@ -234,7 +236,7 @@ async fn stream_for(
             let capture = format!("{}.*", options.subject);
             match jetstream.get_stream(&name).await {
                     Ok(_) => {
-                        return Err(PluginError::Fatal(format!(
+                        return Err(ComponentError::Fatal(format!(
                             "stream {name} exists but does not capture subject {subject}: its subjects must include {capture} (or {}.>)",
                             options.subject
                         )))
@@ -243,7 +245,7 @@ async fn stream_for(
                     Err(e) => return Err(retryable(&format!("looking up stream {name}"), e)),
                 }
             if !options.create_stream {
-                return Err(PluginError::Fatal(format!(
+                return Err(ComponentError::Fatal(format!(
                         "no stream captures subject {subject} and create_stream is false: create one whose subjects include {capture}"
                     )));
             }
@@ -269,7 +271,7 @@ async fn stream_for(
                         jetstream::context::CreateStreamErrorKind::JetStream(_)
                     ) =>
                 {
-                    Err(PluginError::Fatal(format!(
+                    Err(ComponentError::Fatal(format!(
                         "creating stream {name} for {capture}: {e}"
                     )))
                 }
@@ -285,7 +287,7 @@ async fn stream_for(
 
 #[async_trait]
 impl Sink for NatsSink {
-    async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
+    async fn open(&mut self, cx: &SinkContext) -> Result<(), ComponentError> {
         self.decoder = cx.decoder();
         let options = &self.options;
         let producer = cx.producer_id.to_string();
@@ -299,9 +301,9 @@ impl Sink for NatsSink {
             .map_err(|e| {
                 let message = format!("connecting to {}: {e}", options.url);
                 if e.kind() == async_nats::ConnectErrorKind::ServerParse {
-                    PluginError::Fatal(message)
+                    ComponentError::Fatal(message)
                 } else {
-                    PluginError::Retryable(message)
+                    ComponentError::Retryable(message)
                 }
             })?;
         let jetstream = jetstream::ContextBuilder::new()
@@ -330,12 +332,14 @@ impl Sink for NatsSink {
         Ok(())
     }
 
-    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
+    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), ComponentError> {
         let Some(first) = chunks.first().map(StoredChunk::first_offset) else {
             return Ok(());
         };
         let Some(connection) = &mut self.connection else {
-            return Err(PluginError::Fatal("nats sink: deliver before open".into()));
+            return Err(ComponentError::Fatal(
+                "nats sink: deliver before open".into(),
+            ));
         };
         let stored = match self.stored.take() {
             Some(stored) => stored,
@@ -387,12 +391,12 @@ impl Sink for NatsSink {
                 tracing::warn!(subject = %connection.subject, first = offsets.start, end = offsets.end, "nats sink: chunk partly stored as record messages; its other records go out as record messages too");
             }
             let body = decode_body(&view, &mut self.decoder)
-                .map_err(|e| PluginError::undecodable(offsets.start, e))?;
+                .map_err(|e| ComponentError::undecodable(offsets.start, e))?;
             let bytes = Bytes::copy_from_slice(body.bytes());
             let base = body.bytes().as_ptr() as usize;
             let stream = HeaderValue::from(view.stream_str().into_owned());
             for (offset, record) in offsets.clone().zip(body.records()) {
-                let record = record.map_err(|e| PluginError::undecodable(offsets.start, e))?;
+                let record = record.map_err(|e| ComponentError::undecodable(offsets.start, e))?;
                 if stored.contains(offset) {
                     skipped += 1;
                     continue;
@@ -417,7 +421,7 @@ impl Sink for NatsSink {
         Ok(())
     }
 
-    async fn close(&mut self) -> Result<(), PluginError> {
+    async fn close(&mut self) -> Result<(), ComponentError> {
         // Every delivery awaited its acknowledgements: nothing is in flight.
         self.connection = None;
         Ok(())
@@ -442,10 +446,10 @@ impl Publisher<'_> {
         offset: u64,
         headers: HeaderMap,
         payload: Bytes,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         let size = payload.len() + encoded_len(&headers);
         if size > self.connection.max_payload {
-            return Err(PluginError::Fatal(format!(
+            return Err(ComponentError::Fatal(format!(
                 "the message for offset {offset} is {size} bytes with its headers; the server takes {} at most (raise max_payload)",
                 self.connection.max_payload
             )));
@@ -459,7 +463,7 @@ impl Publisher<'_> {
             ),
         )
         .await
-        .map_err(|_| PluginError::Retryable(format!("publishing offset {offset}: timed out")))?
+        .map_err(|_| ComponentError::Retryable(format!("publishing offset {offset}: timed out")))?
         .map_err(|e| retryable(&format!("publishing offset {offset}"), e))?;
         self.pending.push_back((offset, published));
         if self.pending.len() >= self.max_pending {
@@ -468,7 +472,7 @@ impl Publisher<'_> {
         Ok(())
     }
 
-    async fn await_oldest(&mut self) -> Result<(), PluginError> {
+    async fn await_oldest(&mut self) -> Result<(), ComponentError> {
         if let Some((offset, pending)) = self.pending.pop_front() {
             let ack = pending.await.map_err(|e| {
                 retryable(&format!("JetStream acknowledgement of offset {offset}"), e)
@@ -481,7 +485,7 @@ impl Publisher<'_> {
     }
 
     /// Awaits every acknowledgement; returns how many were duplicates.
-    async fn finish(mut self) -> Result<u64, PluginError> {
+    async fn finish(mut self) -> Result<u64, ComponentError> {
         while !self.pending.is_empty() {
             self.await_oldest().await?;
         }
@@ -492,7 +496,11 @@ impl Publisher<'_> {
 impl Connection {
     /// The offsets at or above `from` that the stream holds on this
     /// producer's subject (see "Exactly once" in the module docs).
-    async fn read_stored(&self, from: u64, timeout: Duration) -> Result<StoredRanges, PluginError> {
+    async fn read_stored(
+        &self,
+        from: u64,
+        timeout: Duration,
+    ) -> Result<StoredRanges, ComponentError> {
         let subject = self.subject.as_str();
         let last = match self.stream.get_last_raw_message_by_subject(subject).await {
             Ok(message) => message,
@@ -552,9 +560,9 @@ impl Connection {
         loop {
             let message = tokio::time::timeout(timeout, messages.next())
                 .await
-                .map_err(|_| PluginError::Retryable(format!("reading {subject}: timed out")))?
+                .map_err(|_| ComponentError::Retryable(format!("reading {subject}: timed out")))?
                 .ok_or_else(|| {
-                    PluginError::Retryable(format!("reading {subject}: the consumer ended"))
+                    ComponentError::Retryable(format!("reading {subject}: the consumer ended"))
                 })?
                 .map_err(|e| retryable(&format!("reading {subject}"), e))?;
             let sequence = message
@@ -575,9 +583,9 @@ impl Connection {
 }
 
 /// The offsets a stored message names, from its headers.
-fn message_offsets(headers: &HeaderMap, sequence: u64) -> Result<Range<u64>, PluginError> {
+fn message_offsets(headers: &HeaderMap, sequence: u64) -> Result<Range<u64>, ComponentError> {
     offset_range(headers).ok_or_else(|| {
-        PluginError::Fatal(format!(
+        ComponentError::Fatal(format!(
             "message {sequence} on this producer's subject has no valid {OFFSET_HEADER} header: something other than this shipper publishes to it"
         ))
     })
@@ -638,8 +646,8 @@ fn encoded_len(headers: &HeaderMap) -> usize {
     12 + fields
 }
 
-fn retryable(what: &str, error: impl fmt::Display) -> PluginError {
-    PluginError::Retryable(format!("{what}: {error}"))
+fn retryable(what: &str, error: impl fmt::Display) -> ComponentError {
+    ComponentError::Retryable(format!("{what}: {error}"))
 }
 
 /// A server url the client connects to: parsed as `connect` parses it

@@ -48,8 +48,8 @@ use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
 use shipper_core::chunk::{decode_body, Decoder};
+use shipper_core::component::{ComponentError, Sink, SinkContext};
 use shipper_core::log::StoredChunk;
-use shipper_core::plugin::{PluginError, Sink, SinkContext};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls, Statement};
 
@@ -403,20 +403,20 @@ impl std::fmt::Debug for PostgresSink {
 impl PostgresSink {
     /// A sink with `options`; checks the connection string and the table
     /// names (nothing is connected before [`Sink::open`]).
-    pub fn new(options: PostgresSinkOptions) -> Result<Self, PluginError> {
+    pub fn new(options: PostgresSinkOptions) -> Result<Self, ComponentError> {
         let mut config = parse_connection(&options.connection)
-            .map_err(|reason| PluginError::Fatal(format!("connection: {reason}")))?;
+            .map_err(|reason| ComponentError::Fatal(format!("connection: {reason}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("shipper");
         }
-        let table = TableName::parse(&options.table).map_err(PluginError::Fatal)?;
+        let table = TableName::parse(&options.table).map_err(ComponentError::Fatal)?;
         let hwm_table =
-            hwm_table_of(&table, options.hwm_table.as_deref()).map_err(PluginError::Fatal)?;
+            hwm_table_of(&table, options.hwm_table.as_deref()).map_err(ComponentError::Fatal)?;
         if options.timeout.is_zero() {
-            return Err(PluginError::Fatal("timeout must be positive".into()));
+            return Err(ComponentError::Fatal("timeout must be positive".into()));
         }
         Ok(PostgresSink {
             config,
@@ -452,7 +452,7 @@ impl PostgresSink {
     }
 
     /// Connects if there is no open connection.
-    async fn connect(&mut self) -> Result<(), PluginError> {
+    async fn connect(&mut self) -> Result<(), ComponentError> {
         if self
             .connection
             .as_ref()
@@ -490,7 +490,7 @@ impl PostgresSink {
     }
 
     /// Creates `table` if missing and allowed, then checks its columns.
-    async fn ensure_records_table(&mut self, table: &TableName) -> Result<(), PluginError> {
+    async fn ensure_records_table(&mut self, table: &TableName) -> Result<(), ComponentError> {
         if self.ready.contains(table) {
             return Ok(());
         }
@@ -516,7 +516,7 @@ impl PostgresSink {
 
     /// Creates the high-water-mark table if missing and allowed, and this
     /// sink's row in it; returns the mark.
-    async fn ensure_hwm(&mut self, identity: &Identity) -> Result<u64, PluginError> {
+    async fn ensure_hwm(&mut self, identity: &Identity) -> Result<u64, ComponentError> {
         let hwm = self.hwm_table.clone();
         let creation = self.creation;
         self.connect().await?;
@@ -529,7 +529,7 @@ impl PostgresSink {
             );
             create_serialised(client, &create, &hwm).await?;
         } else if !table_exists(client, &hwm).await? {
-            return Err(PluginError::Fatal(format!(
+            return Err(ComponentError::Fatal(format!(
                 "high-water-mark table {hwm} does not exist (create_tables = false)"
             )));
         }
@@ -552,10 +552,14 @@ impl PostgresSink {
             .map_err(|e| classify(&format!("reading {hwm}"), &e))?;
         let mark: i64 = row.get(0);
         u64::try_from(mark)
-            .map_err(|_| PluginError::Fatal(format!("{hwm}: negative high-water mark {mark}")))
+            .map_err(|_| ComponentError::Fatal(format!("{hwm}: negative high-water mark {mark}")))
     }
 
-    async fn open_inner(&mut self, identity: &Identity, committed: u64) -> Result<(), PluginError> {
+    async fn open_inner(
+        &mut self,
+        identity: &Identity,
+        committed: u64,
+    ) -> Result<(), ComponentError> {
         let table = self.table.clone();
         self.ensure_records_table(&table).await?;
         let mark = self.ensure_hwm(identity).await?;
@@ -583,12 +587,14 @@ impl PostgresSink {
     fn settle(
         &mut self,
         what: &str,
-        result: Result<Result<(), PluginError>, tokio::time::error::Elapsed>,
-    ) -> Result<(), PluginError> {
+        result: Result<Result<(), ComponentError>, tokio::time::error::Elapsed>,
+    ) -> Result<(), ComponentError> {
         let error = match result {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(error)) => error,
-            Err(_) => PluginError::Retryable(format!("{what} took longer than {:?}", self.timeout)),
+            Err(_) => {
+                ComponentError::Retryable(format!("{what} took longer than {:?}", self.timeout))
+            }
         };
         self.connection = None;
         // Look at the tables again: one may have been dropped or altered.
@@ -600,7 +606,7 @@ impl PostgresSink {
         &mut self,
         identity: &Identity,
         chunks: &[StoredChunk],
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         let Some(end) = chunks.last().map(StoredChunk::end_offset) else {
             return Ok(());
         };
@@ -657,13 +663,13 @@ impl PostgresSink {
             .await
             .map_err(|e| classify(&format!("locking the high-water mark in {hwm}"), &e))?;
         let Some(row) = row else {
-            return Err(PluginError::Fatal(format!(
+            return Err(ComponentError::Fatal(format!(
                 "{hwm} lost this sink's row (sink {:?}, producer {})",
                 identity.sink, identity.producer
             )));
         };
         let mark = u64::try_from(row.get::<_, i64>(0))
-            .map_err(|_| PluginError::Fatal(format!("{hwm}: negative high-water mark")))?;
+            .map_err(|_| ComponentError::Fatal(format!("{hwm}: negative high-water mark")))?;
         let total: u64 = chunks
             .iter()
             .map(|c| c.end_offset() - c.first_offset())
@@ -764,7 +770,7 @@ impl Sink for PostgresSink {
         self.stats.metrics()
     }
 
-    async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
+    async fn open(&mut self, cx: &SinkContext) -> Result<(), ComponentError> {
         self.decoder = cx.decoder();
         let identity = Identity {
             sink: cx.name.clone(),
@@ -776,9 +782,9 @@ impl Sink for PostgresSink {
         self.settle("starting", result)
     }
 
-    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
+    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), ComponentError> {
         let Some(identity) = self.identity.clone() else {
-            return Err(PluginError::Fatal(
+            return Err(ComponentError::Fatal(
                 "postgres sink: deliver called before open".into(),
             ));
         };
@@ -787,7 +793,7 @@ impl Sink for PostgresSink {
         self.settle("the delivery", result)
     }
 
-    async fn close(&mut self) -> Result<(), PluginError> {
+    async fn close(&mut self) -> Result<(), ComponentError> {
         if let Some(mut connection) = self.connection.take() {
             // Not aborted: without its client the task says goodbye to the
             // server (Terminate) and ends.
@@ -812,7 +818,7 @@ struct RowEncoder<'a> {
 }
 
 impl RowEncoder<'_> {
-    fn encode(&mut self, chunk: &StoredChunk, out: &mut BytesMut) -> Result<(), PluginError> {
+    fn encode(&mut self, chunk: &StoredChunk, out: &mut BytesMut) -> Result<(), ComponentError> {
         let view = chunk.view();
         let first = chunk.first_offset();
         if chunk.end_offset() <= self.mark {
@@ -827,9 +833,9 @@ impl RowEncoder<'_> {
             + ((view.max_ts() % 1_000_000_000) / 1_000) as i64;
         let stream = view.stream_str();
         let body =
-            decode_body(&view, self.decoder).map_err(|e| PluginError::undecodable(first, e))?;
+            decode_body(&view, self.decoder).map_err(|e| ComponentError::undecodable(first, e))?;
         for (index, record) in body.records().enumerate() {
-            let record = record.map_err(|e| PluginError::undecodable(first, e))?;
+            let record = record.map_err(|e| ComponentError::undecodable(first, e))?;
             let offset = first + index as u64;
             if offset < self.mark {
                 self.skipped += 1;
@@ -852,7 +858,7 @@ impl RowEncoder<'_> {
             out.put_i64(offset as i64);
             // jsonb's binary form: a version byte, then the JSON text.
             out.put_i32(i32::try_from(payload.len() + 1).map_err(|_| {
-                PluginError::Fatal(format!(
+                ComponentError::Fatal(format!(
                     "record at offset {offset} too large for a jsonb value"
                 ))
             })?);
@@ -965,7 +971,7 @@ async fn create_serialised(
     client: &mut Client,
     create: &str,
     table: &TableName,
-) -> Result<(), PluginError> {
+) -> Result<(), ComponentError> {
     let what = format!("creating {table}");
     let transaction = client
         .transaction()
@@ -981,12 +987,12 @@ async fn create_serialised(
     .await;
     result.map_err(|e| match e.code().map(|c| c.code()) {
         // Lost a creation race after all: the next attempt finds the table.
-        Some("23505" | "42P07") => PluginError::Retryable(format!("{what}: {}", describe(&e))),
+        Some("23505" | "42P07") => ComponentError::Retryable(format!("{what}: {}", describe(&e))),
         _ => classify(&what, &e),
     })
 }
 
-async fn table_exists(client: &Client, table: &TableName) -> Result<bool, PluginError> {
+async fn table_exists(client: &Client, table: &TableName) -> Result<bool, ComponentError> {
     let row = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table.quoted()])
         .await
@@ -996,9 +1002,9 @@ async fn table_exists(client: &Client, table: &TableName) -> Result<bool, Plugin
 
 /// Checks that `table` exists and takes the sink's rows: the five columns
 /// with fitting types, and no other column that needs a value.
-async fn check_columns(client: &Client, table: &TableName) -> Result<(), PluginError> {
+async fn check_columns(client: &Client, table: &TableName) -> Result<(), ComponentError> {
     if !table_exists(client, table).await? {
-        return Err(PluginError::Fatal(format!(
+        return Err(ComponentError::Fatal(format!(
             "table {table} does not exist (create_tables = false)"
         )));
     }
@@ -1036,7 +1042,7 @@ async fn check_columns(client: &Client, table: &TableName) -> Result<(), PluginE
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(PluginError::Fatal(format!(
+        Err(ComponentError::Fatal(format!(
             "table {table} does not fit the postgres sink: {}",
             problems.join("; ")
         )))
@@ -1100,12 +1106,12 @@ fn is_retryable(error: &tokio_postgres::Error) -> bool {
     std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>())
 }
 
-fn classify(what: &str, error: &tokio_postgres::Error) -> PluginError {
+fn classify(what: &str, error: &tokio_postgres::Error) -> ComponentError {
     let message = format!("{what}: {}", describe(error));
     if is_retryable(error) {
-        PluginError::Retryable(message)
+        ComponentError::Retryable(message)
     } else {
-        PluginError::Fatal(message)
+        ComponentError::Fatal(message)
     }
 }
 
@@ -1178,7 +1184,7 @@ mod tests {
         let secret = "host=127.0.0.1 user=u password=hunter2 sslmode=require";
         let error = PostgresSink::new(PostgresSinkOptions::new(secret, "logs")).unwrap_err();
         assert!(
-            matches!(&error, PluginError::Fatal(m) if m.contains("TLS")),
+            matches!(&error, ComponentError::Fatal(m) if m.contains("TLS")),
             "{error}"
         );
         let error = PostgresSink::new(PostgresSinkOptions::new(

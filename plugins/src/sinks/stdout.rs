@@ -7,8 +7,8 @@ use std::io::Write;
 
 use async_trait::async_trait;
 use shipper_core::chunk::{decode_body, Decoder};
+use shipper_core::component::{ComponentError, Sink, SinkContext};
 use shipper_core::log::StoredChunk;
-use shipper_core::plugin::{PluginError, Sink, SinkContext};
 
 /// Writes records to `W` (standard output unless a test gives another).
 #[derive(Debug)]
@@ -37,15 +37,16 @@ impl<W: Write> StdoutSink<W> {
         self.out
     }
 
-    fn write(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
-        let failed = |e: std::io::Error| PluginError::Retryable(format!("writing to stdout: {e}"));
+    fn write(&mut self, chunks: &[StoredChunk]) -> Result<(), ComponentError> {
+        let failed =
+            |e: std::io::Error| ComponentError::Retryable(format!("writing to stdout: {e}"));
         for chunk in chunks {
             let view = chunk.view();
             let body = decode_body(&view, &mut self.decoder)
-                .map_err(|e| PluginError::undecodable(chunk.first_offset(), e))?;
+                .map_err(|e| ComponentError::undecodable(chunk.first_offset(), e))?;
             for record in body.records() {
                 let record =
-                    record.map_err(|e| PluginError::undecodable(chunk.first_offset(), e))?;
+                    record.map_err(|e| ComponentError::undecodable(chunk.first_offset(), e))?;
                 self.out.write_all(record).map_err(failed)?;
                 self.out.write_all(b"\n").map_err(failed)?;
             }
@@ -56,12 +57,12 @@ impl<W: Write> StdoutSink<W> {
 
 #[async_trait]
 impl<W: Write + Send> Sink for StdoutSink<W> {
-    async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
+    async fn open(&mut self, cx: &SinkContext) -> Result<(), ComponentError> {
         self.decoder = cx.decoder();
         Ok(())
     }
 
-    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
+    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), ComponentError> {
         // A pipe to a slow reader blocks: keep that off the async workers.
         tokio::task::block_in_place(|| self.write(chunks))
     }
@@ -105,7 +106,7 @@ impl StdoutSinkConfig {
     pub const TYPE: &'static str = "stdout";
 }
 
-impl crate::component::SinkComponent for StdoutSinkConfig {
+impl crate::config::SinkComponent for StdoutSinkConfig {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
@@ -116,12 +117,12 @@ impl crate::component::SinkComponent for StdoutSinkConfig {
 
     fn build(
         &self,
-        _cx: &crate::component::BuildContext<'_>,
-    ) -> Result<Box<dyn Sink>, crate::component::BuildError> {
+        _cx: &crate::config::BuildContext<'_>,
+    ) -> Result<Box<dyn Sink>, crate::config::BuildError> {
         Ok(Box::new(StdoutSink::default()))
     }
 
-    fn clone_box(&self) -> Box<dyn crate::component::SinkComponent> {
+    fn clone_box(&self) -> Box<dyn crate::config::SinkComponent> {
         Box::new(self.clone())
     }
 }

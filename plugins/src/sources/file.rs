@@ -61,9 +61,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use shipper_core::chunk::now_nanos;
+use shipper_core::component::{ComponentError, Source, SourceContext};
 use shipper_core::emit::Emitter;
 use shipper_core::log::source_position;
-use shipper_core::plugin::{PluginError, Source, SourceContext};
 
 use crate::framing::lines::{LineOptions, LineSplitter};
 use crate::multiline::{Joiner, JoinerOptions};
@@ -561,7 +561,7 @@ impl FileSource {
     /// fingerprinted by (a file replaced by copy-and-truncate and written
     /// past the old position is caught here), and lengthens fingerprints
     /// of files that have grown.
-    fn check_fingerprints(&mut self, emitter: &mut Emitter) -> Result<(), PluginError> {
+    fn check_fingerprints(&mut self, emitter: &mut Emitter) -> Result<(), ComponentError> {
         let mut changed = false;
         for index in 0..self.files.len() {
             let tracked = &self.files[index];
@@ -597,7 +597,7 @@ impl FileSource {
         index: usize,
         emitter: &mut Emitter,
         why: &str,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         self.flush_joiner(index, emitter)?;
         let fingerprint_bytes = self.options.fingerprint_bytes;
         let lines = self.options.lines;
@@ -608,7 +608,7 @@ impl FileSource {
         tracked
             .file
             .seek(std::io::SeekFrom::Start(0))
-            .map_err(|e| PluginError::Retryable(format!("{}: {e}", tracked.path.display())))?;
+            .map_err(|e| ComponentError::Retryable(format!("{}: {e}", tracked.path.display())))?;
         tracked.splitter = LineSplitter::starting_at(lines, 0);
         tracked.joined_end = 0;
         tracked.emitted = 0;
@@ -634,7 +634,7 @@ impl FileSource {
     }
 
     /// Emits the pending multiline record of file `index`, if any.
-    fn flush_joiner(&mut self, index: usize, emitter: &mut Emitter) -> Result<(), PluginError> {
+    fn flush_joiner(&mut self, index: usize, emitter: &mut Emitter) -> Result<(), ComponentError> {
         let (files, mut out) = self.output(emitter);
         let tracked = &mut files[index];
         if let Some(record) = tracked.joiner.as_mut().and_then(Joiner::finish) {
@@ -655,7 +655,7 @@ impl FileSource {
         &mut self,
         emitter: &mut Emitter,
         buffer: &mut [u8],
-    ) -> Result<bool, PluginError> {
+    ) -> Result<bool, ComponentError> {
         let mut progressed = false;
         let mut truncated = Vec::new();
         {
@@ -677,7 +677,7 @@ impl FileSource {
 
     /// Emits multiline records whose timeout passed, and closes files that
     /// left the patterns and stayed idle for `rotate_wait`.
-    fn expire(&mut self, emitter: &mut Emitter, now: Instant) -> Result<(), PluginError> {
+    fn expire(&mut self, emitter: &mut Emitter, now: Instant) -> Result<(), ComponentError> {
         let rotate_wait = self.options.rotate_wait;
         let mut done = Vec::new();
         {
@@ -737,7 +737,7 @@ fn read_file(
     tracked: &mut Tracked,
     out: &mut Out<'_>,
     buffer: &mut [u8],
-) -> Result<ReadOutcome, PluginError> {
+) -> Result<ReadOutcome, ComponentError> {
     let mut total = 0;
     let now = Instant::now();
     let dropped_before = tracked.splitter.dropped_lines();
@@ -823,7 +823,7 @@ impl Out<'_> {
         bytes: &[u8],
         end: u64,
         now: Instant,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         match &mut tracked.joiner {
             Some(joiner) => {
                 if let Some(record) = joiner.push(bytes, now) {
@@ -845,7 +845,7 @@ impl Out<'_> {
         end: u64,
         bytes: &[u8],
         timestamp: u64,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         self.emit(index, &mut tracked.skip, end, bytes, timestamp)?;
         tracked.emitted = end;
         Ok(())
@@ -858,7 +858,7 @@ impl Out<'_> {
         end: u64,
         bytes: &[u8],
         timestamp: u64,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         let at = self.prefix_len + index * ENTRY_LEN + 22;
         self.position[at..at + 8].copy_from_slice(&end.to_le_bytes());
         let payload: Cow<'_, [u8]> = match self.invalid_utf8 {
@@ -929,7 +929,7 @@ impl Source for FileSource {
         self.stats.metrics()
     }
 
-    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
+    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), ComponentError> {
         const MIN_IDLE: Duration = Duration::from_millis(5);
         let mut resume = self.resume(&cx.emitter);
         self.scan(&mut resume, true);
@@ -973,10 +973,10 @@ mod config {
     use std::time::Duration;
 
     use serde::Deserialize;
-    use shipper_core::plugin::Source;
+    use shipper_core::component::Source;
 
     use super::{FileOptions, FileSource, InvalidUtf8, ReadFrom};
-    use crate::component::{
+    use crate::config::{
         duration_ms, BuildContext, BuildError, ByteSize, Checks, Pattern, SourceComponent,
     };
     use crate::framing::lines::{LineOptions, Overlong};

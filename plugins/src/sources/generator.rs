@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use shipper_core::chunk::now_nanos;
-use shipper_core::plugin::{PluginError, Source, SourceContext};
+use shipper_core::component::{ComponentError, Source, SourceContext};
 
 use crate::corpus::{Corpus, CorpusKind};
 
@@ -64,16 +64,16 @@ pub struct GeneratorSource {
 impl GeneratorSource {
     /// A generator emitting into `stream`. A rate or record size of 0 is
     /// refused.
-    pub fn new(options: GeneratorOptions, stream: &str) -> Result<Self, PluginError> {
+    pub fn new(options: GeneratorOptions, stream: &str) -> Result<Self, ComponentError> {
         if options.rate == Some(0) {
-            return Err(PluginError::Fatal(
+            return Err(ComponentError::Fatal(
                 "rate must be at least 1 record per second".to_owned(),
             ));
         }
         let mut corpus = Corpus::new(options.corpus, options.seed);
         match options.record_bytes {
             Some(0) => {
-                return Err(PluginError::Fatal(
+                return Err(ComponentError::Fatal(
                     "record_bytes must be at least 1".to_owned(),
                 ))
             }
@@ -97,7 +97,7 @@ impl GeneratorSource {
         from: u64,
         to: u64,
         stamp: Stamp,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         for index in from..to {
             let timestamp = match stamp {
                 Stamp::Fixed(timestamp) => timestamp,
@@ -117,7 +117,7 @@ impl GeneratorSource {
         cx: &mut SourceContext,
         record: &mut Vec<u8>,
         limit: u64,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         let mut emitted = 0;
         while emitted < limit && !cx.shutdown.is_triggered() {
             let end = limit.min(emitted + BATCH);
@@ -135,7 +135,7 @@ impl GeneratorSource {
         record: &mut Vec<u8>,
         limit: u64,
         rate: u64,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         let started = Instant::now();
         let stamp = Stamp::Due {
             start_ns: now_nanos(),
@@ -187,7 +187,7 @@ fn due_offset(index: u64, rate: u64) -> Duration {
 
 #[async_trait]
 impl Source for GeneratorSource {
-    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
+    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), ComponentError> {
         let limit = self.count.unwrap_or(u64::MAX);
         let mut record = Vec::with_capacity(self.corpus.record_bytes().unwrap_or(512));
         match self.rate {
@@ -203,9 +203,9 @@ impl Source for GeneratorSource {
 mod tests {
     use super::*;
     use shipper_core::chunk::{decode_body, ChunkOptions, Decoder};
+    use shipper_core::component::Shutdown;
     use shipper_core::emit::Emitter;
     use shipper_core::log::{Durability, Log, LogOptions};
-    use shipper_core::plugin::Shutdown;
 
     fn context(log: &Log) -> SourceContext {
         SourceContext {
@@ -346,7 +346,7 @@ mod tests {
         ] {
             assert!(matches!(
                 GeneratorSource::new(options, "gen"),
-                Err(PluginError::Fatal(_))
+                Err(ComponentError::Fatal(_))
             ));
         }
     }
@@ -364,10 +364,10 @@ mod tests {
 #[allow(missing_docs)]
 mod config {
     use serde::Deserialize;
-    use shipper_core::plugin::Source;
+    use shipper_core::component::Source;
 
     use super::{GeneratorOptions, GeneratorSource};
-    use crate::component::{BuildContext, BuildError, ByteSize, Checks, SourceComponent};
+    use crate::config::{BuildContext, BuildError, ByteSize, Checks, SourceComponent};
     use crate::corpus::CorpusKind;
 
     /// The largest `record_bytes` of a generator source.

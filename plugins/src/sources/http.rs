@@ -22,12 +22,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use shipper_core::chunk::now_nanos;
-use shipper_core::plugin::{PluginError, Source, SourceContext};
+use shipper_core::component::{ComponentError, Source, SourceContext};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::listen::body::{read_body, BodyBudget, BodyBuffer, Refused, Reservation};
-use crate::listen::http::{ListenerCounters, RequestCounters};
+use crate::listen::http::{ListenerStats, RequestStats};
 use crate::listen::ListenerLimits;
 use crate::throttle::Throttle;
 
@@ -46,11 +46,11 @@ pub struct HttpOptions {
 
 /// Counters of an http source.
 #[derive(Debug, Default)]
-pub struct HttpCounters {
+pub struct HttpSourceStats {
     /// The listener's connections (accepted, refused, timed out).
-    pub listener: Arc<ListenerCounters>,
+    pub listener: Arc<ListenerStats>,
     /// Requests answered, by outcome.
-    pub requests: Arc<RequestCounters>,
+    pub requests: Arc<RequestStats>,
 }
 
 /// A parsed request on its way to the log.
@@ -68,15 +68,15 @@ pub struct HttpSource {
     options: HttpOptions,
     stream: String,
     listener: Option<TcpListener>,
-    counters: Arc<HttpCounters>,
+    counters: Arc<HttpSourceStats>,
 }
 
 impl HttpSource {
     /// Binds now, so that an address in use is an error at start.
-    pub async fn bind(options: HttpOptions, stream: &str) -> Result<Self, PluginError> {
+    pub async fn bind(options: HttpOptions, stream: &str) -> Result<Self, ComponentError> {
         let listener = TcpListener::bind(options.address)
             .await
-            .map_err(|e| PluginError::Fatal(format!("listening on {}: {e}", options.address)))?;
+            .map_err(|e| ComponentError::Fatal(format!("listening on {}: {e}", options.address)))?;
         Ok(HttpSource {
             options,
             stream: stream.to_owned(),
@@ -91,7 +91,7 @@ impl HttpSource {
     }
 
     /// The counters, shared with the running source.
-    pub fn counters(&self) -> Arc<HttpCounters> {
+    pub fn counters(&self) -> Arc<HttpSourceStats> {
         self.counters.clone()
     }
 }
@@ -103,7 +103,7 @@ struct Shared {
     max_body_bytes: usize,
     limits: ListenerLimits,
     budget: BodyBudget,
-    counters: Arc<HttpCounters>,
+    counters: Arc<HttpSourceStats>,
     refusals: Arc<Throttle>,
 }
 
@@ -333,11 +333,11 @@ impl Source for HttpSource {
         metrics
     }
 
-    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
+    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), ComponentError> {
         let listener = self
             .listener
             .take()
-            .ok_or_else(|| PluginError::Fatal("http source run twice".into()))?;
+            .ok_or_else(|| ComponentError::Fatal("http source run twice".into()))?;
         let (sender, mut requests) = mpsc::channel::<Request>(64);
         let shared = Shared {
             requests: sender,
@@ -407,10 +407,10 @@ mod config {
     use std::net::SocketAddr;
 
     use serde::Deserialize;
-    use shipper_core::plugin::Source;
+    use shipper_core::component::Source;
 
     use super::{HttpOptions, HttpSource};
-    use crate::component::{
+    use crate::config::{
         duration_ms, BuildContext, BuildError, ByteSize, Checks, Listener, SourceComponent,
     };
     use crate::listen::config::{

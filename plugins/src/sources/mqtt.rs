@@ -80,7 +80,7 @@ use rumqttc::{
     SubscribeFilter, SubscribeReasonCode,
 };
 use shipper_core::chunk::now_nanos;
-use shipper_core::plugin::{PluginError, Source, SourceContext};
+use shipper_core::component::{ComponentError, Source, SourceContext};
 
 /// The port of `mqtt://` when the url names none.
 pub const DEFAULT_PORT: u16 = 1883;
@@ -171,7 +171,7 @@ impl MqttOptions {
 /// ([`DEFAULT_PORT`] when absent). An IPv6 address goes in brackets.
 ///
 /// ```
-/// use shipper_plugins::sources::mqtt::parse_url;
+/// use shipper_components::sources::mqtt::parse_url;
 ///
 /// assert_eq!(parse_url("mqtt://broker.local:1884"), Ok(("broker.local".into(), 1884)));
 /// assert_eq!(parse_url("mqtt://[::1]"), Ok(("::1".into(), 1883)));
@@ -228,7 +228,7 @@ pub fn parse_url(url: &str) -> Result<(String, u16), String> {
 
 /// Counters of an MQTT source.
 #[derive(Debug, Default)]
-pub struct MqttCounters {
+pub struct MqttStats {
     /// Connections the broker accepted (CONNACK).
     pub connections: AtomicU64,
     /// Subscriptions the broker confirmed with every filter granted (SUBACK).
@@ -246,7 +246,7 @@ pub struct MqttCounters {
 pub struct MqttSource {
     options: MqttOptions,
     stream: String,
-    counters: Arc<MqttCounters>,
+    counters: Arc<MqttStats>,
 }
 
 impl MqttSource {
@@ -254,20 +254,22 @@ impl MqttSource {
     /// Refuses bad options now (no topics, an invalid topic filter, an
     /// empty client id); an unreachable broker is not an error: the source
     /// keeps trying.
-    pub fn new(options: MqttOptions, stream: &str) -> Result<Self, PluginError> {
+    pub fn new(options: MqttOptions, stream: &str) -> Result<Self, ComponentError> {
         if options.topics.is_empty() {
-            return Err(PluginError::Fatal(
+            return Err(ComponentError::Fatal(
                 "no topic filters to subscribe to".into(),
             ));
         }
         if let Some(bad) = options.topics.iter().find(|t| !rumqttc::valid_filter(t)) {
-            return Err(PluginError::Fatal(format!("invalid topic filter {bad:?}")));
+            return Err(ComponentError::Fatal(format!(
+                "invalid topic filter {bad:?}"
+            )));
         }
         if options.client_id.is_empty() {
-            return Err(PluginError::Fatal("the client id is empty".into()));
+            return Err(ComponentError::Fatal("the client id is empty".into()));
         }
         if options.host.is_empty() {
-            return Err(PluginError::Fatal("the broker host is empty".into()));
+            return Err(ComponentError::Fatal("the broker host is empty".into()));
         }
         Ok(MqttSource {
             options,
@@ -277,7 +279,7 @@ impl MqttSource {
     }
 
     /// The counters, shared with the running source.
-    pub fn counters(&self) -> Arc<MqttCounters> {
+    pub fn counters(&self) -> Arc<MqttStats> {
         self.counters.clone()
     }
 
@@ -295,7 +297,7 @@ impl MqttSource {
         options
     }
 
-    fn subscribe(&self, client: &AsyncClient) -> Result<(), PluginError> {
+    fn subscribe(&self, client: &AsyncClient) -> Result<(), ComponentError> {
         let filters = self
             .options
             .topics
@@ -303,7 +305,7 @@ impl MqttSource {
             .map(|topic| SubscribeFilter::new(topic.clone(), self.options.qos.level()));
         client
             .try_subscribe_many(filters)
-            .map_err(|e| PluginError::Fatal(format!("queueing SUBSCRIBE: {e}")))
+            .map_err(|e| ComponentError::Fatal(format!("queueing SUBSCRIBE: {e}")))
     }
 }
 
@@ -398,7 +400,7 @@ impl Backoff {
     }
 }
 
-impl MqttCounters {
+impl MqttStats {
     /// The counters as metrics.
     pub fn metrics(self: &Arc<Self>) -> Vec<shipper_core::metrics::ComponentMetric> {
         shipper_core::metrics::counters_of(
@@ -419,7 +421,7 @@ impl Source for MqttSource {
         self.counters.metrics()
     }
 
-    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
+    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), ComponentError> {
         let (client, mut eventloop) = AsyncClient::new(self.client_options(), REQUEST_CAPACITY);
         let mut acks = Acks::default();
         let mut backoff = Backoff::new();
@@ -521,7 +523,7 @@ impl MqttSource {
         publish: &Publish,
         record: &mut Vec<u8>,
         acks: &mut Acks,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         record.clear();
         write_record(&publish.topic, &publish.payload, record);
         match cx.emitter.emit(&self.stream, record, now_nanos(), None) {
@@ -582,7 +584,7 @@ impl MqttSource {
         mut eventloop: EventLoop,
         mut acks: Acks,
         connected: bool,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         cx.emitter.durable().await?;
         if !connected {
             return Ok(());
@@ -639,7 +641,7 @@ fn describe(error: &ConnectionError) -> String {
 /// the module docs for the format.
 ///
 /// ```
-/// use shipper_plugins::sources::mqtt::write_record;
+/// use shipper_components::sources::mqtt::write_record;
 ///
 /// let mut out = Vec::new();
 /// write_record("sensors/t1", b"{\"celsius\": 21.5}\n", &mut out);
@@ -831,10 +833,10 @@ mod tests {
 #[allow(missing_docs)]
 mod config {
     use serde::Deserialize;
-    use shipper_core::plugin::Source;
+    use shipper_core::component::Source;
 
     use super::{parse_url, MqttOptions, MqttQos, MqttSource, DEFAULT_PORT};
-    use crate::component::{BuildContext, BuildError, Checks, SourceComponent};
+    use crate::config::{BuildContext, BuildError, Checks, SourceComponent};
 
     fn default_qos() -> u8 {
         1

@@ -3,9 +3,9 @@
 //! ingestor's inserting threads emit straight into the log. `shipper run`
 //! has nothing to feed it and refuses it.
 
-use shipper_core::plugin::Source;
+use shipper_core::component::Source;
 
-use crate::component::{BuildContext, BuildError, SourceComponent};
+use crate::config::{BuildContext, BuildError, SourceComponent};
 
 /// `[sources.NAME] type = "sdk"` (no keys).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]

@@ -62,13 +62,13 @@ use axum::Router;
 use shipper_core::chunk::{
     check_body, decode_body, record_capacity, ChunkView, ClosedChunk, Decoder,
 };
+use shipper_core::component::{ComponentError, Source, SourceContext};
 use shipper_core::log::{source_position, Log, Offer, ProducerId};
-use shipper_core::plugin::{PluginError, Source, SourceContext};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::listen::body::{read_body, BodyBudget, Refused};
-use crate::listen::http::{ListenerCounters, RequestCounters};
+use crate::listen::http::{ListenerStats, RequestStats};
 use crate::listen::ListenerLimits;
 use crate::throttle::Throttle;
 
@@ -109,12 +109,12 @@ pub struct ShipperOptions {
 
 /// Counters of a shipper source, for `/metrics`.
 #[derive(Debug, Default)]
-pub struct ShipperCounters {
+pub struct ShipperStats {
     /// The listener's connections (accepted, refused, timed out).
-    pub listener: Arc<ListenerCounters>,
+    pub listener: Arc<ListenerStats>,
     /// Requests answered, by outcome (`conflict`: an overlap, or a jump
     /// over offsets the sender did not declare).
-    pub requests: Arc<RequestCounters>,
+    pub requests: Arc<RequestStats>,
     /// Records skipped as already stored.
     pub duplicate_records: AtomicU64,
     /// Offsets a known producer's mark jumped over that its sender
@@ -231,16 +231,16 @@ pub struct ShipperSource {
     options: ShipperOptions,
     name: String,
     listener: Option<TcpListener>,
-    counters: Arc<ShipperCounters>,
+    counters: Arc<ShipperStats>,
     gaps: Throttle,
 }
 
 impl ShipperSource {
     /// Binds now, so that an address in use is an error at start.
-    pub async fn bind(options: ShipperOptions, name: &str) -> Result<Self, PluginError> {
+    pub async fn bind(options: ShipperOptions, name: &str) -> Result<Self, ComponentError> {
         let listener = TcpListener::bind(options.address)
             .await
-            .map_err(|e| PluginError::Fatal(format!("listening on {}: {e}", options.address)))?;
+            .map_err(|e| ComponentError::Fatal(format!("listening on {}: {e}", options.address)))?;
         Ok(ShipperSource {
             options,
             name: name.to_owned(),
@@ -251,7 +251,7 @@ impl ShipperSource {
     }
 
     /// The counters, shared with the running source.
-    pub fn counters(&self) -> Arc<ShipperCounters> {
+    pub fn counters(&self) -> Arc<ShipperStats> {
         self.counters.clone()
     }
 
@@ -297,7 +297,7 @@ struct Shared {
     /// producer's chunks may use exactly these.
     dictionaries: Arc<Mutex<HashSet<(ProducerId, u32)>>>,
     budget: BodyBudget,
-    counters: Arc<ShipperCounters>,
+    counters: Arc<ShipperStats>,
     refusals: Arc<Throttle>,
 }
 
@@ -752,11 +752,11 @@ impl Source for ShipperSource {
         metrics
     }
 
-    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
+    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), ComponentError> {
         let listener = self
             .listener
             .take()
-            .ok_or_else(|| PluginError::Fatal("shipper source run twice".into()))?;
+            .ok_or_else(|| ComponentError::Fatal("shipper source run twice".into()))?;
         let log = cx.emitter.log().clone();
         let mut producers = self.load_marks(&log);
         tracing::info!(source = %self.name, producers = producers.len(), "receiving chunks");
@@ -849,7 +849,7 @@ impl ShipperSource {
         producers: &mut Marks,
         request: Checked,
         answering: &mut tokio::task::JoinSet<()>,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         let sender = SenderId {
             producer: request.producer,
             sink: request.sink.clone(),
@@ -901,7 +901,7 @@ impl ShipperSource {
         producers: &mut Marks,
         request: Checked,
         answering: &mut tokio::task::JoinSet<()>,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         let Checked {
             producer,
             sink,
@@ -1075,10 +1075,10 @@ mod config {
     use std::net::SocketAddr;
 
     use serde::Deserialize;
-    use shipper_core::plugin::Source;
+    use shipper_core::component::Source;
 
     use super::{ShipperOptions, ShipperSource, Verify};
-    use crate::component::{
+    use crate::config::{
         duration_ms, BuildContext, BuildError, ByteSize, Checks, Listener, SourceComponent,
     };
     use crate::listen::config::{

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use shipper_core::chunk::now_nanos;
+use shipper_core::component::{ComponentError, Shutdown, Source, SourceContext};
 use shipper_core::metrics::{counters_of, ComponentMetric};
-use shipper_core::plugin::{PluginError, Shutdown, Source, SourceContext};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tokio::sync::mpsc;
@@ -95,7 +95,7 @@ pub struct SocketOptions {
 
 /// Counters of a socket source.
 #[derive(Debug, Default)]
-pub struct SocketCounters {
+pub struct SocketStats {
     /// Connections accepted.
     pub connections: AtomicU64,
     /// Connections refused because `max_connections` (or the process's
@@ -132,7 +132,7 @@ struct Throttles {
 /// What a connection and the source share.
 #[derive(Debug, Default)]
 struct Shared {
-    counters: Arc<SocketCounters>,
+    counters: Arc<SocketStats>,
     throttles: Throttles,
 }
 
@@ -220,17 +220,17 @@ enum Bound {
 impl SocketSource {
     /// Binds the socket now, so that an address in use is an error at
     /// start. Records go to `stream`.
-    pub async fn bind(options: SocketOptions, stream: &str) -> Result<Self, PluginError> {
+    pub async fn bind(options: SocketOptions, stream: &str) -> Result<Self, ComponentError> {
         let bound = match &options.listen {
-            Listen::Tcp(address) => Bound::Tcp(
-                TcpListener::bind(address)
-                    .await
-                    .map_err(|e| PluginError::Fatal(format!("listening on tcp {address}: {e}")))?,
-            ),
+            Listen::Tcp(address) => {
+                Bound::Tcp(TcpListener::bind(address).await.map_err(|e| {
+                    ComponentError::Fatal(format!("listening on tcp {address}: {e}"))
+                })?)
+            }
             Listen::Udp(address) => Bound::Udp(
                 UdpSocket::bind(address)
                     .await
-                    .map_err(|e| PluginError::Fatal(format!("binding udp {address}: {e}")))?,
+                    .map_err(|e| ComponentError::Fatal(format!("binding udp {address}: {e}")))?,
             ),
             Listen::Unix(path) => {
                 // A socket file left by an earlier run is replaced; any
@@ -241,7 +241,10 @@ impl SocketSource {
                     let _ = std::fs::remove_file(path);
                 }
                 Bound::Unix(UnixListener::bind(path).map_err(|e| {
-                    PluginError::Fatal(format!("listening on unix socket {}: {e}", path.display()))
+                    ComponentError::Fatal(format!(
+                        "listening on unix socket {}: {e}",
+                        path.display()
+                    ))
                 })?)
             }
         };
@@ -263,7 +266,7 @@ impl SocketSource {
     }
 
     /// The counters, shared with the running source.
-    pub fn counters(&self) -> Arc<SocketCounters> {
+    pub fn counters(&self) -> Arc<SocketStats> {
         self.shared.counters.clone()
     }
 }
@@ -572,11 +575,11 @@ impl Source for SocketSource {
         )
     }
 
-    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
+    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), ComponentError> {
         let bound = self
             .bound
             .take()
-            .ok_or_else(|| PluginError::Fatal("socket source run twice".into()))?;
+            .ok_or_else(|| ComponentError::Fatal("socket source run twice".into()))?;
         let (sender, mut receiver) = mpsc::channel::<Batch>(64);
         let mut tasks = JoinSet::new();
         let options = self.options.clone();
@@ -613,7 +616,7 @@ impl Source for SocketSource {
 }
 
 impl SocketSource {
-    fn emit(&self, cx: &mut SourceContext, batch: &Batch) -> Result<(), PluginError> {
+    fn emit(&self, cx: &mut SourceContext, batch: &Batch) -> Result<(), ComponentError> {
         let now = now_nanos();
         let mut start = 0;
         for &end in &batch.ends {
@@ -757,10 +760,10 @@ mod config {
     use std::time::Duration;
 
     use serde::Deserialize;
-    use shipper_core::plugin::Source;
+    use shipper_core::component::Source;
 
     use super::{Listen, SocketFraming, SocketOptions, SocketParse, SocketSource};
-    use crate::component::{
+    use crate::config::{
         duration_ms, BuildContext, BuildError, ByteSize, Checks, Listener, SourceComponent,
     };
     use crate::listen::config::{default_idle_timeout_ms, default_max_connections};

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use shipper_core::chunk::now_nanos;
-use shipper_core::plugin::{PluginError, Source, SourceContext};
+use shipper_core::component::{ComponentError, Source, SourceContext};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::framing::lines::{LineOptions, LineSplitter};
@@ -43,12 +43,12 @@ impl<R: AsyncRead + Unpin + Send> StdinSource<R> {
 
 #[async_trait]
 impl<R: AsyncRead + Unpin + Send> Source for StdinSource<R> {
-    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError> {
+    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), ComponentError> {
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             tokio::select! {
                 read = self.input.read(&mut buffer) => {
-                    let n = read.map_err(|e| PluginError::Fatal(format!("reading standard input: {e}")))?;
+                    let n = read.map_err(|e| ComponentError::Fatal(format!("reading standard input: {e}")))?;
                     if n == 0 {
                         break;
                     }
@@ -74,9 +74,9 @@ impl<R: AsyncRead + Unpin + Send> Source for StdinSource<R> {
 mod tests {
     use super::*;
     use shipper_core::chunk::{decode_body, ChunkOptions, Decoder};
+    use shipper_core::component::Shutdown;
     use shipper_core::emit::Emitter;
     use shipper_core::log::{Log, LogOptions};
-    use shipper_core::plugin::Shutdown;
 
     #[tokio::test]
     async fn every_line_becomes_a_durable_record() {
@@ -124,15 +124,15 @@ impl StdinSourceConfig {
 }
 
 #[async_trait::async_trait]
-impl crate::component::SourceComponent for StdinSourceConfig {
+impl crate::config::SourceComponent for StdinSourceConfig {
     fn type_name(&self) -> &'static str {
         Self::TYPE
     }
 
     async fn build(
         &self,
-        cx: &crate::component::BuildContext<'_>,
-    ) -> Result<Box<dyn Source>, crate::component::BuildError> {
+        cx: &crate::config::BuildContext<'_>,
+    ) -> Result<Box<dyn Source>, crate::config::BuildError> {
         // One reader of the process's input for every stdin source it
         // starts: a restarted source goes on where the last one stopped.
         Ok(Box::new(StdinSource::from_reader(
@@ -142,7 +142,7 @@ impl crate::component::SourceComponent for StdinSourceConfig {
         )))
     }
 
-    fn clone_box(&self) -> Box<dyn crate::component::SourceComponent> {
+    fn clone_box(&self) -> Box<dyn crate::config::SourceComponent> {
         Box::new(self.clone())
     }
 }

@@ -19,7 +19,8 @@
 
 use super::path::{lookup, Scalar};
 use super::{
-    Counters, FieldPath, FieldValue, OnError, Result, SharedCounters, Transform, TransformOutcome,
+    FieldPath, FieldValue, OnError, Result, Transform, TransformCounters, TransformOutcome,
+    TransformStats,
 };
 
 /// The test a [`Filter`] applies to its field.
@@ -77,7 +78,7 @@ pub struct Filter {
     condition: Condition,
     action: FilterAction,
     on_error: OnError,
-    counters: std::sync::Arc<SharedCounters>,
+    counters: std::sync::Arc<TransformStats>,
 }
 
 impl Filter {
@@ -118,7 +119,7 @@ impl Filter {
 
 impl Filter {
     /// What this transform has done so far.
-    pub fn counters(&self) -> Counters {
+    pub fn counters(&self) -> TransformCounters {
         self.counters.snapshot()
     }
 }
@@ -268,7 +269,7 @@ mod tests {
         }
         assert_eq!(
             filter.counters(),
-            Counters {
+            TransformCounters {
                 kept: 3,
                 dropped: 1,
                 replaced: 0,
@@ -319,10 +320,10 @@ mod tests {
 #[allow(missing_docs)]
 mod config {
     use serde::Deserialize;
-    use shipper_core::plugin::Transform;
+    use shipper_core::component::Transform;
 
     use super::{Condition, Filter, FilterAction, FilterOptions};
-    use crate::component::{BuildContext, BuildError, Checks, TransformComponent};
+    use crate::config::{BuildContext, BuildError, Checks, TransformComponent};
     use crate::transform::{check_field, FieldValue};
 
     /// `type = "filter"`: keeps or drops records by one field condition.

@@ -12,7 +12,7 @@
 //!   the buffer is allocated once, not per record.
 //!
 //! ```
-//! use shipper_plugins::transform::{
+//! use shipper_components::transform::{
 //!     Condition, FieldValue, Filter, FilterAction, FilterOptions, TransformOutcome, Transform,
 //! };
 //!
@@ -68,7 +68,7 @@ pub use path::FieldPath;
 pub use remap::{Remap, RemapOptions, RemapTransformConfig};
 pub use sample::{Sample, SampleOptions, SampleTransformConfig};
 
-pub use shipper_core::plugin::{Transform, TransformOutcome};
+pub use shipper_core::component::{Transform, TransformOutcome};
 
 /// What happens to a record that is not a JSON object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -93,7 +93,7 @@ impl OnError {
 /// is every record; `unreadable` ones are also counted in `kept` or
 /// `dropped`, as their [`OnError`] said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Counters {
+pub struct TransformCounters {
     /// Passed through unchanged.
     pub kept: u64,
     /// Dropped.
@@ -107,14 +107,14 @@ pub struct Counters {
 /// A transform's live counts, shared with the metrics registry. Only the
 /// transform's own thread writes them.
 #[derive(Debug, Default)]
-pub struct SharedCounters {
+pub struct TransformStats {
     kept: AtomicU64,
     dropped: AtomicU64,
     replaced: AtomicU64,
     unreadable: AtomicU64,
 }
 
-impl SharedCounters {
+impl TransformStats {
     fn count(&self, outcome: &TransformOutcome<'_>) {
         let counter = match outcome {
             TransformOutcome::Keep(_) => &self.kept,
@@ -129,8 +129,8 @@ impl SharedCounters {
     }
 
     /// The counts now.
-    pub fn snapshot(&self) -> Counters {
-        Counters {
+    pub fn snapshot(&self) -> TransformCounters {
+        TransformCounters {
             kept: self.kept.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             replaced: self.replaced.load(Ordering::Relaxed),
@@ -263,7 +263,7 @@ impl FieldValue {
 
 /// Reports a field path the transforms' own parser refuses (an empty
 /// path, an empty segment between dots) under `keys`.
-fn check_field(check: &mut dyn crate::component::Checks, keys: &[&str], field: &str) {
+fn check_field(check: &mut dyn crate::config::Checks, keys: &[&str], field: &str) {
     if let Err(error) = FieldPath::parse(field) {
         check.error(keys, error.to_string());
     }

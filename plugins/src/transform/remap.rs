@@ -28,8 +28,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    Counters, FieldPath, FieldValue, OnError, Result, SharedCounters, Transform, TransformError,
-    TransformOutcome,
+    FieldPath, FieldValue, OnError, Result, Transform, TransformCounters, TransformError,
+    TransformOutcome, TransformStats,
 };
 
 /// Configuration of a [`Remap`]; fields are dotted paths.
@@ -76,7 +76,7 @@ pub struct Remap {
     redaction: Value,
     add: Vec<(FieldPath, Value)>,
     on_error: OnError,
-    counters: std::sync::Arc<SharedCounters>,
+    counters: std::sync::Arc<TransformStats>,
 }
 
 impl Remap {
@@ -142,7 +142,7 @@ impl Remap {
 
 impl Remap {
     /// What this transform has done so far.
-    pub fn counters(&self) -> Counters {
+    pub fn counters(&self) -> TransformCounters {
         self.counters.snapshot()
     }
 }
@@ -436,10 +436,10 @@ mod config {
     use std::collections::BTreeMap;
 
     use serde::Deserialize;
-    use shipper_core::plugin::Transform;
+    use shipper_core::component::Transform;
 
     use super::{Remap, RemapOptions};
-    use crate::component::{BuildContext, BuildError, Checks, TransformComponent};
+    use crate::config::{BuildContext, BuildError, Checks, TransformComponent};
     use crate::transform::{check_field, FieldValue};
 
     /// `type = "remap"`: renames, deletes, redacts and adds fields.

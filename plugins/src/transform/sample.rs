@@ -23,7 +23,8 @@
 
 use super::path::{lookup, Scalar};
 use super::{
-    Counters, FieldPath, Result, SharedCounters, Transform, TransformError, TransformOutcome,
+    FieldPath, Result, Transform, TransformCounters, TransformError, TransformOutcome,
+    TransformStats,
 };
 
 /// Configuration of a [`Sample`].
@@ -44,7 +45,7 @@ pub struct Sample {
     /// Records decided by the counter so far.
     seen: u64,
     unkeyed: u64,
-    counters: std::sync::Arc<SharedCounters>,
+    counters: std::sync::Arc<TransformStats>,
 }
 
 impl Sample {
@@ -98,7 +99,7 @@ impl Sample {
 
 impl Sample {
     /// What this transform has done so far.
-    pub fn counters(&self) -> Counters {
+    pub fn counters(&self) -> TransformCounters {
         self.counters.snapshot()
     }
 }
@@ -325,10 +326,10 @@ mod tests {
 #[allow(missing_docs)]
 mod config {
     use serde::Deserialize;
-    use shipper_core::plugin::Transform;
+    use shipper_core::component::Transform;
 
     use super::{Sample, SampleOptions};
-    use crate::component::{BuildContext, BuildError, Checks, TransformComponent};
+    use crate::config::{BuildContext, BuildError, Checks, TransformComponent};
     use crate::transform::check_field;
 
     /// `type = "sample"`: keeps 1 record in `rate`.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context};
 use shipper::config::{self, LoadError, LogFormat, LogLevel};
 use shipper::runtime::{ReloadTrigger, Reloads};
-use shipper_core::plugin::Shutdown;
+use shipper_core::component::Shutdown;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::Outcome;
@@ -24,7 +24,7 @@ pub(crate) struct RunArgs {
 /// Raises the soft limit of open files to the hard one: every client
 /// connection takes a descriptor, and a log writer that cannot get one
 /// cannot create a segment. Listeners keep their connections below the
-/// limit (`shipper_plugins::listen`).
+/// limit (`shipper_components::listen`).
 fn raise_open_files_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let limit = getrlimit(Resource::Nofile);

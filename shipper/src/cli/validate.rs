@@ -26,7 +26,7 @@ pub(crate) fn run(args: ValidateArgs) -> anyhow::Result<Outcome> {
             let config = &loaded.config;
             for (name, source) in &config.sources {
                 if source
-                    .get::<shipper_plugins::sources::sdk::SdkSourceConfig>()
+                    .get::<shipper_components::sources::sdk::SdkSourceConfig>()
                     .is_some()
                 {
                     eprintln!(

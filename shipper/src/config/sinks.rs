@@ -1,8 +1,8 @@
 //! `[sinks.NAME]`: where records go. A built-in sink's config is its own
-//! module's (`shipper_plugins::sinks::*`), found by `type` in
+//! module's (`shipper_components::sinks::*`), found by `type` in
 //! [`crate::components::SINKS`].
 
-use shipper_plugins::component::SinkComponent;
+use shipper_components::config::SinkComponent;
 
 use super::validate::Checker;
 

@@ -1,8 +1,8 @@
 //! `[sources.NAME]`: where records come from. A built-in source's config
-//! is its own module's (`shipper_plugins::sources::*`), found by `type` in
+//! is its own module's (`shipper_components::sources::*`), found by `type` in
 //! [`crate::components::SOURCES`].
 
-use shipper_plugins::component::{Listener, SourceComponent};
+use shipper_components::config::{Listener, SourceComponent};
 
 use super::validate::Checker;
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 use shipper_core::log::{Durability, WhenFull};
 
 use super::*;
-use shipper_plugins::corpus::CorpusKind;
-use shipper_plugins::sources::file::{FileSourceConfig, ReadFrom};
-use shipper_plugins::sources::generator::GeneratorSourceConfig;
-use shipper_plugins::sources::stdin::StdinSourceConfig;
+use shipper_components::corpus::CorpusKind;
+use shipper_components::sources::file::{FileSourceConfig, ReadFrom};
+use shipper_components::sources::generator::GeneratorSourceConfig;
+use shipper_components::sources::stdin::StdinSourceConfig;
 
 fn env(name: &str) -> Option<String> {
     match name {
@@ -361,7 +361,7 @@ fn variables_are_substituted_before_parsing() {
         "{WIRED}[sinks.web]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"${{URI:-https://default.example}}\"\nbatch = {{ max_bytes = \"${{BATCH_BYTES}}\" }}\nauth = {{ strategy = \"bearer\", token = \"${{TOKEN}}\" }}\nheaders = {{ x-cost = \"$$5\" }}\n"
     );
     let config = parse(&text, &env).unwrap().config;
-    let Some(http) = config.sinks["web"].get::<shipper_plugins::sinks::http::HttpSinkConfig>()
+    let Some(http) = config.sinks["web"].get::<shipper_components::sinks::http::HttpSinkConfig>()
     else {
         panic!("{:?}", config.sinks["web"]);
     };
@@ -547,7 +547,7 @@ stream = "EVENTS"
         })
     );
     let remap = config.transforms["fix"]
-        .get::<shipper_plugins::transform::RemapTransformConfig>()
+        .get::<shipper_components::transform::RemapTransformConfig>()
         .unwrap();
     assert_eq!(remap.add["version"], FieldValue::Integer(2));
     assert!(!format!("{:?}", config.sinks["pg"]).contains("u:p@"));

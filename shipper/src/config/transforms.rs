@@ -1,8 +1,8 @@
 //! `[transforms.NAME]`: record changes on the producing side. A built-in
-//! transform's config is its own module's (`shipper_plugins::transform::*`),
+//! transform's config is its own module's (`shipper_components::transform::*`),
 //! found by `type` in [`crate::components::TRANSFORMS`].
 
-use shipper_plugins::component::TransformComponent;
+use shipper_components::config::TransformComponent;
 
 use super::validate::Checker;
 

@@ -10,7 +10,7 @@ use toml::de::DeValue;
 
 use super::diagnostic::KeyPath;
 use super::document::{Node, Reporter};
-use shipper_plugins::component::Checks;
+use shipper_components::config::Checks;
 
 /// Reports errors about keys under one table, finding their lines in the
 /// document.
@@ -396,7 +396,7 @@ pub fn check_data_dir(data_dir: &Path, check: &mut Checker<'_, '_, '_>) {
     }
 }
 
-pub use shipper_plugins::component::Listener;
+pub use shipper_components::config::Listener;
 
 /// Reports each listener that overlaps one before it in the file: `run`
 /// would fail to bind it (or replace the other's socket file). Each entry

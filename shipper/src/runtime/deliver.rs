@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use shipper_core::chunk::now_nanos;
+use shipper_core::component::{BatchPolicy, ComponentError, Shutdown, Sink, SinkContext};
 use shipper_core::log::Log;
 use shipper_core::metrics::{counters_of, ComponentMetric, Histogram};
-use shipper_core::plugin::{BatchPolicy, PluginError, Shutdown, Sink, SinkContext};
 
 /// Chunks a sink is given at most per delivery.
 const MAX_BATCH_CHUNKS: usize = 256;
@@ -243,7 +243,7 @@ pub(crate) async fn deliver(task: SinkTask) -> anyhow::Result<()> {
     loop {
         match sink.open(&cx).await {
             Ok(()) => break,
-            Err(PluginError::Retryable(reason)) => {
+            Err(ComponentError::Retryable(reason)) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(sink = %name, %reason, retry_in = ?backoff, "sink cannot start yet; retrying");
                 tokio::select! {
@@ -355,7 +355,7 @@ pub(crate) async fn deliver(task: SinkTask) -> anyhow::Result<()> {
                         stats.batches.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
-                    Err(PluginError::Undecodable {
+                    Err(ComponentError::Undecodable {
                         first_offset,
                         reason,
                     }) => {
@@ -391,7 +391,7 @@ pub(crate) async fn deliver(task: SinkTask) -> anyhow::Result<()> {
                             break;
                         }
                     }
-                    Err(PluginError::Retryable(reason)) => {
+                    Err(ComponentError::Retryable(reason)) => {
                         stats.errors.fetch_add(1, Ordering::Relaxed);
                         stats.retries.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(sink = %name, %reason, retry_in = ?backoff, "delivery failed; retrying");
@@ -529,14 +529,14 @@ mod tests {
 
     #[async_trait]
     impl Sink for ScriptedSink {
-        async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError> {
+        async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), ComponentError> {
             let offsets: Vec<u64> = chunks.iter().map(StoredChunk::first_offset).collect();
             let _ = self.calls.send(offsets.clone());
             let ok = match self.script.pop_front().unwrap_or(Step::Ok) {
                 Step::Ok => true,
                 Step::Retry => false,
                 Step::Undecodable(index) => {
-                    return Err(PluginError::undecodable(
+                    return Err(ComponentError::undecodable(
                         chunks[index].first_offset(),
                         "scripted",
                     ))
@@ -544,7 +544,7 @@ mod tests {
                 Step::Hold(word) => word.await.unwrap_or(false),
             };
             if !ok {
-                return Err(PluginError::Retryable("scripted".into()));
+                return Err(ComponentError::Retryable("scripted".into()));
             }
             self.acknowledged.lock().unwrap().extend(offsets);
             Ok(())

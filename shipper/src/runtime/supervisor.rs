@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
+use shipper_core::component::{ComponentError, Shutdown, Source, SourceContext};
 use shipper_core::log::Log;
 use shipper_core::metrics::{ComponentLabels, Registration, Registry, Value};
-use shipper_core::plugin::{PluginError, Shutdown, Source, SourceContext};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -47,7 +47,7 @@ pub(super) struct Supervisor {
     /// Sources stopped by a reload that did not return in time (a plugin
     /// call that blocks cannot be aborted): none is started again while
     /// its previous run is still going.
-    lingering: Vec<(String, JoinHandle<Result<(), PluginError>>)>,
+    lingering: Vec<(String, JoinHandle<Result<(), ComponentError>>)>,
     started: Instant,
 }
 
@@ -63,7 +63,7 @@ enum SourceState {
     Running {
         id: u64,
         stop: Shutdown,
-        task: JoinHandle<Result<(), PluginError>>,
+        task: JoinHandle<Result<(), ComponentError>>,
     },
     /// Its `run` returned: its input ended, it failed (`failed`), or it was
     /// stopped.

@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use shipper_core::plugin::{BatchPolicy, Sink};
+use shipper_core::component::{BatchPolicy, Sink};
 
 use super::{
     HttpAuth, HttpCompression, HttpProtocol, HttpSink, HttpSinkOptions, OnRejected, RetryOptions,
     RESERVED_HEADERS,
 };
-use crate::component::{
+use crate::config::{
     duration_ms, BuildContext, BuildError, ByteSize, Checks, Codec, Compression, SinkComponent,
 };
 

@@ -15,8 +15,8 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
+use shipper_core::component::ComponentError;
 use shipper_core::log::StoredChunk;
-use shipper_core::plugin::PluginError;
 
 use super::encode::Encoder;
 
@@ -53,7 +53,7 @@ pub(super) fn append(
     encoder: &mut Encoder,
     chunks: &[StoredChunk],
     refusal: &Refusal<'_>,
-) -> Result<u64, PluginError> {
+) -> Result<u64, ComponentError> {
     let mut out = Vec::new();
     for chunk in chunks {
         encoder.ndjson_into(chunk, &mut out)?;
@@ -80,14 +80,14 @@ pub(super) fn append(
     serde_json::to_writer(&mut out, &trailer).expect("a JSON value serializes");
     out.push(b'\n');
     let error = |e: std::io::Error| {
-        PluginError::Retryable(format!(
+        ComponentError::Retryable(format!(
             "http sink: writing the dead-letter file {}: {e}",
             path.display()
         ))
     };
     let size = std::fs::metadata(path).map_or(0, |m| m.len());
     if size + out.len() as u64 > limit {
-        return Err(PluginError::Retryable(format!(
+        return Err(ComponentError::Retryable(format!(
             "http sink: the dead-letter file {} holds {size} bytes; this refused batch \
              ({} bytes) would pass dead_letter_max_bytes ({limit}): it stays in the log and \
              is tried again — move the file away or raise the limit",

@@ -15,8 +15,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use shipper_core::chunk::{decode_body, BodyLayout, ChunkView, Codec, Decoder};
+use shipper_core::component::ComponentError;
 use shipper_core::log::StoredChunk;
-use shipper_core::plugin::PluginError;
 
 /// What a request body is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -143,8 +143,8 @@ pub(super) fn needs_work(
         .all(|chunk| passes_through(&chunk.view(), passthrough))
 }
 
-fn corrupt(chunk: &StoredChunk, error: impl std::fmt::Display) -> PluginError {
-    PluginError::undecodable(chunk.first_offset(), error)
+fn corrupt(chunk: &StoredChunk, error: impl std::fmt::Display) -> ComponentError {
+    ComponentError::undecodable(chunk.first_offset(), error)
 }
 
 impl Encoder {
@@ -153,7 +153,7 @@ impl Encoder {
         &mut self,
         chunk: &StoredChunk,
         out: &mut Vec<u8>,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         let view = chunk.view();
         let body = decode_body(&view, &mut self.decoder).map_err(|e| corrupt(chunk, e))?;
         match body.layout() {
@@ -175,7 +175,7 @@ impl Encoder {
         chunk: &StoredChunk,
         out: &mut Vec<u8>,
         written: &mut u64,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), ComponentError> {
         let view = chunk.view();
         let body = decode_body(&view, &mut self.decoder).map_err(|e| corrupt(chunk, e))?;
         for record in body.records() {
@@ -188,24 +188,24 @@ impl Encoder {
         Ok(())
     }
 
-    fn zstd_frame(&mut self, level: i32, plain: &[u8]) -> Result<Bytes, PluginError> {
+    fn zstd_frame(&mut self, level: i32, plain: &[u8]) -> Result<Bytes, ComponentError> {
         if self.zstd.as_ref().is_none_or(|(l, _)| *l != level) {
             let compressor = zstd::bulk::Compressor::new(level)
-                .map_err(|e| PluginError::Fatal(format!("zstd level {level}: {e}")))?;
+                .map_err(|e| ComponentError::Fatal(format!("zstd level {level}: {e}")))?;
             self.zstd = Some((level, compressor));
         }
         let (_, compressor) = self.zstd.as_mut().expect("set above");
         compressor
             .compress(plain)
             .map(Bytes::from)
-            .map_err(|e| PluginError::Fatal(format!("zstd level {level}: {e}")))
+            .map_err(|e| ComponentError::Fatal(format!("zstd level {level}: {e}")))
     }
 
     fn compress(
         &mut self,
         compression: HttpCompression,
         plain: Vec<u8>,
-    ) -> Result<Bytes, PluginError> {
+    ) -> Result<Bytes, ComponentError> {
         match compression {
             HttpCompression::None => Ok(Bytes::from(plain)),
             HttpCompression::Zstd { level } => self.zstd_frame(level, &plain),
@@ -218,7 +218,7 @@ impl Encoder {
                     .write_all(&plain)
                     .and_then(|()| encoder.finish())
                     .map(Bytes::from)
-                    .map_err(|e| PluginError::Fatal(format!("gzip: {e}")))
+                    .map_err(|e| ComponentError::Fatal(format!("gzip: {e}")))
             }
         }
     }
@@ -229,7 +229,7 @@ impl Encoder {
         protocol: HttpProtocol,
         compression: HttpCompression,
         chunks: &[StoredChunk],
-    ) -> Result<Request, PluginError> {
+    ) -> Result<Request, ComponentError> {
         let mut pieces = Vec::new();
         let mut raw_len = 0u64;
         match (protocol, compression) {

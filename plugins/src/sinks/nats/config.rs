@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use shipper_core::plugin::Sink;
+use shipper_core::component::Sink;
 
 use super::{check_stream_name, check_subject, check_url, MessagePer, NatsSink, NatsSinkOptions};
-use crate::component::{duration_ms, BuildContext, BuildError, Checks, SinkComponent};
+use crate::config::{duration_ms, BuildContext, BuildError, Checks, SinkComponent};
 
 /// `type = "nats"`: publishes to NATS JetStream, exactly once, on the
 /// subject `<subject>.<producer id>`.

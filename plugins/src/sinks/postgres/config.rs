@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use shipper_core::plugin::Sink;
+use shipper_core::component::Sink;
 
 use super::{
     check_connection, check_hwm_table, check_table_name, PostgresSink, PostgresSinkOptions,
     TableCreation, TableRouting,
 };
-use crate::component::{duration_ms, BuildContext, BuildError, Checks, SinkComponent};
+use crate::config::{duration_ms, BuildContext, BuildError, Checks, SinkComponent};
 
 fn default_timeout_ms() -> u64 {
     30_000

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use shipper_plugins::corpus::{Corpus, CorpusKind};
+use shipper_components::corpus::{Corpus, CorpusKind};
 
 use crate::Outcome;
 use report::Report;
@@ -190,7 +190,7 @@ fn parse_record_bytes(text: &str) -> Result<RecordBytes, String> {
 
 fn parse_corpus(name: &str) -> Result<CorpusKind, String> {
     name.parse()
-        .map_err(|e: shipper_plugins::corpus::UnknownCorpus| e.to_string())
+        .map_err(|e: shipper_components::corpus::UnknownCorpus| e.to_string())
 }
 
 /// The records to send, one after another, newline-terminated.

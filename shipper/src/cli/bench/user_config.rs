@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 use shipper::config::SourceConfig;
-use shipper_plugins::sources::file::FileSourceConfig;
-use shipper_plugins::sources::http::HttpSourceConfig;
-use shipper_plugins::sources::socket::{SocketMode, SocketSourceConfig};
+use shipper_components::sources::file::FileSourceConfig;
+use shipper_components::sources::http::HttpSourceConfig;
+use shipper_components::sources::socket::{SocketMode, SocketSourceConfig};
 
 use super::{free_port, sample_of, scrape, ChildPlan, Feed};
 

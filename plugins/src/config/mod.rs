@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use shipper_core::plugin::{Sink, Source, Transform};
+use shipper_core::component::{Sink, Source, Transform};
 
 pub use bytesize::{parse_byte_size, ByteSize};
 pub use values::{
@@ -153,7 +153,7 @@ pub trait SinkComponent: DynConfig {
     /// How its batches are gathered, if it says: the delivery loop waits
     /// for a batch below these limits to fill until its oldest record is
     /// `max_age` old.
-    fn batch(&self) -> Option<shipper_core::plugin::BatchPolicy> {
+    fn batch(&self) -> Option<shipper_core::component::BatchPolicy> {
         None
     }
 

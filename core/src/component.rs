@@ -1,5 +1,6 @@
-//! The plugin interface: what a source and a sink implement, and the
-//! context the runtime hands them.
+//! The component interface: what every source, transform and sink
+//! implements (built-in or behind a dynamic plugin), and the context the
+//! runtime hands them. ("Plugin" names only a library loaded at run time.)
 //!
 //! Records cross as byte slices plus a few scalar fields (stream, timestamp,
 //! source position), and sinks receive stored chunks, so the dynamic-plugin
@@ -77,7 +78,7 @@ impl Shutdown {
 
 /// An error a plugin reports.
 #[derive(Debug, thiserror::Error)]
-pub enum PluginError {
+pub enum ComponentError {
     /// Worth trying again later (a backend that is down, a timeout). A sink
     /// is offered the same chunks again; nothing is dropped.
     #[error("{0}")]
@@ -103,10 +104,10 @@ pub enum PluginError {
     },
 }
 
-impl PluginError {
-    /// [`PluginError::Undecodable`] for the chunk starting at `first_offset`.
-    pub fn undecodable(first_offset: u64, reason: impl std::fmt::Display) -> PluginError {
-        PluginError::Undecodable {
+impl ComponentError {
+    /// [`ComponentError::Undecodable`] for the chunk starting at `first_offset`.
+    pub fn undecodable(first_offset: u64, reason: impl std::fmt::Display) -> ComponentError {
+        ComponentError::Undecodable {
             first_offset,
             reason: reason.to_string(),
         }
@@ -128,7 +129,7 @@ pub trait Source: Send {
     /// Reads and emits until the input ends or `cx.shutdown` is triggered,
     /// then returns once everything it emitted is durable
     /// ([`Emitter::durable`]), so that its input can be acknowledged.
-    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), PluginError>;
+    async fn run(&mut self, cx: &mut SourceContext) -> Result<(), ComponentError>;
 
     /// The source's own metrics (drops, refusals, timeouts), read at each
     /// scrape of `/metrics`; asked once, when it is built, before `run`.
@@ -259,7 +260,7 @@ pub trait Sink: Send {
     /// Called once before the first delivery (and again after a restart of
     /// the sink by a reload). A sink that keeps a high-water mark in its
     /// backend reads it here. A `Retryable` error is retried with backoff.
-    async fn open(&mut self, cx: &SinkContext) -> Result<(), PluginError> {
+    async fn open(&mut self, cx: &SinkContext) -> Result<(), ComponentError> {
         let _ = cx;
         Ok(())
     }
@@ -269,10 +270,10 @@ pub trait Sink: Send {
     /// runtime then moves the sink's cursor past them, and the log may
     /// delete them. A `Retryable` error makes the runtime offer the same
     /// chunks again after a backoff; `Fatal` stops the sink.
-    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), PluginError>;
+    async fn deliver(&mut self, chunks: &[StoredChunk]) -> Result<(), ComponentError>;
 
     /// Called once when the sink stops, after its last delivery.
-    async fn close(&mut self) -> Result<(), PluginError> {
+    async fn close(&mut self) -> Result<(), ComponentError> {
         Ok(())
     }
 
