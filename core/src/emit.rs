@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use crate::chunk::{ChunkBuilder, ChunkOptions, ClosedChunk, OpenChunk};
-use crate::component::{Transform, TransformOutcome};
 use crate::log::{AppendTicket, Log, Offer};
+use crate::transform::{Transform, TransformOutcome};
 use crate::{Error, Result};
 
 mod linger;
@@ -1275,15 +1275,15 @@ mod tests {
     /// Upper-cases records (a transform for the route below).
     struct Shout;
 
-    impl crate::component::Transform for Shout {
+    impl crate::transform::Transform for Shout {
         fn apply<'a>(
             &mut self,
             record: &'a [u8],
             scratch: &'a mut Vec<u8>,
-        ) -> crate::component::TransformOutcome<'a> {
+        ) -> crate::transform::TransformOutcome<'a> {
             scratch.clear();
             scratch.extend(record.iter().map(u8::to_ascii_uppercase));
-            crate::component::TransformOutcome::Replace(scratch)
+            crate::transform::TransformOutcome::Replace(scratch)
         }
     }
 

@@ -14,5 +14,6 @@ mod error;
 pub mod log;
 pub mod metrics;
 pub mod time;
+mod transform;
 
 pub use error::{is_transient_io, Error, Result};

@@ -17,7 +17,7 @@ use shipper_core::component::Shutdown;
 use shipper_core::log::Log;
 use shipper_core::metrics::Registry;
 
-use crate::runtime::{ReloadHandle, ReloadTrigger};
+use crate::runtime::reload::{ReloadHandle, ReloadTrigger};
 
 /// What the endpoint reports on, and where it sends reloads.
 #[derive(Debug)]

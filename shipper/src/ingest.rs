@@ -235,6 +235,8 @@ impl Ingestor {
 
     /// Opens an ingestor from a parsed config.
     pub fn open_config(config: Config, options: IngestOptions) -> anyhow::Result<Ingestor> {
+        // The pool is the process's: the first ingestor (or pipeline) sizes it.
+        shipper_core::emit::set_compression_threads(config.log.compression_threads as usize);
         let mut sdk = config
             .sources
             .iter()

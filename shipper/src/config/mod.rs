@@ -141,6 +141,8 @@ pub struct LogConfig {
     pub dictionary: Option<DictionaryConfig>,
     /// The zstd level chunks are compressed with, where they are produced.
     pub zstd_level: i32,
+    /// Threads of the process's compression pool; 0: one per core.
+    pub compression_threads: u32,
 }
 
 /// `[log] dictionary = { sample_records = 2000, max_bytes = "64KiB" }`.
@@ -174,6 +176,7 @@ impl Default for LogConfig {
             interval_ms: 100,
             dictionary: None,
             zstd_level: 1,
+            compression_threads: 0,
         }
     }
 }
@@ -205,6 +208,15 @@ impl LogConfig {
 
     /// The limits `Log::open` enforces, checked here so `validate` finds them.
     fn check(&self, check: &mut Checker<'_, '_, '_>) {
+        if self.compression_threads > 256 {
+            check.error(
+                &["compression_threads"],
+                format!(
+                    "must be 0 (one per core) to 256, not {}",
+                    self.compression_threads
+                ),
+            );
+        }
         if !(1..=19).contains(&self.zstd_level) {
             check.error(
                 &["zstd_level"],

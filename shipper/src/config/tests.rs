@@ -134,6 +134,11 @@ fn every_error_with_its_path_and_line() {
             ],
         ),
         (
+            "compression threads bound",
+            format!("[log]\ncompression_threads = 1000\n{WIRED}"),
+            &[(2, "log.compression_threads", "must be 0 (one per core) to 256")],
+        ),
+        (
             "dictionary bounds",
             format!("[log]\ndictionary = {{ sample_records = 2, max_bytes = \"8MiB\" }}\n{WIRED}"),
             &[

@@ -19,11 +19,9 @@ use shipper_core::metrics::{ComponentLabels, Registration, Registry, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::build::{build_emitter, build_sink, build_source, runs_plugin_code, Built, BuiltSink};
+use super::deliver::{deliver, drain_sinks, DeliveryStats, RunningDelivery, SinkTask};
 use super::reload::{self, Changes, ReloadOutcome, ReloadSummary, ReloadTrigger, Reloads};
-use super::{
-    build_emitter, build_sink, build_source, deliver, drain_sinks, runs_plugin_code, Built,
-    BuiltSink, DeliveryStats, RunningDelivery, SinkTask,
-};
 use crate::config::{self, Config, LoadError};
 
 /// The running pipeline: every source and sink of the config, by name.
