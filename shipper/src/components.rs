@@ -8,7 +8,7 @@
 //! docs/config.md, and its tests. ARCHITECTURE.md has the recipe.
 
 use serde::de::DeserializeOwned;
-use shipper_components::config::{SinkComponent, SourceComponent, TransformComponent};
+use shipper_components::config::{Named, SinkComponent, SourceComponent, TransformComponent};
 use shipper_components::sinks::{
     blackhole::BlackholeSinkConfig, file::FileSinkConfig, http::HttpSinkConfig,
     nats::NatsSinkConfig, postgres::PostgresSinkConfig, stdout::StdoutSinkConfig,
@@ -53,23 +53,23 @@ fn parse_source<C: SourceComponent + DeserializeOwned>(
     Some(Box::new(config))
 }
 
-const fn source<C: SourceComponent + DeserializeOwned>(type_name: &'static str) -> SourceKind {
+const fn source<C: SourceComponent + Named + DeserializeOwned>() -> SourceKind {
     Kind {
-        type_name,
+        type_name: C::TYPE,
         parse: parse_source::<C>,
     }
 }
 
 /// Every built-in source.
 pub static SOURCES: &[SourceKind] = &[
-    source::<FileSourceConfig>(FileSourceConfig::TYPE),
-    source::<GeneratorSourceConfig>(GeneratorSourceConfig::TYPE),
-    source::<HttpSourceConfig>(HttpSourceConfig::TYPE),
-    source::<MqttSourceConfig>(MqttSourceConfig::TYPE),
-    source::<SdkSourceConfig>(SdkSourceConfig::TYPE),
-    source::<ShipperSourceConfig>(ShipperSourceConfig::TYPE),
-    source::<SocketSourceConfig>(SocketSourceConfig::TYPE),
-    source::<StdinSourceConfig>(StdinSourceConfig::TYPE),
+    source::<FileSourceConfig>(),
+    source::<GeneratorSourceConfig>(),
+    source::<HttpSourceConfig>(),
+    source::<MqttSourceConfig>(),
+    source::<SdkSourceConfig>(),
+    source::<ShipperSourceConfig>(),
+    source::<SocketSourceConfig>(),
+    source::<StdinSourceConfig>(),
 ];
 
 fn parse_sink<C: SinkComponent + DeserializeOwned>(
@@ -81,9 +81,9 @@ fn parse_sink<C: SinkComponent + DeserializeOwned>(
     Some(Box::new(config))
 }
 
-const fn sink<C: SinkComponent + DeserializeOwned>(type_name: &'static str) -> SinkKind {
+const fn sink<C: SinkComponent + Named + DeserializeOwned>() -> SinkKind {
     Kind {
-        type_name,
+        type_name: C::TYPE,
         parse: parse_sink::<C>,
     }
 }
@@ -97,30 +97,28 @@ fn parse_transform<C: TransformComponent + DeserializeOwned>(
     Some(Box::new(config))
 }
 
-const fn transform<C: TransformComponent + DeserializeOwned>(
-    type_name: &'static str,
-) -> TransformKind {
+const fn transform<C: TransformComponent + Named + DeserializeOwned>() -> TransformKind {
     Kind {
-        type_name,
+        type_name: C::TYPE,
         parse: parse_transform::<C>,
     }
 }
 
 /// Every built-in transform.
 pub static TRANSFORMS: &[TransformKind] = &[
-    transform::<FilterTransformConfig>(FilterTransformConfig::TYPE),
-    transform::<RemapTransformConfig>(RemapTransformConfig::TYPE),
-    transform::<SampleTransformConfig>(SampleTransformConfig::TYPE),
+    transform::<FilterTransformConfig>(),
+    transform::<RemapTransformConfig>(),
+    transform::<SampleTransformConfig>(),
 ];
 
 /// Every built-in sink.
 pub static SINKS: &[SinkKind] = &[
-    sink::<BlackholeSinkConfig>(BlackholeSinkConfig::TYPE),
-    sink::<FileSinkConfig>(FileSinkConfig::TYPE),
-    sink::<HttpSinkConfig>(HttpSinkConfig::TYPE),
-    sink::<NatsSinkConfig>(NatsSinkConfig::TYPE),
-    sink::<PostgresSinkConfig>(PostgresSinkConfig::TYPE),
-    sink::<StdoutSinkConfig>(StdoutSinkConfig::TYPE),
+    sink::<BlackholeSinkConfig>(),
+    sink::<FileSinkConfig>(),
+    sink::<HttpSinkConfig>(),
+    sink::<NatsSinkConfig>(),
+    sink::<PostgresSinkConfig>(),
+    sink::<StdoutSinkConfig>(),
 ];
 
 /// The kind in `kinds` whose `type` is `type_name`.

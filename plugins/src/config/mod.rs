@@ -79,12 +79,43 @@ impl<T: Any + Debug + Send + Sync + PartialEq + serde::de::DeserializeOwned> Dyn
     }
 }
 
+/// A component config's `type`, the value that selects it in a table.
+pub trait Named {
+    /// The value of `type`.
+    const TYPE: &'static str;
+}
+
+macro_rules! boxed {
+    ($boxed:ident, $trait:ident) => {
+        /// What every config of the role gets from [`Named`] and `Clone`:
+        /// its `type` and a boxed copy, behind `dyn` (implemented for
+        /// every such config; nothing to write).
+        pub trait $boxed {
+            /// Its `type`.
+            fn type_name(&self) -> &'static str;
+            /// A copy, boxed.
+            fn clone_box(&self) -> Box<dyn $trait>;
+        }
+
+        impl<T: $trait + Named + Clone> $boxed for T {
+            fn type_name(&self) -> &'static str {
+                T::TYPE
+            }
+
+            fn clone_box(&self) -> Box<dyn $trait> {
+                Box::new(self.clone())
+            }
+        }
+    };
+}
+
+boxed!(BoxedSource, SourceComponent);
+boxed!(BoxedTransform, TransformComponent);
+boxed!(BoxedSink, SinkComponent);
+
 /// A source's config: what `[sources.NAME]` of its type holds.
 #[async_trait]
-pub trait SourceComponent: DynConfig {
-    /// Its `type`.
-    fn type_name(&self) -> &'static str;
-
+pub trait SourceComponent: DynConfig + BoxedSource {
     /// Reports what is wrong with the config; `shipper run` refuses
     /// whatever `check` reports as an error.
     fn check(&self, checks: &mut dyn Checks) {
@@ -105,16 +136,10 @@ pub trait SourceComponent: DynConfig {
 
     /// The source, built (a listener is bound here).
     async fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError>;
-
-    /// A copy, boxed.
-    fn clone_box(&self) -> Box<dyn SourceComponent>;
 }
 
 /// A transform's config.
-pub trait TransformComponent: DynConfig {
-    /// Its `type`.
-    fn type_name(&self) -> &'static str;
-
+pub trait TransformComponent: DynConfig + BoxedTransform {
     /// The sources and transforms it reads.
     fn inputs(&self) -> &[String];
 
@@ -125,16 +150,10 @@ pub trait TransformComponent: DynConfig {
 
     /// The transform, built.
     fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Transform>, BuildError>;
-
-    /// A copy, boxed.
-    fn clone_box(&self) -> Box<dyn TransformComponent>;
 }
 
 /// A sink's config.
-pub trait SinkComponent: DynConfig {
-    /// Its `type`.
-    fn type_name(&self) -> &'static str;
-
+pub trait SinkComponent: DynConfig + BoxedSink {
     /// The sources and transforms it reads.
     fn inputs(&self) -> &[String];
 
@@ -159,9 +178,6 @@ pub trait SinkComponent: DynConfig {
 
     /// The sink, built.
     fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError>;
-
-    /// A copy, boxed.
-    fn clone_box(&self) -> Box<dyn SinkComponent>;
 }
 
 macro_rules! boxed_config {
@@ -192,21 +208,17 @@ mod tests {
     #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
     struct Config(u32);
 
-    impl SinkComponent for Config {
-        fn type_name(&self) -> &'static str {
-            "test"
-        }
+    impl Named for Config {
+        const TYPE: &'static str = "test";
+    }
 
+    impl SinkComponent for Config {
         fn inputs(&self) -> &[String] {
             &[]
         }
 
         fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
             Err("not built".into())
-        }
-
-        fn clone_box(&self) -> Box<dyn SinkComponent> {
-            Box::new(self.clone())
         }
     }
 

@@ -43,16 +43,11 @@ pub struct BlackholeSinkConfig {
     pub inputs: Vec<String>,
 }
 
-impl BlackholeSinkConfig {
-    /// Its `type`.
-    pub const TYPE: &'static str = "blackhole";
+impl crate::config::Named for BlackholeSinkConfig {
+    const TYPE: &'static str = "blackhole";
 }
 
 impl crate::config::SinkComponent for BlackholeSinkConfig {
-    fn type_name(&self) -> &'static str {
-        Self::TYPE
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }
@@ -62,9 +57,5 @@ impl crate::config::SinkComponent for BlackholeSinkConfig {
         _cx: &crate::config::BuildContext<'_>,
     ) -> Result<Box<dyn Sink>, crate::config::BuildError> {
         Ok(Box::new(BlackholeSink::default()))
-    }
-
-    fn clone_box(&self) -> Box<dyn crate::config::SinkComponent> {
-        Box::new(self.clone())
     }
 }

@@ -451,16 +451,11 @@ mod config {
         pub compression: Compression,
     }
 
-    impl FileSinkConfig {
-        /// Its `type`.
-        pub const TYPE: &'static str = "file";
+    impl crate::config::Named for FileSinkConfig {
+        const TYPE: &'static str = "file";
     }
 
     impl SinkComponent for FileSinkConfig {
-        fn type_name(&self) -> &'static str {
-            Self::TYPE
-        }
-
         fn inputs(&self) -> &[String] {
             &self.inputs
         }
@@ -516,10 +511,6 @@ mod config {
                 ),
             };
             Ok(Box::new(FileSink::new(options).map_err(|e| e.to_string())?))
-        }
-
-        fn clone_box(&self) -> Box<dyn SinkComponent> {
-            Box::new(self.clone())
         }
     }
 }

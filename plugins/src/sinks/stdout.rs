@@ -101,16 +101,11 @@ pub struct StdoutSinkConfig {
     pub inputs: Vec<String>,
 }
 
-impl StdoutSinkConfig {
-    /// Its `type`.
-    pub const TYPE: &'static str = "stdout";
+impl crate::config::Named for StdoutSinkConfig {
+    const TYPE: &'static str = "stdout";
 }
 
 impl crate::config::SinkComponent for StdoutSinkConfig {
-    fn type_name(&self) -> &'static str {
-        Self::TYPE
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }
@@ -120,9 +115,5 @@ impl crate::config::SinkComponent for StdoutSinkConfig {
         _cx: &crate::config::BuildContext<'_>,
     ) -> Result<Box<dyn Sink>, crate::config::BuildError> {
         Ok(Box::new(StdoutSink::default()))
-    }
-
-    fn clone_box(&self) -> Box<dyn crate::config::SinkComponent> {
-        Box::new(self.clone())
     }
 }

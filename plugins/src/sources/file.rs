@@ -1052,17 +1052,12 @@ mod config {
         1024
     }
 
-    impl FileSourceConfig {
-        /// Its `type`.
-        pub const TYPE: &'static str = "file";
+    impl crate::config::Named for FileSourceConfig {
+        const TYPE: &'static str = "file";
     }
 
     #[async_trait::async_trait]
     impl SourceComponent for FileSourceConfig {
-        fn type_name(&self) -> &'static str {
-            Self::TYPE
-        }
-
         fn check(&self, check: &mut dyn Checks) {
             if self.include.is_empty() {
                 check.error(&["include"], "needs at least one glob pattern");
@@ -1121,10 +1116,6 @@ mod config {
             Ok(Box::new(
                 FileSource::new(options, cx.name).map_err(|e| e.to_string())?,
             ))
-        }
-
-        fn clone_box(&self) -> Box<dyn SourceComponent> {
-            Box::new(self.clone())
         }
     }
 }

@@ -392,17 +392,12 @@ mod config {
         pub record_bytes: Option<ByteSize>,
     }
 
-    impl GeneratorSourceConfig {
-        /// Its `type`.
-        pub const TYPE: &'static str = "generator";
+    impl crate::config::Named for GeneratorSourceConfig {
+        const TYPE: &'static str = "generator";
     }
 
     #[async_trait::async_trait]
     impl SourceComponent for GeneratorSourceConfig {
-        fn type_name(&self) -> &'static str {
-            Self::TYPE
-        }
-
         fn check(&self, check: &mut dyn Checks) {
             if self.count == Some(0) {
                 check.error(
@@ -441,10 +436,6 @@ mod config {
             Ok(Box::new(
                 GeneratorSource::new(options, cx.name).map_err(|e| e.to_string())?,
             ))
-        }
-
-        fn clone_box(&self) -> Box<dyn SourceComponent> {
-            Box::new(self.clone())
         }
     }
 }

@@ -464,17 +464,12 @@ mod config {
         }
     }
 
-    impl HttpSourceConfig {
-        /// Its `type`.
-        pub const TYPE: &'static str = "http";
+    impl crate::config::Named for HttpSourceConfig {
+        const TYPE: &'static str = "http";
     }
 
     #[async_trait::async_trait]
     impl SourceComponent for HttpSourceConfig {
-        fn type_name(&self) -> &'static str {
-            Self::TYPE
-        }
-
         fn check(&self, check: &mut dyn Checks) {
             check_route_path(check, &self.path);
             if self.max_body_bytes.bytes() == 0 || self.max_body_bytes.bytes() > 1 << 30 {
@@ -498,10 +493,6 @@ mod config {
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(Box::new(source))
-        }
-
-        fn clone_box(&self) -> Box<dyn SourceComponent> {
-            Box::new(self.clone())
         }
     }
 }

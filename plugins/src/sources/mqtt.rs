@@ -876,17 +876,12 @@ mod config {
             .map_err(|error| error.to_string())
     }
 
-    impl MqttSourceConfig {
-        /// Its `type`.
-        pub const TYPE: &'static str = "mqtt";
+    impl crate::config::Named for MqttSourceConfig {
+        const TYPE: &'static str = "mqtt";
     }
 
     #[async_trait::async_trait]
     impl SourceComponent for MqttSourceConfig {
-        fn type_name(&self) -> &'static str {
-            Self::TYPE
-        }
-
         fn check(&self, check: &mut dyn Checks) {
             match (&self.url, &self.host) {
                 (None, None) => check.error(&[], "needs `url` or `host`"),
@@ -952,10 +947,6 @@ mod config {
             Ok(Box::new(
                 MqttSource::new(options, cx.name).map_err(|e| e.to_string())?,
             ))
-        }
-
-        fn clone_box(&self) -> Box<dyn SourceComponent> {
-            Box::new(self.clone())
         }
     }
 }

@@ -12,22 +12,13 @@ use crate::config::{BuildContext, BuildError, SourceComponent};
 #[serde(deny_unknown_fields)]
 pub struct SdkSourceConfig {}
 
-impl SdkSourceConfig {
-    /// Its `type`.
-    pub const TYPE: &'static str = "sdk";
+impl crate::config::Named for SdkSourceConfig {
+    const TYPE: &'static str = "sdk";
 }
 
 #[async_trait::async_trait]
 impl SourceComponent for SdkSourceConfig {
-    fn type_name(&self) -> &'static str {
-        Self::TYPE
-    }
-
     async fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
         Err("type \"sdk\" takes the records of an application that embeds shipper (shipper::ingest::Ingestor); `shipper run` has nothing to feed it".into())
-    }
-
-    fn clone_box(&self) -> Box<dyn SourceComponent> {
-        Box::new(self.clone())
     }
 }

@@ -1157,17 +1157,12 @@ mod config {
         }
     }
 
-    impl ShipperSourceConfig {
-        /// Its `type`.
-        pub const TYPE: &'static str = "shipper";
+    impl crate::config::Named for ShipperSourceConfig {
+        const TYPE: &'static str = "shipper";
     }
 
     #[async_trait::async_trait]
     impl SourceComponent for ShipperSourceConfig {
-        fn type_name(&self) -> &'static str {
-            Self::TYPE
-        }
-
         fn check(&self, check: &mut dyn Checks) {
             self.http_limits().check(self.max_body_bytes, check);
             check_route_path(check, &self.path);
@@ -1210,10 +1205,6 @@ mod config {
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(Box::new(source))
-        }
-
-        fn clone_box(&self) -> Box<dyn SourceComponent> {
-            Box::new(self.clone())
         }
     }
 }

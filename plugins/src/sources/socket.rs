@@ -834,17 +834,12 @@ mod config {
         }
     }
 
-    impl SocketSourceConfig {
-        /// Its `type`.
-        pub const TYPE: &'static str = "socket";
+    impl crate::config::Named for SocketSourceConfig {
+        const TYPE: &'static str = "socket";
     }
 
     #[async_trait::async_trait]
     impl SourceComponent for SocketSourceConfig {
-        fn type_name(&self) -> &'static str {
-            Self::TYPE
-        }
-
         fn check(&self, check: &mut dyn Checks) {
             if self.mode == SocketMode::Unix {
                 match &self.path {
@@ -916,10 +911,6 @@ mod config {
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(Box::new(source))
-        }
-
-        fn clone_box(&self) -> Box<dyn SourceComponent> {
-            Box::new(self.clone())
         }
     }
 }

@@ -118,17 +118,12 @@ pub use process::{process_stdin, SharedInput};
 #[serde(deny_unknown_fields)]
 pub struct StdinSourceConfig {}
 
-impl StdinSourceConfig {
-    /// Its `type`.
-    pub const TYPE: &'static str = "stdin";
+impl crate::config::Named for StdinSourceConfig {
+    const TYPE: &'static str = "stdin";
 }
 
 #[async_trait::async_trait]
 impl crate::config::SourceComponent for StdinSourceConfig {
-    fn type_name(&self) -> &'static str {
-        Self::TYPE
-    }
-
     async fn build(
         &self,
         cx: &crate::config::BuildContext<'_>,
@@ -140,9 +135,5 @@ impl crate::config::SourceComponent for StdinSourceConfig {
             cx.name,
             LineOptions::default(),
         )))
-    }
-
-    fn clone_box(&self) -> Box<dyn crate::config::SourceComponent> {
-        Box::new(self.clone())
     }
 }

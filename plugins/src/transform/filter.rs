@@ -343,16 +343,11 @@ mod config {
         pub action: FilterAction,
     }
 
-    impl FilterTransformConfig {
-        /// Its `type`.
-        pub const TYPE: &'static str = "filter";
+    impl crate::config::Named for FilterTransformConfig {
+        const TYPE: &'static str = "filter";
     }
 
     impl TransformComponent for FilterTransformConfig {
-        fn type_name(&self) -> &'static str {
-            Self::TYPE
-        }
-
         fn inputs(&self) -> &[String] {
             &self.inputs
         }
@@ -381,10 +376,6 @@ mod config {
             };
             let options = FilterOptions::new(self.field.clone(), condition, self.action);
             Ok(Box::new(Filter::new(options).map_err(|e| e.to_string())?))
-        }
-
-        fn clone_box(&self) -> Box<dyn TransformComponent> {
-            Box::new(self.clone())
         }
     }
 }

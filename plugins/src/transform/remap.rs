@@ -460,16 +460,11 @@ mod config {
         pub add: BTreeMap<String, FieldValue>,
     }
 
-    impl RemapTransformConfig {
-        /// Its `type`.
-        pub const TYPE: &'static str = "remap";
+    impl crate::config::Named for RemapTransformConfig {
+        const TYPE: &'static str = "remap";
     }
 
     impl TransformComponent for RemapTransformConfig {
-        fn type_name(&self) -> &'static str {
-            Self::TYPE
-        }
-
         fn inputs(&self) -> &[String] {
             &self.inputs
         }
@@ -518,10 +513,6 @@ mod config {
             })
             .map_err(|e| e.to_string())?;
             Ok(Box::new(remap))
-        }
-
-        fn clone_box(&self) -> Box<dyn TransformComponent> {
-            Box::new(self.clone())
         }
     }
 }

@@ -344,16 +344,11 @@ mod config {
         pub key: Option<String>,
     }
 
-    impl SampleTransformConfig {
-        /// Its `type`.
-        pub const TYPE: &'static str = "sample";
+    impl crate::config::Named for SampleTransformConfig {
+        const TYPE: &'static str = "sample";
     }
 
     impl TransformComponent for SampleTransformConfig {
-        fn type_name(&self) -> &'static str {
-            Self::TYPE
-        }
-
         fn inputs(&self) -> &[String] {
             &self.inputs
         }
@@ -374,10 +369,6 @@ mod config {
             })
             .map_err(|e| e.to_string())?;
             Ok(Box::new(sample))
-        }
-
-        fn clone_box(&self) -> Box<dyn TransformComponent> {
-            Box::new(self.clone())
         }
     }
 }

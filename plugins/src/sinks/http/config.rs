@@ -347,16 +347,11 @@ impl HttpSinkConfig {
     }
 }
 
-impl HttpSinkConfig {
-    /// Its `type`.
-    pub const TYPE: &'static str = "http";
+impl crate::config::Named for HttpSinkConfig {
+    const TYPE: &'static str = "http";
 }
 
 impl SinkComponent for HttpSinkConfig {
-    fn type_name(&self) -> &'static str {
-        Self::TYPE
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }
@@ -377,9 +372,5 @@ impl SinkComponent for HttpSinkConfig {
         Ok(Box::new(
             HttpSink::new(self.options()).map_err(|e| e.to_string())?,
         ))
-    }
-
-    fn clone_box(&self) -> Box<dyn SinkComponent> {
-        Box::new(self.clone())
     }
 }

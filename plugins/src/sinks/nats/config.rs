@@ -88,16 +88,11 @@ impl NatsSinkConfig {
     }
 }
 
-impl NatsSinkConfig {
-    /// Its `type`.
-    pub const TYPE: &'static str = "nats";
+impl crate::config::Named for NatsSinkConfig {
+    const TYPE: &'static str = "nats";
 }
 
 impl SinkComponent for NatsSinkConfig {
-    fn type_name(&self) -> &'static str {
-        Self::TYPE
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }
@@ -127,9 +122,5 @@ impl SinkComponent for NatsSinkConfig {
             timeout: Duration::from_millis(self.timeout_ms),
         };
         Ok(Box::new(NatsSink::new(options).map_err(|e| e.to_string())?))
-    }
-
-    fn clone_box(&self) -> Box<dyn SinkComponent> {
-        Box::new(self.clone())
     }
 }

@@ -93,16 +93,11 @@ impl std::fmt::Debug for PostgresSinkConfig {
     }
 }
 
-impl PostgresSinkConfig {
-    /// Its `type`.
-    pub const TYPE: &'static str = "postgres";
+impl crate::config::Named for PostgresSinkConfig {
+    const TYPE: &'static str = "postgres";
 }
 
 impl SinkComponent for PostgresSinkConfig {
-    fn type_name(&self) -> &'static str {
-        Self::TYPE
-    }
-
     fn inputs(&self) -> &[String] {
         &self.inputs
     }
@@ -131,9 +126,5 @@ impl SinkComponent for PostgresSinkConfig {
         Ok(Box::new(
             PostgresSink::new(options).map_err(|e| e.to_string())?,
         ))
-    }
-
-    fn clone_box(&self) -> Box<dyn SinkComponent> {
-        Box::new(self.clone())
     }
 }
