@@ -1,8 +1,11 @@
-//! The channel hand-off between a source's emitter and its compression
-//! threads: closed chunks (their bodies moved, not copied) go out on a
-//! bounded crossbeam channel of depth 4 and come back compressed on an
-//! unbounded one, as in `shipper_core::emit`. The baseline in the same run
-//! is the standard library's `sync_channel` doing the same round trip.
+//! The channel hand-off between a source's emitter and the compression
+//! pool: closed chunks (their bodies moved, not copied) go out to worker
+//! threads and come back compressed on an unbounded channel, at most a few
+//! in flight per emitter, as in `shipper_core::emit` (whose pool queue is
+//! unbounded and whose emitter keeps at most 4 + one per thread in flight;
+//! a bounded channel of depth 4 stands for that cap here). The baseline in
+//! the same run is the standard library's `sync_channel` doing the same
+//! round trip.
 //!
 //! `cargo bench -p shipper-benches --bench handoff`.
 
@@ -13,7 +16,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 /// Chunks handed over per measured iteration.
 const CHUNKS: u64 = 2_000;
-/// The emitter's queue depth to the compression threads.
+/// Chunks one emitter has queued for the pool at most.
 const DEPTH: usize = 4;
 
 /// A closed chunk: its body moves through the channel, never copied (the

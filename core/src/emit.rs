@@ -1,8 +1,10 @@
 //! The emitter: how a source puts records into the log. It keeps one chunk
-//! builder per stream (compression happens here, in the source's thread),
-//! closes chunks at their size or linger time, appends them, and lets the
-//! source wait until everything it emitted is durable (for example before
-//! answering an HTTP client).
+//! builder per stream, closes chunks at their size (in the source's call)
+//! or linger time (the process's linger thread, whatever the source is
+//! doing), compresses them (in the source's thread, or on the process's
+//! compression pool), appends them in order, and lets the source wait
+//! until everything it emitted is durable (for example before answering
+//! an HTTP client).
 //!
 //! ```
 //! use shipper_core::chunk::ChunkOptions;
@@ -124,7 +126,7 @@ struct Core {
     stored_end: Option<u64>,
     stats: Arc<EmitterStats>,
     blocking: Option<BlockingHook>,
-    /// A thread compressing closed chunks while the source goes on, if
+    /// This emitter's chunks on the compression pool, if
     /// [`Emitter::compress_in_background`] was called.
     compressing: Option<Compressing>,
     /// Room for compression on the caller's thread.

@@ -5,7 +5,7 @@
 //! on its config struct), its config struct (serde, unknown keys refused),
 //! its checks, how it is built from that config, and its metrics (the
 //! implementation's `Source::metrics`, `Transform::metrics` or
-//! `Sink::metrics`). [`component`] is the config side of the component
+//! `Sink::metrics`). [`config`] is the config side of the component
 //! interface those config structs implement (`SourceComponent`,
 //! `TransformComponent`, `SinkComponent`, `Checks`, `BuildContext`,
 //! `Listener`) and the value types they share (`ByteSize`, `DurationMs`,

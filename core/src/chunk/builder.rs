@@ -1,6 +1,7 @@
 //! The chunk builder: collects records without a per-record allocation and
-//! closes a chunk at a size or a linger time, compressing it once, in the
-//! calling (producing) thread, with a context it keeps.
+//! closes a chunk at a size or a linger time, compressing it once, with a
+//! context it keeps (in the producing thread, or handed to the emitter's
+//! compression pool as an `OpenChunk`).
 
 use std::time::{Duration, Instant};
 

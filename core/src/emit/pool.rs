@@ -26,15 +26,18 @@ pub(super) struct Job {
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 static POOL: OnceLock<crossbeam_channel::Sender<Job>> = OnceLock::new();
 
-/// Sets how many compression threads the process runs (0: one per core,
-/// the default). It applies only before the first emitter compresses in
-/// the background; returns whether it applied.
+/// Starts the process's compression pool with `threads` threads (0: one
+/// per core, the default). Only the first start counts: returns false
+/// when the pool was running already (another pipeline or ingestor of the
+/// process started it, or an emitter compressed in the background).
 pub fn set_compression_threads(threads: usize) -> bool {
-    if POOL.get().is_some() {
-        return false;
-    }
-    THREADS.store(threads, Ordering::Relaxed);
-    POOL.get().is_none()
+    let mut applied = false;
+    POOL.get_or_init(|| {
+        THREADS.store(threads, Ordering::Relaxed);
+        applied = true;
+        start()
+    });
+    applied
 }
 
 /// The pool's threads (started at first use).

@@ -44,7 +44,7 @@
 //! happens to it is the transform's [`OnError`] (default
 //! [`OnError::Keep`]: pass it through unchanged, so a shipper never loses
 //! what it cannot read by default), and it is counted in
-//! [`Counters::unreadable`] (and exported as a metric). `sample` has no `OnError`: see [`sample`].
+//! [`TransformCounters::unreadable`] (and exported as a metric). `sample` has no `OnError`: see [`sample`].
 //!
 //! `filter` and `sample` check the whole record's UTF-8 and JSON syntax but
 //! decode only the values on their field's path, while `remap` builds the

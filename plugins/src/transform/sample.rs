@@ -16,7 +16,7 @@
 //! Records without a usable key (the field is missing, `null`, an object or
 //! an array, or the record is not a JSON object) are sampled by the counter
 //! instead, and counted in [`Sample::unkeyed`] (and in
-//! [`Counters::unreadable`] when the record is not a JSON object): they are
+//! [`TransformCounters::unreadable`] when the record is not a JSON object): they are
 //! neither all kept nor all dropped.
 //!
 //! `rate = 1` keeps everything without parsing.

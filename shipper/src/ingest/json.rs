@@ -21,7 +21,7 @@
 #[allow(missing_debug_implementations)]
 pub struct Field<'a, T: ?Sized>(pub &'a T);
 
-/// Writes a field whose type is a [`Scalar`] (the preferred method: it is
+/// Writes a field whose type is a `Scalar` (the preferred method: it is
 /// implemented on `&&Field`).
 pub trait Fast {
     /// Appends the value's JSON.
