@@ -23,18 +23,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// Whether the broker answers; panics instead of skipping when services
 /// are required.
 fn broker_available() -> bool {
-    let address = BROKER.parse().unwrap();
-    match std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(error) => {
-            let reason = format!("Mosquitto not reachable on {BROKER}: {error}");
-            if std::env::var("SHIPPER_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("{reason}");
-            }
-            eprintln!("skipped: {reason} (SHIPPER_REQUIRE_SERVICES=1 makes this a failure)");
-            false
-        }
-    }
+    shipper_tests::service_available("Mosquitto", BROKER)
 }
 
 /// A name no other test or run uses.

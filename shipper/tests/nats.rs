@@ -15,18 +15,7 @@ const SERVER: &str = "127.0.0.1:4222";
 /// Whether NATS answers; panics instead of skipping when services are
 /// required.
 fn server_available() -> bool {
-    let address = SERVER.parse().unwrap();
-    match std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(error) => {
-            let reason = format!("NATS not reachable on {SERVER}: {error}");
-            if std::env::var("SHIPPER_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("{reason}");
-            }
-            eprintln!("skipped: {reason} (SHIPPER_REQUIRE_SERVICES=1 makes this a failure)");
-            false
-        }
-    }
+    shipper_tests::service_available("NATS", SERVER)
 }
 
 #[test]

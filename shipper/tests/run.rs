@@ -710,18 +710,7 @@ path = "{out}"
 /// Whether Mosquitto answers on 127.0.0.1:1883; with
 /// `SHIPPER_REQUIRE_SERVICES=1` its absence is a failure, not a skip.
 fn mosquitto_available() -> bool {
-    let address = "127.0.0.1:1883".parse().unwrap();
-    match std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(error) => {
-            let reason = format!("Mosquitto not reachable on 127.0.0.1:1883: {error}");
-            if std::env::var("SHIPPER_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("{reason}");
-            }
-            eprintln!("skipped: {reason} (SHIPPER_REQUIRE_SERVICES=1 makes this a failure)");
-            false
-        }
-    }
+    shipper_tests::service_available("Mosquitto", "127.0.0.1:1883")
 }
 
 /// A QoS 1 publisher that waits for the broker to acknowledge.

@@ -95,13 +95,20 @@ pub fn service_available(service: &str, address: &str) -> bool {
     let socket = address.parse().expect("an IP:port");
     match std::net::TcpStream::connect_timeout(&socket, std::time::Duration::from_secs(2)) {
         Ok(_) => true,
-        Err(error) => {
-            let reason = format!("{service} not reachable on {address}: {error}");
-            if std::env::var("SHIPPER_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("{reason}");
-            }
-            eprintln!("skipped: {reason} (SHIPPER_REQUIRE_SERVICES=1 makes this a failure)");
-            false
-        }
+        Err(error) => service_missing(&format!("{service} not reachable on {address}: {error}")),
     }
+}
+
+/// The rule for a test whose service is missing (`reason` says which and
+/// why): it prints that it skips and returns false, or, with
+/// `SHIPPER_REQUIRE_SERVICES=1`, fails.
+///
+/// # Panics
+/// When services are required.
+pub fn service_missing(reason: &str) -> bool {
+    if std::env::var("SHIPPER_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{reason}");
+    }
+    eprintln!("skipped: {reason} (SHIPPER_REQUIRE_SERVICES=1 makes this a failure)");
+    false
 }
