@@ -74,7 +74,9 @@ fn post(port: u16, body: &str) -> u16 {
 
 /// Publishes `payloads` at QoS 1 and waits for the broker's acknowledgements.
 fn publish(topic: &str, payloads: &[&str]) {
-    let options = rumqttc::MqttOptions::new(unique("publisher"), "127.0.0.1", 1883);
+    let mut options = rumqttc::MqttOptions::new(unique("publisher"), "127.0.0.1", 1883);
+    // Room for the message over the log's 16 MiB record limit.
+    options.set_max_packet_size(32 << 20, 32 << 20);
     let (client, mut connection) = rumqttc::Client::new(options, 64);
     for payload in payloads {
         client
@@ -302,7 +304,9 @@ fn every_kind_builds_from_a_minimal_config_and_counts_in_metrics() {
         format!("{{\"n\":1}}\nnot json\n{{\"pad\":\"{long}\"}}\n{{\"n\":2}}\n").as_bytes(),
     );
     if mqtt {
-        publish(&topic, &["{\"n\":1}", "{\"n\":2}"]);
+        // The middle one is over the log's record limit (16 MiB).
+        let oversized = format!("{{\"pad\":\"{}\"}}", "x".repeat(17 << 20));
+        publish(&topic, &["{\"n\":1}", &oversized, "{\"n\":2}"]);
     }
 
     let expected = |metrics: &str, name: &str, labels: &[(&str, &str)]| {
@@ -361,6 +365,16 @@ fn every_kind_builds_from_a_minimal_config_and_counts_in_metrics() {
             ]
             .into_iter()
             .map(|(metric, labels, name)| (metric.to_owned(), labels, name.to_owned())),
+        )
+        .chain(
+            // The MQTT message over the record limit, dropped.
+            mqtt.then(|| {
+                (
+                    "shipper_source_discarded_records_total".to_owned(),
+                    vec![("reason", "oversized")],
+                    "mqtt_source".to_owned(),
+                )
+            }),
         )
         .chain(
             // The line that is not JSON, stored as a JSON string.
