@@ -192,6 +192,12 @@ pub(super) fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("log.when_full", a.when_full != b.when_full),
         ("log.durability", a.durability != b.durability),
         ("log.interval_ms", a.interval_ms != b.interval_ms),
+        ("log.dictionary", a.dictionary != b.dictionary),
+        ("log.zstd_level", a.zstd_level != b.zstd_level),
+        (
+            "log.compression_threads",
+            a.compression_threads != b.compression_threads,
+        ),
         ("admin.address", old.admin.address != new.admin.address),
     ]
     .into_iter()
@@ -426,6 +432,10 @@ inputs = ["errors"]
         let table = [
             ("data_dir = \"/var/lib/other\"\n", vec!["data_dir"]),
             ("[log]\nmax_bytes = \"1GiB\"\n", vec!["log.max_bytes"]),
+            (
+                "[log]\ncompression_threads = 3\nzstd_level = 3\n",
+                vec!["log.zstd_level", "log.compression_threads"],
+            ),
             (
                 "[log]\ndurability = \"always\"\n[admin]\naddress = \"127.0.0.1:9999\"\n",
                 vec!["log.durability", "admin.address"],
