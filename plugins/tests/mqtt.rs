@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS};
 use serde_json::{json, Value};
@@ -26,14 +26,7 @@ fn broker_available() -> bool {
     shipper_tests::service_available("Mosquitto", BROKER)
 }
 
-/// A name no other test or run uses.
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("shipper-test-{}-{nanos}-{name}", std::process::id())
-}
+use shipper_tests::unique;
 
 /// Publishes every message with QoS 1 and returns once the broker has
 /// acknowledged all of them.

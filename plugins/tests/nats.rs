@@ -5,7 +5,7 @@
 //! its streams at the end.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -30,14 +30,7 @@ fn server_available() -> bool {
     shipper_tests::service_available("NATS", SERVER)
 }
 
-/// A subject prefix no other test or run uses.
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("shipper_test_{}_{nanos}_{name}", std::process::id())
-}
+use shipper_tests::unique;
 
 async fn jetstream() -> jetstream::Context {
     jetstream::new(async_nats::connect(URL).await.unwrap())

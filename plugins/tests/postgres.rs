@@ -5,7 +5,7 @@
 //! and time) and drops its tables at the end, also when it fails.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use shipper_components::sinks::postgres::{
@@ -35,14 +35,7 @@ async fn database() -> Option<Client> {
     }
 }
 
-/// A name no other test or run uses: a plain identifier.
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("shipper_test_{}_{nanos}_{name}", std::process::id())
-}
+use shipper_tests::unique;
 
 /// Drops its tables when dropped, the test passed or not (on a thread of
 /// its own: a destructor cannot await).

@@ -37,7 +37,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,32 +74,11 @@ const POLL_MAX: Duration = Duration::from_millis(100);
 /// Scrapes timed after a run to measure what one costs.
 const SCRAPES_TIMED: u32 = 50;
 
-/// A port free right now on 127.0.0.1.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("binding 127.0.0.1:0")
-        .local_addr()
-        .expect("local address")
-        .port()
-}
+use shipper_tests::free_port;
 
 /// A `GET` over a fresh connection: (status, body).
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, body)| body.to_owned());
-    Ok((status, body))
+    shipper_tests::http(port, "GET", path, &[], b"")
 }
 
 /// The value of the sample `name{labels}` (`labels` as written, e.g.

@@ -57,19 +57,12 @@ fn send_tcp(port: u16, lines: &[u8]) {
     stream.write_all(lines).unwrap();
 }
 
-/// POSTs `body` to `port` at `/`; returns the status.
+/// POSTs NDJSON `body` to `port` at `/`; returns the status.
 fn post(port: u16, body: &str) -> u16 {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer[9..12].parse().unwrap()
+    let ndjson = [("Content-Type", "application/x-ndjson")];
+    shipper_tests::http(port, "POST", "/", &ndjson, body.as_bytes())
+        .unwrap()
+        .0
 }
 
 /// Publishes `payloads` at QoS 1 and waits for the broker's acknowledgements.

@@ -1,7 +1,10 @@
 #![forbid(unsafe_code)]
 //! Helpers shared by the integration tests and their helper binaries.
 
+pub mod net;
 pub mod records;
+
+pub use net::{free_port, http, unique};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

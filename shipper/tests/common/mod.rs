@@ -24,14 +24,8 @@ path = "{}"
     )
 }
 
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[allow(unused_imports)] // Each test file uses some of them.
+pub use shipper_tests::{free_port, unique};
 
 /// A `shipper run` child whose stderr goes to `<config>.stderr` (a file, so
 /// a chatty run never blocks on a full pipe); killed if the test fails.
@@ -344,30 +338,8 @@ impl Drop for Database {
     }
 }
 
-/// A name no other test or run uses: a plain identifier.
-pub fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("shipper_e2e_{}_{nanos}_{name}", std::process::id())
-}
-
 /// One HTTP/1.1 request without a body to the admin endpoint on `port`:
 /// status and body.
 pub fn http_request(port: u16, method: &str, path: &str) -> (u16, String) {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_owned());
-    (status, body)
+    shipper_tests::http(port, method, path, &[], b"").unwrap()
 }
