@@ -122,6 +122,12 @@ struct Core {
     /// Appended chunks whose outcome is not known yet, oldest first, with
     /// what they counted.
     in_flight: VecDeque<(AppendTicket, Counted)>,
+    /// Closed chunks the log's queue had no room for while the linger
+    /// thread held the emitter (it never waits): appended first, in order,
+    /// by the next append or close.
+    stalled: VecDeque<ClosedChunk>,
+    /// Set while the linger thread polls: nothing may wait.
+    lingering: bool,
     /// One past the last offset known to be stored.
     stored_end: Option<u64>,
     stats: Arc<EmitterStats>,
@@ -248,6 +254,8 @@ impl Core {
             options,
             builders: Vec::new(),
             in_flight: VecDeque::new(),
+            stalled: VecDeque::new(),
+            lingering: false,
             stored_end: None,
             stats: Arc::default(),
             blocking: None,
@@ -258,23 +266,48 @@ impl Core {
         })
     }
 
-    /// The error the linger thread met, if any (once).
+    /// The error the linger thread met, if any (once); the thread looks at
+    /// this emitter again from now on.
     fn deferred(&mut self) -> Result<()> {
         match self.deferred.take() {
-            Some(error) => Err(error),
+            Some(error) => {
+                linger::wake();
+                Err(error)
+            }
             None => Ok(()),
         }
     }
 
-    /// What the linger thread does: close the chunks whose time has come;
-    /// an error waits for the source's next call.
+    /// What the linger thread does: close the chunks whose time has come
+    /// and append what is compressed, never waiting (a chunk the log's
+    /// queue has no room for waits in `stalled`); an error waits for the
+    /// source's next call, and until then the thread leaves the emitter be.
     fn linger(&mut self, now: Instant) {
         if self.deferred.is_some() {
             return;
         }
-        if let Err(error) = self.poll(now) {
+        self.lingering = true;
+        let polled = self.poll_lingering(now);
+        self.lingering = false;
+        if let Err(error) = polled {
             self.deferred = Some(error);
         }
+    }
+
+    /// [`Core::poll`] as the linger thread runs it, routes included.
+    fn poll_lingering(&mut self, now: Instant) -> Result<()> {
+        for route in &mut self.routes {
+            let mut child = route.emitter.core();
+            child.linger(now);
+            child.deferred()?;
+        }
+        for index in 0..self.builders.len() {
+            if let Some(open) = self.builders[index].poll_open(now) {
+                self.hand_over(index, open)?;
+            }
+        }
+        while self.take_compressed(false)? {}
+        self.flush_stalled()
     }
 
     /// Installs `hook` to run this emitter's (and its transforms')
@@ -316,10 +349,11 @@ impl Core {
         // pool besides those being compressed: a busy source waits for its
         // oldest rather than piling up.
         let most = (COMPRESSING_DEPTH + pool::threads()) as u64;
-        while self
-            .compressing
-            .as_ref()
-            .is_some_and(|c| c.pending() >= most)
+        while !self.lingering
+            && self
+                .compressing
+                .as_ref()
+                .is_some_and(|c| c.pending() >= most)
         {
             self.take_compressed(true)?;
         }
@@ -573,7 +607,13 @@ impl Core {
             .as_ref()
             .filter(|c| c.pending() > 0)
             .map(|_| Instant::now() + self.options.linger);
-        own.into_iter().chain(routed).chain(compressing).min()
+        // Stalled chunks are tried again a linger time from now.
+        let stalled = (!self.stalled.is_empty()).then(|| Instant::now() + self.options.linger);
+        own.into_iter()
+            .chain(routed)
+            .chain(compressing)
+            .chain(stalled)
+            .min()
     }
 
     /// Closes and appends every open chunk whose linger time has passed.
@@ -590,21 +630,51 @@ impl Core {
         Ok(())
     }
 
-    /// Closes and appends every open chunk.
+    /// Closes and appends every open chunk; an error the linger thread
+    /// met is returned after that (nothing open is left behind for it).
     pub fn close_chunks(&mut self) -> Result<()> {
-        self.deferred()?;
+        let earlier = self.deferred.take();
+        let mut first: Result<()> = Ok(());
         for route in &mut self.routes {
-            route.emitter.close_chunks()?;
+            if let Err(error) = route.emitter.close_chunks() {
+                first = first.and(Err(error));
+            }
         }
         for index in 0..self.builders.len() {
             if let Some(open) = self.builders[index].take_open() {
-                self.hand_over(index, open)?;
+                if let Err(error) = self.hand_over(index, open) {
+                    first = first.and(Err(error));
+                }
             }
         }
-        self.drain_compressed()
+        let drained = self.drain_compressed().and_then(|()| self.flush_stalled());
+        match earlier {
+            Some(error) => Err(error),
+            None => first.and(drained),
+        }
     }
 
+    /// Appends `chunk` after any stalled ones, in order.
     fn append(&mut self, chunk: ClosedChunk) -> Result<()> {
+        self.stalled.push_back(chunk);
+        self.flush_stalled()
+    }
+
+    /// Appends the stalled chunks, oldest first. Waits for room in the
+    /// log's queue, except on the linger thread, which leaves what does
+    /// not fit for later.
+    fn flush_stalled(&mut self) -> Result<()> {
+        while let Some(chunk) = self.stalled.pop_front() {
+            if !self.append_one(chunk)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends one chunk; false when it went back to `stalled` (lingering,
+    /// and the log's queue is full).
+    fn append_one(&mut self, chunk: ClosedChunk) -> Result<bool> {
         let counted = Counted::of(&chunk);
         if let Err(error) = self.collect_answered() {
             // An earlier chunk was refused: this one is not appended either.
@@ -613,6 +683,11 @@ impl Core {
         }
         let ticket = match self.log.offer(chunk) {
             Ok(Offer::Queued(ticket)) => ticket,
+            Ok(Offer::QueueFull(chunk)) if self.lingering => {
+                // Its counts stay: it is appended later, in order.
+                self.stalled.push_front(chunk);
+                return Ok(false);
+            }
             Ok(Offer::QueueFull(chunk)) => {
                 let log = &self.log;
                 match self.blocking(|| log.append(chunk)) {
@@ -630,7 +705,7 @@ impl Core {
         };
         self.stats.chunks.fetch_add(1, Ordering::Relaxed);
         self.in_flight.push_back((ticket, counted));
-        if self.in_flight.len() > MAX_IN_FLIGHT {
+        if self.in_flight.len() > MAX_IN_FLIGHT && !self.lingering {
             // Bound the bookkeeping: wait for the oldest answer.
             let (mut oldest, counted) = self.in_flight.pop_front().expect("non-empty");
             let outcome = match oldest.try_outcome() {
@@ -639,7 +714,7 @@ impl Core {
             };
             self.note(outcome, counted)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Takes back the counts of a chunk the log did not store: the
@@ -738,9 +813,27 @@ impl Drop for Core {
 /// So a source never keeps a timer of its own.
 pub struct Emitter {
     core: Arc<Mutex<Core>>,
+    /// Counts the handles (the linger thread holds none): the last one to
+    /// go closes the open chunks on its own thread.
+    owners: Arc<()>,
     log: Log,
     component: String,
     stats: Arc<EmitterStats>,
+}
+
+impl Drop for Emitter {
+    /// The last handle appends the open chunks, here and now: not later on
+    /// the linger thread, which may hold the core for a moment.
+    fn drop(&mut self) {
+        if Arc::get_mut(&mut self.owners).is_none() {
+            return;
+        }
+        if let Err(error) = self.core().close_chunks() {
+            if !matches!(error, Error::Closed) {
+                tracing::error!(component = %self.component, %error, "records of a dropped emitter could not be appended");
+            }
+        }
+    }
 }
 
 /// An [`Emitter`] held for a run of records; see [`Emitter::batch`].
@@ -788,6 +881,7 @@ impl Clone for Emitter {
     fn clone(&self) -> Self {
         Emitter {
             core: self.core.clone(),
+            owners: self.owners.clone(),
             log: self.log.clone(),
             component: self.component.clone(),
             stats: self.stats.clone(),
@@ -803,6 +897,7 @@ impl Emitter {
         linger::register(&core);
         Emitter {
             core,
+            owners: Arc::new(()),
             log,
             component,
             stats,
@@ -1001,16 +1096,21 @@ impl Emitter {
     pub async fn written(&mut self) -> Result<Option<u64>> {
         self.close_chunks()?;
         let mut end = None;
-        // Every emitter of the tree; no lock is held across an await.
+        let mut first: Result<()> = Ok(());
+        // Every emitter of the tree; no lock is held across an await. Every
+        // answer is noted (a refused chunk uncounted); the first error is
+        // the one returned.
         for core in self.tree() {
             let tickets: Vec<(AppendTicket, Counted)> = lock(&core).in_flight.drain(..).collect();
             for (ticket, counted) in tickets {
                 let outcome = ticket.written().await;
-                lock(&core).note(outcome, counted)?;
+                if let Err(error) = lock(&core).note(outcome, counted) {
+                    first = first.and(Err(error));
+                }
             }
             end = end.max(lock(&core).stored_end);
         }
-        Ok(end)
+        first.map(|()| end)
     }
 
     /// Async [`Emitter::wait_durable`]: closing chunks and handing them to

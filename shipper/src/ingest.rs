@@ -565,10 +565,15 @@ impl Inner {
     /// they stored.
     fn close_all(&self) -> Result<Option<u64>, InsertError> {
         let emitters = lock(&self.emitters).clone();
+        // Every thread's chunks are stored, whatever one of them reports;
+        // the first error is the one returned.
+        let mut first = Ok(());
         for mut emitter in emitters {
-            emitter.close_chunks()?;
-            emitter.wait_stored()?;
+            if let Err(error) = emitter.wait_stored() {
+                first = first.and(Err(error));
+            }
         }
+        first?;
         Ok(Some(self.log.next_offset()).filter(|&end| end > 0))
     }
 

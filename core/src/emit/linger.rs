@@ -102,5 +102,11 @@ fn linger(core: &mut Core, now: Instant) -> Option<Instant> {
     if core.deadline().is_some() {
         core.linger(now);
     }
+    // An error waits for the source's next call, which wakes the thread:
+    // until then there is nothing to do here (the chunks it left open
+    // would only fail again).
+    if core.deferred.is_some() {
+        return None;
+    }
     core.deadline()
 }
