@@ -1503,6 +1503,98 @@ mod tests {
         drop(emitter);
     }
 
+    /// The linger thread never waits for the log: with the writer's queue
+    /// full (the log at its budget), a quiet source's chunks wait inside
+    /// its emitter, the source can still call its emitter, and everything
+    /// is stored once there is room.
+    #[test]
+    fn the_linger_thread_never_waits_on_a_full_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(
+            dir.path(),
+            LogOptions {
+                segment_bytes: 64 << 10,
+                max_bytes: 256 << 10,
+                channel_capacity: 1,
+                ..LogOptions::default()
+            },
+        )
+        .unwrap();
+        log.open_cursor("slow").unwrap();
+        // A busy source fills the log to its budget and waits there.
+        let small = ChunkOptions {
+            max_bytes: 8 << 10,
+            ..ChunkOptions::default()
+        };
+        let mut filler = Emitter::new(log.clone(), "filler", small).unwrap();
+        let filling = std::thread::spawn(move || {
+            let mut x = 1u64;
+            for _ in 0..20_000 {
+                let record: Vec<u8> = (0..100)
+                    .map(|_| {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        (x >> 56) as u8
+                    })
+                    .collect();
+                filler.emit("s", &record, 1, None).unwrap();
+            }
+            filler.wait_durable().unwrap();
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !log.is_full() {
+            assert!(Instant::now() < deadline, "the log never filled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A quiet source: each record is closed by the linger thread.
+        let options = ChunkOptions {
+            linger: Duration::from_millis(2),
+            ..ChunkOptions::default()
+        };
+        let quiet = Emitter::new(log.clone(), "quiet", options).unwrap();
+        let (done, finished) = crossbeam_channel::bounded(1);
+        let calls = {
+            let mut quiet = quiet.clone();
+            std::thread::spawn(move || {
+                for n in 0..5u8 {
+                    // Would wait for ever if the linger thread held the
+                    // emitter while waiting for the log.
+                    quiet.emit("q", &[b'0' + n], 1, None).unwrap();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = done.send(());
+            })
+        };
+        finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the source could not call its emitter: the linger thread held it");
+        calls.join().unwrap();
+        // Room again: everything arrives, in order.
+        while !filling.is_finished() {
+            assert!(Instant::now() < deadline, "the filler never finished");
+            log.commit_cursor("slow", log.durable_offset()).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        filling.join().unwrap();
+        let mut quiet = quiet;
+        let stored = std::thread::spawn(move || {
+            let end = quiet.wait_durable().unwrap();
+            (quiet, end)
+        });
+        while !stored.is_finished() {
+            assert!(Instant::now() < deadline, "the quiet records never arrived");
+            log.commit_cursor("slow", log.durable_offset()).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (quiet, end) = stored.join().unwrap();
+        // Every record was stored (the log deleted what the cursor passed,
+        // so the counters say it): none was lost while it waited.
+        assert!(end.is_some());
+        assert_eq!(quiet.counters().records, 5);
+        assert!(quiet.counters().chunks >= 1);
+        drop(quiet);
+        log.close().unwrap();
+    }
+
     /// A log whose disk can be made full, and an emitter of 4 KiB chunks
     /// into it.
     fn emitter_on_a_disk_that_fills(dir: &std::path::Path) -> (Log, Faults, Emitter) {
