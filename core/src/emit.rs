@@ -1265,6 +1265,22 @@ mod tests {
         }
     }
 
+    /// Emits `records` incompressible 100-byte records (a log's budget
+    /// fills quickly) and waits until they are durable.
+    fn fill(emitter: &mut Emitter, records: u64) {
+        let mut x = 1u64;
+        for _ in 0..records {
+            let record: Vec<u8> = (0..100)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (x >> 56) as u8
+                })
+                .collect();
+            emitter.emit("s", &record, 1, None).unwrap();
+        }
+        emitter.wait_durable().unwrap();
+    }
+
     #[test]
     fn a_full_log_waits_through_the_blocking_hook_and_flush_times_out() {
         use std::sync::atomic::AtomicUsize;
@@ -1298,20 +1314,7 @@ mod tests {
             }));
         }
         const RECORDS: u64 = 20_000;
-        let producer = std::thread::spawn(move || {
-            let mut x = 1u64;
-            for _ in 0..RECORDS {
-                // Incompressible, so the budget fills quickly.
-                let record: Vec<u8> = (0..100)
-                    .map(|_| {
-                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                        (x >> 56) as u8
-                    })
-                    .collect();
-                emitter.emit("s", &record, 1, None).unwrap();
-            }
-            emitter.wait_durable().unwrap();
-        });
+        let producer = std::thread::spawn(move || fill(&mut emitter, RECORDS));
         let deadline = Instant::now() + Duration::from_secs(20);
         // The queue may fill while the writer is merely busy; wait until
         // the log is at its budget too.
@@ -1527,19 +1530,7 @@ mod tests {
             ..ChunkOptions::default()
         };
         let mut filler = Emitter::new(log.clone(), "filler", small).unwrap();
-        let filling = std::thread::spawn(move || {
-            let mut x = 1u64;
-            for _ in 0..20_000 {
-                let record: Vec<u8> = (0..100)
-                    .map(|_| {
-                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                        (x >> 56) as u8
-                    })
-                    .collect();
-                filler.emit("s", &record, 1, None).unwrap();
-            }
-            filler.wait_durable().unwrap();
-        });
+        let filling = std::thread::spawn(move || fill(&mut filler, 20_000));
         let deadline = Instant::now() + Duration::from_secs(60);
         while !log.is_full() {
             assert!(Instant::now() < deadline, "the log never filled");
