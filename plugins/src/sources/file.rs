@@ -290,6 +290,8 @@ pub struct FileSource {
     position: Vec<u8>,
     prefix_len: usize,
     stats: Arc<FileStats>,
+    /// Logs dropped overlong lines at most once per ten seconds.
+    dropped_log: crate::throttle::Throttle,
     warned_full: bool,
 }
 
@@ -355,6 +357,7 @@ impl FileSource {
             prefix_len: position.len(),
             position,
             stats: Arc::default(),
+            dropped_log: crate::throttle::Throttle::default(),
             warned_full: false,
         })
     }
@@ -629,6 +632,7 @@ impl FileSource {
                 prefix_len: self.prefix_len,
                 invalid_utf8: self.options.invalid_utf8,
                 stats: &self.stats,
+                dropped_log: &self.dropped_log,
             },
         )
     }
@@ -797,10 +801,18 @@ fn read_file(
             break ReadOutcome::Some;
         }
     };
-    bump(
-        &out.stats.lines_dropped,
-        tracked.splitter.dropped_lines() - dropped_before,
-    );
+    let dropped = tracked.splitter.dropped_lines() - dropped_before;
+    bump(&out.stats.lines_dropped, dropped);
+    if dropped > 0 {
+        if let Some(suppressed) = out.dropped_log.allow() {
+            tracing::warn!(
+                path = %tracked.path.display(),
+                dropped,
+                suppressed,
+                "file source: lines longer than max_line_bytes were dropped"
+            );
+        }
+    }
     Ok(result)
 }
 
@@ -812,6 +824,7 @@ struct Out<'a> {
     prefix_len: usize,
     invalid_utf8: InvalidUtf8,
     stats: &'a FileStats,
+    dropped_log: &'a crate::throttle::Throttle,
 }
 
 impl Out<'_> {

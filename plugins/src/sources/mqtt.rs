@@ -247,6 +247,8 @@ pub struct MqttSource {
     options: MqttOptions,
     stream: String,
     counters: Arc<MqttStats>,
+    /// Logs oversized messages at most once per ten seconds.
+    oversized_log: crate::throttle::Throttle,
 }
 
 impl MqttSource {
@@ -275,6 +277,7 @@ impl MqttSource {
             options,
             stream: stream.to_owned(),
             counters: Arc::default(),
+            oversized_log: crate::throttle::Throttle::default(),
         })
     }
 
@@ -532,13 +535,16 @@ impl MqttSource {
             }
             Err(shipper_core::Error::RecordTooLarge { len, max }) => {
                 self.counters.oversized.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    source = %self.stream,
-                    topic = %publish.topic,
-                    len,
-                    max,
-                    "MQTT message too large for a record; dropped"
-                );
+                if let Some(suppressed) = self.oversized_log.allow() {
+                    tracing::warn!(
+                        source = %self.stream,
+                        topic = %publish.topic,
+                        len,
+                        max,
+                        suppressed,
+                        "MQTT message too large for a record; dropped"
+                    );
+                }
             }
             Err(error) => return Err(error.into()),
         }
