@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use shipper_components::corpus::{Corpus, CorpusKind};
+use shipper_core::corpus::{Corpus, CorpusKind};
 
 struct Measured {
     ratio: f64,

@@ -29,7 +29,7 @@ use std::time::Duration;
 use criterion::{black_box, BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput};
 use shipper_benches::{
     build_chunks, chunk_options, concat_frames, load_average, measure_fdatasync, scratch_dir,
-    Corpus, PlainFile, Probe, RecordSize, Row, Summary, Target, SEED,
+    Dataset, PlainFile, Probe, RecordSize, Row, Summary, Target, SEED,
 };
 use shipper_core::chunk::{decode_body, ChunkBuilder, Decoder};
 use shipper_core::log::{Durability, Log, LogOptions};
@@ -74,8 +74,8 @@ fn main() {
     describe_machine(&mut summary, scratch.path());
 
     let corpora = [
-        Corpus::generate(RecordSize::Small, CORPUS_BYTES, SEED),
-        Corpus::generate(RecordSize::Large, CORPUS_BYTES, SEED),
+        Dataset::generate(RecordSize::Small, CORPUS_BYTES, SEED),
+        Dataset::generate(RecordSize::Large, CORPUS_BYTES, SEED),
     ];
     for corpus in &corpora {
         let label = corpus.size().label();
@@ -183,7 +183,7 @@ fn describe_flushes(summary: &mut Summary, id: &str, log: &Log) {
 }
 
 /// The chunk figure: every record pushed, the last chunk closed.
-fn build_all(builder: &mut ChunkBuilder, corpus: &Corpus) -> usize {
+fn build_all(builder: &mut ChunkBuilder, corpus: &Dataset) -> usize {
     let mut stored = 0;
     for (i, record) in corpus.records().enumerate() {
         if let Some(chunk) = builder.push(record, i as u64, None).expect("push") {
@@ -197,13 +197,13 @@ fn build_all(builder: &mut ChunkBuilder, corpus: &Corpus) -> usize {
 }
 
 /// The chunk baseline: zstd over the whole NDJSON buffer in one call.
-fn bulk_compress(corpus: &Corpus, level: i32) -> usize {
+fn bulk_compress(corpus: &Dataset, level: i32) -> usize {
     zstd::bulk::compress(black_box(corpus.ndjson()), level)
         .expect("zstd")
         .len()
 }
 
-fn chunk_group(criterion: &mut Criterion, corpora: &[Corpus], summary: &mut Summary) {
+fn chunk_group(criterion: &mut Criterion, corpora: &[Dataset], summary: &mut Summary) {
     let mut group = criterion.benchmark_group("chunk");
     group.sampling_mode(SamplingMode::Flat);
     for corpus in corpora {
@@ -282,7 +282,7 @@ fn chunk_group(criterion: &mut Criterion, corpora: &[Corpus], summary: &mut Summ
 
 fn append_group(
     criterion: &mut Criterion,
-    corpora: &[Corpus],
+    corpora: &[Dataset],
     scratch: &Path,
     summary: &mut Summary,
 ) {
@@ -404,7 +404,7 @@ fn append_group(
 
 fn read_group(
     criterion: &mut Criterion,
-    corpora: &[Corpus],
+    corpora: &[Dataset],
     scratch: &Path,
     summary: &mut Summary,
 ) {
@@ -485,7 +485,7 @@ fn read_group(
 
 fn ingest_group(
     criterion: &mut Criterion,
-    corpora: &[Corpus],
+    corpora: &[Dataset],
     scratch: &Path,
     summary: &mut Summary,
 ) {
@@ -556,7 +556,7 @@ fn ingest_group(
 
 fn always16_group(
     criterion: &mut Criterion,
-    corpus: &Corpus,
+    corpus: &Dataset,
     scratch: &Path,
     summary: &mut Summary,
 ) {

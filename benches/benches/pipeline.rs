@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shipper_benches::{Corpus, RecordSize, SEED};
+use shipper_benches::{Dataset, RecordSize, SEED};
 use shipper_components::sources::file::{FileOptions, FileSource};
 use shipper_components::sources::socket::{
     Listen, SocketFraming, SocketOptions, SocketParse, SocketSource,
@@ -126,7 +126,7 @@ fn run_pipeline(
     }
 }
 
-fn zstd_baseline(corpus: &Corpus) -> f64 {
+fn zstd_baseline(corpus: &Dataset) -> f64 {
     let started = Instant::now();
     let mut compressor = zstd::bulk::Compressor::new(1).unwrap();
     let mut out = 0;
@@ -137,7 +137,7 @@ fn zstd_baseline(corpus: &Corpus) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-fn memcpy_baseline(corpus: &Corpus) -> f64 {
+fn memcpy_baseline(corpus: &Dataset) -> f64 {
     let mut target = vec![0u8; corpus.ndjson().len()];
     let started = Instant::now();
     target.copy_from_slice(corpus.ndjson());
@@ -170,7 +170,7 @@ fn main() {
         "÷ memcpy"
     );
     for size in [RecordSize::Small, RecordSize::Large] {
-        let corpus = Corpus::generate(size, megabytes << 20, SEED);
+        let corpus = Dataset::generate(size, megabytes << 20, SEED);
         let records = corpus.record_count();
         let raw = corpus.raw_bytes() as f64;
         let zstd = zstd_baseline(&corpus);

@@ -1,4 +1,5 @@
-//! Shared parts of shipper's benchmarks: a deterministic, seeded log corpus,
+//! Shared parts of shipper's benchmarks: a deterministic data set of
+//! records (from [`shipper_core::corpus`], the one record generator),
 //! chunk helpers, plain-syscall baselines, and the same-run ratio summary.
 //!
 //! Every figure is reported next to a baseline measured in the same process
@@ -10,11 +11,11 @@
 //! summary only ever contains what ran in this process.
 //!
 //! ```
-//! use shipper_benches::{Corpus, RecordSize};
+//! use shipper_benches::{Dataset, RecordSize};
 //!
-//! let corpus = Corpus::generate(RecordSize::Small, 64 * 1024, 7);
-//! assert_eq!(corpus, Corpus::generate(RecordSize::Small, 64 * 1024, 7));
-//! assert!(corpus.records().all(|r| !r.contains(&b'\n')));
+//! let data = Dataset::generate(RecordSize::Small, 64 * 1024, 7);
+//! assert_eq!(data, Dataset::generate(RecordSize::Small, 64 * 1024, 7));
+//! assert!(data.records().all(|r| r.len() == 100 && !r.contains(&b'\n')));
 //! ```
 
 #![forbid(unsafe_code)]
@@ -27,11 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use shipper_core::chunk::{ChunkBuilder, ChunkOptions, ClosedChunk, Compression};
+use shipper_core::corpus::{Corpus, CorpusKind};
 
-/// The seed every corpus is generated from.
+/// The seed every data set is generated from.
 pub const SEED: u64 = 0x0053_4849_5050_4552; // "SHIPPER"
 
 /// Bytes per write(2) in the plain-file baselines.
@@ -40,9 +40,9 @@ pub const WRITE_PIECE: usize = 1 << 20;
 /// The two record shapes the benchmarks sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordSize {
-    /// JSON access-log lines of about 100 bytes.
+    /// JSON access-log lines of 100 bytes.
     Small,
-    /// JSON application-log lines of about 1 KiB.
+    /// JSON application events of 1 KiB.
     Large,
 }
 
@@ -54,41 +54,39 @@ impl RecordSize {
             RecordSize::Large => "1KiB",
         }
     }
+
+    /// The corpus these records come from.
+    pub fn corpus(self, seed: u64) -> Corpus {
+        match self {
+            RecordSize::Small => Corpus::new(CorpusKind::AccessLog, seed).with_record_bytes(100),
+            RecordSize::Large => Corpus::new(CorpusKind::Events, seed).with_record_bytes(1024),
+        }
+    }
 }
 
-/// Records stored back to back, each newline-terminated (the corpus is
-/// NDJSON as it is, which is also what a `Lines` chunk body holds).
+/// Generated records stored back to back, each newline-terminated (NDJSON
+/// as it is, which is also what a `Lines` chunk body holds).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Corpus {
+pub struct Dataset {
     size: RecordSize,
     lines: Vec<u8>,
     /// End of each record (exclusive, before its newline).
     ends: Vec<usize>,
 }
 
-impl Corpus {
+impl Dataset {
     /// Generates records of `size` until the payload bytes reach
-    /// `target_bytes`. The same arguments always give the same corpus.
-    pub fn generate(size: RecordSize, target_bytes: usize, seed: u64) -> Corpus {
-        let mut rng = StdRng::seed_from_u64(seed ^ size as u64);
-        let mut generator = Generator::new(&mut rng);
+    /// `target_bytes`. The same arguments always give the same records.
+    pub fn generate(size: RecordSize, target_bytes: usize, seed: u64) -> Dataset {
+        let mut corpus = size.corpus(seed);
         let mut lines = Vec::with_capacity(target_bytes + target_bytes / 8);
         let mut ends = Vec::new();
-        let mut payload = 0;
-        let mut record = String::with_capacity(2048);
-        while payload < target_bytes {
-            record.clear();
-            match size {
-                RecordSize::Small => generator.access_line(&mut rng, &mut record),
-                RecordSize::Large => generator.app_line(&mut rng, &mut record),
-            }
-            debug_assert!(!record.contains('\n'));
-            lines.extend_from_slice(record.as_bytes());
+        while lines.len() - ends.len() < target_bytes {
+            corpus.next_into(&mut lines);
             ends.push(lines.len());
             lines.push(b'\n');
-            payload += record.len();
         }
-        Corpus { size, lines, ends }
+        Dataset { size, lines, ends }
     }
 
     /// The record shape.
@@ -126,14 +124,14 @@ impl Corpus {
         &self.lines
     }
 
-    /// The records split into `parts` corpora of about equal size, in order.
-    pub fn split(&self, parts: usize) -> Vec<Corpus> {
+    /// The records split into `parts` data sets of about equal size, in order.
+    pub fn split(&self, parts: usize) -> Vec<Dataset> {
         let per_part = self.ends.len().div_ceil(parts.max(1));
         let mut out = Vec::with_capacity(parts);
         let mut start = 0;
         for ends in self.ends.chunks(per_part) {
             let end = ends[ends.len() - 1] + 1;
-            out.push(Corpus {
+            out.push(Dataset {
                 size: self.size,
                 lines: self.lines[start..end].to_vec(),
                 ends: ends.iter().map(|e| e - start).collect(),
@@ -141,273 +139,6 @@ impl Corpus {
             start = end;
         }
         out
-    }
-}
-
-const METHODS: [(&str, u32); 5] = [
-    ("GET", 72),
-    ("POST", 16),
-    ("PUT", 6),
-    ("DELETE", 3),
-    ("PATCH", 3),
-];
-const STATUSES: [(u16, u32); 8] = [
-    (200, 74),
-    (201, 6),
-    (204, 3),
-    (304, 7),
-    (302, 2),
-    (404, 5),
-    (429, 1),
-    (500, 2),
-];
-const RESOURCES: [&str; 10] = [
-    "users", "orders", "carts", "products", "invoices", "sessions", "search", "items", "accounts",
-    "stock",
-];
-const LEVELS: [(&str, u32); 4] = [("INFO", 70), ("DEBUG", 15), ("WARN", 10), ("ERROR", 5)];
-const LOGGERS: [&str; 8] = [
-    "com.example.orders.OrderService",
-    "com.example.orders.PaymentClient",
-    "com.example.catalog.ProductRepository",
-    "com.example.auth.SessionFilter",
-    "com.example.billing.InvoiceWriter",
-    "com.example.cart.CartController",
-    "com.example.stock.ReservationJob",
-    "org.springframework.web.servlet.DispatcherServlet",
-];
-const WORDS: [&str; 40] = [
-    "order",
-    "payment",
-    "accepted",
-    "rejected",
-    "retrying",
-    "customer",
-    "cart",
-    "updated",
-    "created",
-    "invoice",
-    "written",
-    "timeout",
-    "after",
-    "upstream",
-    "cache",
-    "miss",
-    "hit",
-    "reservation",
-    "expired",
-    "stock",
-    "level",
-    "below",
-    "threshold",
-    "session",
-    "renewed",
-    "token",
-    "validated",
-    "request",
-    "completed",
-    "in",
-    "for",
-    "with",
-    "items",
-    "total",
-    "currency",
-    "warehouse",
-    "shipment",
-    "scheduled",
-    "batch",
-    "flushed",
-];
-const COUNTRIES: [&str; 10] = ["DE", "FR", "US", "GB", "NL", "SE", "PL", "ES", "IT", "JP"];
-const TIERS: [&str; 4] = ["free", "silver", "gold", "platinum"];
-const CURRENCIES: [&str; 4] = ["EUR", "USD", "GBP", "JPY"];
-
-/// Running state of a corpus: time moves forward, hosts and users recur.
-struct Generator {
-    now_ms: u64,
-    hosts: Vec<String>,
-}
-
-fn weighted<T: Copy>(rng: &mut StdRng, table: &[(T, u32)]) -> T {
-    let total: u32 = table.iter().map(|(_, w)| w).sum();
-    let mut pick = rng.random_range(0..total);
-    for &(value, weight) in table {
-        if pick < weight {
-            return value;
-        }
-        pick -= weight;
-    }
-    table[table.len() - 1].0
-}
-
-fn hex(rng: &mut StdRng, digits: usize, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for _ in 0..digits {
-        out.push(HEX[rng.random_range(0..16)] as char);
-    }
-}
-
-impl Generator {
-    fn new(rng: &mut StdRng) -> Self {
-        let hosts = (0..12)
-            .map(|i| {
-                let mut host = format!("app-{i:02}-");
-                hex(rng, 5, &mut host);
-                host
-            })
-            .collect();
-        Generator {
-            // 2026-11-27T00:00:00Z
-            now_ms: 1_795_737_600_000,
-            hosts,
-        }
-    }
-
-    fn ip(rng: &mut StdRng, out: &mut String) {
-        let _ = write!(
-            out,
-            "10.{}.{}.{}",
-            rng.random_range(0..32),
-            rng.random_range(0..256),
-            rng.random_range(1..255)
-        );
-    }
-
-    fn path(rng: &mut StdRng, out: &mut String) {
-        let resource = RESOURCES[rng.random_range(0..RESOURCES.len())];
-        match rng.random_range(0..10) {
-            0..=4 => {
-                let _ = write!(out, "/api/v1/{resource}/{}", rng.random_range(1..200_000));
-            }
-            5 | 6 => {
-                let _ = write!(out, "/api/v2/{resource}?page={}", rng.random_range(1..40));
-            }
-            7 => {
-                out.push_str("/static/js/app.");
-                hex(rng, 8, out);
-                out.push_str(".js");
-            }
-            8 => {
-                let _ = write!(out, "/api/v1/{resource}");
-            }
-            _ => out.push_str("/health"),
-        }
-    }
-
-    /// `{"ts":…,"ip":…,"m":…,"path":…,"st":…,"sz":…,"ms":…}`, about 100 bytes.
-    fn access_line(&mut self, rng: &mut StdRng, out: &mut String) {
-        self.now_ms += rng.random_range(0..3);
-        let _ = write!(out, r#"{{"ts":{},"ip":""#, self.now_ms);
-        Self::ip(rng, out);
-        let _ = write!(out, r#"","m":"{}","path":""#, weighted(rng, &METHODS));
-        Self::path(rng, out);
-        let status = weighted(rng, &STATUSES);
-        let bytes = match status {
-            204 | 304 => 0,
-            _ => rng.random_range(20..60_000),
-        };
-        let _ = write!(
-            out,
-            r#"","st":{status},"sz":{bytes},"ms":{}}}"#,
-            rng.random_range(0..400),
-        );
-    }
-
-    fn timestamp(&self, rng: &mut StdRng, out: &mut String) {
-        let ms = self.now_ms % 86_400_000;
-        let _ = write!(
-            out,
-            "2026-11-27T{:02}:{:02}:{:02}.{:03}{:03}Z",
-            ms / 3_600_000,
-            ms / 60_000 % 60,
-            ms / 1000 % 60,
-            ms % 1000,
-            rng.random_range(0..1000)
-        );
-    }
-
-    fn sentence(rng: &mut StdRng, words: usize, out: &mut String) {
-        for i in 0..words {
-            if i > 0 {
-                out.push(' ');
-            }
-            if rng.random_range(0..6) == 0 {
-                let _ = write!(out, "{}", rng.random_range(0..100_000));
-            } else {
-                out.push_str(WORDS[rng.random_range(0..WORDS.len())]);
-            }
-        }
-    }
-
-    /// A structured application log line of about 1 KiB (940 to 1100 bytes).
-    fn app_line(&mut self, rng: &mut StdRng, out: &mut String) {
-        self.now_ms += rng.random_range(0..20);
-        let level = weighted(rng, &LEVELS);
-        out.push_str(r#"{"timestamp":""#);
-        self.timestamp(rng, out);
-        let _ = write!(
-            out,
-            r#"","level":"{level}","logger":"{}","thread":"http-nio-8080-exec-{}","host":"{}","env":"prod","version":"2.{}.{}","trace_id":""#,
-            LOGGERS[rng.random_range(0..LOGGERS.len())],
-            rng.random_range(1..200),
-            self.hosts[rng.random_range(0..self.hosts.len())],
-            rng.random_range(10..16),
-            rng.random_range(0..9),
-        );
-        hex(rng, 32, out);
-        out.push_str(r#"","span_id":""#);
-        hex(rng, 16, out);
-        out.push_str(r#"","message":""#);
-        let words = rng.random_range(8..24);
-        Self::sentence(rng, words, out);
-        let _ = write!(
-            out,
-            r#"","user":{{"id":{},"tier":"{}","country":"{}"}},"request":{{"method":"{}","path":""#,
-            rng.random_range(1..5_000_000),
-            TIERS[rng.random_range(0..TIERS.len())],
-            COUNTRIES[rng.random_range(0..COUNTRIES.len())],
-            weighted(rng, &METHODS),
-        );
-        Self::path(rng, out);
-        let _ = write!(
-            out,
-            r#"","status":{},"duration_ms":{}.{},"client_ip":""#,
-            weighted(rng, &STATUSES),
-            rng.random_range(0..2000),
-            rng.random_range(0..100)
-        );
-        Self::ip(rng, out);
-        let _ = write!(
-            out,
-            r#""}},"order":{{"id":"ord-{}","currency":"{}","items":["#,
-            rng.random_range(1..100_000_000),
-            CURRENCIES[rng.random_range(0..CURRENCIES.len())]
-        );
-        let stop_at = rng.random_range(940..1060);
-        let mut first = true;
-        while out.len() < stop_at - 70 {
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            let _ = write!(
-                out,
-                r#"{{"sku":"SKU-{:06}","qty":{},"price":{}.{:02},"warehouse":"wh-{}"}}"#,
-                rng.random_range(0..1_000_000),
-                rng.random_range(1..12),
-                rng.random_range(1..500),
-                rng.random_range(0..100),
-                rng.random_range(1..9)
-            );
-        }
-        let _ = write!(out, r#"]}},"attempt":{}"#, rng.random_range(1..4));
-        if level == "ERROR" || level == "WARN" {
-            out.push_str(r#","error":""#);
-            let words = rng.random_range(4..10);
-            Self::sentence(rng, words, out);
-            out.push('"');
-        }
-        out.push('}');
     }
 }
 
@@ -419,12 +150,12 @@ pub fn chunk_options(level: i32) -> ChunkOptions {
     }
 }
 
-/// Builds the corpus into closed chunks (push every record, close the last).
-pub fn build_chunks(corpus: &Corpus, level: i32) -> Vec<ClosedChunk> {
+/// Builds the data set into closed chunks (push every record, close the last).
+pub fn build_chunks(data: &Dataset, level: i32) -> Vec<ClosedChunk> {
     let mut builder =
         ChunkBuilder::new("bench", "corpus", chunk_options(level)).expect("valid options");
     let mut chunks = Vec::new();
-    for (i, record) in corpus.records().enumerate() {
+    for (i, record) in data.records().enumerate() {
         if let Some(chunk) = builder.push(record, i as u64, None).expect("record fits") {
             chunks.push(chunk);
         }
@@ -889,23 +620,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn corpora_are_deterministic_realistic_and_varied() {
-        for (size, low, high) in [
-            (RecordSize::Small, 85.0, 115.0),
-            (RecordSize::Large, 900.0, 1150.0),
-        ] {
-            let corpus = Corpus::generate(size, 1 << 20, SEED);
-            assert_eq!(corpus, Corpus::generate(size, 1 << 20, SEED));
-            let mean = corpus.mean_record_bytes();
-            assert!((low..high).contains(&mean), "{size:?}: mean {mean}");
-            let distinct: std::collections::HashSet<&[u8]> = corpus.records().collect();
-            assert_eq!(distinct.len() as u64, corpus.record_count());
-            for record in corpus.records().take(100) {
+    fn data_sets_are_deterministic_exact_and_varied() {
+        for (size, bytes) in [(RecordSize::Small, 100.0), (RecordSize::Large, 1024.0)] {
+            let data = Dataset::generate(size, 1 << 20, SEED);
+            assert_eq!(data, Dataset::generate(size, 1 << 20, SEED));
+            assert_eq!(data.mean_record_bytes(), bytes, "{size:?}");
+            assert!(data.raw_bytes() >= 1 << 20);
+            let distinct: std::collections::HashSet<&[u8]> = data.records().collect();
+            assert_eq!(distinct.len() as u64, data.record_count());
+            for record in data.records().take(100) {
                 serde_json::from_slice::<serde_json::Value>(record).expect("records are JSON");
             }
-            let parts = corpus.split(3);
+            let parts = data.split(3);
             let rejoined: Vec<&[u8]> = parts.iter().flat_map(|p| p.records()).collect();
-            assert_eq!(rejoined, corpus.records().collect::<Vec<_>>());
+            assert_eq!(rejoined, data.records().collect::<Vec<_>>());
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod chunk;
 pub mod component;
+pub mod corpus;
 pub mod emit;
 mod error;
 pub mod log;

@@ -26,9 +26,6 @@
 //!   and the keys every listener's config shares ([`listen::config`]);
 //! * [`throttle`] — an event that can repeat thousands of times a second
 //!   counted every time and logged at most once per interval;
-//! * [`corpus`] — seeded, deterministic generators of realistic JSON
-//!   records (access logs, application events, sensor readings), which the
-//!   `generator` source, `shipper demo` and the benchmarks use;
 //! * [`transform`] — the `filter`, `sample` and `remap` record transforms
 //!   over JSON-object records, with the field paths and counters they share.
 //!
@@ -58,7 +55,6 @@
 #![warn(missing_docs)]
 
 pub mod config;
-pub mod corpus;
 pub mod framing;
 pub mod listen;
 pub mod multiline;

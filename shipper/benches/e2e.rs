@@ -51,7 +51,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::json;
 use shipper::procstat::{usage, Usage};
-use shipper_components::corpus::{Corpus, CorpusKind};
+use shipper_core::corpus::{Corpus, CorpusKind};
 
 const SHIPPER: &str = env!("CARGO_BIN_EXE_shipper");
 const SEED: u64 = 0x5eed_0e2e;

@@ -1,44 +1,30 @@
-//! Deterministic records for the integration and crash tests: the bytes of
-//! record `seq` are a pure function of `seq`, so a test can recompute what
-//! another process wrote and check every stored record against its offset.
+//! Deterministic records for the integration and crash tests, from the
+//! `random` corpus of [`shipper_core::corpus`] (the one record generator):
+//! the bytes of record `seq` are a pure function of `seq`, so a test can
+//! recompute what another process wrote and check every stored record
+//! against its offset. They barely compress, so segments fill as fast as
+//! the records are long.
 
 use shipper_core::chunk::{
     decode_body, ChunkBuilder, ChunkOptions, ClosedChunk, Compression, Decoder,
 };
+use shipper_core::corpus::{Corpus, CorpusKind};
 use shipper_core::log::Log;
 
-/// Filler the records cut their tails from: printable, poorly compressible.
-fn filler() -> &'static [u8] {
-    static FILLER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    FILLER.get_or_init(|| {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        (0..8192)
-            .map(|_| {
-                state = mix(state);
-                b'!' + (state % 94) as u8
-            })
-            .collect()
-    })
-}
+pub use shipper_core::corpus::mix;
 
-/// A 64-bit mixer (splitmix64's finaliser).
-pub fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
+/// The seed of every test record.
+const SEED: u64 = 0x7e57;
 
-/// The bytes of record `seq`: `record <seq> ` and a tail of 0-1500 bytes;
-/// about one record in seven contains a newline.
+/// The bytes of record `seq`: a `random` corpus record (30-1530 bytes);
+/// about one record in seven has a newline in its text, which the log
+/// must keep as it is.
 pub fn record(seq: u64) -> Vec<u8> {
-    let hash = mix(seq);
-    let len = (hash % 1501) as usize;
-    let start = ((hash >> 16) % (filler().len() as u64 - 1501)) as usize;
-    let mut bytes = format!("record {seq} ").into_bytes();
-    bytes.extend_from_slice(&filler()[start..start + len]);
+    let mut bytes = Vec::with_capacity(1600);
+    Corpus::new(CorpusKind::Random, SEED).record_into(seq, &mut bytes);
     if seq % 7 == 3 {
-        let at = 7 + ((hash >> 40) as usize % (bytes.len() - 7));
+        // After `{"seq":`; the log treats records as bytes.
+        let at = 7 + (mix(seq) >> 40) as usize % (bytes.len() - 7);
         bytes[at] = b'\n';
     }
     bytes
@@ -87,16 +73,15 @@ pub fn fixed_chunk(first: u64, count: u64, len: usize) -> ClosedChunk {
     builder.finish().expect("encodes").expect("not empty")
 }
 
-/// Record `seq` of a [`fixed_chunk`]: exactly `len` bytes (at least 24), no newline.
+/// Record `seq` of a [`fixed_chunk`]: a `random` corpus record of exactly
+/// `len` bytes (at least 64), no newline.
 pub fn fixed_record(seq: u64, len: usize) -> Vec<u8> {
-    let mut bytes = format!("fixed {seq:016} ").into_bytes();
-    assert!(
-        len >= bytes.len(),
-        "fixed records are at least {} bytes",
-        bytes.len()
-    );
-    let start = (mix(seq) % 4096) as usize;
-    bytes.extend_from_slice(&filler()[start..start + (len - bytes.len())]);
+    assert!(len >= 64, "fixed records are at least 64 bytes");
+    let mut bytes = Vec::with_capacity(len);
+    Corpus::new(CorpusKind::Random, SEED)
+        .with_record_bytes(len)
+        .record_into(seq, &mut bytes);
+    assert_eq!(bytes.len(), len);
     bytes
 }
 

@@ -7,7 +7,7 @@
 //! Records are stamped with the wall-clock time: under a rate, record `k`
 //! gets the time it was due (start + k / rate); without one, the time its
 //! batch was generated. Their content is a pure function of the seed,
-//! their index and that time (see [`crate::corpus`]). A restart generates
+//! their index and that time (see [`shipper_core::corpus`]). A restart generates
 //! from index 0 again.
 
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use shipper_core::chunk::now_nanos;
 use shipper_core::component::{ComponentError, Source, SourceContext};
 
-use crate::corpus::{Corpus, CorpusKind};
+use shipper_core::corpus::{Corpus, CorpusKind};
 
 /// Records generated between two looks at shutdown and the linger time
 /// when running unpaced (about a millisecond of work).
@@ -368,7 +368,7 @@ mod config {
 
     use super::{GeneratorOptions, GeneratorSource};
     use crate::config::{BuildContext, BuildError, ByteSize, Checks, SourceComponent};
-    use crate::corpus::CorpusKind;
+    use shipper_core::corpus::CorpusKind;
 
     /// The largest `record_bytes` of a generator source.
     pub const GENERATOR_MAX_RECORD_BYTES: ByteSize = ByteSize::mib(1);

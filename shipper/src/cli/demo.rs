@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use shipper_components::corpus::{Corpus, CorpusKind};
 use shipper_core::chunk::{decode_body, ChunkBuilder, ChunkOptions, Compression, Decoder};
+use shipper_core::corpus::{Corpus, CorpusKind};
 use shipper_core::log::{Durability, Log, LogOptions};
 
 use super::units::{grouped, megabytes};

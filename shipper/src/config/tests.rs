@@ -6,10 +6,10 @@ use std::time::Duration;
 use shipper_core::log::{Durability, WhenFull};
 
 use super::*;
-use shipper_components::corpus::CorpusKind;
 use shipper_components::sources::file::{FileSourceConfig, ReadFrom};
 use shipper_components::sources::generator::GeneratorSourceConfig;
 use shipper_components::sources::stdin::StdinSourceConfig;
+use shipper_core::corpus::CorpusKind;
 
 fn env(name: &str) -> Option<String> {
     match name {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use shipper_components::corpus::{Corpus, CorpusKind};
+use shipper_core::corpus::{Corpus, CorpusKind};
 
 use crate::Outcome;
 use report::Report;
@@ -85,7 +85,8 @@ pub(crate) struct BenchArgs {
     /// The pipeline to drive.
     #[arg(long, value_enum, default_value = "file")]
     scenario: Scenario,
-    /// The generated records: access_log, events or iot.
+    /// The generated records: access_log, events, iot or random
+    /// (incompressible).
     #[arg(long, default_value = "access_log", value_parser = parse_corpus)]
     corpus: CorpusKind,
     /// Send this file's lines (cycled) instead of a generated corpus.
@@ -190,7 +191,7 @@ fn parse_record_bytes(text: &str) -> Result<RecordBytes, String> {
 
 fn parse_corpus(name: &str) -> Result<CorpusKind, String> {
     name.parse()
-        .map_err(|e: shipper_components::corpus::UnknownCorpus| e.to_string())
+        .map_err(|e: shipper_core::corpus::UnknownCorpus| e.to_string())
 }
 
 /// The records to send, one after another, newline-terminated.

@@ -19,7 +19,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use shipper_components::corpus::{Corpus, CorpusKind};
+use shipper_core::corpus::{Corpus, CorpusKind};
 
 const RECORDS: u64 = 10_000;
 const SEED: u64 = 0x0053_4849_5050_4552;

@@ -1,7 +1,8 @@
-//! Seeded, deterministic corpora of realistic JSON records, for the
-//! `generator` source, `shipper demo` and benchmarks.
+//! Seeded, deterministic corpora of JSON records: the one synthetic
+//! record generator, behind the `generator` source, `shipper demo`,
+//! `shipper bench`, the criterion benchmarks and the tests.
 //!
-//! Three kinds ([`CorpusKind`]):
+//! Four kinds ([`CorpusKind`]):
 //!
 //! * `access_log`: web access-log lines (request, status, latency, bytes,
 //!   host, client address, user agent), about 140-250 bytes;
@@ -9,7 +10,10 @@
 //!   payload whose shape depends on the event type), about 320-440 bytes;
 //! * `iot`: sensor readings (device, site, firmware, temperature following
 //!   the time of day, humidity, pressure, CO₂, a draining battery, signal
-//!   strength), about 215-240 bytes.
+//!   strength), about 215-240 bytes;
+//! * `random`: a `data` string of random printable ASCII (no quote, no
+//!   backslash), 0-1500 characters: the worst case for compression (zstd
+//!   gains about 1.2×), about 30-1530 bytes.
 //!
 //! Every record is one JSON object on one line and starts with
 //! `{"seq":N,`. Record `seq` is a pure function of the seed, `seq`, its
@@ -26,7 +30,7 @@
 //! bytes, by kind) it is as short as they allow.
 //!
 //! ```
-//! use shipper_components::corpus::{Corpus, CorpusKind};
+//! use shipper_core::corpus::{Corpus, CorpusKind};
 //!
 //! let mut corpus = Corpus::new(CorpusKind::Iot, 7).with_record_bytes(256);
 //! let mut record = Vec::new();
@@ -61,11 +65,18 @@ pub enum CorpusKind {
     Events,
     /// JSON sensor readings.
     Iot,
+    /// Random printable text in a JSON string: incompressible.
+    Random,
 }
 
 impl CorpusKind {
     /// Every kind.
-    pub const ALL: [CorpusKind; 3] = [CorpusKind::AccessLog, CorpusKind::Events, CorpusKind::Iot];
+    pub const ALL: [CorpusKind; 4] = [
+        CorpusKind::AccessLog,
+        CorpusKind::Events,
+        CorpusKind::Iot,
+        CorpusKind::Random,
+    ];
 
     /// The name used in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -73,6 +84,7 @@ impl CorpusKind {
             CorpusKind::AccessLog => "access_log",
             CorpusKind::Events => "events",
             CorpusKind::Iot => "iot",
+            CorpusKind::Random => "random",
         }
     }
 
@@ -81,8 +93,8 @@ impl CorpusKind {
         match self {
             // seq, ts, req, status
             CorpusKind::AccessLog => 4,
-            // seq, ts, event / device
-            CorpusKind::Events | CorpusKind::Iot => 3,
+            // seq, ts, event / device / data
+            CorpusKind::Events | CorpusKind::Iot | CorpusKind::Random => 3,
         }
     }
 }
@@ -95,7 +107,7 @@ impl fmt::Display for CorpusKind {
 
 /// A corpus name that is none of [`CorpusKind::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown corpus `{0}`, expected access_log, events or iot")]
+#[error("unknown corpus `{0}`, expected access_log, events, iot or random")]
 pub struct UnknownCorpus(pub String);
 
 impl FromStr for CorpusKind {
@@ -204,6 +216,7 @@ impl Corpus {
             CorpusKind::AccessLog => access_log(&mut record, &mut rng, self.seed, timestamp_ns),
             CorpusKind::Events => event(&mut record, &mut rng, self.seed, timestamp_ns),
             CorpusKind::Iot => iot(&mut record, &mut rng, self.seed, seq, timestamp_ns),
+            CorpusKind::Random => random(&mut record, &mut rng, timestamp_ns, self.record_bytes),
         }
         record.close(self.kind.kept_fields(), self.record_bytes, &mut rng);
     }
@@ -650,6 +663,41 @@ fn iot(record: &mut Fields<'_>, rng: &mut Rng, seed: u64, seq: u64, timestamp_ns
 }
 
 // ---------------------------------------------------------------------------
+// random
+
+/// The longest `data` of a record of natural size.
+const RANDOM_MAX: u64 = 1_500;
+/// What a `random` record adds around its text: `,"data":"` and `"}`.
+const RANDOM_FRAME: usize = 11;
+
+fn random(record: &mut Fields<'_>, rng: &mut Rng, timestamp_ns: u64, record_bytes: Option<usize>) {
+    record.u64("ts", timestamp_ns / 1_000_000);
+    let len = match record_bytes {
+        Some(target) => target.saturating_sub(record.len() + RANDOM_FRAME),
+        None => rng.below(RANDOM_MAX + 1) as usize,
+    };
+    record.field("data", |out| {
+        out.push(b'"');
+        let end = out.len() + len;
+        while out.len() < end {
+            // Eight characters per draw, each one of the 92 printable
+            // ASCII characters JSON needs no escape for.
+            let mut bits = rng.next();
+            for _ in 0..(end - out.len()).min(8) {
+                let c = b'!' + (((bits & 0xff) * 92) >> 8) as u8;
+                out.push(match c {
+                    b'"' => b'}',
+                    b'\\' => b'~',
+                    c => c,
+                });
+                bits >>= 8;
+            }
+        }
+        out.push(b'"');
+    });
+}
+
+// ---------------------------------------------------------------------------
 // building a record
 
 /// The most top-level fields a record has.
@@ -728,6 +776,11 @@ impl<'a> Fields<'a> {
         self.field(name, |out| push_u64(out, value));
     }
 
+    /// Bytes of the record so far.
+    fn len(&self) -> usize {
+        self.out.len() - self.start
+    }
+
     /// Closes the object, first fitting it to `record_bytes` if given:
     /// fields after the first `kept` that do not fit are cut, and the rest
     /// is padded.
@@ -786,8 +839,9 @@ impl<'a> Fields<'a> {
 // ---------------------------------------------------------------------------
 // randomness and formatting
 
-/// SplitMix64's finalizer: a good 64-bit mix, for per-entity traits.
-fn mix(mut x: u64) -> u64 {
+/// SplitMix64's finalizer: a good 64-bit mix, for per-entity traits
+/// (and for tests that need a number from a number).
+pub fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -890,7 +944,7 @@ fn push_hex(out: &mut Vec<u8>, value: u64, digits: usize) {
 fn push_rfc3339_quoted(out: &mut Vec<u8>, unix_ns: u64) {
     let unix_ms = unix_ns / 1_000_000;
     let seconds = unix_ms / 1000;
-    let (year, month, day) = shipper_core::time::civil_from_days((seconds / 86_400) as i64);
+    let (year, month, day) = crate::time::civil_from_days((seconds / 86_400) as i64);
     let of_day = seconds % 86_400;
     out.push(b'"');
     push_fixed(out, year.max(0) as u64, 4);
@@ -974,6 +1028,7 @@ mod tests {
                 CorpusKind::AccessLog => 140..=240,
                 CorpusKind::Events => 280..=430,
                 CorpusKind::Iot => 190..=250,
+                CorpusKind::Random => 700..=880,
             };
             assert!(expected.contains(&mean), "{kind}: mean {mean} bytes");
         }
@@ -1058,6 +1113,7 @@ mod tests {
                         CorpusKind::AccessLog => "status",
                         CorpusKind::Events => "event",
                         CorpusKind::Iot => "device",
+                        CorpusKind::Random => "data",
                     };
                     assert!(value.get(kept).is_some(), "{kind} {target}: no {kept}");
                     // Exact once the kept fields fit (under 100 bytes).
@@ -1074,6 +1130,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn random_records_do_not_compress() {
+        let mut corpus = Corpus::new(CorpusKind::Random, 5);
+        let mut records = Vec::new();
+        for _ in 0..2_000 {
+            corpus.next_into(&mut records);
+            records.push(b'\n');
+        }
+        let compressed = zstd::bulk::compress(&records, 3).expect("compresses");
+        let ratio = records.len() as f64 / compressed.len() as f64;
+        assert!(ratio < 1.4, "random records compressed {ratio:.2}×");
+        let access: Vec<u8> = (0..2_000)
+            .flat_map(|seq| {
+                let mut record = Vec::new();
+                Corpus::new(CorpusKind::AccessLog, 5).record_into(seq, &mut record);
+                record
+            })
+            .collect();
+        let access_ratio = access.len() as f64
+            / zstd::bulk::compress(&access, 3).expect("compresses").len() as f64;
+        assert!(access_ratio > 3.0 * ratio, "access_log {access_ratio:.2}×");
     }
 
     #[test]
