@@ -39,7 +39,6 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -50,6 +49,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use serde_json::json;
+use shipper::harness::{baseline, free_port, sample, Process};
 use shipper::procstat::{usage, Usage};
 use shipper_core::corpus::{Corpus, CorpusKind};
 
@@ -58,37 +58,15 @@ const SEED: u64 = 0x5eed_0e2e;
 const RECORD_BYTES: usize = 230;
 const FULL_RECORDS: u64 = 2_000_000;
 const QUICK_RECORDS: u64 = 20_000;
-/// The baseline's piece size: the chunk size a source closes chunks at.
-const PIECE_BYTES: usize = 256 << 10;
 /// How long a scenario may take before the bench gives up.
 const DEADLINE: Duration = Duration::from_secs(600);
-/// How often a process is polled while starting.
-const POLL: Duration = Duration::from_millis(10);
-/// Completion polls of `/metrics`: every `POLL_START` until records flow,
-/// then at half the predicted time left, within these bounds. A scrape
-/// costs the polled process CPU (the sinks' lag is read from the log), so
-/// it is polled rarely while far from the end and often near it.
-const POLL_START: Duration = Duration::from_millis(20);
-const POLL_MIN: Duration = Duration::from_millis(5);
-const POLL_MAX: Duration = Duration::from_millis(100);
 /// Scrapes timed after a run to measure what one costs.
 const SCRAPES_TIMED: u32 = 50;
 
-use shipper_tests::free_port;
-
-/// A `GET` over a fresh connection: (status, body).
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    shipper_tests::http(port, "GET", path, &[], b"")
-}
-
-/// The value of the sample `name{labels}` (`labels` as written, e.g.
-/// `sink="void"`, or empty for none) in Prometheus text.
+/// The value of `name{component_id="component"}` (or of `name` alone when
+/// `component` is empty) in Prometheus text.
 fn metric(text: &str, name: &str, component: &str) -> Option<f64> {
-    if component.is_empty() {
-        shipper::metrics::sample(text, name, &[])
-    } else {
-        shipper::metrics::sample(text, name, &[("component_id", component)])
-    }
+    sample(text, name, component)
 }
 
 /// An http sink's requests and their mean latency, from its process's
@@ -104,167 +82,34 @@ fn http_sink_requests(metrics: &str, sink: &str) -> (Option<u64>, Option<f64>) {
     (requests.map(|r| r as u64), mean)
 }
 
-/// A `shipper run` child, its stderr in a file; killed if the bench fails
-/// before stopping it.
-struct Shipper {
-    label: &'static str,
-    child: Option<Child>,
-    log: PathBuf,
-    admin_port: u16,
-    /// `/metrics` requests made so far.
-    scrapes: u32,
+/// Starts `shipper run` as `label` (data in `DIR/LABEL-data`, admin on a
+/// free port, `interval` durability, then `pipeline`).
+fn start(dir: &Path, label: &str, pipeline: &str) -> Process {
+    let admin = free_port().expect("a free port");
+    let config = format!(
+        "data_dir = \"{data}\"\n{admin_section}\n[log]\ndurability = \"interval\"\n\n{pipeline}",
+        data = dir.join(format!("{label}-data")).display(),
+        admin_section = Process::admin_section(admin),
+    );
+    Process::start(Path::new(SHIPPER), dir, label, &config, admin)
+        .unwrap_or_else(|e| panic!("{label}: {e}"))
 }
 
-impl Shipper {
-    /// Writes `DIR/LABEL.toml` (data in `DIR/LABEL-data`, admin on a free
-    /// port, `interval` durability, then `pipeline`) and runs it.
-    fn start(dir: &Path, label: &'static str, pipeline: &str) -> Shipper {
-        let admin_port = free_port();
-        let config = format!(
-            r#"data_dir = "{data}"
-
-[admin]
-address = "127.0.0.1:{admin_port}"
-
-[log]
-durability = "interval"
-
-{pipeline}"#,
-            data = dir.join(format!("{label}-data")).display(),
-        );
-        let path = dir.join(format!("{label}.toml"));
-        std::fs::write(&path, config).expect("writing a config");
-        let log = dir.join(format!("{label}.log"));
-        let stderr = File::create(&log).expect("creating a log file");
-        let child = Command::new(SHIPPER)
-            .args(["run", "-c"])
-            .arg(&path)
-            .current_dir(dir)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {SHIPPER}: {e}"));
-        Shipper {
-            label,
-            child: Some(child),
-            log,
-            admin_port,
-            scrapes: 0,
-        }
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.child.as_mut().expect("running")
-    }
-
-    fn pid(&self) -> String {
-        self.child.as_ref().expect("running").id().to_string()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Panics, with its log, if the process has exited.
-    fn check_running(&mut self) {
-        if let Some(status) = self.child().try_wait().expect("waiting") {
-            self.child = None;
-            panic!(
-                "{} exited early ({status}):\n{}",
-                self.label,
-                self.log_text()
-            );
-        }
-    }
-
-    fn usage(&self) -> Usage {
-        usage(&self.pid())
-    }
-
-    fn metrics(&mut self) -> String {
-        self.scrapes += 1;
-        http_get(self.admin_port, "/metrics")
-            .map(|(_, body)| body)
-            .unwrap_or_default()
-    }
-
-    /// Polls `/metrics` until `name{labels}` reaches `target`; the instant
-    /// it was seen.
-    fn wait_for_metric(&mut self, name: &str, labels: &str, target: u64) -> Instant {
-        let deadline = Instant::now() + DEADLINE;
-        let mut first: Option<(Instant, u64)> = None;
-        loop {
-            let seen = metric(&self.metrics(), name, labels).unwrap_or(0.0) as u64;
-            let now = Instant::now();
-            if seen >= target {
-                return now;
-            }
-            self.check_running();
-            assert!(
-                now < deadline,
-                "{}: {name}{{component_id=\"{labels}\"}} at {seen} of {target} after {DEADLINE:?}:\n{}",
-                self.label,
-                self.log_text()
-            );
-            let pause = match first {
-                Some((then, before)) if seen > before => {
-                    let rate = (seen - before) as f64 / (now - then).as_secs_f64();
-                    let left = (target - seen) as f64 / rate;
-                    Duration::from_secs_f64(left / 2.0).clamp(POLL_MIN, POLL_MAX)
-                }
-                _ => POLL_START,
-            };
-            if first.is_none() && seen > 0 {
-                first = Some((now, seen));
-            }
-            std::thread::sleep(pause);
-        }
-    }
-
-    /// CPU seconds one `/metrics` scrape costs the process now (the mean
-    /// of `SCRAPES_TIMED`), not counting them in `scrapes`.
-    fn scrape_cost(&mut self) -> f64 {
-        let before = self.usage().cpu_seconds;
-        for _ in 0..SCRAPES_TIMED {
-            let _ = http_get(self.admin_port, "/metrics");
-        }
-        (self.usage().cpu_seconds - before) / f64::from(SCRAPES_TIMED)
-    }
-
-    /// Waits until `/health` answers 200.
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !matches!(http_get(self.admin_port, "/health"), Ok((200, _))) {
-            self.check_running();
-            assert!(Instant::now() < deadline, "{} never got ready", self.label);
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// SIGTERM; the run must exit 0. Returns its log.
-    fn stop(mut self) -> String {
-        let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -TERM {} failed", child.id());
-        let status = child.wait().expect("waiting");
-        let log = self.log_text();
-        assert!(status.success(), "{} exited {status}:\n{log}", self.label);
-        log
-    }
+/// Panics, with its log, if `process` has exited.
+fn check_running(process: &mut Process) {
+    process.check_running().unwrap_or_else(|e| panic!("{e}"));
 }
 
-impl Drop for Shipper {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Polls `process` until its `name{component_id=component}` reaches `target`.
+fn wait_for(process: &mut Process, name: &str, component: &str, target: u64) -> Instant {
+    process
+        .wait_for(name, component, target, DEADLINE)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// SIGTERM; the run must exit 0. Returns its log.
+fn stop(process: Process) -> String {
+    process.stop().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The lines of a log worth showing: warnings, errors and the run summary.
@@ -377,10 +222,10 @@ impl ProcessResult {
         }
     }
 
-    fn polled(label: &'static str, process: &mut Shipper, usage: Usage) -> Self {
+    fn polled(label: &'static str, process: &Process, usage: Usage) -> Self {
         ProcessResult {
-            scrapes: process.scrapes,
-            scrape_cost: Some(process.scrape_cost()),
+            scrapes: process.scrapes(),
+            scrape_cost: Some(process.scrape_cost(SCRAPES_TIMED)),
             ..ProcessResult::new(label, true, usage)
         }
     }
@@ -460,23 +305,13 @@ impl Baseline {
 }
 
 /// zstd level 1, one thread, one reused context, over `input` in 256 KiB
-/// pieces, `times` times: seconds of each run, and the compression ratio.
+/// pieces (the harness's zstd baseline), `times` times.
 fn zstd_baseline(input: &Input, times: usize, baseline: &mut Baseline) {
     let bytes = std::fs::read(&input.path).expect("reading the input file");
-    let mut compressor = zstd::bulk::Compressor::new(1).expect("a zstd context");
-    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(PIECE_BYTES));
     for _ in 0..times {
-        let started = Instant::now();
-        let mut compressed = 0;
-        for piece in bytes.chunks(PIECE_BYTES) {
-            out.clear();
-            compressor
-                .compress_to_buffer(piece, &mut out)
-                .expect("compressing");
-            compressed += out.len();
-        }
-        baseline.runs.push(started.elapsed().as_secs_f64());
-        baseline.ratio = bytes.len() as f64 / compressed as f64;
+        let zstd = baseline::zstd(&bytes, 1).expect("compressing");
+        baseline.runs.push(bytes.len() as f64 / zstd.rate);
+        baseline.ratio = zstd.ratio;
     }
 }
 
@@ -515,7 +350,7 @@ fn file_to_http_receiver(dir: &Path, input: &Input) -> ScenarioResult {
     shipper::procstat::reset_peak();
     let bench_before = usage("self");
     let started = Instant::now();
-    let mut sidecar = Shipper::start(
+    let mut sidecar = start(
         dir,
         "s1-sidecar",
         &format!(
@@ -541,19 +376,19 @@ compression = {{ codec = "zstd", level = 1 }}
                 state.errors.is_empty(),
                 "the receiver refused requests: {:?}\n{}",
                 state.errors,
-                sidecar.log_text()
+                sidecar.log()
             );
             if let Some(done) = state.done {
                 break done;
             }
             drop(state);
-            sidecar.check_running();
+            check_running(&mut sidecar);
             assert!(
                 Instant::now() < deadline,
                 "the receiver counted {} of {} lines after {DEADLINE:?}:\n{}",
                 receiver.lines.load(Ordering::Acquire),
                 input.records,
-                sidecar.log_text()
+                sidecar.log()
             );
             state = receiver
                 .state
@@ -568,8 +403,8 @@ compression = {{ codec = "zstd", level = 1 }}
     };
     let sidecar_usage = sidecar.usage();
     let bench_after = usage("self");
-    let sidecar_metrics = sidecar.metrics();
-    let log = sidecar.stop();
+    let sidecar_metrics = sidecar.metrics().unwrap_or_default();
+    let log = stop(sidecar);
     runtime.shutdown_timeout(Duration::from_secs(5));
 
     let lines = receiver.lines.load(Ordering::Acquire);
@@ -608,8 +443,8 @@ compression = {{ codec = "zstd", level = 1 }}
 /// Scenario 2: a sidecar sends stored chunks to an aggregator's `shipper`
 /// source, which feeds a blackhole.
 fn sidecar_to_aggregator(dir: &Path, input: &Input) -> ScenarioResult {
-    let source_port = free_port();
-    let mut aggregator = Shipper::start(
+    let source_port = free_port().expect("a free port");
+    let mut aggregator = start(
         dir,
         "s2-aggregator",
         &format!(
@@ -623,20 +458,22 @@ inputs = ["sidecars"]
 "#
         ),
     );
-    aggregator.wait_ready();
+    aggregator
+        .wait_ready(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
     // `/health` can answer before the source listens: wait for that too,
     // so the sidecar's first request does not meet a refused connection.
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", source_port)).is_err() {
-        aggregator.check_running();
+        check_running(&mut aggregator);
         assert!(
             Instant::now() < deadline,
             "the shipper source never listened"
         );
-        std::thread::sleep(POLL);
+        std::thread::sleep(Duration::from_millis(10));
     }
     let started = Instant::now();
-    let mut sidecar = Shipper::start(
+    let mut sidecar = start(
         dir,
         "s2-sidecar",
         &format!(
@@ -650,19 +487,20 @@ protocol = "shipper"
             source = file_source(input)
         ),
     );
-    let done = aggregator.wait_for_metric(
+    let done = wait_for(
+        &mut aggregator,
         "shipper_component_sent_records_total",
         "void",
         input.records,
     );
     let sidecar_usage = sidecar.usage();
     let aggregator_usage = aggregator.usage();
-    sidecar.check_running();
-    let sidecar_metrics = sidecar.metrics();
-    let aggregator_metrics = aggregator.metrics();
-    let aggregator_result = ProcessResult::polled("aggregator", &mut aggregator, aggregator_usage);
-    let sidecar_log = sidecar.stop();
-    let aggregator_log = aggregator.stop();
+    check_running(&mut sidecar);
+    let sidecar_metrics = sidecar.metrics().unwrap_or_default();
+    let aggregator_metrics = aggregator.metrics().unwrap_or_default();
+    let aggregator_result = ProcessResult::polled("aggregator", &aggregator, aggregator_usage);
+    let sidecar_log = stop(sidecar);
+    let aggregator_log = stop(aggregator);
 
     let out = metric(
         &aggregator_metrics,
@@ -708,7 +546,7 @@ protocol = "shipper"
 /// Scenario 3: file → blackhole in one process.
 fn file_to_blackhole(dir: &Path, input: &Input) -> ScenarioResult {
     let started = Instant::now();
-    let mut shipper = Shipper::start(
+    let mut shipper = start(
         dir,
         "s3-shipper",
         &format!(
@@ -720,14 +558,15 @@ inputs = ["app"]
             source = file_source(input)
         ),
     );
-    let done = shipper.wait_for_metric(
+    let done = wait_for(
+        &mut shipper,
         "shipper_component_sent_records_total",
         "void",
         input.records,
     );
     let shipper_usage = shipper.usage();
-    let result = ProcessResult::polled("shipper", &mut shipper, shipper_usage);
-    let log = shipper.stop();
+    let result = ProcessResult::polled("shipper", &shipper, shipper_usage);
+    let log = stop(shipper);
     ScenarioResult {
         key: "file_blackhole",
         name: "3 file → blackhole",
@@ -773,7 +612,7 @@ fn file_to_postgres(dir: &Path, input: &Input) -> Option<ScenarioResult> {
     };
     drop_tables(&client);
     let started = Instant::now();
-    let mut shipper = Shipper::start(
+    let mut shipper = start(
         dir,
         "s4-shipper",
         &format!(
@@ -789,10 +628,15 @@ hwm_table = "{hwm}"
             source = file_source(input)
         ),
     );
-    let done = shipper.wait_for_metric("shipper_component_sent_records_total", "db", input.records);
+    let done = wait_for(
+        &mut shipper,
+        "shipper_component_sent_records_total",
+        "db",
+        input.records,
+    );
     let shipper_usage = shipper.usage();
-    let result = ProcessResult::polled("shipper", &mut shipper, shipper_usage);
-    let log = shipper.stop();
+    let result = ProcessResult::polled("shipper", &shipper, shipper_usage);
+    let log = stop(shipper);
     let rows: i64 = runtime
         .block_on(client.query_one(&format!("SELECT count(*) FROM {table}"), &[]))
         .map(|row| row.get(0))

@@ -24,6 +24,7 @@
 pub mod admin;
 pub mod components;
 pub mod config;
+pub mod harness;
 pub mod ingest;
 pub mod metrics;
 pub mod procstat;

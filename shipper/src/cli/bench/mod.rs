@@ -14,19 +14,18 @@
 //! memcpy, `write(2)` to the same filesystem, zstd at the same level on
 //! one thread. `--json` prints it all as one object.
 
-mod baseline;
 mod chart;
 mod report;
 mod user_config;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use shipper::harness::{baseline, free_port, scrape, Process};
 use shipper_core::corpus::{Corpus, CorpusKind};
 
 use crate::Outcome;
@@ -323,7 +322,8 @@ pub(crate) fn run(mut args: BenchArgs) -> anyhow::Result<Outcome> {
         }
     };
     progress.finish();
-    let baselines = baseline::measure(&workload.ndjson, dir.path(), args.zstd_level)?;
+    let baselines = baseline::measure(&workload.ndjson, dir.path(), args.zstd_level)
+        .context("measuring the baselines")?;
     let report = Report::new(scenario.clone(), &args, &workload, &measured, baselines);
     if let Some(path) = &args.chart {
         let title = format!("shipper bench: {scenario}");
@@ -382,8 +382,7 @@ fn child_plans(
     let admin = free_port()?;
     let blackhole =
         |input: &str| format!("[sinks.void]\ntype = \"blackhole\"\ninputs = [\"{input}\"]\n");
-    let with_admin =
-        |text: String, port: u16| format!("{text}[admin]\naddress = \"127.0.0.1:{port}\"\n");
+    let with_admin = |text: String, port: u16| format!("{text}{}", Process::admin_section(port));
     Ok(match args.scenario {
         Scenario::Http => {
             let (aggregator_admin, listen) = (free_port()?, free_port()?);
@@ -454,45 +453,12 @@ fn child_plans(
 
 /// Starts `shipper run` on `plan`'s config and waits until its admin
 /// endpoint answers.
-fn start_child(dir: &Path, plan: &ChildPlan) -> anyhow::Result<ChildGuard> {
-    let config = dir.join(format!("{}.toml", plan.name));
-    std::fs::write(&config, &plan.config)?;
-    let log = dir.join(format!("{}.stderr", plan.name));
-    let stderr = std::fs::File::create(&log)?;
+fn start_child(dir: &Path, plan: &ChildPlan) -> anyhow::Result<Process> {
     let exe = std::env::current_exe().context("finding the shipper binary")?;
-    let child = Command::new(exe)
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
+    let mut process = Process::start(&exe, dir, plan.name, &plan.config, plan.admin)
         .with_context(|| format!("starting `shipper run` ({})", plan.name))?;
-    let mut child = ChildGuard(child);
-    let ready = Instant::now();
-    while scrape(plan.admin).is_err() {
-        if let Some(status) = child.0.try_wait()? {
-            bail!(
-                "`shipper run` ({}) exited ({status}) before serving its metrics:\n{}",
-                plan.name,
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        if ready.elapsed() > Duration::from_secs(30) {
-            bail!(
-                "`shipper run` ({}) did not serve its metrics within 30 s",
-                plan.name
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(child)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    process.wait_ready(Duration::from_secs(30))?;
+    Ok(process)
 }
 
 /// Where the generator sends the workload.
@@ -582,7 +548,7 @@ fn drive(
         };
         let mut samples = Vec::new();
         let deadline = started + Duration::from_secs(args.timeout);
-        let pids: Vec<u32> = children.iter().map(|child| child.0.id()).collect();
+        let pids: Vec<u32> = children.iter().map(Process::pid).collect();
         let (mut cpu_seconds, mut peak_rss, mut stored_bytes);
         loop {
             let (acknowledged, stored) = observe()?;
@@ -633,7 +599,10 @@ fn drive(
     })?;
     // The last stage first: it acknowledges what the first still sends.
     for child in children.into_iter().rev() {
-        child.terminate();
+        let name = child.name().to_owned();
+        if let Err(error) = child.stop() {
+            eprintln!("shipper bench: {name}: {error}");
+        }
     }
     Ok(measured)
 }
@@ -889,48 +858,15 @@ fn pace(started: Instant, n: u64, rate: u64) {
     }
 }
 
-/// A child process killed if the bench fails.
-struct ChildGuard(Child);
-
-impl ChildGuard {
-    /// SIGTERM, then wait for the drain to end.
-    fn terminate(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// The counters the bench follows.
 struct Counters {
     acknowledged: u64,
     stored_bytes: u64,
 }
 
-/// The text of `/metrics` of the admin endpoint on `port`.
-fn scrape(port: u16) -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response)
-}
-
 /// The value of sample `family{labels}` in a `/metrics` text.
 fn sample_of(text: &str, family: &str, component: &str) -> Option<u64> {
-    shipper::metrics::sample(text, family, &[("component_id", component)]).map(|value| value as u64)
+    shipper::harness::sample(text, family, component).map(|value| value as u64)
 }
 
 /// Sink `sink`'s counters in a `/metrics` text.

@@ -2,8 +2,8 @@
 
 use std::fmt::Write;
 
-use super::baseline::Baselines;
 use super::{BenchArgs, Measured, Workload};
+use shipper::harness::baseline::Baselines;
 
 /// Everything a run measured.
 #[derive(Debug, serde::Serialize)]
