@@ -1,7 +1,6 @@
 //! The http source over real HTTP on 127.0.0.1.
 
-use std::io::{Read, Write};
-use std::time::Duration;
+use std::io::Write;
 
 use shipper_components::sources::http::{HttpOptions, HttpSource};
 use shipper_core::chunk::{decode_body, ChunkOptions, Decoder};
@@ -29,28 +28,12 @@ fn post(
     encoding: Option<&str>,
     body: &[u8],
 ) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    if let Some(encoding) = encoding {
-        request.push_str(&format!("Content-Encoding: {encoding}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_owned());
-    (status, body)
+    let headers: Vec<(&str, &str)> = encoding
+        .map(|e| ("Content-Encoding", e))
+        .into_iter()
+        .collect();
+    shipper_tests::http(address.port(), "POST", path, &headers, body)
+        .unwrap_or_else(|e| panic!("POST to {address}{path}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS};
+use rumqttc::{AsyncClient, Event, Outgoing};
 use serde_json::{json, Value};
 use shipper_components::sources::mqtt::{MqttOptions, MqttQos, MqttSource, MqttStats};
 use shipper_core::chunk::{decode_body, ChunkOptions, Decoder};
@@ -31,31 +31,12 @@ use shipper_tests::unique;
 /// Publishes every message with QoS 1 and returns once the broker has
 /// acknowledged all of them.
 async fn publish(messages: &[(String, Vec<u8>)]) {
-    let mut options = rumqttc::MqttOptions::new(unique("publisher"), "127.0.0.1", 1883);
-    options.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut eventloop) = AsyncClient::new(options, messages.len() + 8);
-    for (topic, payload) in messages {
-        client
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, payload.clone())
-            .await
-            .unwrap();
-    }
-    let mut acked = 0;
-    let done = tokio::time::timeout(PATIENCE, async {
-        while acked < messages.len() {
-            if let Event::Incoming(Incoming::PubAck(_)) = eventloop.poll().await.unwrap() {
-                acked += 1;
-            }
-        }
-        client.disconnect().await.unwrap();
-        while eventloop.poll().await.unwrap() != Event::Outgoing(Outgoing::Disconnect) {}
+    let messages = messages.to_vec();
+    tokio::task::spawn_blocking(move || {
+        shipper_tests::mqtt::Publisher::new(&unique("publisher")).publish_all(&messages);
     })
-    .await;
-    assert!(
-        done.is_ok(),
-        "the broker acknowledged {acked} of {}",
-        messages.len()
-    );
+    .await
+    .expect("the publisher panicked");
 }
 
 fn records(log: &Log) -> Vec<Value> {

@@ -3,8 +3,8 @@
 //! after a restart, and every bad request refused with its status, the
 //! zstd bomb and the truncated body included.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -41,33 +41,10 @@ fn body_of(chunks: &[StoredChunk]) -> Vec<u8> {
     chunks.iter().flat_map(|c| c.frame().to_vec()).collect()
 }
 
-/// POSTs `body` with `headers`; returns (status, body).
+/// POSTs `body` to `/v1/chunks` with `headers`; returns (status, body).
 fn post(address: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut request = format!(
-        "POST /v1/chunks HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    // A receiver that refuses a request by its headers may answer and
-    // close before the whole body is sent: the answer is what counts.
-    let _ = stream.write_all(body);
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    assert!(answer.len() >= 12, "no answer: {answer:?}");
-    let status = answer[9..12].parse().unwrap();
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    shipper_tests::http(address.port(), "POST", "/v1/chunks", headers, body)
+        .unwrap_or_else(|e| panic!("POST to {address}: {e}"))
 }
 
 fn good_headers() -> Vec<(&'static str, &'static str)> {

@@ -370,17 +370,6 @@ timeout_ms = 3000
     assert_eq!(messages, TOTAL);
 }
 
-/// `GET path` on `port`; the status line and body, or `None`.
-fn get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    Some(answer)
-}
-
 #[test]
 fn an_outage_fills_the_budget_then_everything_drains_and_the_disk_empties() {
     let dir = tempfile::tempdir().unwrap();
@@ -423,7 +412,9 @@ timeout_ms = 2000
     let running_sidecar = Guard::start(&sidecar);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let health = get(admin, "/health").unwrap_or_default();
+        let health = shipper_tests::http(admin, "GET", "/health", &[], b"")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
         if health.contains("disk budget reached") {
             break;
         }
@@ -471,33 +462,23 @@ fn inspect(dir: &Path) -> serde_json::Value {
 }
 
 /// POSTs `body` to a shipper source on `port` (token `s3cret`) until it
-/// listens; returns the status line and the answer.
-fn post_chunks(port: u16, producer: &str, body: &[u8]) -> String {
-    use std::io::{Read, Write};
+/// listens; returns the status and the answer.
+fn post_chunks(port: u16, producer: &str, body: &[u8]) -> (u16, String) {
+    let headers = [
+        ("Content-Type", "application/vnd.shipper.chunks"),
+        ("Shipper-Protocol", "1"),
+        ("Shipper-Producer", producer),
+        ("Authorization", "Bearer s3cret"),
+    ];
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            write!(
-                stream,
-                "POST /v1/chunks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-                 Content-Type: application/vnd.shipper.chunks\r\nShipper-Protocol: 1\r\n\
-                 Shipper-Producer: {producer}\r\nAuthorization: Bearer s3cret\r\n\
-                 Content-Length: {}\r\n\r\n",
-                body.len()
-            )
-            .unwrap();
-            stream.write_all(body).unwrap();
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).unwrap();
-            return answer;
+        match shipper_tests::http(port, "POST", "/v1/chunks", &headers, body) {
+            Ok(answer) => return answer,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the shipper source never answered: {e}"
+            ),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the shipper source never listened"
-        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -531,8 +512,8 @@ fn a_chunk_no_sink_can_decode_goes_to_quarantine_and_the_rest_is_delivered() {
 
     let port = free_port();
     let aggregator = Guard::start(&aggregator_config(dir.path(), port));
-    let answer = post_chunks(port, &sender.producer_id().to_string(), &body);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (status, answer) = post_chunks(port, &sender.producer_id().to_string(), &body);
+    assert_eq!(status, 200, "{answer}");
     assert!(answer.contains(r#""high_water":150"#), "{answer}");
 
     let out = dir.path().join("out/records.ndjson");

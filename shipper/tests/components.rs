@@ -67,24 +67,7 @@ fn post(port: u16, body: &str) -> u16 {
 
 /// Publishes `payloads` at QoS 1 and waits for the broker's acknowledgements.
 fn publish(topic: &str, payloads: &[&str]) {
-    let mut options = rumqttc::MqttOptions::new(unique("publisher"), "127.0.0.1", 1883);
-    // Room for the message over the log's 16 MiB record limit.
-    options.set_max_packet_size(32 << 20, 32 << 20);
-    let (client, mut connection) = rumqttc::Client::new(options, 64);
-    for payload in payloads {
-        client
-            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.as_bytes())
-            .unwrap();
-    }
-    let mut acked = 0;
-    for event in connection.iter() {
-        if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event.unwrap() {
-            acked += 1;
-            if acked == payloads.len() {
-                return;
-            }
-        }
-    }
+    shipper_tests::mqtt::Publisher::new(&unique("publisher")).publish(topic, payloads);
 }
 
 /// A metric a component must show: name, its own labels, the component.

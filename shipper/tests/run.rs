@@ -713,38 +713,6 @@ fn mosquitto_available() -> bool {
     shipper_tests::service_available("Mosquitto", "127.0.0.1:1883")
 }
 
-/// A QoS 1 publisher that waits for the broker to acknowledge.
-struct Publisher {
-    client: rumqttc::Client,
-    connection: rumqttc::Connection,
-}
-
-impl Publisher {
-    fn new(client_id: &str) -> Self {
-        let options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", 1883);
-        let (client, connection) = rumqttc::Client::new(options, 1024);
-        Publisher { client, connection }
-    }
-
-    /// Publishes every message and returns once the broker has them all.
-    fn publish(&mut self, topic: &str, payloads: &[String]) {
-        for payload in payloads {
-            self.client
-                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.as_bytes())
-                .unwrap();
-        }
-        let mut acked = 0;
-        for event in self.connection.iter() {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event.unwrap() {
-                acked += 1;
-                if acked == payloads.len() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
 #[test]
 fn mqtt_source_to_file() {
     if !mosquitto_available() {
@@ -783,7 +751,7 @@ path = "{out}"
     std::fs::write(&config_path, config).unwrap();
     let (child, _guard) = start(&config_path, Stdio::null());
     let out = dir.path().join("mqtt.ndjson");
-    let mut publisher = Publisher::new(&format!("{base}-publisher"));
+    let mut publisher = shipper_tests::mqtt::Publisher::new(&format!("{base}-publisher"));
 
     // Until shipper has subscribed, a message has no subscriber and is
     // gone: probe until one reaches the file.

@@ -2,23 +2,13 @@
 //! runtime stays responsive while the sources wait for disk space, and
 //! SIGTERM still ends the process within `shutdown_timeout_ms`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const SHIPPER: &str = env!("CARGO_BIN_EXE_shipper");
-
-/// The status line and body of `GET path`, or `None` if no answer.
-fn get(address: SocketAddr, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    Some(answer)
-}
 
 /// Sends SIGKILL to `pid` when dropped (after a normal exit the pid is
 /// gone and the kill does nothing).
@@ -106,11 +96,9 @@ path = "{out}"
     // Both sources soon wait for space; the endpoint must still answer.
     let deadline = Instant::now() + Duration::from_secs(60);
     let health = loop {
-        let answer = get(address, "/health");
-        if let Some(answer) = &answer {
-            if answer.starts_with("HTTP/1.1 503") || answer.starts_with("HTTP/1.0 503") {
-                break answer.clone();
-            }
+        let answer = shipper_tests::http(address.port(), "GET", "/health", &[], b"").ok();
+        if let Some((503, body)) = &answer {
+            break body.clone();
         }
         if Instant::now() > deadline {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
@@ -121,8 +109,9 @@ path = "{out}"
     assert!(health.contains("disk budget reached"), "{health}");
     // Still responsive a while later, with both sources blocked.
     std::thread::sleep(Duration::from_millis(500));
-    let metrics = get(address, "/metrics").expect("metrics answer while the log is full");
-    assert!(metrics.contains("200"), "{metrics}");
+    let (status, metrics) = shipper_tests::http(address.port(), "GET", "/metrics", &[], b"")
+        .expect("metrics answer while the log is full");
+    assert_eq!(status, 200, "{metrics}");
 
     let stopped_at = Instant::now();
     assert!(Command::new("kill")

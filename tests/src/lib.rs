@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 //! Helpers shared by the integration tests and their helper binaries.
 
+pub mod mqtt;
 pub mod net;
 pub mod records;
 

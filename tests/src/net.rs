@@ -37,6 +37,8 @@ pub fn http(
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    // A server that never answers fails the test instead of hanging it.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
