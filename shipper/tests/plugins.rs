@@ -142,6 +142,20 @@ fn inspect_describes_each_plugin() {
         assert_eq!(described["kind"], kind, "{stdout}");
         assert_eq!(described["version"], version, "{stdout}");
         assert_eq!(described["abi_version"], 1, "{stdout}");
+        // Where it goes, beside the built-ins of its role.
+        assert_eq!(described["section"], format!("{kind}s"), "{stdout}");
+        let builtin = match kind {
+            "source" => "file",
+            "transform" => "filter",
+            _ => "http",
+        };
+        assert!(
+            described["builtin_types"]
+                .as_array()
+                .unwrap()
+                .contains(&builtin.into()),
+            "{stdout}"
+        );
         let (code, stdout, _) = inspect(library, false);
         assert_eq!(code, 0);
         assert!(
@@ -149,6 +163,10 @@ fn inspect_describes_each_plugin() {
             "{stdout}"
         );
         assert!(stdout.contains("abi version:  1\n"), "{stdout}");
+        assert!(
+            stdout.contains(&format!("use:          [{kind}s.NAME] with plugin = ")),
+            "{stdout}"
+        );
     }
 }
 

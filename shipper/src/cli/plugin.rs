@@ -31,9 +31,21 @@ pub(crate) fn run(args: PluginArgs) -> anyhow::Result<Outcome> {
     }
 }
 
+/// The config section a plugin of `kind` goes in, and the built-in types
+/// of that role (the one list of kinds the loader reads).
+fn role(kind: shipper_plugin_host::Kind) -> (&'static str, Vec<&'static str>) {
+    use shipper::components::{type_names, SINKS, SOURCES, TRANSFORMS};
+    match kind {
+        shipper_plugin_host::Kind::Source => ("sources", type_names(SOURCES)),
+        shipper_plugin_host::Kind::Transform => ("transforms", type_names(TRANSFORMS)),
+        shipper_plugin_host::Kind::Sink => ("sinks", type_names(SINKS)),
+    }
+}
+
 fn inspect(file: &std::path::Path, json: bool) -> anyhow::Result<Outcome> {
     match shipper_plugin_host::load(file) {
         Ok(plugin) => {
+            let (section, builtins) = role(plugin.kind());
             if json {
                 let object = serde_json::json!({
                     "path": plugin.path(),
@@ -41,6 +53,8 @@ fn inspect(file: &std::path::Path, json: bool) -> anyhow::Result<Outcome> {
                     "kind": plugin.kind().as_str(),
                     "version": plugin.version(),
                     "abi_version": plugin.abi_version(),
+                    "section": section,
+                    "builtin_types": builtins,
                 });
                 println!("{object}");
             } else {
@@ -49,6 +63,11 @@ fn inspect(file: &std::path::Path, json: bool) -> anyhow::Result<Outcome> {
                 println!("kind:         {}", plugin.kind());
                 println!("version:      {}", plugin.version());
                 println!("abi version:  {}", plugin.abi_version());
+                println!(
+                    "use:          [{section}.NAME] with plugin = \"{}\"",
+                    plugin.path().display()
+                );
+                println!("built-ins:    {}", builtins.join(", "));
             }
             Ok(Outcome::Success)
         }
