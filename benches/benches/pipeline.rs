@@ -202,6 +202,7 @@ fn main() {
                                 idle_timeout: std::time::Duration::from_secs(300),
                                 max_frame_bytes: 1 << 20,
                                 parse: SocketParse::None,
+                                tls: None,
                             },
                             "in",
                         ))

@@ -62,4 +62,5 @@ pub mod parse;
 pub mod sinks;
 pub mod sources;
 pub mod throttle;
+pub mod tls;
 pub mod transform;

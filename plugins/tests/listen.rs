@@ -212,6 +212,7 @@ async fn http_source(
             path: "/ingest".into(),
             max_body_bytes,
             limits,
+            tls: None,
         },
         "web",
     )

@@ -126,6 +126,7 @@ async fn request_bodies_give_their_memory_back_when_requests_end() {
                 body_timeout: Duration::from_secs(4),
                 ..ListenerLimits::default()
             },
+            tls: None,
         },
         "web",
     )

@@ -21,6 +21,7 @@ fn options(listen: Listen, framing: SocketFraming, parse: SocketParse) -> Socket
         idle_timeout: std::time::Duration::from_secs(300),
         max_frame_bytes: 1024,
         parse,
+        tls: None,
     }
 }
 

@@ -44,6 +44,7 @@ impl AdminState {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AdminState>,
+    tls: Option<Arc<shipper_components::tls::ServerTls>>,
     stop: Shutdown,
 ) -> std::io::Result<()> {
     let router = Router::new()
@@ -66,6 +67,7 @@ pub async fn serve(
         limits,
         Arc::default(),
         "admin endpoint".to_owned(),
+        tls,
         stop,
     )
     .await;

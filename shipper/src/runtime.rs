@@ -58,6 +58,8 @@ pub async fn run(
     let admin_listener = tokio::net::TcpListener::bind(config.admin.address)
         .await
         .with_context(|| format!("admin endpoint: listening on {}", config.admin.address))?;
+    let admin_tls = shipper_components::tls::server_tls(config.admin.tls.as_ref())
+        .map_err(|error| anyhow!("admin endpoint: {error}"))?;
     let log = Log::open(&config.data_dir, config.log_options())
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
     let report = log.recovery_report();
@@ -87,6 +89,7 @@ pub async fn run(
     let admin = tokio::spawn(crate::admin::serve(
         admin_listener,
         admin_state,
+        admin_tls,
         stop_admin.clone(),
     ));
     if let Some(address) = admin_address {

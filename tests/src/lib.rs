@@ -3,9 +3,10 @@
 
 pub mod mqtt;
 pub mod net;
+pub mod pki;
 pub mod records;
 
-pub use net::{free_port, http, unique};
+pub use net::{free_port, http, https, unique};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -36,9 +36,44 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    let stream = connect(port)?;
+    exchange(stream, method, path, headers, body)
+}
+
+/// [`http`] over TLS with `config` (server name `localhost`): a failed
+/// handshake is the error, with rustls's reason.
+pub fn https(
+    port: u16,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a DNS name");
+    let connection = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    let mut stream = rustls::StreamOwned::new(connection, connect(port)?);
+    // The handshake now, so that its failure is reported as such.
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    exchange(stream, method, path, headers, body)
+}
+
+fn connect(port: u16) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
     // A server that never answers fails the test instead of hanging it.
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    Ok(stream)
+}
+
+fn exchange(
+    mut stream: impl Read + Write,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -48,9 +83,10 @@ pub fn http(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
-    let sent = stream.write_all(body);
-    let mut answer = String::new();
-    let read = stream.read_to_string(&mut answer);
+    let sent = stream.write_all(body).and_then(|()| stream.flush());
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
     let Some(status) = answer.get(9..12).and_then(|s| s.parse().ok()) else {
         // No answer: the failure to send or read is the error.
         sent?;

@@ -1,7 +1,8 @@
 //! Serving an axum router over HTTP/1.1 with the listener's limits: a
-//! connection cap (a connection over it gets `503` and is closed), a
-//! deadline for each request's head that also closes idle keep-alive
-//! connections, and a graceful stop.
+//! connection cap (a connection over it gets `503` and is closed), TLS
+//! when the listener has a `tls` table (the handshake within the header
+//! deadline), a deadline for each request's head that also closes idle
+//! keep-alive connections, and a graceful stop.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,12 +13,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use shipper_core::component::Shutdown;
 use shipper_core::metrics::{counters_of, ComponentMetric};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::{ConnectionSlots, ListenerLimits};
 use crate::throttle::Throttle;
+use crate::tls::ServerTls;
 
 /// How long open requests get to finish once the listener stops.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -37,6 +39,9 @@ pub struct ListenerStats {
     pub refused: AtomicU64,
     /// Connections closed for a deadline: a request head or body too slow.
     pub timed_out: AtomicU64,
+    /// Connections whose TLS handshake failed (a plaintext client, an
+    /// unknown or missing client certificate, no common version).
+    pub tls_failed: AtomicU64,
 }
 
 impl ListenerStats {
@@ -62,6 +67,12 @@ impl ListenerStats {
                     "Connections the source closed: a request head not complete within header_timeout (also an idle keep-alive connection).",
                     &[("reason", "timeout")],
                     |c| &c.timed_out,
+                ),
+                (
+                    "shipper_source_connections_closed_total",
+                    "Connections the source closed: a request head not complete within header_timeout (also an idle keep-alive connection).",
+                    &[("reason", "tls_handshake")],
+                    |c| &c.tls_failed,
                 ),
             ],
         )
@@ -126,16 +137,19 @@ impl RequestStats {
     }
 }
 
-/// Serves `router` on `listener` until `stop`, then lets open requests
-/// finish for a while. `name` names the listener in log lines.
+/// Serves `router` on `listener` (over TLS with `tls`) until `stop`, then
+/// lets open requests finish for a while. `name` names the listener in
+/// log lines.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: ListenerLimits,
     counters: Arc<ListenerStats>,
     name: String,
+    tls: Option<Arc<ServerTls>>,
     stop: Shutdown,
 ) {
+    let handshake_failures = Arc::new(Throttle::default());
     let slots = ConnectionSlots::new(limits.max_connections);
     let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     let refusals = Arc::new(Throttle::default());
@@ -181,27 +195,33 @@ pub async fn serve(
         let service = TowerToHyperService::new(router.clone());
         let (stop, counters, header_timeout) =
             (stop.clone(), counters.clone(), limits.header_timeout);
+        let (tls, handshake_failures, name) =
+            (tls.clone(), handshake_failures.clone(), name.clone());
         connections.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(MAX_READ_BUFFER)
-                .keep_alive(true);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let outcome = tokio::select! {
-                outcome = connection.as_mut() => outcome,
-                () = stop.wait() => {
-                    connection.as_mut().graceful_shutdown();
-                    tokio::time::timeout(STOP_GRACE, connection.as_mut())
-                        .await
-                        .unwrap_or(Ok(()))
-                }
-            };
-            if let Err(error) = outcome {
-                if error.is_timeout() {
-                    counters.timed_out.fetch_add(1, Ordering::Relaxed);
+            match tls {
+                None => serve_connection(stream, service, header_timeout, &counters, &stop).await,
+                Some(tls) => {
+                    let handshake = tokio::time::timeout(header_timeout, tls.acceptor().accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, service, header_timeout, &counters, &stop).await;
+                        }
+                        Ok(Err(error)) => {
+                            counters.tls_failed.fetch_add(1, Ordering::Relaxed);
+                            if let Some(suppressed) = handshake_failures.allow() {
+                                tracing::warn!(
+                                    listener = %name,
+                                    %peer,
+                                    %error,
+                                    suppressed,
+                                    "TLS handshake failed; connection closed (a plaintext client, or a client certificate that is missing, expired or not from tls.ca_file)"
+                                );
+                            }
+                        }
+                        Err(_) => {
+                            counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
             drop(slot);
@@ -212,6 +232,41 @@ pub async fn serve(
     })
     .await;
     connections.abort_all();
+}
+
+/// Serves HTTP/1.1 on one accepted connection until it closes, or
+/// gracefully after `stop`.
+async fn serve_connection<I>(
+    io: I,
+    service: TowerToHyperService<axum::Router>,
+    header_timeout: Duration,
+    counters: &ListenerStats,
+    stop: &Shutdown,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_READ_BUFFER)
+        .keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let outcome = tokio::select! {
+        outcome = connection.as_mut() => outcome,
+        () = stop.wait() => {
+            connection.as_mut().graceful_shutdown();
+            tokio::time::timeout(STOP_GRACE, connection.as_mut())
+                .await
+                .unwrap_or(Ok(()))
+        }
+    };
+    if let Err(error) = outcome {
+        if error.is_timeout() {
+            counters.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Answers `503` on a connection over the cap and closes it, without

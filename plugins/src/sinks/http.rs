@@ -197,6 +197,9 @@ pub struct HttpSinkOptions {
     /// The dead-letter file's limit: a refused batch that would take it
     /// past this is a retryable error instead (it stays in the log).
     pub dead_letter_max_bytes: u64,
+    /// TLS settings for an `https://` uri; `None`: the platform's roots,
+    /// no client certificate.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl HttpSinkOptions {
@@ -218,6 +221,7 @@ impl HttpSinkOptions {
             on_rejected: OnRejected::DeadLetter,
             dead_letter: None,
             dead_letter_max_bytes: 1 << 30,
+            tls: None,
         }
     }
 }
@@ -354,7 +358,11 @@ impl HttpSink {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        if let Some(tls) = &options.tls {
+            client = client.tls_backend_preconfigured(rustls::ClientConfig::clone(tls));
+        }
+        let client = client
             .user_agent(concat!("shipper/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(options.connect_timeout)
             .timeout(options.timeout)

@@ -30,6 +30,7 @@ use crate::listen::body::{read_body, BodyBudget, BodyBuffer, Refused, Reservatio
 use crate::listen::http::{ListenerStats, RequestStats};
 use crate::listen::ListenerLimits;
 use crate::throttle::Throttle;
+use crate::tls::ServerTls;
 
 /// Options of an [`HttpSource`].
 #[derive(Debug, Clone)]
@@ -42,6 +43,8 @@ pub struct HttpOptions {
     pub max_body_bytes: usize,
     /// Connections, deadlines and the memory budget of request bodies.
     pub limits: ListenerLimits,
+    /// TLS, when the listener has a `tls` table.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// Counters of an http source.
@@ -357,6 +360,7 @@ impl Source for HttpSource {
             self.options.limits.clone(),
             self.counters.listener.clone(),
             format!("http source {}", self.stream),
+            self.options.tls.clone(),
             cx.shutdown.clone(),
         ));
         loop {
@@ -417,6 +421,7 @@ mod config {
         check_route_path, default_body_timeout_ms, default_header_timeout_ms,
         default_max_buffered_bytes, default_max_connections, default_min_body_rate, HttpLimits,
     };
+    use crate::tls::{server_tls, TlsListenerConfig};
 
     fn default_http_path() -> String {
         "/".to_owned()
@@ -449,6 +454,9 @@ mod config {
         pub min_body_rate: ByteSize,
         #[serde(default = "default_max_buffered_bytes")]
         pub max_buffered_bytes: ByteSize,
+        /// TLS for the listener.
+        #[serde(default)]
+        pub tls: Option<TlsListenerConfig>,
     }
 
     impl HttpSourceConfig {
@@ -476,6 +484,9 @@ mod config {
                 check.error(&["max_body_bytes"], "must be between 1 byte and 1GiB");
             }
             self.http_limits().check(self.max_body_bytes, check);
+            if let Some(tls) = &self.tls {
+                tls.check(check);
+            }
         }
 
         fn listener(&self) -> Option<(&'static str, Listener)> {
@@ -488,6 +499,7 @@ mod config {
                 path: self.path.clone(),
                 max_body_bytes: usize::try_from(self.max_body_bytes.0).unwrap_or(usize::MAX),
                 limits: self.http_limits().limits(),
+                tls: server_tls(self.tls.as_ref())?,
             };
             let source = HttpSource::bind(options, cx.name)
                 .await

@@ -105,6 +105,8 @@ pub struct ShipperOptions {
     pub parked_at_most: Duration,
     /// Connections, deadlines and the memory budget of request bodies.
     pub limits: ListenerLimits,
+    /// TLS, when the listener has a `tls` table.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 /// Counters of a shipper source, for `/metrics`.
@@ -153,6 +155,7 @@ impl Default for ShipperOptions {
             verify: Verify::default(),
             parked_at_most: Duration::from_secs(30),
             limits: ListenerLimits::default(),
+            tls: None,
         }
     }
 }
@@ -779,6 +782,7 @@ impl Source for ShipperSource {
             self.options.limits.clone(),
             self.counters.listener.clone(),
             format!("shipper source {}", self.name),
+            self.options.tls.clone(),
             cx.shutdown.clone(),
         ));
         let mut answering = tokio::task::JoinSet::new();
@@ -1085,6 +1089,7 @@ mod config {
         check_route_path, default_body_timeout_ms, default_header_timeout_ms,
         default_max_buffered_bytes, default_max_connections, default_min_body_rate, HttpLimits,
     };
+    use crate::tls::TlsListenerConfig;
 
     /// `type = "shipper"`: receives chunks from other shippers' `http` sinks
     /// (shipper's wire protocol, docs/protocol.md): an aggregator.
@@ -1119,6 +1124,9 @@ mod config {
         pub min_body_rate: ByteSize,
         #[serde(default = "default_max_buffered_bytes")]
         pub max_buffered_bytes: ByteSize,
+        /// TLS for the listener.
+        #[serde(default)]
+        pub tls: Option<TlsListenerConfig>,
     }
 
     impl std::fmt::Debug for ShipperSourceConfig {
@@ -1132,6 +1140,7 @@ mod config {
                 .field("max_chunk_bytes", &self.max_chunk_bytes)
                 .field("verify", &self.verify)
                 .field("limits", &self.http_limits())
+                .field("tls", &self.tls)
                 .finish()
         }
     }
@@ -1166,6 +1175,9 @@ mod config {
         fn check(&self, check: &mut dyn Checks) {
             self.http_limits().check(self.max_body_bytes, check);
             check_route_path(check, &self.path);
+            if let Some(tls) = &self.tls {
+                tls.check(check);
+            }
             if self.token.as_deref().is_some_and(str::is_empty) {
                 check.error(&["token"], "must not be empty (leave it out for no token)");
             }
@@ -1199,6 +1211,7 @@ mod config {
                     .unwrap_or(usize::MAX),
                 verify: self.verify,
                 limits: self.http_limits().limits(),
+                tls: crate::tls::server_tls(self.tls.as_ref())?,
                 ..ShipperOptions::default()
             };
             let source = ShipperSource::bind(options, cx.name)

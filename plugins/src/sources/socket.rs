@@ -91,6 +91,8 @@ pub struct SocketOptions {
     pub max_frame_bytes: usize,
     /// Parsing of each record.
     pub parse: SocketParse,
+    /// TLS on TCP connections, when the source has a `tls` table.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 /// Counters of a socket source.
@@ -117,6 +119,9 @@ pub struct SocketStats {
     /// Datagrams the kernel dropped because the UDP socket's receive
     /// buffer was full (from `/proc/net/udp`).
     pub udp_receive_drops: AtomicU64,
+    /// TCP connections whose TLS handshake failed or did not finish
+    /// within `idle_timeout`.
+    pub tls_failed: AtomicU64,
 }
 
 /// Rate limits of the source's log lines, one per kind of event.
@@ -127,6 +132,7 @@ struct Throttles {
     refused: Throttle,
     framing: Throttle,
     udp_drops: Throttle,
+    tls: Throttle,
 }
 
 /// What a connection and the source share.
@@ -137,6 +143,17 @@ struct Shared {
 }
 
 impl Shared {
+    fn handshake_failed(&self, error: &str) {
+        self.counters.tls_failed.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.throttles.tls.allow() {
+            tracing::warn!(
+                %error,
+                suppressed,
+                "socket source: TLS handshake failed; connection closed (a plaintext client, or a client certificate that is missing, expired or not from tls.ca_file)"
+            );
+        }
+    }
+
     fn dropped_oversized(&self, count: u64, max: usize) {
         if count == 0 {
             return;
@@ -558,6 +575,7 @@ impl Source for SocketSource {
                 ),
                 (CLOSED, "", &[("reason", "evicted")], |c| &c.evicted),
                 (CLOSED, "", &[("reason", "framing")], |c| &c.framing_errors),
+                (CLOSED, "", &[("reason", "tls_handshake")], |c| &c.tls_failed),
                 (
                     DISCARDED,
                     "Records the source received and dropped, by why.",
@@ -634,7 +652,7 @@ impl SocketSource {
 
 /// A listener of stream connections.
 trait Acceptor: Send + 'static {
-    type Stream: AsyncRead + Unpin + Send + 'static;
+    type Stream: AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
     fn accept_stream(
         &self,
     ) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send;
@@ -697,7 +715,20 @@ async fn accept_loop<A: Acceptor>(
         let tracked = open.track(millis_since(epoch));
         let (options, shared, batches) = (options.clone(), shared.clone(), batches.clone());
         connections.spawn(async move {
-            serve_stream(stream, options, shared, batches, tracked, epoch).await;
+            match options.tls.clone() {
+                None => serve_stream(stream, options, shared, batches, tracked, epoch).await,
+                Some(tls) => {
+                    let handshake =
+                        tokio::time::timeout(options.idle_timeout, tls.acceptor().accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            serve_stream(stream, options, shared, batches, tracked, epoch).await;
+                        }
+                        Ok(Err(error)) => shared.handshake_failed(&error.to_string()),
+                        Err(_) => shared.handshake_failed("no handshake within idle_timeout"),
+                    }
+                }
+            }
             drop(slot);
         });
     }
@@ -805,6 +836,9 @@ mod config {
         pub max_frame_bytes: ByteSize,
         #[serde(default)]
         pub parse: SocketParse,
+        /// TLS on TCP connections.
+        #[serde(default)]
+        pub tls: Option<crate::tls::TlsListenerConfig>,
     }
 
     /// A Unix socket's path: its directory must exist, and the path must be
@@ -881,6 +915,19 @@ mod config {
             if self.max_frame_bytes.bytes() == 0 {
                 check.error(&["max_frame_bytes"], "must be at least 1 byte");
             }
+            if let Some(tls) = &self.tls {
+                match self.mode {
+                    SocketMode::Tcp => tls.check(check),
+                    SocketMode::Udp => check.error(
+                        &["tls"],
+                        "TLS is for mode = \"tcp\"; a UDP source has none (no DTLS): keep UDP on a trusted network or send over TCP",
+                    ),
+                    SocketMode::Unix => check.error(
+                        &["tls"],
+                        "TLS is for mode = \"tcp\"; a unix socket is reached only on this host, guarded by its file `mode`",
+                    ),
+                }
+            }
         }
 
         fn listener(&self) -> Option<(&'static str, Listener)> {
@@ -906,6 +953,12 @@ mod config {
                 idle_timeout: Duration::from_millis(self.idle_timeout_ms),
                 max_frame_bytes: usize::try_from(self.max_frame_bytes.0).unwrap_or(usize::MAX),
                 parse: self.parse,
+                tls: match (&self.tls, self.mode) {
+                    (Some(tls), SocketMode::Tcp) => Some(std::sync::Arc::new(
+                        crate::tls::ServerTls::new(tls, &[]).map_err(|e| format!("tls: {e}"))?,
+                    )),
+                    _ => None,
+                },
             };
             let source = SocketSource::bind(options, cx.name)
                 .await

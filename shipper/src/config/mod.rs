@@ -269,17 +269,21 @@ impl LogConfig {
     }
 }
 
-/// `[admin]`: the HTTP endpoint for `/health` and `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// `[admin]`: the HTTP endpoint for `/health`, `/metrics` and
+/// `POST /reload`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub address: SocketAddr,
+    /// TLS for the endpoint.
+    pub tls: Option<shipper_components::tls::TlsListenerConfig>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             address: SocketAddr::from(([127, 0, 0, 1], 8686)),
+            tls: None,
         }
     }
 }
@@ -586,6 +590,13 @@ fn check_document(root: &Node<'_>, reporter: &mut Reporter<'_>) -> Option<Config
         }
     }
     validate::check_graph(&components, reporter);
+    if let Some(tls) = &config.admin.tls {
+        tls.check(&mut Checker::new(
+            reporter,
+            root,
+            KeyPath::root().join("admin"),
+        ));
+    }
     let mut listeners = vec![(
         KeyPath::root().join("admin").join("address"),
         validate::Listener::Tcp(config.admin.address),

@@ -199,6 +199,7 @@ pub(super) fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             a.compression_threads != b.compression_threads,
         ),
         ("admin.address", old.admin.address != new.admin.address),
+        ("admin.tls", old.admin.tls != new.admin.tls),
     ]
     .into_iter()
     .filter_map(|(key, differs)| differs.then_some(key))

@@ -182,6 +182,9 @@ pub struct HttpSinkConfig {
     /// stays in the log (retried) until the file is moved away.
     #[serde(default = "default_dead_letter_max_bytes")]
     pub dead_letter_max_bytes: ByteSize,
+    /// TLS for an https:// uri: the CA to trust, a client certificate.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsClientConfig>,
 }
 
 fn default_dead_letter_max_bytes() -> ByteSize {
@@ -227,6 +230,12 @@ impl HttpSinkConfig {
         }
         if self.dead_letter_max_bytes.bytes() == 0 {
             check.error(&["dead_letter_max_bytes"], "must be at least 1 byte");
+        }
+        if let Some(tls) = &self.tls {
+            if self.uri.starts_with("http://") {
+                check.error(&["tls"], "needs an https:// uri");
+            }
+            tls.check(check);
         }
         if self.dead_letter.as_deref() == Some("") {
             check.error(&["dead_letter"], "must not be empty");
@@ -343,6 +352,7 @@ impl HttpSinkConfig {
             on_rejected: self.on_rejected,
             dead_letter: self.dead_letter.as_ref().map(PathBuf::from),
             dead_letter_max_bytes: self.dead_letter_max_bytes.bytes(),
+            tls: None,
         }
     }
 }
@@ -368,9 +378,14 @@ impl SinkComponent for HttpSinkConfig {
         })
     }
 
-    fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
-        Ok(Box::new(
-            HttpSink::new(self.options()).map_err(|e| e.to_string())?,
-        ))
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+        let mut options = self.options();
+        if let Some(tls) = &self.tls {
+            options.tls = Some(
+                crate::tls::client_config(tls, &[b"http/1.1"], cx.name)
+                    .map_err(|e| format!("tls: {e}"))?,
+            );
+        }
+        Ok(Box::new(HttpSink::new(options).map_err(|e| e.to_string())?))
     }
 }

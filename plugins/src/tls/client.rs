@@ -1,0 +1,178 @@
+//! A client's TLS: whom it trusts and what it presents.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_platform_verifier::BuilderVerifierExt;
+
+use super::{load_certificates, load_key, TlsClientConfig, TlsError};
+
+/// The rustls client configuration of `config`, offering `alpn`.
+/// `component` names the client in the warning `verify_certificate =
+/// false` logs.
+pub fn client_config(
+    config: &TlsClientConfig,
+    alpn: &[&[u8]],
+    component: &str,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = super::provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = if !config.verify_certificate {
+        tracing::warn!(
+            component,
+            "tls.verify_certificate = false: any server certificate is accepted; what is sent can be read and changed by anyone on the path"
+        );
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+    } else if let Some(ca) = &config.ca_file {
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in load_certificates(ca)? {
+            roots.add(certificate).map_err(|error| TlsError::Invalid {
+                path: ca.clone(),
+                reason: format!("not a usable CA certificate: {error}"),
+            })?;
+        }
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|error| TlsError::Invalid {
+                path: ca.clone(),
+                reason: error.to_string(),
+            })?;
+        match &config.server_name {
+            Some(name) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NamedServer {
+                    inner: verifier,
+                    name: server_name(name)?,
+                })),
+            None => builder.with_webpki_verifier(verifier),
+        }
+    } else {
+        if config.server_name.is_some() {
+            // The platform verifier checks the name it is given; a name
+            // other than the host needs a CA file to verify against.
+            return Err(TlsError::Invalid {
+                path: "tls.server_name".into(),
+                reason: "needs `ca_file` (the platform's roots verify the host connected to)"
+                    .into(),
+            });
+        }
+        builder.with_platform_verifier()?
+    };
+    let mut client = match (&config.crt_file, &config.key_file) {
+        (Some(crt), Some(key)) => {
+            super::check_certificate_pair(crt, key)?;
+            builder.with_client_auth_cert(load_certificates(crt)?, load_key(key)?)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    client.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(client))
+}
+
+fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(name.to_owned()).map_err(|_| TlsError::Invalid {
+        path: "tls.server_name".into(),
+        reason: format!("`{name}` is not a DNS name or an IP address"),
+    })
+}
+
+/// Verifies the server's certificate against `name` instead of the host
+/// connected to (`tls.server_name`).
+#[derive(Debug)]
+struct NamedServer {
+    inner: Arc<WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for NamedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `verify_certificate = false`: any certificate, though the handshake's
+/// signatures are still checked (the peer holds the key it shows).
+#[derive(Debug)]
+struct AcceptAny(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

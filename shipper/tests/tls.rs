@@ -1,0 +1,159 @@
+//! TLS between real processes, with certificates made by the test: a
+//! sidecar ships to an aggregator over mutual TLS (the http sink's client
+//! certificate, the shipper source's `verify_client`), a sidecar without a
+//! valid certificate is refused and keeps its records, and the admin
+//! endpoint serves `/metrics` over TLS only.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{file_sink, free_port, seen, Guard};
+use shipper_tests::pki::{client_config, Ca, Issued};
+
+fn write(path: &Path, text: String) -> PathBuf {
+    std::fs::write(path, text).unwrap();
+    path.to_owned()
+}
+
+fn listener_tls(server: &Issued, ca: &Path) -> String {
+    format!(
+        "{{ crt_file = {:?}, key_file = {:?}, ca_file = {ca:?}, verify_client = true }}",
+        server.crt, server.key
+    )
+}
+
+fn aggregator(dir: &Path, port: u16, admin: u16, server: &Issued, ca: &Path) -> PathBuf {
+    write(
+        &dir.join("aggregator.toml"),
+        format!(
+            r#"data_dir = "{data}"
+
+[admin]
+address = "127.0.0.1:{admin}"
+tls = {tls}
+
+[log]
+durability = "interval"
+interval_ms = 20
+
+[sources.sidecars]
+type = "shipper"
+address = "127.0.0.1:{port}"
+tls = {tls}
+
+{sinks}"#,
+            data = dir.join("aggregator-data").display(),
+            tls = listener_tls(server, ca),
+            sinks = file_sink(dir, "sidecars"),
+        ),
+    )
+}
+
+/// A sidecar named `name` tailing `DIR/NAME.log`, shipping over TLS with
+/// `client` as its certificate (none if `None`).
+fn sidecar(dir: &Path, name: &str, port: u16, ca: &Path, client: Option<&Issued>) -> PathBuf {
+    let certificate = client.map_or(String::new(), |client| {
+        format!(", crt_file = {:?}, key_file = {:?}", client.crt, client.key)
+    });
+    write(
+        &dir.join(format!("{name}.toml")),
+        format!(
+            r#"data_dir = "{data}"
+
+[admin]
+address = "127.0.0.1:0"
+
+[log]
+durability = "interval"
+interval_ms = 20
+
+[sources.app]
+type = "file"
+include = ["{log}"]
+glob_interval_ms = 50
+
+[sinks.aggregator]
+type = "http"
+inputs = ["app"]
+uri = "https://localhost:{port}/v1/chunks"
+protocol = "shipper"
+retry = {{ initial_ms = 50, max_ms = 200 }}
+tls = {{ ca_file = {ca:?}{certificate} }}
+"#,
+            data = dir.join(format!("{name}-data")).display(),
+            log = dir.join(format!("{name}.log")).display(),
+        ),
+    )
+}
+
+fn lines(path: &Path, seqs: std::ops::Range<u64>) {
+    let text: String = seqs
+        .map(|seq| format!("{{\"seq\":{seq},\"msg\":\"over tls\"}}\n"))
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn a_sidecar_ships_to_an_aggregator_over_mutual_tls_and_a_sidecar_without_a_certificate_is_refused()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    let ca = Ca::new(&pki, "ca");
+    let server = ca.server(&pki, "aggregator");
+    let client = ca.client(&pki, "sidecar-1");
+
+    let (port, admin) = (free_port(), free_port());
+    let aggregator = Guard::start(&aggregator(dir.path(), port, admin, &server, &ca.crt));
+    lines(&dir.path().join("good.log"), 0..500);
+    lines(&dir.path().join("bad.log"), 1000..1100);
+    let good = Guard::start(&sidecar(dir.path(), "good", port, &ca.crt, Some(&client)));
+    let bad = Guard::start(&sidecar(dir.path(), "bad", port, &ca.crt, None));
+
+    let out = dir.path().join("out/records.ndjson");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen(&out).len() < 500 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 500 records arrived",
+            seen(&out).len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The admin endpoint: over TLS, with a client certificate of the CA.
+    let config = client_config(&ca.crt, Some(&client));
+    let (status, metrics) =
+        shipper_tests::https(admin, config, "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    // The sidecar without a certificate tried and was refused at the handshake.
+    let refused = shipper::metrics::sample(
+        &metrics,
+        "shipper_source_connections_closed_total",
+        &[("component_id", "sidecars"), ("reason", "tls_handshake")],
+    )
+    .unwrap_or(0.0);
+    assert!(refused >= 1.0, "{metrics}");
+    assert!(
+        shipper_tests::http(admin, "GET", "/metrics", &[], b"").is_err(),
+        "plaintext to the admin endpoint"
+    );
+
+    // The refused sidecar keeps its records in its log (it cannot drain
+    // them at a stop: it is killed instead).
+    bad.kill();
+    let bad_log = std::fs::read_to_string(dir.path().join("bad.stderr")).unwrap();
+    good.terminate();
+    let stderr = aggregator.terminate();
+    let counts = seen(&out);
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        (0..500).collect::<Vec<_>>(),
+        "only the sidecar with a certificate got in"
+    );
+    assert!(counts.values().all(|&n| n == 1), "once");
+    assert!(stderr.contains("TLS handshake failed"), "{stderr}");
+    assert!(bad_log.contains("CertificateRequired"), "{bad_log}");
+}
