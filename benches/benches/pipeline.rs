@@ -203,6 +203,7 @@ fn main() {
                                 max_frame_bytes: 1 << 20,
                                 parse: SocketParse::None,
                                 tls: None,
+                                socket_mode: 0o600,
                             },
                             "in",
                         ))

@@ -22,6 +22,7 @@ fn options(listen: Listen, framing: SocketFraming, parse: SocketParse) -> Socket
         max_frame_bytes: 1024,
         parse,
         tls: None,
+        socket_mode: 0o600,
     }
 }
 

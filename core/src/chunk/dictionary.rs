@@ -94,7 +94,7 @@ impl Dictionaries {
     /// there is loaded. A file that cannot be read is skipped with a
     /// warning (its chunks then fail to decode, each with a clear error).
     pub fn open(dir: &Path) -> Result<Arc<Dictionaries>> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        crate::log::modes::create_dir(dir).map_err(|e| Error::io("creating", dir, e))?;
         let mut map = HashMap::new();
         let entries = std::fs::read_dir(dir).map_err(|e| Error::io("reading", dir, e))?;
         for entry in entries.flatten() {

@@ -1,6 +1,6 @@
 //! The data directory: its lock, its producer id and its sub-folders.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
@@ -36,7 +36,7 @@ impl DirLock {
             let moved_to = quarantine(dir, &path)?;
             tracing::error!(path = %path.display(), moved_to = %moved_to.display(), "lock path was not a file; quarantined");
         }
-        let mut file = OpenOptions::new()
+        let mut file = super::modes::file_options()
             .read(true)
             .write(true)
             .create(true)
@@ -164,7 +164,12 @@ pub(crate) fn load_or_create_producer_id(dir: &Path) -> Result<(ProducerId, Prod
 pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
-    let mut file = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+    let mut file = super::modes::file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("creating", &tmp, e))?;
     file.write_all(bytes)
         .and_then(|_| file.sync_all())
         .map_err(|e| Error::io("writing", &tmp, e))?;
@@ -177,7 +182,7 @@ pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(
 /// missing): its name, the time, and `suffix`.
 fn quarantine_target(dir: &Path, path: &Path, suffix: &str) -> Result<(PathBuf, PathBuf)> {
     let folder = dir.join(QUARANTINE_DIR);
-    std::fs::create_dir_all(&folder).map_err(|e| Error::io("creating", &folder, e))?;
+    super::modes::create_dir(&folder).map_err(|e| Error::io("creating", &folder, e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -202,6 +207,12 @@ pub(crate) fn quarantine(dir: &Path, path: &Path) -> Result<PathBuf> {
 pub(crate) fn quarantine_copy(dir: &Path, path: &Path) -> Result<PathBuf> {
     let (folder, target) = quarantine_target(dir, path, ".before-repair")?;
     std::fs::copy(path, &target).map_err(|e| Error::io("copying to quarantine", path, e))?;
+    // The copy has the original's mode: private, like every file here.
+    std::fs::set_permissions(
+        &target,
+        std::os::unix::fs::PermissionsExt::from_mode(super::modes::FILE_MODE),
+    )
+    .map_err(|e| Error::io("restricting", &target, e))?;
     File::open(&target)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io("syncing", &target, e))?;
@@ -220,7 +231,7 @@ pub(crate) fn create_layout(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
             let moved_to = quarantine(dir, &path)?;
             moved.push((path.clone(), moved_to));
         }
-        std::fs::create_dir_all(&path).map_err(|e| Error::io("creating", &path, e))?;
+        super::modes::create_dir(&path).map_err(|e| Error::io("creating", &path, e))?;
     }
     Ok(moved)
 }

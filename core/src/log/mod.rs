@@ -26,6 +26,7 @@ pub mod dir;
 mod fault;
 mod inspect;
 mod mmap;
+pub mod modes;
 mod open;
 mod placement;
 mod positions;

@@ -48,7 +48,19 @@ struct Recovered {
 }
 
 pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Opened> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating data directory", dir, e))?;
+    super::modes::create_dir(dir).map_err(|e| Error::io("creating data directory", dir, e))?;
+    match super::modes::tighten(dir) {
+        Ok(changed) if !changed.is_empty() => tracing::warn!(
+            dir = %dir.display(),
+            changed = changed.len(),
+            first = %changed[0].display(),
+            "the data directory was readable by others: its directories are now 0700 and its files 0600"
+        ),
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "cannot check the data directory's file modes")
+        }
+    }
     let lock = DirLock::acquire(dir)?;
     let mut report = RecoveryReport::default();
     for (path, moved_to) in dir::create_layout(dir)? {

@@ -29,7 +29,7 @@
 //! the loss is on disk and later opens note it instead of reporting it
 //! again. Readers step over it like over a gap.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -294,7 +294,7 @@ impl PreparedSegment {
     /// Creates, preallocates and maps `path` with `len` bytes.
     pub(crate) fn create(path: PathBuf, len: u64, faults: &Faults) -> Result<Self> {
         faults.before_allocate(&path, len)?;
-        let file = OpenOptions::new()
+        let file = super::modes::file_options()
             .read(true)
             .write(true)
             .create(true)

@@ -22,7 +22,7 @@ use shipper_core::component::{Sink, Source, Transform};
 
 pub use bytesize::{parse_byte_size, ByteSize};
 pub use values::{
-    duration_ms, Codec, Compression, DurationMs, FieldValue, Pattern, MAX_DURATION_MS,
+    duration_ms, Codec, Compression, DurationMs, FieldValue, FileMode, Pattern, MAX_DURATION_MS,
 };
 
 /// Where a component's checks report what is wrong with its config. Keys

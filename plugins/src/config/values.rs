@@ -68,6 +68,52 @@ impl<'de> Deserialize<'de> for Pattern {
 
 pub use crate::transform::FieldValue;
 
+/// A `mode` key: Unix permission bits, written as a TOML octal integer
+/// (`0o640`) or an octal string (`"0640"`), at most `0o777`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl FileMode {
+    /// The permission bits.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for FileMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "0o{:03o}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(u32),
+            Text(String),
+        }
+        let bits = match Written::deserialize(deserializer)? {
+            Written::Number(bits) => bits,
+            Written::Text(text) => {
+                let digits = text.strip_prefix("0o").unwrap_or(&text);
+                u32::from_str_radix(digits, 8).map_err(|_| {
+                    de::Error::custom(format!(
+                        "`{text}` is not an octal mode like \"0640\" (or write 0o640)"
+                    ))
+                })?
+            }
+        };
+        if bits > 0o777 {
+            return Err(de::Error::custom(format!(
+                "mode {bits:#o} has bits beyond 0o777 (write octal: 0o640 or \"0640\")"
+            )));
+        }
+        Ok(FileMode(bits))
+    }
+}
+
 /// A compression codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -50,6 +51,8 @@ pub struct FileSinkOptions {
     /// Where the sink keeps its intent journal (see the module docs);
     /// without one a crash can duplicate the last delivery.
     pub journal: Option<PathBuf>,
+    /// Permission bits of the files it creates, whatever the umask.
+    pub mode: u32,
 }
 
 /// What a delivery is about to write: its offsets and, per file, the
@@ -162,13 +165,21 @@ impl FileSink {
                     ComponentError::Retryable(format!("creating {}: {e}", parent.display()))
                 })?;
             }
+            let opening = |e: std::io::Error| {
+                ComponentError::Retryable(format!("opening {}: {e}", path.display()))
+            };
+            let existed = path.exists();
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(self.options.mode)
                 .open(path)
-                .map_err(|e| {
-                    ComponentError::Retryable(format!("opening {}: {e}", path.display()))
-                })?;
+                .map_err(opening)?;
+            if !existed {
+                // Exactly `mode`: the umask may have taken bits from it.
+                file.set_permissions(std::fs::Permissions::from_mode(self.options.mode))
+                    .map_err(opening)?;
+            }
             self.files.insert(path.clone(), file);
         }
         Ok(self.files.get_mut(path).expect("inserted above"))
@@ -282,9 +293,9 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ComponentError> {
     let error =
         |e: std::io::Error| ComponentError::Retryable(format!("writing {}: {e}", path.display()));
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(error)?;
+        shipper_core::log::modes::create_dir(parent).map_err(error)?;
     }
-    let mut file = OpenOptions::new()
+    let mut file = shipper_core::log::modes::file_options()
         .create(true)
         .write(true)
         .truncate(true)
@@ -372,6 +383,7 @@ mod tests {
             path: out.display().to_string(),
             compression: FileCompression::None,
             journal: Some(journal.clone()),
+            mode: 0o640,
         };
         let mut sink = FileSink::new(options.clone()).unwrap();
         sink.deliver(&chunks[..1]).await.unwrap();
@@ -426,7 +438,9 @@ mod config {
     use shipper_core::component::Sink;
 
     use super::{check_path, FileCompression, FileSink, FileSinkOptions};
-    use crate::config::{BuildContext, BuildError, Checks, Codec, Compression, SinkComponent};
+    use crate::config::{
+        BuildContext, BuildError, Checks, Codec, Compression, FileMode, SinkComponent,
+    };
 
     /// Line format of a file sink.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -449,6 +463,13 @@ mod config {
         pub encoding: Encoding,
         #[serde(default = "Compression::none")]
         pub compression: Compression,
+        /// Permission bits of the files the sink creates.
+        #[serde(default = "default_file_mode")]
+        pub mode: FileMode,
+    }
+
+    fn default_file_mode() -> FileMode {
+        FileMode(0o640)
     }
 
     impl crate::config::Named for FileSinkConfig {
@@ -509,6 +530,7 @@ mod config {
                         .join("sinks")
                         .join(format!("{}.journal", cx.name)),
                 ),
+                mode: self.mode.bits(),
             };
             Ok(Box::new(FileSink::new(options).map_err(|e| e.to_string())?))
         }

@@ -93,6 +93,9 @@ pub struct SocketOptions {
     pub parse: SocketParse,
     /// TLS on TCP connections, when the source has a `tls` table.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Permission bits of a Unix socket's file, whatever the umask
+    /// (connecting needs write permission).
+    pub socket_mode: u32,
 }
 
 /// Counters of a socket source.
@@ -257,12 +260,23 @@ impl SocketSource {
                 {
                     let _ = std::fs::remove_file(path);
                 }
-                Bound::Unix(UnixListener::bind(path).map_err(|e| {
+                let listener = UnixListener::bind(path).map_err(|e| {
                     ComponentError::Fatal(format!(
                         "listening on unix socket {}: {e}",
                         path.display()
                     ))
-                })?)
+                })?;
+                std::fs::set_permissions(
+                    path,
+                    std::os::unix::fs::PermissionsExt::from_mode(options.socket_mode),
+                )
+                .map_err(|e| {
+                    ComponentError::Fatal(format!(
+                        "setting the mode of unix socket {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Bound::Unix(listener)
             }
         };
         Ok(SocketSource {
@@ -839,6 +853,13 @@ mod config {
         /// TLS on TCP connections.
         #[serde(default)]
         pub tls: Option<crate::tls::TlsListenerConfig>,
+        /// Permission bits of the unix socket's file.
+        #[serde(default = "default_socket_mode")]
+        pub socket_mode: crate::config::FileMode,
+    }
+
+    fn default_socket_mode() -> crate::config::FileMode {
+        crate::config::FileMode(0o660)
     }
 
     /// A Unix socket's path: its directory must exist, and the path must be
@@ -959,6 +980,7 @@ mod config {
                     )),
                     _ => None,
                 },
+                socket_mode: self.socket_mode.bits(),
             };
             let source = SocketSource::bind(options, cx.name)
                 .await

@@ -158,9 +158,9 @@ pub fn quarantine_path(data_dir: &Path, sink: &str) -> PathBuf {
 fn quarantine(path: &Path, frame: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        shipper_core::log::modes::create_dir(dir)?;
     }
-    let mut file = std::fs::OpenOptions::new()
+    let mut file = shipper_core::log::modes::file_options()
         .create(true)
         .append(true)
         .open(path)?;

@@ -11,7 +11,6 @@
 //! The file is synced before the delivery is acknowledged: once the
 //! cursor moves past the batch, this file is the only copy.
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
@@ -96,9 +95,10 @@ pub(super) fn append(
         )));
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(error)?;
+        shipper_core::log::modes::create_dir(parent).map_err(error)?;
     }
-    let mut file = OpenOptions::new()
+    // Records refused by the backend: as private as the log they came from.
+    let mut file = shipper_core::log::modes::file_options()
         .create(true)
         .append(true)
         .open(path)
