@@ -59,6 +59,7 @@ pub mod framing;
 pub mod listen;
 pub mod multiline;
 pub mod parse;
+pub mod reread;
 pub mod sinks;
 pub mod sources;
 pub mod throttle;

@@ -53,6 +53,7 @@ async fn posts_are_answered_after_durability_and_bad_bodies_are_refused_whole() 
         max_body_bytes: 64 * 1024,
         limits: shipper_components::listen::ListenerLimits::default(),
         tls: None,
+        auth: None,
     };
     let mut source = HttpSource::bind(options, "web").await.unwrap();
     let address = source.local_addr().unwrap();

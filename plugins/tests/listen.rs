@@ -213,6 +213,7 @@ async fn http_source(
             max_body_bytes,
             limits,
             tls: None,
+            auth: None,
         },
         "web",
     )

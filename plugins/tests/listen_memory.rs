@@ -127,6 +127,7 @@ async fn request_bodies_give_their_memory_back_when_requests_end() {
                 ..ListenerLimits::default()
             },
             tls: None,
+            auth: None,
         },
         "web",
     )

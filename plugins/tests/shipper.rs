@@ -69,7 +69,12 @@ async fn start(log: &Log) -> Receiver {
 async fn start_with(log: &Log, change: impl FnOnce(&mut ShipperOptions)) -> Receiver {
     let mut options = ShipperOptions {
         address: "127.0.0.1:0".parse().unwrap(),
-        token: Some("secret".into()),
+        auth: Some(std::sync::Arc::new(
+            shipper_components::listen::auth::Authenticator::new(
+                &shipper_components::listen::auth::InboundAuth::bearer("secret"),
+            )
+            .unwrap(),
+        )),
         max_body_bytes: 4 << 20,
         max_chunk_bytes: 1 << 20,
         ..ShipperOptions::default()
@@ -877,4 +882,70 @@ async fn two_sinks_of_one_sender_keep_their_own_marks() {
     b.deliver(&of(b"b")).await.unwrap();
     receiver.stop().await;
     assert_eq!(log.durable_offset(), 600, "nothing stored twice");
+}
+
+/// Tokens bound to producers: a sidecar's token writes only its own
+/// producer's offsets, so a token that leaks cannot move another
+/// sidecar's high-water mark (403, nothing stored); an unbound token
+/// writes for any producer; token files are read again on reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_bound_to_producers_writes_only_theirs() {
+    use shipper_components::listen::auth::{Authenticator, InboundAuth};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_sender, chunks) = sender_log(&dir.path().join("sender"), 4);
+    let token_file = dir.path().join("ops.token");
+    std::fs::write(&token_file, "ops-token\n").unwrap();
+    let auth: InboundAuth = toml::from_str(&format!(
+        r#"strategy = "bearer"
+tokens = [
+  {{ token = "web-1-token", producers = ["{PRODUCER}"] }},
+  {{ token = "web-2-token", producers = ["ffffffffffffffffffffffffffffffff"] }},
+  {{ token_file = {token_file:?} }},
+]"#
+    ))
+    .unwrap();
+    let authenticator = std::sync::Arc::new(Authenticator::new(&auth).unwrap());
+    let log = Log::open(dir.path().join("receiver"), LogOptions::default()).unwrap();
+    let receiver = start_with(&log, |options| options.auth = Some(authenticator)).await;
+    let with_token = |token: &'static str| {
+        let mut headers = good_headers();
+        headers.retain(|(name, _)| *name != "Authorization");
+        headers.push(("Authorization", token));
+        headers
+    };
+
+    // Another producer's token: refused, nothing stored, the mark unmoved.
+    let (status, answer) = receiver
+        .post(with_token("Bearer web-2-token"), body_of(&chunks[..2]))
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("may not write for producer"), "{answer}");
+    assert_eq!(log.next_offset(), 0);
+    // Its own token: stored.
+    let (status, answer) = receiver
+        .post(with_token("Bearer web-1-token"), body_of(&chunks[..2]))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // An unbound token from a file: any producer.
+    let (status, answer) = receiver
+        .post(with_token("Bearer ops-token"), body_of(&chunks[2..3]))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // The file rotated: the old token stops working after a reload.
+    std::fs::write(&token_file, "rotated-ops-token").unwrap();
+    shipper_components::reread::request();
+    let (status, _) = receiver
+        .post(with_token("Bearer ops-token"), body_of(&chunks[3..]))
+        .await;
+    assert_eq!(status, 401);
+    let (status, answer) = receiver
+        .post(
+            with_token("Bearer rotated-ops-token"),
+            body_of(&chunks[3..]),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    receiver.stop().await;
+    assert_eq!(log.durable_offset(), 400);
 }

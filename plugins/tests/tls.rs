@@ -1,7 +1,7 @@
-//! TLS on the listeners (http, shipper and socket sources), with
-//! certificates the tests make: who gets in, who is refused and why,
-//! nothing stored from a refused client, certificates that reload without
-//! dropping the listener, and what `validate` says about the files.
+//! TLS and bearer tokens on the listeners (http, shipper and socket
+//! sources), with certificates the tests make: who gets in, who is refused
+//! and why, nothing stored from a refused client, certificates that reload
+//! without dropping the listener, and what `validate` says about the files.
 
 use std::io::Write;
 use std::path::Path;
@@ -321,6 +321,41 @@ async fn a_tcp_socket_source_over_mutual_tls_stores_lines_and_refuses_plaintext(
     }
     let log = running.stop().await;
     assert_eq!(records(&log), vec!["{\"tls\":1}", "{\"tls\":2}"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_source_with_a_token_refuses_requests_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-from-a-file\n").unwrap();
+    let port = free_port();
+    let config = http_source(
+        port,
+        &format!("auth = {{ strategy = \"bearer\", token_file = {token_file:?} }}\n"),
+    );
+    let running = Running::start(&config).await;
+    let answers = blocking(move || {
+        let post = |headers: &[(&str, &str)], body: &[u8]| {
+            http(port, "POST", "/ingest", headers, body).unwrap()
+        };
+        vec![
+            post(&[], b"{\"token\":\"none\"}\n"),
+            post(
+                &[("Authorization", "Bearer wrong")],
+                b"{\"token\":\"wrong\"}\n",
+            ),
+            post(
+                &[("Authorization", "bearer s3cret-from-a-file")],
+                b"{\"token\":\"right\"}\n",
+            ),
+        ]
+    })
+    .await;
+    assert_eq!(answers[0].0, 401, "{:?}", answers[0]);
+    assert_eq!(answers[1].0, 401, "{:?}", answers[1]);
+    assert_eq!(answers[2].0, 200, "{:?}", answers[2]);
+    let log = running.stop().await;
+    assert_eq!(records(&log), vec!["{\"token\":\"right\"}"]);
 }
 
 /// What `validate` reports, as (error, keys, message).

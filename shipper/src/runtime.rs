@@ -76,10 +76,26 @@ pub async fn run(
     );
 
     let registry = crate::metrics::registry(&log);
+    let access = crate::admin::Access {
+        auth: config
+            .admin
+            .auth
+            .as_ref()
+            .map(|auth| shipper_components::listen::auth::Authenticator::new(auth).map(Arc::new))
+            .transpose()
+            .map_err(|error| anyhow!("admin endpoint: auth: {error}"))?,
+        loopback: config.admin.address.ip().is_loopback(),
+        mutual_tls: config
+            .admin
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.verify_client),
+    };
     let admin_state = Arc::new(AdminState::new(
         log.clone(),
         registry.clone(),
         reloads.handle(),
+        access,
     ));
     let mut supervisor = Supervisor::new(log.clone(), config, config_file, registry);
     supervisor.start(sources, sinks)?;

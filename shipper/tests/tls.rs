@@ -157,3 +157,63 @@ fn a_sidecar_ships_to_an_aggregator_over_mutual_tls_and_a_sidecar_without_a_cert
     assert!(stderr.contains("TLS handshake failed"), "{stderr}");
     assert!(bad_log.contains("CertificateRequired"), "{bad_log}");
 }
+
+#[test]
+fn post_reload_needs_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "adm1n-t0ken\n").unwrap();
+    let admin = free_port();
+    let config = write(
+        &dir.path().join("shipper.toml"),
+        format!(
+            r#"data_dir = "{data}"
+
+[admin]
+address = "127.0.0.1:{admin}"
+auth = {{ strategy = "bearer", token_file = {token:?} }}
+
+[sources.in]
+type = "generator"
+format = "iot"
+rate = 10
+
+[sinks.out]
+type = "blackhole"
+inputs = ["in"]
+"#,
+            data = dir.path().join("data").display(),
+        ),
+    );
+    let running = Guard::start(&config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // /metrics stays open on loopback.
+    let metrics = loop {
+        match shipper_tests::http(admin, "GET", "/metrics", &[], b"") {
+            Ok((200, body)) => break body,
+            _ => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the admin endpoint never answered"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    assert!(metrics.contains("shipper_build_info"));
+    assert!(!metrics.contains("adm1n-t0ken"), "a secret in /metrics");
+    let reload = |headers: &[(&str, &str)]| {
+        shipper_tests::http(admin, "POST", "/reload", headers, b"").unwrap()
+    };
+    let (status, body) = reload(&[]);
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = reload(&[("Authorization", "Bearer wrong")]);
+    assert_eq!(status, 401);
+    let (status, body) = reload(&[("Authorization", "Bearer adm1n-t0ken")]);
+    assert_eq!(status, 200, "{body}");
+    let stderr = running.terminate();
+    assert!(
+        !stderr.contains("adm1n-t0ken"),
+        "a secret in the log:\n{stderr}"
+    );
+}

@@ -128,6 +128,12 @@ pub trait SourceComponent: DynConfig + BoxedSource {
         None
     }
 
+    /// Whether its listener has TLS or a token: `validate` warns about a
+    /// listener beyond loopback that has neither.
+    fn secured(&self) -> bool {
+        false
+    }
+
     /// Whether a transform can read its records (a source that stores
     /// received chunks as they are, compressed, cannot be).
     fn transformable(&self) -> bool {

@@ -22,6 +22,7 @@
 //! (decompressed bodies included), plus about 100 KiB per connection for
 //! its read buffer and headers (`max_connections` of them).
 
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod http;

@@ -26,6 +26,7 @@ use shipper_core::component::{ComponentError, Source, SourceContext};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::listen::auth::Authenticator;
 use crate::listen::body::{read_body, BodyBudget, BodyBuffer, Refused, Reservation};
 use crate::listen::http::{ListenerStats, RequestStats};
 use crate::listen::ListenerLimits;
@@ -45,6 +46,9 @@ pub struct HttpOptions {
     pub limits: ListenerLimits,
     /// TLS, when the listener has a `tls` table.
     pub tls: Option<Arc<ServerTls>>,
+    /// Bearer tokens every request must carry, when the source has an
+    /// `auth` table.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 /// Counters of an http source.
@@ -108,6 +112,7 @@ struct Shared {
     budget: BodyBudget,
     counters: Arc<HttpSourceStats>,
     refusals: Arc<Throttle>,
+    auth: Option<Arc<Authenticator>>,
 }
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response {
@@ -272,6 +277,20 @@ async fn ingest(State(shared): State<Shared>, headers: HeaderMap, mut body: Body
 
 async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) -> Response {
     let shared = shared.clone();
+    if let Some(auth) = &shared.auth {
+        if auth.check(headers.get(header::AUTHORIZATION)).is_none() {
+            let mut response = refused(
+                &shared,
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token is required".into(),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+    }
     if shared.log.is_full() {
         let reason = if shared.log.disk_full() {
             "the local disk is full; retry later"
@@ -350,6 +369,7 @@ impl Source for HttpSource {
             budget: BodyBudget::new(self.options.limits.max_buffered_bytes),
             counters: self.counters.clone(),
             refusals: Arc::default(),
+            auth: self.options.auth.clone(),
         };
         let router = Router::new()
             .route(&self.options.path, post(ingest))
@@ -417,6 +437,7 @@ mod config {
     use crate::config::{
         duration_ms, BuildContext, BuildError, ByteSize, Checks, Listener, SourceComponent,
     };
+    use crate::listen::auth::{Authenticator, InboundAuth};
     use crate::listen::config::{
         check_route_path, default_body_timeout_ms, default_header_timeout_ms,
         default_max_buffered_bytes, default_max_connections, default_min_body_rate, HttpLimits,
@@ -457,6 +478,9 @@ mod config {
         /// TLS for the listener.
         #[serde(default)]
         pub tls: Option<TlsListenerConfig>,
+        /// Bearer tokens every request must carry.
+        #[serde(default)]
+        pub auth: Option<InboundAuth>,
     }
 
     impl HttpSourceConfig {
@@ -487,10 +511,17 @@ mod config {
             if let Some(tls) = &self.tls {
                 tls.check(check);
             }
+            if let Some(auth) = &self.auth {
+                auth.check(check, false);
+            }
         }
 
         fn listener(&self) -> Option<(&'static str, Listener)> {
             Some(("address", Listener::Tcp(self.address)))
+        }
+
+        fn secured(&self) -> bool {
+            self.tls.is_some() || self.auth.is_some()
         }
 
         async fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
@@ -500,6 +531,12 @@ mod config {
                 max_body_bytes: usize::try_from(self.max_body_bytes.0).unwrap_or(usize::MAX),
                 limits: self.http_limits().limits(),
                 tls: server_tls(self.tls.as_ref())?,
+                auth: self
+                    .auth
+                    .as_ref()
+                    .map(|auth| Authenticator::new(auth).map(std::sync::Arc::new))
+                    .transpose()
+                    .map_err(|e| format!("auth: {e}"))?,
             };
             let source = HttpSource::bind(options, cx.name)
                 .await

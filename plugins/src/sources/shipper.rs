@@ -92,8 +92,9 @@ pub struct ShipperOptions {
     pub address: SocketAddr,
     /// The path that takes POSTs.
     pub path: String,
-    /// A bearer token senders must present, if set.
-    pub token: Option<String>,
+    /// Bearer tokens senders must present (each may be bound to
+    /// producers), if set.
+    pub auth: Option<Arc<crate::listen::auth::Authenticator>>,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Largest decompressed body of one chunk.
@@ -149,7 +150,7 @@ impl Default for ShipperOptions {
         ShipperOptions {
             address: SocketAddr::from(([127, 0, 0, 1], 8687)),
             path: "/v1/chunks".into(),
-            token: None,
+            auth: None,
             max_body_bytes: 64 << 20,
             max_chunk_bytes: 64 << 20,
             verify: Verify::default(),
@@ -325,29 +326,6 @@ fn refuse(refusals: &Throttle, status: StatusCode, message: impl Into<String>) -
     answer(status, message)
 }
 
-/// True when `presented` (an `Authorization` header) carries `token`: the
-/// scheme matched without regard to case (RFC 7235), the token compared
-/// in constant time.
-fn authorized(presented: Option<&HeaderValue>, token: &str) -> bool {
-    let Some(presented) = presented.and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let Some((scheme, credentials)) = presented.trim().split_once(' ') else {
-        return false;
-    };
-    scheme.eq_ignore_ascii_case("bearer")
-        && constant_time_eq(credentials.trim().as_bytes(), token.as_bytes())
-}
-
-/// Compares without an early exit, so the time taken says nothing about
-/// how much of a secret matched (only about its length).
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// An optional offset header: `Ok(None)` when absent.
 fn offset_header(headers: &HeaderMap, name: &str) -> Result<Option<u64>, String> {
     match headers.get(name.to_ascii_lowercase()) {
@@ -373,19 +351,23 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, mut body: Bod
 
 async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) -> Response {
     let refusals = &*shared.refusals;
-    if let Some(token) = &shared.options.token {
-        if !authorized(headers.get(header::AUTHORIZATION), token) {
-            let mut response = refuse(
-                refusals,
-                StatusCode::UNAUTHORIZED,
-                "a valid bearer token is required",
-            );
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
-        }
-    }
+    let grant = match &shared.options.auth {
+        None => None,
+        Some(auth) => match auth.check(headers.get(header::AUTHORIZATION)) {
+            Some(grant) => Some(grant),
+            None => {
+                let mut response = refuse(
+                    refusals,
+                    StatusCode::UNAUTHORIZED,
+                    "a valid bearer token is required",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return response;
+            }
+        },
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -420,6 +402,16 @@ async fn answer_request(shared: &Shared, headers: HeaderMap, body: &mut Body) ->
             "Shipper-Producer must be 32 hex digits",
         );
     };
+    if let Some(grant) = &grant {
+        let id = producer.to_string();
+        if !grant.allows(&id) {
+            return refuse(
+                refusals,
+                StatusCode::FORBIDDEN,
+                format!("this token may not write for producer {id}"),
+            );
+        }
+    }
     let sink = match headers.get("shipper-sink").map(|v| v.to_str()) {
         None => String::new(),
         Some(Ok(name)) if shipper_core::log::validate_cursor_name(name).is_ok() => name.to_owned(),
@@ -1085,11 +1077,13 @@ mod config {
     use crate::config::{
         duration_ms, BuildContext, BuildError, ByteSize, Checks, Listener, SourceComponent,
     };
+    use crate::listen::auth::{Authenticator, InboundAuth};
     use crate::listen::config::{
         check_route_path, default_body_timeout_ms, default_header_timeout_ms,
         default_max_buffered_bytes, default_max_connections, default_min_body_rate, HttpLimits,
     };
     use crate::tls::TlsListenerConfig;
+    use std::sync::Arc;
 
     /// `type = "shipper"`: receives chunks from other shippers' `http` sinks
     /// (shipper's wire protocol, docs/protocol.md): an aggregator.
@@ -1100,9 +1094,13 @@ mod config {
         pub address: SocketAddr,
         #[serde(default = "default_shipper_path")]
         pub path: String,
-        /// A bearer token senders must present.
+        /// A bearer token senders must present (the short form of `auth`).
         #[serde(default)]
         pub token: Option<String>,
+        /// Bearer tokens senders must present, each optionally bound to
+        /// the producers it may write for.
+        #[serde(default)]
+        pub auth: Option<InboundAuth>,
         #[serde(default = "default_shipper_max_bytes")]
         pub max_body_bytes: ByteSize,
         /// The largest decompressed body of one chunk.
@@ -1136,6 +1134,7 @@ mod config {
                 .field("address", &self.address)
                 .field("path", &self.path)
                 .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+                .field("auth", &self.auth)
                 .field("max_body_bytes", &self.max_body_bytes)
                 .field("max_chunk_bytes", &self.max_chunk_bytes)
                 .field("verify", &self.verify)
@@ -1154,6 +1153,13 @@ mod config {
     }
 
     impl ShipperSourceConfig {
+        /// The tokens senders must present: `auth`, or `token` as its short form.
+        pub fn inbound_auth(&self) -> Option<InboundAuth> {
+            self.auth
+                .clone()
+                .or_else(|| self.token.clone().map(InboundAuth::bearer))
+        }
+
         /// Its listener's limits.
         pub fn http_limits(&self) -> HttpLimits {
             HttpLimits {
@@ -1181,6 +1187,12 @@ mod config {
             if self.token.as_deref().is_some_and(str::is_empty) {
                 check.error(&["token"], "must not be empty (leave it out for no token)");
             }
+            if let Some(auth) = &self.auth {
+                if self.token.is_some() {
+                    check.error(&["token"], "give `token` or `auth`, not both");
+                }
+                auth.check(check, true);
+            }
             for (key, size) in [
                 ("max_body_bytes", self.max_body_bytes),
                 ("max_chunk_bytes", self.max_chunk_bytes),
@@ -1195,6 +1207,10 @@ mod config {
             Some(("address", Listener::Tcp(self.address)))
         }
 
+        fn secured(&self) -> bool {
+            self.tls.is_some() || self.inbound_auth().is_some()
+        }
+
         /// Received chunks are stored as they are, compressed: no
         /// transform can read them.
         fn transformable(&self) -> bool {
@@ -1205,7 +1221,11 @@ mod config {
             let options = ShipperOptions {
                 address: self.address,
                 path: self.path.clone(),
-                token: self.token.clone(),
+                auth: self
+                    .inbound_auth()
+                    .map(|auth| Authenticator::new(&auth).map(Arc::new))
+                    .transpose()
+                    .map_err(|e| format!("auth: {e}"))?,
                 max_body_bytes: usize::try_from(self.max_body_bytes.bytes()).unwrap_or(usize::MAX),
                 max_chunk_bytes: usize::try_from(self.max_chunk_bytes.bytes())
                     .unwrap_or(usize::MAX),

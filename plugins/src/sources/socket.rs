@@ -960,6 +960,12 @@ mod config {
             }
         }
 
+        /// A unix socket is reached only on this host (guarded by
+        /// `socket_mode`); TCP by TLS.
+        fn secured(&self) -> bool {
+            self.mode == SocketMode::Unix || self.tls.is_some()
+        }
+
         async fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
             let listen = match (self.mode, self.address, &self.path) {
                 (SocketMode::Tcp, Some(address), _) => Listen::Tcp(address),

@@ -1,23 +1,18 @@
 //! A listener's TLS: an acceptor whose certificates reload without
 //! dropping the listener.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::server::WebPkiClientVerifier;
 
 use super::{load_certificates, load_key, TlsError, TlsListenerConfig};
 
-/// Bumped by [`reload_certificates`]; a [`ServerTls`] that has not loaded
-/// this generation reads its files again at its next connection.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-
 /// Makes every listener read its certificate, key and CA files again
-/// before its next handshake (SIGHUP and `POST /reload` call it). A
-/// listener whose new files do not load keeps the ones it had, with a log
-/// line saying why.
+/// before its next handshake ([`crate::reread::request`], which SIGHUP
+/// and `POST /reload` call). A listener whose new files do not load keeps
+/// the ones it had, with a log line saying why.
 pub fn reload_certificates() {
-    GENERATION.fetch_add(1, Ordering::AcqRel);
+    crate::reread::request();
 }
 
 /// The TLS side of one listener.
@@ -39,7 +34,7 @@ impl ServerTls {
     /// (`http/1.1` for an HTTP listener, none for a raw stream).
     pub fn new(config: &TlsListenerConfig, alpn: &[&[u8]]) -> Result<Self, TlsError> {
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
-        let generation = GENERATION.load(Ordering::Acquire);
+        let generation = crate::reread::generation();
         let server = build(config, &alpn)?;
         Ok(ServerTls {
             config: config.clone(),
@@ -56,7 +51,7 @@ impl ServerTls {
     /// The acceptor for the next connection, with the files as of the
     /// last reload.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let generation = GENERATION.load(Ordering::Acquire);
+        let generation = crate::reread::generation();
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if current.generation != generation {
             current.generation = generation;

@@ -277,6 +277,8 @@ pub struct AdminConfig {
     pub address: SocketAddr,
     /// TLS for the endpoint.
     pub tls: Option<shipper_components::tls::TlsListenerConfig>,
+    /// Bearer tokens for `POST /reload` (and `/metrics` beyond loopback).
+    pub auth: Option<shipper_components::listen::auth::InboundAuth>,
 }
 
 impl Default for AdminConfig {
@@ -284,6 +286,7 @@ impl Default for AdminConfig {
         AdminConfig {
             address: SocketAddr::from(([127, 0, 0, 1], 8686)),
             tls: None,
+            auth: None,
         }
     }
 }
@@ -590,12 +593,25 @@ fn check_document(root: &Node<'_>, reporter: &mut Reporter<'_>) -> Option<Config
         }
     }
     validate::check_graph(&components, reporter);
-    if let Some(tls) = &config.admin.tls {
-        tls.check(&mut Checker::new(
-            reporter,
-            root,
-            KeyPath::root().join("admin"),
-        ));
+    {
+        let admin = &config.admin;
+        let mut check = Checker::new(reporter, root, KeyPath::root().join("admin"));
+        if let Some(tls) = &admin.tls {
+            tls.check(&mut check);
+        }
+        if let Some(auth) = &admin.auth {
+            auth.check(&mut check, false);
+        }
+        let mutual_tls = admin.tls.as_ref().is_some_and(|tls| tls.verify_client);
+        if !admin.address.ip().is_loopback() && admin.auth.is_none() && !mutual_tls {
+            check.warning(
+                &["address"],
+                format!(
+                    "{} is beyond loopback and the endpoint has neither `auth` nor `tls.verify_client`: POST /reload is refused, and anyone who reaches it can read /metrics",
+                    admin.address
+                ),
+            );
+        }
     }
     let mut listeners = vec![(
         KeyPath::root().join("admin").join("address"),
@@ -603,6 +619,22 @@ fn check_document(root: &Node<'_>, reporter: &mut Reporter<'_>) -> Option<Config
     )];
     for (name, source) in &config.sources {
         if let Some((key, listener)) = source.listener() {
+            let open_beyond_loopback = match &listener {
+                validate::Listener::Tcp(address) | validate::Listener::Udp(address) => {
+                    !address.ip().is_loopback()
+                }
+                validate::Listener::Unix(_) => false,
+            };
+            if open_beyond_loopback && !source.secured() {
+                let mut check =
+                    Checker::new(reporter, root, KeyPath::root().join("sources").join(name));
+                check.warning(
+                    &[key],
+                    format!(
+                        "{listener} is beyond loopback with neither `tls` nor `auth`: anyone who reaches it can send records, in the clear"
+                    ),
+                );
+            }
             listeners.push((
                 KeyPath::root().join("sources").join(name).join(key),
                 listener,

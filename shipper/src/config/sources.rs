@@ -60,4 +60,12 @@ impl SourceConfig {
             SourceConfig::Plugin(_) => None,
         }
     }
+
+    /// Whether its listener has TLS or a token.
+    pub(super) fn secured(&self) -> bool {
+        match self {
+            SourceConfig::Builtin(source) => source.secured(),
+            SourceConfig::Plugin(_) => false,
+        }
+    }
 }

@@ -1244,3 +1244,57 @@ fn listener_limits_are_checked_by_key() {
         );
     }
 }
+
+#[test]
+fn a_listener_beyond_loopback_without_tls_or_a_token_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let open = format!(
+        "[sources.s]\ntype = \"socket\"\naddress = \"0.0.0.0:18091\"\n[sources.h]\ntype = \"http\"\naddress = \"0.0.0.0:18092\"\n[sources.a]\ntype = \"shipper\"\naddress = \"0.0.0.0:18093\"\nauth = {{ strategy = \"bearer\", token_file = {token:?} }}\n[sources.l]\ntype = \"http\"\naddress = \"127.0.0.1:18094\"\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"s\", \"h\", \"a\", \"l\"]\n[admin]\naddress = \"0.0.0.0:18095\"\n"
+    );
+    let loaded = parse(&open, &env).unwrap();
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with("3: sources.s.address: warning: tcp 0.0.0.0:18091"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[0].contains("neither `tls` nor `auth`"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[1].starts_with("6: sources.h.address: warning:"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[2].contains("admin.address: warning:"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[2].contains("POST /reload is refused"),
+        "{warnings:#?}"
+    );
+
+    // A token file that cannot be read, and a token bound to producers
+    // where there are none, are errors.
+    let bad = format!(
+        "{WIRED}[sources.h]\ntype = \"http\"\naddress = \"127.0.0.1:18096\"\nauth = {{ strategy = \"bearer\", tokens = [{{ token_file = \"/nonexistent/token\" }}, {{ token = \"x\", producers = [\"0123456789abcdef0123456789abcdef\"] }}] }}\n"
+    );
+    let errors = errors(&bad);
+    let messages: Vec<String> = errors
+        .iter()
+        .map(|(_, path, m)| format!("{path}: {m}"))
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains("/nonexistent/token")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("only a `shipper` source knows producers")),
+        "{messages:#?}"
+    );
+}

@@ -200,6 +200,7 @@ pub(super) fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("admin.address", old.admin.address != new.admin.address),
         ("admin.tls", old.admin.tls != new.admin.tls),
+        ("admin.auth", old.admin.auth != new.admin.auth),
     ]
     .into_iter()
     .filter_map(|(key, differs)| differs.then_some(key))

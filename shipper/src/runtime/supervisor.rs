@@ -296,9 +296,9 @@ impl Supervisor {
             tracing::warn!("[logging] changed: it applies at the next start, not on reload");
             new.logging = self.config.logging;
         }
-        // Every listener reads its certificate and key again at its next
-        // handshake (the files may have been replaced; validate checked them).
-        shipper_components::tls::reload_certificates();
+        // Certificates, keys and token files are read again at their next
+        // use (they may have been replaced; validate checked them).
+        shipper_components::reread::request();
         let outcome = ReloadOutcome::Applied(self.apply(new).await);
         if outcome.status() == 200 {
             tracing::info!(%trigger, "{outcome}");
