@@ -533,3 +533,123 @@ async fn streams_get_tables_of_their_own() {
     );
     assert_eq!(high_water(&client, &hwm, "streams").await, 22);
 }
+
+/// The local PostgreSQL's certificate: Debian's self-signed "snakeoil"
+/// one (package ssl-cert), issued to `localhost`.
+const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+
+/// Whether this sink's connection (by application name) uses TLS.
+async fn ssl_in_use(client: &Client, application: &str) -> bool {
+    client
+        .query_one(
+            "SELECT bool_or(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = $1",
+            &[&application],
+        )
+        .await
+        .unwrap()
+        .get::<_, Option<bool>>(0)
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_arrive_over_tls_with_the_server_certificate_verified() {
+    let Some(client) = database().await else {
+        return;
+    };
+    let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    if ssl != "on" || !std::path::Path::new(SNAKEOIL).exists() {
+        shipper_tests::service_missing(&format!(
+            "PostgreSQL on 127.0.0.1:5432 does not serve TLS with {SNAKEOIL} (ssl = {ssl})"
+        ));
+        return;
+    }
+    let (table, hwm) = (unique("tls"), unique("tls_hwm"));
+    let _tables = Tables(vec![table.clone(), hwm.clone()]);
+    let test = test_log(&[("s", records(0, 50))]);
+    let application = unique("tls");
+
+    // verify-full: the certificate chains to the CA and is for `localhost`.
+    let mut options = options(&table, &hwm);
+    options.connection = format!(
+        "host=localhost port=5432 user=postgres dbname=test application_name={application} \
+         sslmode=verify-full sslrootcert={SNAKEOIL}"
+    );
+    let mut sink = opened(&options, &test.log, "tls").await;
+    assert!(
+        ssl_in_use(&client, &application).await,
+        "the connection is not TLS"
+    );
+    sink.deliver(&test.chunks).await.unwrap();
+    assert_eq!(offsets(&client, &table).await, once_each(0..50));
+    drop(sink);
+
+    // The same, with the CA in the sink's `tls` table and a URL.
+    let mut options = options.clone();
+    options.connection = format!(
+        "postgres://postgres@localhost:5432/test?application_name={application}&sslmode=verify-full"
+    );
+    options.tls = Some(shipper_components::tls::TlsClientConfig {
+        ca_file: Some(SNAKEOIL.into()),
+        ..Default::default()
+    });
+    let sink = opened(&options, &test.log, "tls").await;
+    drop(sink);
+
+    let refused = |connection: String, tls: Option<shipper_components::tls::TlsClientConfig>| {
+        let mut options = options.clone();
+        options.connection = connection;
+        options.tls = tls;
+        let log = test.log.clone();
+        async move {
+            let mut sink = PostgresSink::new(options).unwrap();
+            match sink.open(&context(&log, "tls_refused", 0)).await {
+                Err(error) => error.to_string(),
+                Ok(()) => panic!("connected"),
+            }
+        }
+    };
+    // verify-full to 127.0.0.1: the certificate is for localhost.
+    let wrong_name = refused(
+        format!(
+            "host=127.0.0.1 user=postgres dbname=test sslmode=verify-full sslrootcert={SNAKEOIL}"
+        ),
+        None,
+    )
+    .await;
+    assert!(
+        wrong_name.to_lowercase().contains("not valid for name")
+            || wrong_name.contains("NotValidForName"),
+        "{wrong_name}"
+    );
+    // verify-ca to 127.0.0.1: the chain is what counts.
+    let mut ca_only = options.clone();
+    ca_only.connection = format!(
+        "host=127.0.0.1 user=postgres dbname=test application_name={application} sslmode=verify-ca sslrootcert={SNAKEOIL}"
+    );
+    ca_only.tls = None;
+    drop(opened(&ca_only, &test.log, "tls").await);
+    // A CA that did not issue the server's certificate.
+    let pki = tempfile::tempdir().unwrap();
+    let stranger = shipper_tests::pki::Ca::new(pki.path(), "stranger");
+    let unknown = refused(
+        format!(
+            "host=localhost user=postgres dbname=test sslmode=verify-full sslrootcert={}",
+            stranger.crt.display()
+        ),
+        None,
+    )
+    .await;
+    assert!(
+        unknown.contains("UnknownIssuer") || unknown.to_lowercase().contains("unknown issuer"),
+        "{unknown}"
+    );
+    // require: encrypted, nothing verified (libpq's meaning).
+    let mut require = options.clone();
+    require.connection = format!(
+        "host=127.0.0.1 user=postgres dbname=test application_name={application}-r sslmode=require"
+    );
+    require.tls = None;
+    let _sink = opened(&require, &test.log, "tls").await;
+    assert!(ssl_in_use(&client, &format!("{application}-r")).await);
+}

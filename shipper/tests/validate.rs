@@ -172,8 +172,8 @@ fn validate_refuses_what_run_refuses_naming_the_key() {
     );
     let cases = [
         (
-            "[sinks.pg]\ntype = \"postgres\"\ninputs = [\"in\"]\nconnection = \"host=127.0.0.1 sslmode=require\"\ntable = \"events\"\n",
-            "10: sinks.pg.connection: TLS (sslmode=require) is not available in this build",
+            "[sinks.pg]\ntype = \"postgres\"\ninputs = [\"in\"]\nconnection = \"host=127.0.0.1 sslmode=verify-ca\"\ntable = \"events\"\n",
+            "10: sinks.pg.connection: sslmode=verify-ca needs a CA file",
         ),
         (
             "[sinks.disk]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"out.ndjson.gz\"\ncompression = { codec = \"gzip\" }\n",

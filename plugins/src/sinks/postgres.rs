@@ -38,6 +38,7 @@
 //! should a stale one still be running on the server.
 
 mod config;
+pub mod tls;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,7 +51,6 @@ use futures_util::SinkExt;
 use shipper_core::chunk::{decode_body, Decoder};
 use shipper_core::component::{ComponentError, Sink, SinkContext};
 use shipper_core::log::StoredChunk;
-use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls, Statement};
 
 /// Seconds from the unix epoch to PostgreSQL's (2000-01-01T00:00:00Z).
@@ -138,6 +138,9 @@ pub struct PostgresSinkOptions {
     /// The longest a delivery (or the start) may take; past it the
     /// connection is dropped and the delivery is retried.
     pub timeout: Duration,
+    /// The files of the sink's `tls` table (the connection string's
+    /// `sslmode` says how they are used).
+    pub tls: Option<crate::tls::TlsClientConfig>,
 }
 
 impl PostgresSinkOptions {
@@ -151,6 +154,7 @@ impl PostgresSinkOptions {
             hwm_table: None,
             creation: TableCreation::IfMissing,
             timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -327,13 +331,26 @@ pub fn check_connection(connection: &str) -> Result<(), String> {
     parse_connection(connection).map(drop)
 }
 
-fn parse_connection(connection: &str) -> Result<tokio_postgres::Config, String> {
-    // The parser's messages name the option, never its value.
-    let config: tokio_postgres::Config = connection.parse().map_err(|e| describe(&e))?;
-    if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
-        return Err("TLS (sslmode=require) is not available in this build".into());
+/// Checks the TLS settings of `connection` and the sink's `tls` table
+/// together, as [`PostgresSink::new`] uses them (the files are read).
+/// An unparsable connection string is `check_connection`'s to report.
+pub fn check_tls(
+    connection: &str,
+    table: Option<&crate::tls::TlsClientConfig>,
+) -> Result<(), String> {
+    match parse_connection(connection) {
+        Ok((_, tls)) => tls::connector(&tls, table, "postgres").map(drop),
+        Err(_) => Ok(()),
     }
-    Ok(config)
+}
+
+/// The connection string as tokio-postgres reads it, and its TLS options
+/// (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`), which it does not.
+fn parse_connection(connection: &str) -> Result<(tokio_postgres::Config, tls::PgTls), String> {
+    let (rest, tls) = tls::split(connection)?;
+    // The parser's messages name the option, never its value.
+    let config: tokio_postgres::Config = rest.parse().map_err(|e| describe(&e))?;
+    Ok((config, tls))
 }
 
 /// Quotes an identifier for SQL.
@@ -375,6 +392,8 @@ impl Drop for Connection {
 /// Delivers records as rows; see the module docs.
 pub struct PostgresSink {
     config: tokio_postgres::Config,
+    /// TLS, unless `sslmode=disable`.
+    tls: Option<rustls::ClientConfig>,
     table: TableName,
     hwm_table: TableName,
     routing: TableRouting,
@@ -404,8 +423,10 @@ impl PostgresSink {
     /// A sink with `options`; checks the connection string and the table
     /// names (nothing is connected before [`Sink::open`]).
     pub fn new(options: PostgresSinkOptions) -> Result<Self, ComponentError> {
-        let mut config = parse_connection(&options.connection)
+        let (mut config, tls) = parse_connection(&options.connection)
             .map_err(|reason| ComponentError::Fatal(format!("connection: {reason}")))?;
+        let tls = tls::connector(&tls, options.tls.as_ref(), "postgres")
+            .map_err(|reason| ComponentError::Fatal(format!("tls: {reason}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
@@ -420,6 +441,7 @@ impl PostgresSink {
         }
         Ok(PostgresSink {
             config,
+            tls,
             table,
             hwm_table,
             routing: options.routing,
@@ -461,16 +483,38 @@ impl PostgresSink {
             self.connection = None;
         }
         if self.connection.is_none() {
-            let (client, connection) = self
-                .config
-                .connect(NoTls)
-                .await
-                .map_err(|e| classify("connecting", &e))?;
-            let task = tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(error = %describe(&error), "postgres connection ended");
+            let ended = |error: tokio_postgres::Error| {
+                tracing::debug!(error = %describe(&error), "postgres connection ended");
+            };
+            let (client, task) = match &self.tls {
+                None => {
+                    let (client, connection) = self
+                        .config
+                        .connect(NoTls)
+                        .await
+                        .map_err(|e| classify("connecting", &e))?;
+                    (
+                        client,
+                        tokio::spawn(async move {
+                            connection.await.map_err(ended).ok();
+                        }),
+                    )
                 }
-            });
+                Some(tls) => {
+                    let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone());
+                    let (client, connection) = self
+                        .config
+                        .connect(connector)
+                        .await
+                        .map_err(|e| classify("connecting", &e))?;
+                    (
+                        client,
+                        tokio::spawn(async move {
+                            connection.await.map_err(ended).ok();
+                        }),
+                    )
+                }
+            };
             self.connection = Some(Connection {
                 client,
                 task: Some(task),
@@ -1181,12 +1225,13 @@ mod tests {
 
     #[test]
     fn bad_options_are_fatal_and_never_echo_the_connection_string() {
-        let secret = "host=127.0.0.1 user=u password=hunter2 sslmode=require";
+        let secret = "host=127.0.0.1 user=u password=hunter2 sslmode=verify-ca";
         let error = PostgresSink::new(PostgresSinkOptions::new(secret, "logs")).unwrap_err();
         assert!(
-            matches!(&error, ComponentError::Fatal(m) if m.contains("TLS")),
+            matches!(&error, ComponentError::Fatal(m) if m.contains("needs a CA file")),
             "{error}"
         );
+        assert!(!error.to_string().contains("hunter2"), "{error}");
         let error = PostgresSink::new(PostgresSinkOptions::new(
             "host=127.0.0.1 password=hunter2 bogus=1",
             "logs",

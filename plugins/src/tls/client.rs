@@ -19,14 +19,37 @@ pub fn client_config(
     alpn: &[&[u8]],
     component: &str,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    build(config, alpn, Some(component))
+}
+
+/// A client configuration that accepts any server certificate, without
+/// the warning [`client_config`] logs for it: for a setting whose own
+/// name says so (PostgreSQL's `sslmode=require`).
+pub fn client_config_unverified(
+    config: &TlsClientConfig,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let config = TlsClientConfig {
+        verify_certificate: false,
+        ..config.clone()
+    };
+    build(&config, &[], None)
+}
+
+fn build(
+    config: &TlsClientConfig,
+    alpn: &[&[u8]],
+    warn_as: Option<&str>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = super::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let builder = if !config.verify_certificate {
-        tracing::warn!(
-            component,
-            "tls.verify_certificate = false: any server certificate is accepted; what is sent can be read and changed by anyone on the path"
-        );
+        if let Some(component) = warn_as {
+            tracing::warn!(
+                component,
+                "tls.verify_certificate = false: any server certificate is accepted; what is sent can be read and changed by anyone on the path"
+            );
+        }
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))

@@ -845,14 +845,19 @@ fn postgres(keys: &str) -> String {
 fn validate_refuses_what_the_postgres_sink_refuses() {
     let cases: &[Case] = &[
         (
-            "TLS, which the sink cannot do yet",
-            postgres("connection = \"host=db sslmode=require\"\ntable = \"events\"\n"),
-            &[(9, "sinks.pg.connection", "TLS (sslmode=require) is not available in this build")],
+            "verify-ca with nothing to verify against",
+            postgres("connection = \"host=db sslmode=verify-ca\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "sslmode=verify-ca needs a CA file")],
         ),
         (
-            "TLS asked for in a URL",
-            postgres("connection = \"postgres://u:hunter2@db/logs?sslmode=require\"\ntable = \"events\"\n"),
-            &[(9, "sinks.pg.connection", "TLS (sslmode=require)")],
+            "a CA file that is not there, in a URL",
+            postgres("connection = \"postgres://u:hunter2@db/logs?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "/nonexistent/ca.pem")],
+        ),
+        (
+            "an sslmode libpq does not know",
+            postgres("connection = \"host=db sslmode=always\"\ntable = \"events\"\n"),
+            &[(9, "sinks.pg.connection", "sslmode must be disable, prefer, require, verify-ca or verify-full")],
         ),
         (
             "a connection string that does not parse",

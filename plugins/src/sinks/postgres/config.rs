@@ -40,6 +40,10 @@ pub struct PostgresSinkConfig {
     pub create_tables: bool,
     #[serde(default = "default_timeout_ms", deserialize_with = "duration_ms")]
     pub timeout_ms: u64,
+    /// CA and client certificate files for TLS (`sslmode` in `connection`
+    /// says how they are used).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsClientConfig>,
 }
 
 impl PostgresSinkConfig {
@@ -75,6 +79,17 @@ impl PostgresSinkConfig {
         if self.timeout_ms == 0 {
             check.error(&["timeout_ms"], "must be at least 1");
         }
+        if let Some(tls) = &self.tls {
+            tls.check(check);
+        }
+        if let Err(reason) = super::check_tls(&self.connection, self.tls.as_ref()) {
+            let key = if self.tls.is_some() {
+                "tls"
+            } else {
+                "connection"
+            };
+            check.error(&[key], reason);
+        }
     }
 }
 
@@ -89,6 +104,7 @@ impl std::fmt::Debug for PostgresSinkConfig {
             .field("hwm_table", &self.hwm_table)
             .field("create_tables", &self.create_tables)
             .field("timeout_ms", &self.timeout_ms)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -122,6 +138,7 @@ impl SinkComponent for PostgresSinkConfig {
                 TableCreation::Never
             },
             timeout: Duration::from_millis(self.timeout_ms),
+            tls: self.tls.clone(),
         };
         Ok(Box::new(
             PostgresSink::new(options).map_err(|e| e.to_string())?,
