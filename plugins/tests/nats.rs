@@ -397,3 +397,98 @@ async fn an_unreachable_server_is_retryable() {
     assert!(matches!(error, ComponentError::Retryable(_)), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// A `nats-server` of the test's own, with JetStream and mutual TLS on a
+/// free port; killed when dropped.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsServer {
+    /// `None` (skip, or fail under `SHIPPER_REQUIRE_SERVICES=1`) when there
+    /// is no `nats-server` binary.
+    fn start(dir: &std::path::Path, ca: &shipper_tests::pki::Ca) -> Option<TlsServer> {
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|path| std::path::Path::new(path).exists());
+        let Some(binary) = binary else {
+            shipper_tests::service_missing("no nats-server binary to start a TLS server with");
+            return None;
+        };
+        let server = ca.server(dir, "nats");
+        let port = shipper_tests::free_port();
+        let child = std::process::Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.join("js"))
+            .args(["--tls", "--tlsverify", "--tlscert"])
+            .arg(&server.crt)
+            .arg("--tlskey")
+            .arg(&server.key)
+            .arg("--tlscacert")
+            .arg(&ca.crt)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(TlsServer { child, port })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_arrive_over_mutual_tls_and_a_client_without_a_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = shipper_tests::pki::Ca::new(dir.path(), "ca");
+    let Some(server) = TlsServer::start(dir.path(), &ca) else {
+        return;
+    };
+    let client = ca.client(dir.path(), "shipper");
+    let (log, chunks) = log_with(dir.path(), 2, 20);
+    let url = format!("tls://localhost:{}", server.port);
+    let subject = unique("tls");
+    let tls = |certificate: bool| {
+        let settings = shipper_components::tls::TlsClientConfig {
+            ca_file: Some(ca.crt.clone()),
+            crt_file: certificate.then(|| client.crt.clone()),
+            key_file: certificate.then(|| client.key.clone()),
+            ..Default::default()
+        };
+        Some(shipper_components::tls::client_config(&settings, &[], "out").unwrap())
+    };
+
+    let mut options = NatsSinkOptions::new(url.clone(), subject.clone());
+    options.tls = tls(true);
+    options.timeout = Duration::from_secs(5);
+    let mut sink = NatsSink::new(options.clone()).unwrap();
+    sink.open(&context(&log, 0)).await.unwrap();
+    sink.deliver(&chunks).await.unwrap();
+    sink.close().await.unwrap();
+
+    // Read back over the same TLS.
+    let reader = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .tls_client_config(rustls::ClientConfig::clone(&tls(true).unwrap()))
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    let js = jetstream::new(reader);
+    assert_eq!(message_count(&js, &options.default_stream_name()).await, 40);
+
+    let mut without = options.clone();
+    without.tls = tls(false);
+    let mut refused = NatsSink::new(without).unwrap();
+    let error = refused.open(&context(&log, 0)).await.unwrap_err();
+    assert!(matches!(error, ComponentError::Retryable(_)), "{error}");
+}

@@ -131,6 +131,10 @@ pub struct NatsSinkOptions {
     /// Bound on connecting, on each JetStream request and on waiting for an
     /// acknowledgement.
     pub timeout: Duration,
+    /// TLS (required when set): whom to trust, a client certificate.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// A NATS credentials file (JWT and nkey seed).
+    pub credentials_file: Option<std::path::PathBuf>,
 }
 
 impl NatsSinkOptions {
@@ -147,6 +151,8 @@ impl NatsSinkOptions {
             message: MessagePer::Record,
             max_pending: 1024,
             timeout: Duration::from_secs(10),
+            tls: None,
+            credentials_file: None,
         }
     }
 
@@ -292,7 +298,18 @@ impl Sink for NatsSink {
         let options = &self.options;
         let producer = cx.producer_id.to_string();
         let subject = format!("{}.{producer}", options.subject);
-        let client = async_nats::ConnectOptions::new()
+        let mut connect = async_nats::ConnectOptions::new();
+        if let Some(path) = &options.credentials_file {
+            connect = connect.credentials_file(path).await.map_err(|e| {
+                ComponentError::Fatal(format!("credentials_file {}: {e}", path.display()))
+            })?;
+        }
+        if let Some(tls) = &options.tls {
+            connect = connect
+                .require_tls(true)
+                .tls_client_config(rustls::ClientConfig::clone(tls));
+        }
+        let client = connect
             .name(format!("shipper sink {}", cx.name))
             .connection_timeout(options.timeout)
             .request_timeout(Some(options.timeout))

@@ -41,6 +41,12 @@ pub struct NatsSinkConfig {
         deserialize_with = "duration_ms"
     )]
     pub timeout_ms: u64,
+    /// TLS to the server (required when set).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsClientConfig>,
+    /// A NATS credentials file (a user JWT and its nkey seed).
+    #[serde(default)]
+    pub credentials_file: Option<std::path::PathBuf>,
 }
 
 impl NatsSinkConfig {
@@ -85,6 +91,17 @@ impl NatsSinkConfig {
         if self.timeout_ms == 0 {
             check.error(&["timeout_ms"], "must be at least 1");
         }
+        if let Some(tls) = &self.tls {
+            tls.check(check);
+        }
+        if let Some(path) = &self.credentials_file {
+            if let Err(error) = std::fs::metadata(path).and_then(|_| std::fs::File::open(path)) {
+                check.error(
+                    &["credentials_file"],
+                    format!("{}: {error}", path.display()),
+                );
+            }
+        }
     }
 }
 
@@ -110,7 +127,13 @@ impl SinkComponent for NatsSinkConfig {
         )]
     }
 
-    fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|tls| crate::tls::client_config(tls, &[], cx.name))
+            .transpose()
+            .map_err(|e| format!("tls: {e}"))?;
         let options = NatsSinkOptions {
             url: self.url.clone(),
             subject: self.subject.clone(),
@@ -120,6 +143,8 @@ impl SinkComponent for NatsSinkConfig {
             message: self.message,
             max_pending: self.max_pending,
             timeout: Duration::from_millis(self.timeout_ms),
+            tls,
+            credentials_file: self.credentials_file.clone(),
         };
         Ok(Box::new(NatsSink::new(options).map_err(|e| e.to_string())?))
     }
