@@ -26,7 +26,7 @@ fn broker_available() -> bool {
     shipper_tests::service_available("Mosquitto", BROKER)
 }
 
-use shipper_tests::unique;
+use shipper_tests::{free_port, unique};
 
 /// Publishes every message with QoS 1 and returns once the broker has
 /// acknowledged all of them.
@@ -75,13 +75,21 @@ struct Running {
 
 impl Running {
     fn start(log: &Log, client_id: &str, topics: &[String]) -> Running {
-        let options = MqttOptions {
-            host: "127.0.0.1".into(),
-            port: 1883,
-            client_id: client_id.into(),
-            topics: topics.to_vec(),
-            qos: MqttQos::AtLeastOnce,
-        };
+        Running::start_with(
+            log,
+            MqttOptions {
+                host: "127.0.0.1".into(),
+                port: 1883,
+                client_id: client_id.into(),
+                topics: topics.to_vec(),
+                qos: MqttQos::AtLeastOnce,
+                tls: None,
+                credentials: None,
+            },
+        )
+    }
+
+    fn start_with(log: &Log, options: MqttOptions) -> Running {
         let mut source = MqttSource::new(options, "mqtt").unwrap();
         let counters = source.counters();
         let shutdown = Shutdown::new();
@@ -316,4 +324,138 @@ async fn a_dropped_connection_is_resumed_without_loss() {
     let counters = running.stop().await;
     assert_eq!(distinct(), (0..60).collect::<Vec<i64>>());
     assert!(counters.acked.load(Ordering::Relaxed) >= 60);
+}
+
+/// A `mosquitto` of the test's own on three loopback ports: `mutual`
+/// (TLS, a client certificate of the CA required), `password` (TLS, a
+/// user and password required) and `plain` (for the test's publisher).
+struct TlsBroker {
+    child: std::process::Child,
+    mutual: u16,
+    password: u16,
+    plain: u16,
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsBroker {
+    fn start(dir: &std::path::Path, ca: &shipper_tests::pki::Ca) -> Option<TlsBroker> {
+        let (binary, passwd) = ("/usr/sbin/mosquitto", "/usr/bin/mosquitto_passwd");
+        if !std::path::Path::new(binary).exists() || !std::path::Path::new(passwd).exists() {
+            shipper_tests::service_missing(
+                "no mosquitto and mosquitto_passwd to start a TLS broker with",
+            );
+            return None;
+        }
+        let server = ca.server(dir, "broker");
+        let passwords = dir.join("passwords");
+        let made = std::process::Command::new(passwd)
+            .args(["-b", "-c"])
+            .arg(&passwords)
+            .args(["shipper", "broker-s3cret"])
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let (mutual, password, plain) = (free_port(), free_port(), free_port());
+        let tls = format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\n",
+            ca.crt.display(),
+            server.crt.display(),
+            server.key.display()
+        );
+        let config = dir.join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "user root\nper_listener_settings true\n\
+                 listener {mutual} 127.0.0.1\n{tls}require_certificate true\nallow_anonymous true\n\
+                 listener {password} 127.0.0.1\n{tls}allow_anonymous false\npassword_file {}\n\
+                 listener {plain} 127.0.0.1\nallow_anonymous true\n",
+                passwords.display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        for port in [mutual, password, plain] {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "mosquitto never listened on {port}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Some(TlsBroker {
+            child,
+            mutual,
+            password,
+            plain,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_arrive_over_tls_with_a_client_certificate_or_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = shipper_tests::pki::Ca::new(dir.path(), "ca");
+    let Some(broker) = TlsBroker::start(dir.path(), &ca) else {
+        return;
+    };
+    let client = ca.client(dir.path(), "shipper");
+    let tls = |certificate: bool| {
+        let settings = shipper_components::tls::TlsClientConfig {
+            ca_file: Some(ca.crt.clone()),
+            crt_file: certificate.then(|| client.crt.clone()),
+            key_file: certificate.then(|| client.key.clone()),
+            server_name: Some("localhost".into()),
+            ..Default::default()
+        };
+        Some(shipper_components::tls::client_config(&settings, &[], "mqtt").unwrap())
+    };
+    for (port, certificate, credentials) in [
+        (broker.mutual, true, None),
+        (
+            broker.password,
+            false,
+            Some(("shipper".to_owned(), "broker-s3cret".to_owned())),
+        ),
+    ] {
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = Log::open(log_dir.path(), LogOptions::default()).unwrap();
+        let topic = unique("tls");
+        let running = Running::start_with(
+            &log,
+            MqttOptions {
+                host: "127.0.0.1".into(),
+                port,
+                client_id: unique("client"),
+                topics: vec![topic.clone()],
+                qos: MqttQos::AtLeastOnce,
+                tls: tls(certificate),
+                credentials,
+            },
+        );
+        running.subscribed().await;
+        let plain = broker.plain;
+        tokio::task::spawn_blocking(move || {
+            shipper_tests::mqtt::Publisher::at(plain, &unique("publisher"))
+                .publish(&topic, &["{\"over\":\"tls\"}"]);
+        })
+        .await
+        .unwrap();
+        wait_for_records(&log, 1).await;
+        running.stop().await;
+    }
 }

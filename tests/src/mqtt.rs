@@ -22,7 +22,12 @@ impl Publisher {
     /// room for messages up to 32 MiB (over the log's 16 MiB record limit,
     /// so tests can send one that is too large).
     pub fn new(client_id: &str) -> Self {
-        let mut options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", 1883);
+        Publisher::at(1883, client_id)
+    }
+
+    /// As [`Publisher::new`], to a broker on 127.0.0.1:`port`.
+    pub fn at(port: u16, client_id: &str) -> Self {
+        let mut options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
         options.set_max_packet_size(32 << 20, 32 << 20);
         let (client, connection) = rumqttc::Client::new(options, 1024);
         Publisher { client, connection }

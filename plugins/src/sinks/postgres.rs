@@ -347,7 +347,16 @@ pub fn check_tls(
 /// The connection string as tokio-postgres reads it, and its TLS options
 /// (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`), which it does not.
 fn parse_connection(connection: &str) -> Result<(tokio_postgres::Config, tls::PgTls), String> {
-    let (rest, tls) = tls::split(connection)?;
+    let (rest, tls) = match tls::split(connection) {
+        Ok(split) => split,
+        // The driver's own words for a string it cannot parse either.
+        Err(reason) => {
+            return Err(connection
+                .parse::<tokio_postgres::Config>()
+                .err()
+                .map_or(reason, |e| describe(&e)))
+        }
+    };
     // The parser's messages name the option, never its value.
     let config: tokio_postgres::Config = rest.parse().map_err(|e| describe(&e))?;
     Ok((config, tls))

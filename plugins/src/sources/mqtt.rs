@@ -158,6 +158,10 @@ pub struct MqttOptions {
     pub topics: Vec<String>,
     /// The QoS of every subscription.
     pub qos: MqttQos,
+    /// TLS to the broker, when set.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// A user name and password for the broker.
+    pub credentials: Option<(String, String)>,
 }
 
 impl MqttOptions {
@@ -167,30 +171,46 @@ impl MqttOptions {
     }
 }
 
-/// Parses `mqtt://host[:port]` (or `tcp://`) into a host and a port
-/// ([`DEFAULT_PORT`] when absent). An IPv6 address goes in brackets.
+/// The port of `mqtts://` when the url names none.
+pub const DEFAULT_TLS_PORT: u16 = 8883;
+
+/// Whether `url` asks for TLS (`mqtts://` or `ssl://`).
+pub fn url_wants_tls(url: &str) -> bool {
+    url.starts_with("mqtts://") || url.starts_with("ssl://")
+}
+
+/// Parses `mqtt://host[:port]` (or `tcp://`; `mqtts://` or `ssl://` for
+/// TLS) into a host and a port ([`DEFAULT_PORT`], or [`DEFAULT_TLS_PORT`]
+/// for TLS, when absent). An IPv6 address goes in brackets.
 ///
 /// ```
 /// use shipper_components::sources::mqtt::parse_url;
 ///
 /// assert_eq!(parse_url("mqtt://broker.local:1884"), Ok(("broker.local".into(), 1884)));
 /// assert_eq!(parse_url("mqtt://[::1]"), Ok(("::1".into(), 1883)));
-/// assert!(parse_url("mqtts://broker.local").is_err());
+/// assert_eq!(parse_url("mqtts://broker.local"), Ok(("broker.local".into(), 8883)));
 /// ```
 pub fn parse_url(url: &str) -> Result<(String, u16), String> {
+    let default_port = if url_wants_tls(url) {
+        DEFAULT_TLS_PORT
+    } else {
+        DEFAULT_PORT
+    };
     let rest = if let Some(rest) = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
+        .or_else(|| url.strip_prefix("mqtts://"))
+        .or_else(|| url.strip_prefix("ssl://"))
     {
         rest
-    } else if url.starts_with("mqtts://") || url.starts_with("ssl://") {
-        return Err("TLS (mqtts://) is not available in this build; use mqtt://".into());
     } else {
-        return Err(format!("{url:?} does not start with mqtt://"));
+        return Err(format!("{url:?} does not start with mqtt:// or mqtts://"));
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains('@') {
-        return Err("credentials in the url are not supported".into());
+        return Err(
+            "credentials in the url are not supported; use `username` and `password`".into(),
+        );
     }
     if authority.contains(['/', '?', '#']) {
         return Err(format!("{url:?}: only mqtt://host:port, no path or query"));
@@ -221,7 +241,7 @@ pub fn parse_url(url: &str) -> Result<(String, u16), String> {
             .ok()
             .filter(|&p| p != 0)
             .ok_or_else(|| format!("{url:?}: bad port {port:?}"))?,
-        None => DEFAULT_PORT,
+        None => default_port,
     };
     Ok((host.to_owned(), port))
 }
@@ -297,6 +317,14 @@ impl MqttSource {
             .set_manual_acks(true)
             .set_keep_alive(KEEP_ALIVE)
             .set_max_packet_size(MAX_PACKET_BYTES, 64 * 1024);
+        if let Some(tls) = &self.options.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
+        if let Some((user, password)) = &self.options.credentials {
+            options.set_credentials(user, password);
+        }
         options
     }
 
@@ -774,8 +802,8 @@ mod tests {
             ("mqtt://host:x", Err("bad port")),
             ("mqtt://host:1883/topic", Err("no path")),
             ("mqtt://user:pw@host", Err("credentials")),
-            ("mqtts://host", Err("TLS")),
-            ("ssl://host", Err("TLS")),
+            ("mqtts://host", Ok(("host", 8883))),
+            ("ssl://host:8884", Ok(("host", 8884))),
             ("http://host", Err("does not start with mqtt://")),
             ("mqtt://[::1", Err("unclosed")),
         ] {
@@ -803,6 +831,8 @@ mod tests {
             client_id: "c".into(),
             topics: vec!["a/+/b".into(), "c/#".into()],
             qos: MqttQos::AtLeastOnce,
+            tls: None,
+            credentials: None,
         };
         assert!(MqttSource::new(good.clone(), "s").is_ok());
         for bad in [
@@ -849,7 +879,7 @@ mod config {
     }
 
     /// `type = "mqtt"`: subscribes to topic filters on a broker.
-    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[derive(Clone, PartialEq, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct MqttSourceConfig {
         /// `mqtt://host:port`; or give `host` (and `port`) instead.
@@ -864,6 +894,39 @@ mod config {
         pub qos: u8,
         #[serde(default)]
         pub client_id: Option<String>,
+        /// TLS to the broker (also implied by an `mqtts://` url).
+        #[serde(default)]
+        pub tls: Option<crate::tls::TlsClientConfig>,
+        /// A user name for the broker.
+        #[serde(default)]
+        pub username: Option<String>,
+        /// Its password (`${VAR}` takes it from the environment).
+        #[serde(default)]
+        pub password: Option<String>,
+    }
+
+    impl std::fmt::Debug for MqttSourceConfig {
+        /// The password is a secret: never log it.
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("MqttSourceConfig")
+                .field("url", &self.url)
+                .field("host", &self.host)
+                .field("port", &self.port)
+                .field("topics", &self.topics)
+                .field("qos", &self.qos)
+                .field("client_id", &self.client_id)
+                .field("tls", &self.tls)
+                .field("username", &self.username)
+                .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+                .finish()
+        }
+    }
+
+    impl MqttSourceConfig {
+        /// Whether it connects over TLS.
+        fn wants_tls(&self) -> bool {
+            self.tls.is_some() || self.url.as_deref().is_some_and(super::url_wants_tls)
+        }
     }
 
     /// Checks one topic filter as the source does: `MqttSource::new` is given
@@ -876,6 +939,8 @@ mod config {
             client_id: "validate".into(),
             topics: vec![topic.to_owned()],
             qos: MqttQos::AtLeastOnce,
+            tls: None,
+            credentials: None,
         };
         MqttSource::new(options, "validate")
             .map(drop)
@@ -924,6 +989,18 @@ mod config {
                     check.error(&["topics"], message);
                 }
             }
+            if let Some(tls) = &self.tls {
+                tls.check(check);
+            }
+            match (&self.username, &self.password) {
+                (Some(_), None) => check.error(&["password"], "`username` needs `password`"),
+                (None, Some(_)) => check.error(&["username"], "`password` needs `username`"),
+                (Some(_), Some(_)) if !self.wants_tls() => check.warning(
+                    &["password"],
+                    "sent in the clear: give the broker a `tls` table (or an mqtts:// url)",
+                ),
+                _ => {}
+            }
             match self.qos {
                 0 | 1 => {}
                 2 => check.error(
@@ -949,6 +1026,15 @@ mod config {
                     .unwrap_or_else(|| MqttOptions::default_client_id(cx.name)),
                 topics: self.topics.clone(),
                 qos: MqttQos::from_level(self.qos).map_err(|e| e.to_string())?,
+                tls: self
+                    .wants_tls()
+                    .then(|| {
+                        let settings = self.tls.clone().unwrap_or_default();
+                        crate::tls::client_config(&settings, &[], cx.name)
+                    })
+                    .transpose()
+                    .map_err(|e| format!("tls: {e}"))?,
+                credentials: self.username.clone().zip(self.password.clone()),
             };
             Ok(Box::new(
                 MqttSource::new(options, cx.name).map_err(|e| e.to_string())?,
