@@ -7,6 +7,9 @@
 //! 2. **sidecar → aggregator**: the same sidecar with `protocol = "shipper"`
 //!    to a second `shipper run` whose `shipper` source feeds a blackhole.
 //! 3. **file → blackhole**: one process, for reference.
+//! 4. **file → PostgreSQL** (when the local server answers).
+//! 5. **sidecar → aggregator over mutual TLS** with a bearer token: 2 with
+//!    certificates made by the bench, for the cost of TLS beside it.
 //!
 //! Each scenario is timed from spawning the (last) process until every
 //! record has arrived (counted by the receiver, or by the blackhole's
@@ -442,16 +445,40 @@ compression = {{ codec = "zstd", level = 1 }}
 
 /// Scenario 2: a sidecar sends stored chunks to an aggregator's `shipper`
 /// source, which feeds a blackhole.
-fn sidecar_to_aggregator(dir: &Path, input: &Input) -> ScenarioResult {
+/// Scenario 2 (and 5, `tls`: the same over mutual TLS, with a bearer
+/// token, certificates made here).
+fn sidecar_to_aggregator(dir: &Path, input: &Input, tls: bool) -> ScenarioResult {
     let source_port = free_port().expect("a free port");
+    let (label, (listener, client, scheme)) = if tls {
+        let pki = dir.join("pki");
+        std::fs::create_dir_all(&pki).expect("a pki directory");
+        let ca = shipper_tests::pki::Ca::new(&pki, "ca");
+        let (server, sidecar) = (ca.server(&pki, "aggregator"), ca.client(&pki, "sidecar"));
+        (
+            "s5",
+            (
+                format!(
+                    "tls = {{ crt_file = {:?}, key_file = {:?}, ca_file = {:?}, verify_client = true }}\nauth = {{ strategy = \"bearer\", token = \"e2e-token\" }}\n",
+                    server.crt, server.key, ca.crt
+                ),
+                format!(
+                    "tls = {{ ca_file = {:?}, crt_file = {:?}, key_file = {:?} }}\nauth = {{ strategy = \"bearer\", token = \"e2e-token\" }}\n",
+                    ca.crt, sidecar.crt, sidecar.key
+                ),
+                "https://localhost",
+            ),
+        )
+    } else {
+        ("s2", (String::new(), String::new(), "http://127.0.0.1"))
+    };
     let mut aggregator = start(
         dir,
-        "s2-aggregator",
+        &format!("{label}-aggregator"),
         &format!(
             r#"[sources.sidecars]
 type = "shipper"
 address = "127.0.0.1:{source_port}"
-
+{listener}
 [sinks.void]
 type = "blackhole"
 inputs = ["sidecars"]
@@ -475,15 +502,15 @@ inputs = ["sidecars"]
     let started = Instant::now();
     let mut sidecar = start(
         dir,
-        "s2-sidecar",
+        &format!("{label}-sidecar"),
         &format!(
             r#"{source}
 [sinks.out]
 type = "http"
 inputs = ["app"]
-uri = "http://127.0.0.1:{source_port}/v1/chunks"
+uri = "{scheme}:{source_port}/v1/chunks"
 protocol = "shipper"
-"#,
+{client}"#,
             source = file_source(input)
         ),
     );
@@ -529,8 +556,16 @@ protocol = "shipper"
         ));
     }
     ScenarioResult {
-        key: "sidecar_aggregator",
-        name: "2 sidecar → aggregator (shipper protocol) → blackhole",
+        key: if tls {
+            "sidecar_aggregator_tls"
+        } else {
+            "sidecar_aggregator"
+        },
+        name: if tls {
+            "5 sidecar → aggregator over mutual TLS + token → blackhole"
+        } else {
+            "2 sidecar → aggregator (shipper protocol) → blackhole"
+        },
         seconds: (done - started).as_secs_f64(),
         wire_ratio: raw.zip(body).map(|(raw, body)| raw / body),
         requests,
@@ -704,7 +739,10 @@ fn main() {
         scenarios.push(file_to_http_receiver(dir.path(), &input));
     }
     if wanted('2') {
-        scenarios.push(sidecar_to_aggregator(dir.path(), &input));
+        scenarios.push(sidecar_to_aggregator(dir.path(), &input, false));
+    }
+    if wanted('5') {
+        scenarios.push(sidecar_to_aggregator(dir.path(), &input, true));
     }
     if wanted('3') {
         scenarios.push(file_to_blackhole(dir.path(), &input));
