@@ -217,3 +217,126 @@ inputs = ["in"]
         "a secret in the log:\n{stderr}"
     );
 }
+
+/// The local PostgreSQL's certificate: Debian's self-signed "snakeoil"
+/// one (package ssl-cert), issued to `localhost`.
+const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+
+/// The producer id a sidecar's data directory will have: the directory is
+/// opened once here, as `shipper run` will open it.
+fn producer_of(data: &Path) -> String {
+    let log = shipper_core::log::Log::open(data, shipper_core::log::LogOptions::default()).unwrap();
+    let id = log.producer_id().to_string();
+    log.close().unwrap();
+    id
+}
+
+/// The whole path over TLS: two sidecars ship to an aggregator over
+/// mutual TLS, each with a token bound to its own producer id; the
+/// aggregator writes to PostgreSQL over TLS with the server's certificate
+/// verified (`sslmode=verify-full`). The sidecar that presents the other
+/// one's token is refused (403) and nothing of it is stored; the other's
+/// lines arrive exactly once.
+#[test]
+fn sidecar_to_aggregator_to_postgres_over_tls_with_tokens_bound_to_producers() {
+    let Some(mut database) = common::Database::connect() else {
+        return;
+    };
+    if !Path::new(SNAKEOIL).exists() {
+        shipper_tests::service_missing(&format!("no {SNAKEOIL}: PostgreSQL's TLS certificate"));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    let ca = Ca::new(&pki, "ca");
+    let server = ca.server(&pki, "aggregator");
+    let (good_data, bad_data) = (dir.path().join("good-data"), dir.path().join("bad-data"));
+    let (good_id, bad_id) = (producer_of(&good_data), producer_of(&bad_data));
+    let table = common::unique("tls_rows");
+    let hwm = common::unique("tls_hwm");
+    database.tables.extend([table.clone(), hwm.clone()]);
+
+    let (port, admin) = (free_port(), free_port());
+    let aggregator = write(
+        &dir.path().join("aggregator.toml"),
+        format!(
+            r#"data_dir = "{data}"
+
+[admin]
+address = "127.0.0.1:{admin}"
+
+[log]
+durability = "interval"
+interval_ms = 20
+
+[sources.sidecars]
+type = "shipper"
+address = "127.0.0.1:{port}"
+tls = {tls}
+auth = {{ strategy = "bearer", tokens = [
+  {{ token = "good-token", producers = ["{good_id}"] }},
+  {{ token = "bad-token", producers = ["{bad_id}"] }},
+] }}
+
+[sinks.db]
+type = "postgres"
+inputs = ["sidecars"]
+connection = "host=localhost port=5432 user=postgres dbname=test sslmode=verify-full sslrootcert={SNAKEOIL}"
+table = "{table}"
+table_per_stream = false
+hwm_table = "{hwm}"
+"#,
+            data = dir.path().join("aggregator-data").display(),
+            tls = listener_tls(&server, &ca.crt),
+        ),
+    );
+    let running = Guard::start(&aggregator);
+    // Each sidecar with its own certificate; the bad one with the good
+    // one's token.
+    let start_sidecar = |name: &str, data: &Path, token: &str, seqs: std::ops::Range<u64>| {
+        let client = ca.client(&pki, name);
+        lines(&dir.path().join(format!("{name}.log")), seqs);
+        let config = sidecar(dir.path(), name, port, &ca.crt, Some(&client));
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(
+                &format!("data_dir = \"{}\"", dir.path().join(format!("{name}-data")).display()),
+                &format!("data_dir = \"{}\"", data.display()),
+            )
+            .replace(
+                "protocol = \"shipper\"\n",
+                &format!("protocol = \"shipper\"\nauth = {{ strategy = \"bearer\", token = \"{token}\" }}\n"),
+            );
+        std::fs::write(&config, text).unwrap();
+        Guard::start(&config)
+    };
+    let good = start_sidecar("good", &good_data, "good-token", 0..300);
+    let bad = start_sidecar("bad", &bad_data, "good-token", 1000..1100);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while database.rows(&table) < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 300 rows arrived",
+            database.rows(&table)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A moment for anything that should not arrive to arrive.
+    std::thread::sleep(Duration::from_millis(500));
+    bad.kill();
+    good.terminate();
+    let stderr = running.terminate();
+    assert_eq!(database.rows(&table), 300, "only the good sidecar's lines");
+    assert_eq!(
+        database.number(&format!(
+            "SELECT count(DISTINCT (payload->>'seq')::int8) FROM {table} WHERE (payload->>'seq')::int8 < 300"
+        )),
+        300,
+        "each once"
+    );
+    assert!(stderr.contains("may not write for producer"), "{stderr}");
+    let bad_log = std::fs::read_to_string(dir.path().join("bad.stderr")).unwrap();
+    assert!(bad_log.contains("403"), "{bad_log}");
+}
