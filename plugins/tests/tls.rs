@@ -19,6 +19,11 @@ use shipper_core::log::{Durability, Log, LogOptions};
 use shipper_tests::pki::{client_config, Ca, Issued, Usage, Validity};
 use shipper_tests::{free_port, http, https};
 
+/// Held by the tests that reload: a reload is process-wide, and one test's
+/// must not land between another's replacing its files and checking that
+/// they are not used yet.
+static RELOADS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn records(log: &Log) -> Vec<String> {
     let mut decoder = Decoder::default();
     let mut out = Vec::new();
@@ -215,6 +220,7 @@ async fn a_client_refuses_an_expired_server_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_reload_without_dropping_the_listener() {
+    let _reloads = RELOADS.lock().await;
     let pki = tempfile::tempdir().unwrap();
     let first_ca = Ca::new(pki.path(), "first-ca");
     let second_ca = Ca::new(pki.path(), "second-ca");
@@ -356,6 +362,67 @@ async fn an_http_source_with_a_token_refuses_requests_without_it() {
     assert_eq!(answers[2].0, 200, "{:?}", answers[2]);
     let log = running.stop().await;
     assert_eq!(records(&log), vec!["{\"token\":\"right\"}"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_certificate_and_ca_files_are_read_again_after_a_reload() {
+    let _reloads = RELOADS.lock().await;
+    let pki = tempfile::tempdir().unwrap();
+    let ca = Ca::new(pki.path(), "ca");
+    let other_ca = Ca::new(pki.path(), "other-ca");
+    let server = ca.server(pki.path(), "server");
+    let port = free_port();
+    let running = Running::start(&http_source(
+        port,
+        &listener_tls(&server, Some(&ca.crt), true),
+    ))
+    .await;
+    // The client's files, replaced in place.
+    let live = tempfile::tempdir().unwrap();
+    let (crt, key, trust) = (
+        live.path().join("client.crt"),
+        live.path().join("client.key"),
+        live.path().join("ca.crt"),
+    );
+    let install = |issued: &Issued, ca_file: &Path| {
+        std::fs::copy(&issued.crt, &crt).unwrap();
+        std::fs::copy(&issued.key, &key).unwrap();
+        std::fs::copy(ca_file, &trust).unwrap();
+    };
+    install(&ca.client(pki.path(), "first"), &ca.crt);
+    let settings = TlsClientConfig {
+        ca_file: Some(trust.clone()),
+        crt_file: Some(crt.clone()),
+        key_file: Some(key.clone()),
+        ..TlsClientConfig::default()
+    };
+    let config = shipper_components::tls::client_config(&settings, &[b"http/1.1"], "test").unwrap();
+    let post = |config: Arc<rustls::ClientConfig>, body: &'static [u8]| {
+        blocking(move || post_tls(port, config, body))
+    };
+    assert_eq!(post(config.clone(), b"{\"n\":1}\n").await.unwrap().0, 200);
+    // A certificate of another CA in place: used only after a reload.
+    install(&other_ca.client(pki.path(), "second"), &ca.crt);
+    assert_eq!(post(config.clone(), b"{\"n\":2}\n").await.unwrap().0, 200);
+    shipper_components::reread::request();
+    assert!(
+        post(config.clone(), b"{\"n\":3}\n").await.is_err(),
+        "the server does not know the new certificate's CA"
+    );
+    // The right certificate again, and a CA file that does not trust the
+    // server: refused by the client after the next reload.
+    install(&ca.client(pki.path(), "third"), &other_ca.crt);
+    shipper_components::reread::request();
+    let error = post(config.clone(), b"{\"n\":4}\n")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("UnknownIssuer"), "{error}");
+    install(&ca.client(pki.path(), "fourth"), &ca.crt);
+    shipper_components::reread::request();
+    assert_eq!(post(config, b"{\"n\":5}\n").await.unwrap().0, 200);
+    let log = running.stop().await;
+    assert_eq!(records(&log), vec!["{\"n\":1}", "{\"n\":2}", "{\"n\":5}"]);
 }
 
 /// What `validate` reports, as (error, keys, message).

@@ -1,6 +1,7 @@
 //! A client's TLS: whom it trusts and what it presents.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -9,7 +10,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls_platform_verifier::BuilderVerifierExt;
 
-use super::{load_certificates, load_key, TlsClientConfig, TlsError};
+use super::{load_certificates, TlsClientConfig, TlsError};
 
 /// The rustls client configuration of `config`, offering `alpn`.
 /// `component` names the client in the warning `verify_certificate =
@@ -54,28 +55,10 @@ fn build(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
     } else if let Some(ca) = &config.ca_file {
-        let mut roots = rustls::RootCertStore::empty();
-        for certificate in load_certificates(ca)? {
-            roots.add(certificate).map_err(|error| TlsError::Invalid {
-                path: ca.clone(),
-                reason: format!("not a usable CA certificate: {error}"),
-            })?;
-        }
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|error| TlsError::Invalid {
-                path: ca.clone(),
-                reason: error.to_string(),
-            })?;
-        match &config.server_name {
-            Some(name) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NamedServer {
-                    inner: verifier,
-                    name: server_name(name)?,
-                })),
-            None => builder.with_webpki_verifier(verifier),
-        }
+        let name = config.server_name.as_deref().map(server_name).transpose()?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(FileVerifier::new(ca.clone(), name)?))
     } else {
         if config.server_name.is_some() {
             // The platform verifier checks the name it is given; a name
@@ -89,10 +72,8 @@ fn build(
         builder.with_platform_verifier()?
     };
     let mut client = match (&config.crt_file, &config.key_file) {
-        (Some(crt), Some(key)) => {
-            super::check_certificate_pair(crt, key)?;
-            builder.with_client_auth_cert(load_certificates(crt)?, load_key(key)?)?
-        }
+        (Some(crt), Some(key)) => builder
+            .with_client_cert_resolver(Arc::new(FileClientCert::new(crt.clone(), key.clone())?)),
         _ => builder.with_no_client_auth(),
     };
     client.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -106,25 +87,70 @@ fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
     })
 }
 
-/// Verifies the server's certificate against `name` instead of the host
-/// connected to (`tls.server_name`).
+/// Verifies the server's certificate against the CA file (read again
+/// after a reload), and against `name` instead of the host connected to
+/// when `tls.server_name` is set.
 #[derive(Debug)]
-struct NamedServer {
-    inner: Arc<WebPkiServerVerifier>,
-    name: ServerName<'static>,
+struct FileVerifier {
+    ca: PathBuf,
+    name: Option<ServerName<'static>>,
+    current: Mutex<(u64, Arc<WebPkiServerVerifier>)>,
 }
 
-impl ServerCertVerifier for NamedServer {
+fn ca_verifier(ca: &Path) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in load_certificates(ca)? {
+        roots.add(certificate).map_err(|error| TlsError::Invalid {
+            path: ca.to_owned(),
+            reason: format!("not a usable CA certificate: {error}"),
+        })?;
+    }
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), super::provider())
+        .build()
+        .map_err(|error| TlsError::Invalid {
+            path: ca.to_owned(),
+            reason: error.to_string(),
+        })
+}
+
+impl FileVerifier {
+    fn new(ca: PathBuf, name: Option<ServerName<'static>>) -> Result<Self, TlsError> {
+        let verifier = ca_verifier(&ca)?;
+        Ok(FileVerifier {
+            ca,
+            name,
+            current: Mutex::new((crate::reread::generation(), verifier)),
+        })
+    }
+
+    fn verifier(&self) -> Arc<WebPkiServerVerifier> {
+        let generation = crate::reread::generation();
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.0 != generation {
+            current.0 = generation;
+            match ca_verifier(&self.ca) {
+                Ok(verifier) => current.1 = verifier,
+                Err(error) => {
+                    tracing::warn!(%error, "tls.ca_file not read again; the CA loaded before stays in use")
+                }
+            }
+        }
+        current.1.clone()
+    }
+}
+
+impl ServerCertVerifier for FileVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+        let name = self.name.as_ref().unwrap_or(server_name);
+        self.verifier()
+            .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -133,7 +159,7 @@ impl ServerCertVerifier for NamedServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.verifier().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -142,11 +168,56 @@ impl ServerCertVerifier for NamedServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.verifier().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.verifier().supported_verify_schemes()
+    }
+}
+
+/// The client certificate and key of `crt_file` / `key_file`, read again
+/// after a reload (a pair that does not load then leaves the one in use).
+#[derive(Debug)]
+struct FileClientCert {
+    crt: PathBuf,
+    key: PathBuf,
+    current: Mutex<(u64, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+impl FileClientCert {
+    fn new(crt: PathBuf, key: PathBuf) -> Result<Self, TlsError> {
+        let (certified, _) = super::pem::certified_key(&crt, &key)?;
+        Ok(FileClientCert {
+            crt,
+            key,
+            current: Mutex::new((crate::reread::generation(), Arc::new(certified))),
+        })
+    }
+}
+
+impl rustls::client::ResolvesClientCert for FileClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let generation = crate::reread::generation();
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.0 != generation {
+            current.0 = generation;
+            match super::pem::certified_key(&self.crt, &self.key) {
+                Ok((certified, _)) => current.1 = Arc::new(certified),
+                Err(error) => {
+                    tracing::warn!(%error, "tls client certificate not read again; the one loaded before stays in use")
+                }
+            }
+        }
+        Some(current.1.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 

@@ -634,7 +634,16 @@ fn the_quickstart_config_validates() {
 fn the_sidecar_and_aggregator_examples_validate() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data").display().to_string();
-    let lookup = |name: &str| (name == "SHIPPER_DATA_DIR").then(|| data.clone());
+    // The certificates examples/make-certs.sh would make.
+    let ca = shipper_tests::pki::Ca::new(dir.path(), "ca");
+    ca.server(dir.path(), "aggregator");
+    ca.client(dir.path(), "sidecar");
+    let tls = dir.path().display().to_string();
+    let lookup = |name: &str| match name {
+        "SHIPPER_DATA_DIR" => Some(data.clone()),
+        "SHIPPER_TLS" => Some(tls.clone()),
+        _ => None,
+    };
     for (file, source, sink) in [
         ("sidecar.toml", "file", "http"),
         ("aggregator.toml", "shipper", "postgres"),
