@@ -3,23 +3,12 @@
 use std::io::Write;
 
 use shipper_components::sources::http::{HttpOptions, HttpSource};
-use shipper_core::chunk::{decode_body, ChunkOptions, Decoder};
+use shipper_core::chunk::ChunkOptions;
 use shipper_core::component::{Shutdown, Source, SourceContext};
 use shipper_core::emit::Emitter;
 use shipper_core::log::{Durability, Log, LogOptions};
 
-fn records(log: &Log) -> Vec<String> {
-    let mut decoder = Decoder::default();
-    let mut out = Vec::new();
-    for chunk in log.reader(0) {
-        let chunk = chunk.unwrap();
-        let view = chunk.view();
-        for record in decode_body(&view, &mut decoder).unwrap().records() {
-            out.push(String::from_utf8(record.unwrap().to_vec()).unwrap());
-        }
-    }
-    out
-}
+use shipper_tests::records::stored as records;
 
 /// One HTTP/1.1 POST over a plain TCP connection; returns status and body.
 fn post(

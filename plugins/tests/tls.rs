@@ -12,7 +12,7 @@ use shipper_components::config::{BuildContext, Checks, SourceComponent};
 use shipper_components::sources::http::HttpSourceConfig;
 use shipper_components::sources::socket::SocketSourceConfig;
 use shipper_components::tls::{TlsClientConfig, TlsListenerConfig};
-use shipper_core::chunk::{decode_body, ChunkOptions, Decoder};
+use shipper_core::chunk::ChunkOptions;
 use shipper_core::component::{Shutdown, SourceContext};
 use shipper_core::emit::Emitter;
 use shipper_core::log::{Durability, Log, LogOptions};
@@ -24,18 +24,7 @@ use shipper_tests::{free_port, http, https};
 /// they are not used yet.
 static RELOADS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn records(log: &Log) -> Vec<String> {
-    let mut decoder = Decoder::default();
-    let mut out = Vec::new();
-    for chunk in log.reader(0) {
-        let chunk = chunk.unwrap();
-        let view = chunk.view();
-        for record in decode_body(&view, &mut decoder).unwrap().records() {
-            out.push(String::from_utf8(record.unwrap().to_vec()).unwrap());
-        }
-    }
-    out
-}
+use shipper_tests::records::stored as records;
 
 /// A source built from its config text and run on a fresh log.
 struct Running {

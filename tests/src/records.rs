@@ -85,6 +85,27 @@ pub fn fixed_record(seq: u64, len: usize) -> Vec<u8> {
     bytes
 }
 
+/// Every record the log holds from offset 0, as text (each must be UTF-8).
+///
+/// # Panics
+/// On a chunk that cannot be read or decoded, or a record that is not UTF-8.
+pub fn stored(log: &Log) -> Vec<String> {
+    let mut decoder = Decoder::default();
+    let mut out = Vec::new();
+    for chunk in log.reader(0) {
+        let chunk = chunk.expect("a readable chunk");
+        let view = chunk.view();
+        for record in decode_body(&view, &mut decoder)
+            .expect("a decodable chunk")
+            .records()
+        {
+            let record = record.expect("a record");
+            out.push(String::from_utf8(record.to_vec()).expect("a UTF-8 record"));
+        }
+    }
+    out
+}
+
 /// What a reader found, checked chunk by chunk.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReadBack {

@@ -20,7 +20,17 @@ pub fn client_config(
     alpn: &[&[u8]],
     component: &str,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    build(config, alpn, Some(component))
+    build(config, alpn, Some(component), true)
+}
+
+/// As [`client_config`], but the server's certificate only has to chain
+/// to `ca_file` (which it needs), whatever name it is issued to:
+/// PostgreSQL's `sslmode=verify-ca`.
+pub fn client_config_chain_only(
+    config: &TlsClientConfig,
+    component: &str,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    build(config, &[], Some(component), false)
 }
 
 /// A client configuration that accepts any server certificate, without
@@ -33,13 +43,14 @@ pub fn client_config_unverified(
         verify_certificate: false,
         ..config.clone()
     };
-    build(&config, &[], None)
+    build(&config, &[], None, true)
 }
 
 fn build(
     config: &TlsClientConfig,
     alpn: &[&[u8]],
     warn_as: Option<&str>,
+    check_name: bool,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = super::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -58,7 +69,11 @@ fn build(
         let name = config.server_name.as_deref().map(server_name).transpose()?;
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(FileVerifier::new(ca.clone(), name)?))
+            .with_custom_certificate_verifier(Arc::new(FileVerifier::new(
+                ca.clone(),
+                name,
+                check_name,
+            )?))
     } else {
         if config.server_name.is_some() {
             // The platform verifier checks the name it is given; a name
@@ -89,11 +104,13 @@ fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
 
 /// Verifies the server's certificate against the CA file (read again
 /// after a reload), and against `name` instead of the host connected to
-/// when `tls.server_name` is set.
+/// when `tls.server_name` is set; not against any name without
+/// `check_name`.
 #[derive(Debug)]
 struct FileVerifier {
     ca: PathBuf,
     name: Option<ServerName<'static>>,
+    check_name: bool,
     current: Mutex<(u64, Arc<WebPkiServerVerifier>)>,
 }
 
@@ -114,11 +131,16 @@ fn ca_verifier(ca: &Path) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
 }
 
 impl FileVerifier {
-    fn new(ca: PathBuf, name: Option<ServerName<'static>>) -> Result<Self, TlsError> {
+    fn new(
+        ca: PathBuf,
+        name: Option<ServerName<'static>>,
+        check_name: bool,
+    ) -> Result<Self, TlsError> {
         let verifier = ca_verifier(&ca)?;
         Ok(FileVerifier {
             ca,
             name,
+            check_name,
             current: Mutex::new((crate::reread::generation(), verifier)),
         })
     }
@@ -149,8 +171,16 @@ impl ServerCertVerifier for FileVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let name = self.name.as_ref().unwrap_or(server_name);
-        self.verifier()
-            .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
+        let verified =
+            self.verifier()
+                .verify_server_cert(end_entity, intermediates, name, ocsp_response, now);
+        match verified {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(

@@ -16,7 +16,7 @@ mod config;
 mod pem;
 mod server;
 
-pub use client::{client_config, client_config_unverified};
+pub use client::{client_config, client_config_chain_only, client_config_unverified};
 pub use config::{TlsClientConfig, TlsListenerConfig, TlsVersion};
 pub use pem::{check_certificate_pair, load_certificates, load_key, not_after, EXPIRY_WARNING};
 pub use server::{reload_certificates, ServerTls};

@@ -16,11 +16,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-
 use crate::tls::TlsClientConfig;
 
 /// libpq's `sslmode`.
@@ -229,34 +224,17 @@ pub fn connector(
         settings.server_name = None;
         return quiet_accept_any(&settings).map(Some);
     }
-    let Some(ca) = ca else {
-        if verify == Verify::Chain {
-            return Err("sslmode=verify-ca needs a CA file: sslrootcert, or `tls.ca_file`".into());
-        }
-        // verify-full without a CA file: the platform's roots.
-        return crate::tls::client_config(&settings, &[], component)
-            .map(|config| Some(Arc::unwrap_or_clone(config)))
-            .map_err(|e| e.to_string());
-    };
-    let config = crate::tls::client_config(&settings, &[], component).map_err(|e| e.to_string())?;
-    let mut config = Arc::unwrap_or_clone(config);
-    if verify == Verify::Chain {
-        let roots = crate::tls::load_certificates(&ca).map_err(|e| e.to_string())?;
-        let mut store = rustls::RootCertStore::empty();
-        for root in roots {
-            store
-                .add(root)
-                .map_err(|e| format!("{}: {e}", ca.display()))?;
-        }
-        let inner =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(store), crate::tls::provider())
-                .build()
-                .map_err(|e| format!("{}: {e}", ca.display()))?;
-        config
-            .dangerous()
-            .set_certificate_verifier(Arc::new(ChainOnly(inner)));
+    if ca.is_none() && verify == Verify::Chain {
+        return Err("sslmode=verify-ca needs a CA file: sslrootcert, or `tls.ca_file`".into());
     }
-    Ok(Some(config))
+    // verify-full without a CA file: the platform's roots.
+    let config = if verify == Verify::Chain {
+        crate::tls::client_config_chain_only(&settings, component)
+    } else {
+        crate::tls::client_config(&settings, &[], component)
+    };
+    let config = config.map_err(|e| e.to_string())?;
+    Ok(Some(Arc::unwrap_or_clone(config)))
 }
 
 /// `require` without a CA: encryption, no verification, as libpq does it
@@ -271,53 +249,6 @@ enum Verify {
     Nothing,
     Chain,
     Full,
-}
-
-/// `verify-ca`: the chain is checked, the name is not.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
 }
 
 #[cfg(test)]
