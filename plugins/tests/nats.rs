@@ -492,3 +492,28 @@ async fn records_arrive_over_mutual_tls_and_a_client_without_a_certificate_is_re
     let error = refused.open(&context(&log, 0)).await.unwrap_err();
     assert!(matches!(error, ComponentError::Retryable(_)), "{error}");
 }
+
+/// A credentials file that is not one is a fatal error naming the file
+/// (nothing to retry until the file is fixed), before any connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_file_that_is_not_one_is_fatal_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = log_with(dir.path(), 1, 1);
+    let creds = dir.path().join("shipper.creds");
+    std::fs::write(&creds, "not a credentials file\n").unwrap();
+    let mut options = NatsSinkOptions::new(URL, unique("creds"));
+    options.credentials_file = Some(creds.clone());
+    let mut sink = NatsSink::new(options.clone()).unwrap();
+    let error = sink.open(&context(&log, 0)).await.unwrap_err();
+    assert!(
+        matches!(&error, ComponentError::Fatal(m) if m.contains("shipper.creds")),
+        "{error}"
+    );
+    options.credentials_file = Some(dir.path().join("missing.creds"));
+    let error = NatsSink::new(options)
+        .unwrap()
+        .open(&context(&log, 0))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("missing.creds"), "{error}");
+}
