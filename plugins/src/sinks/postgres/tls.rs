@@ -101,6 +101,10 @@ pub fn split(connection: &str) -> Result<(String, PgTls), String> {
         }
         kept.push(("sslmode".into(), tls.tokio_mode().into()));
         url.query_pairs_mut().clear().extend_pairs(kept);
+        // Form encoding writes a space as `+` (a `+` itself as `%2B`);
+        // tokio-postgres percent-decodes and would keep the `+`.
+        let query = url.query().map(|query| query.replace('+', "%20"));
+        url.set_query(query.as_deref());
         return Ok((url.to_string(), tls));
     }
     let mut kept = String::new();
@@ -269,13 +273,14 @@ mod tests {
         assert_eq!(parsed.get_dbname(), Some("test"));
         assert_eq!(parsed.get_password(), Some(&b"a 'quoted' value"[..]));
 
-        let (rest, tls) =
-            split("postgres://u:p@localhost/test?sslmode=verify-ca&sslrootcert=%2Fca.pem&application_name=x")
-                .unwrap();
+        let (rest, tls) = split(
+            "postgres://u:p@localhost/test?sslmode=verify-ca&sslrootcert=%2Fca.pem&application_name=x%20y%2Bz",
+        )
+        .unwrap();
         assert_eq!(tls.mode, Some(SslMode::VerifyCa));
         assert_eq!(tls.rootcert, Some("/ca.pem".into()));
         let parsed: tokio_postgres::Config = rest.parse().unwrap();
-        assert_eq!(parsed.get_application_name(), Some("x"));
+        assert_eq!(parsed.get_application_name(), Some("x y+z"));
         assert_eq!(
             parsed.get_ssl_mode(),
             tokio_postgres::config::SslMode::Require
