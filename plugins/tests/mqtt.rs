@@ -424,6 +424,42 @@ async fn messages_arrive_over_tls_with_a_client_certificate_or_a_password() {
         };
         Some(shipper_components::tls::client_config(&settings, &[], "mqtt").unwrap())
     };
+    // Refused: the mutual-TLS listener without a client certificate, the
+    // password listener with a wrong password. The source keeps retrying;
+    // its failures count, nothing connects.
+    for (port, certificate, credentials) in [
+        (broker.mutual, false, None),
+        (
+            broker.password,
+            false,
+            Some(("shipper".to_owned(), "wrong".to_owned())),
+        ),
+    ] {
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = Log::open(log_dir.path(), LogOptions::default()).unwrap();
+        let running = Running::start_with(
+            &log,
+            MqttOptions {
+                host: "127.0.0.1".into(),
+                port,
+                client_id: unique("refused"),
+                topics: vec![unique("refused")],
+                qos: MqttQos::AtLeastOnce,
+                tls: tls(certificate),
+                credentials,
+            },
+        );
+        wait_for("a refused connection", || {
+            running.counters.failures.load(Ordering::Relaxed) > 0
+        })
+        .await;
+        let counters = running.stop().await;
+        assert_eq!(
+            counters.connections.load(Ordering::Relaxed),
+            0,
+            "port {port}"
+        );
+    }
     for (port, certificate, credentials) in [
         (broker.mutual, true, None),
         (

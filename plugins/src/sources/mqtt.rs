@@ -259,6 +259,10 @@ pub struct MqttStats {
     pub acked: AtomicU64,
     /// Messages dropped because their record exceeds the log's record limit.
     pub oversized: AtomicU64,
+    /// Connections that failed or broke: the broker unreachable, a TLS
+    /// handshake or the broker's CONNACK refusing the credentials, a
+    /// dropped connection. Each is retried after a backoff.
+    pub failures: AtomicU64,
 }
 
 /// Subscribes to a broker and emits every message it delivers.
@@ -441,6 +445,7 @@ impl MqttStats {
                 ("shipper_source_subscriptions_total", "Subscriptions the broker confirmed with every filter granted (SUBACK).", &[], |c| &c.subscriptions),
                 ("shipper_source_acknowledgements_total", "Acknowledgements sent to the broker (PUBACK), each after its record was durable.", &[], |c| &c.acked),
                 ("shipper_source_discarded_records_total", "Records the source dropped, by reason.", &[("reason", "oversized")], |c| &c.oversized),
+                ("shipper_source_connection_failures_total", "Connections to the broker that failed or broke (unreachable, TLS refused, credentials refused, dropped), each retried after a backoff.", &[], |c| &c.failures),
             ],
         )
     }
@@ -518,6 +523,7 @@ impl Source for MqttSource {
                     }
                     Ok(_) => {}
                     Err(error) => {
+                        self.counters.failures.fetch_add(1, Ordering::Relaxed);
                         acks.forget();
                         if connected_at.take().is_some_and(|at| at.elapsed() >= STABLE_CONNECTION) {
                             backoff.reset();
