@@ -245,7 +245,7 @@ async fn certificates_reload_without_dropping_the_listener() {
     .await;
     assert_eq!(unchanged.unwrap().0, 200);
 
-    shipper_components::tls::reload_certificates();
+    shipper_components::reread::request();
     let after = blocking(move || {
         (
             post_tls(port, second, b"{\"n\":3}\n"),
@@ -258,7 +258,7 @@ async fn certificates_reload_without_dropping_the_listener() {
 
     // A reload whose files are broken keeps the certificate it had.
     std::fs::write(&installed.key, "not a key").unwrap();
-    shipper_components::tls::reload_certificates();
+    shipper_components::reread::request();
     let config = client_config(&second_ca.crt, None);
     let kept = blocking(move || post_tls(port, config, b"{\"n\":5}\n")).await;
     assert_eq!(kept.unwrap().0, 200);

@@ -66,18 +66,12 @@ const DEADLINE: Duration = Duration::from_secs(600);
 /// Scrapes timed after a run to measure what one costs.
 const SCRAPES_TIMED: u32 = 50;
 
-/// The value of `name{component_id="component"}` (or of `name` alone when
-/// `component` is empty) in Prometheus text.
-fn metric(text: &str, name: &str, component: &str) -> Option<f64> {
-    sample(text, name, component)
-}
-
 /// An http sink's requests and their mean latency, from its process's
 /// `/metrics`.
 fn http_sink_requests(metrics: &str, sink: &str) -> (Option<u64>, Option<f64>) {
-    let requests = metric(metrics, "shipper_http_requests_total", sink);
-    let sum = metric(metrics, "shipper_component_request_seconds_sum", sink);
-    let count = metric(metrics, "shipper_component_request_seconds_count", sink);
+    let requests = sample(metrics, "shipper_http_requests_total", sink);
+    let sum = sample(metrics, "shipper_component_request_seconds_sum", sink);
+    let count = sample(metrics, "shipper_component_request_seconds_count", sink);
     let mean = sum
         .zip(count)
         .filter(|&(_, count)| count > 0.0)
@@ -529,19 +523,19 @@ protocol = "shipper"
     let sidecar_log = stop(sidecar);
     let aggregator_log = stop(aggregator);
 
-    let out = metric(
+    let out = sample(
         &aggregator_metrics,
         "shipper_component_sent_records_total",
         "void",
     )
     .unwrap_or(0.0) as u64;
     assert_eq!(out, input.records, "records out of the aggregator");
-    let body = metric(
+    let body = sample(
         &sidecar_metrics,
         "shipper_http_request_body_bytes_total",
         "out",
     );
-    let raw = metric(
+    let raw = sample(
         &sidecar_metrics,
         "shipper_http_request_uncompressed_bytes_total",
         "out",
@@ -549,7 +543,7 @@ protocol = "shipper"
     let (requests, mean_request_seconds) = http_sink_requests(&sidecar_metrics, "out");
     let mut notes = notable("sidecar", &sidecar_log);
     notes.extend(notable("aggregator", &aggregator_log));
-    if let Some(flushes) = metric(&aggregator_metrics, "shipper_log_flushes_total", "") {
+    if let Some(flushes) = sample(&aggregator_metrics, "shipper_log_flushes_total", "") {
         notes.push(format!(
             "aggregator: {flushes} log flushes for {} requests",
             requests.unwrap_or(0)

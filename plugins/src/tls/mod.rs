@@ -19,7 +19,7 @@ mod server;
 pub use client::{client_config, client_config_chain_only, client_config_unverified};
 pub use config::{TlsClientConfig, TlsListenerConfig, TlsVersion};
 pub use pem::{check_certificate_pair, load_certificates, load_key, not_after, EXPIRY_WARNING};
-pub use server::{reload_certificates, ServerTls};
+pub use server::ServerTls;
 
 use std::path::PathBuf;
 use std::sync::Arc;

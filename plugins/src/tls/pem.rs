@@ -62,9 +62,7 @@ pub fn check_certificate_pair(
     crt: &Path,
     key: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let (certified, certificates) = certified_key(crt, key)?;
-    drop(certified);
-    Ok(certificates)
+    certified_key(crt, key).map(|(_, certificates)| certificates)
 }
 
 /// The chain at `crt` with the key at `key`, checked to belong together.

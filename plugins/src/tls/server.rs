@@ -5,15 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::server::WebPkiClientVerifier;
 
-use super::{load_certificates, load_key, TlsError, TlsListenerConfig};
-
-/// Makes every listener read its certificate, key and CA files again
-/// before its next handshake ([`crate::reread::request`], which SIGHUP
-/// and `POST /reload` call). A listener whose new files do not load keeps
-/// the ones it had, with a log line saying why.
-pub fn reload_certificates() {
-    crate::reread::request();
-}
+use super::{load_certificates, TlsError, TlsListenerConfig};
 
 /// The TLS side of one listener.
 #[derive(Debug)]
@@ -78,7 +70,7 @@ fn build(
     alpn: &[Vec<u8>],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     // Refuses a key that does not belong to the certificate.
-    super::check_certificate_pair(&config.crt_file, &config.key_file)?;
+    let (certified, _) = super::pem::certified_key(&config.crt_file, &config.key_file)?;
     let provider = super::provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(config.min_version.versions())?;
@@ -105,10 +97,8 @@ fn build(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut server = builder.with_single_cert(
-        load_certificates(&config.crt_file)?,
-        load_key(&config.key_file)?,
-    )?;
+    let mut server =
+        builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     server.alpn_protocols = alpn.to_vec();
     Ok(Arc::new(server))
 }
